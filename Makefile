@@ -1,0 +1,88 @@
+# tilepass build, test, demo and bench.
+#   make          build build/libtilepass.so (portable -O3; per-ISA kernels dispatched at run time)
+#   make test     set up .venv, build both libraries, run the C tests (sanitizers) and pytest
+#   make demo     set up, build, run the main job on the bundled example
+#   make bench    set up, build, print benchmark tables and write build/bench.json
+
+CC      ?= cc
+PYTHON  ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+BUILD   := build
+
+CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
+CFLAGS_COMMON := $(CSTD) $(WARN) -fPIC -pthread -Iinclude -Inative
+CFLAGS_REL    := $(CFLAGS_COMMON) -O3
+CFLAGS_SAN    := $(CFLAGS_COMMON) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDLIBS  := -lm -pthread
+
+# Files named *_avx2.c / *_avx512.c hold per-ISA kernels: only they get the ISA flags, and the
+# library calls them only when CPUID says the CPU has them.
+ISA_AVX2   := -mavx2 -mfma -mf16c
+ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
+
+SRCS    := $(wildcard native/*.c)
+HDRS    := $(wildcard native/*.h) include/tilepass.h
+OBJS    := $(patsubst native/%.c,$(BUILD)/obj/%.o,$(SRCS))
+SOBJS   := $(patsubst native/%.c,$(BUILD)/san/%.o,$(SRCS))
+LIB     := $(BUILD)/libtilepass.so
+SANLIB  := $(BUILD)/san/libtilepass.so
+
+CTESTS_SRC := $(wildcard tests/c/test_*.c)
+CTESTS     := $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(CTESTS_SRC))
+
+isa_flags = $(if $(findstring _avx512,$(1)),$(ISA_AVX512),$(if $(findstring _avx2,$(1)),$(ISA_AVX2),))
+
+.PHONY: all lib sanlib test ctest pytest demo bench venv clean
+all: lib
+lib: $(LIB)
+sanlib: $(SANLIB)
+
+$(BUILD)/obj/%.o: native/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_REL) $(call isa_flags,$<) -c $< -o $@
+
+$(BUILD)/san/%.o: native/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) $(call isa_flags,$<) -c $< -o $@
+
+$(LIB): $(OBJS)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+$(SANLIB): $(SOBJS)
+	$(CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDLIBS)
+
+# C tests link the sanitizer build of the library and only use the public header.
+$(BUILD)/ctest/%: tests/c/%.c $(SANLIB) include/tilepass.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
+	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
+
+# The virtualenv: pinned test and run-time dependencies, then the project in editable mode.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "torch==2.13.0" "transformers==5.23.0" "numpy>=1.26" "pytest>=8" \
+	    "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=10"
+	$(VPY) -m pip install -q --no-deps -e .
+	touch $@
+venv: $(VENV)/.stamp
+
+ctest: $(CTESTS)
+	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
+
+pytest: venv lib
+	$(VPY) -m pytest -q tests
+
+test: venv lib ctest
+	$(VPY) -m pytest -q tests
+
+demo: venv lib
+	$(VPY) examples/demo.py
+
+bench: venv lib
+	$(VPY) tests/bench/run.py --json $(BUILD)/bench.json
+
+clean:
+	rm -rf $(BUILD)

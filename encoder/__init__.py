@@ -1,0 +1,1 @@
+"""tilepass runtime: the binding to libtilepass, preprocessing, the pipeline and the CLI."""

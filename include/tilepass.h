@@ -1,0 +1,378 @@
+/*
+ * tilepass.h - the public C API of libtilepass.
+ *
+ * A ggml-style compute library for document-OCR vision-language models:
+ *   - tensors are a type plus ne[4] sizes (innermost first) and nb[4] byte strides;
+ *   - model code builds a graph by calling small pure op constructors;
+ *   - a graph is planned (topological order, buffers of dead intermediates reused)
+ *     and computed by a thread pool in one call.
+ *
+ * Error handling (one path, whisper.cpp style):
+ *   - functions that create a handle return a tp_status and fill an optional tp_error;
+ *   - op constructors return NULL on failure and record the first failure in their
+ *     context ("sticky" error): a whole graph can be built and checked once, with
+ *     tp_context_status()/tp_context_error(). A NULL input makes a constructor
+ *     return NULL without overwriting the first error;
+ *   - no function calls exit() or abort() on bad input.
+ * There is no global mutable state: separate contexts may be used from separate threads.
+ *
+ * The region between TP_CDEF_BEGIN and TP_CDEF_END is fed verbatim (minus preprocessor
+ * lines) to cffi by the Python binding: keep it plain C declarations.
+ */
+#ifndef TILEPASS_H
+#define TILEPASS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* TP_CDEF_BEGIN */
+
+#define TILEPASS_VERSION_MAJOR 0
+#define TILEPASS_VERSION_MINOR 1
+#define TILEPASS_VERSION_PATCH 0
+/* Maximum number of tensor dimensions. */
+#define TP_MAX_DIMS 4
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes and errors
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tp_status {
+    TP_OK = 0,
+    TP_ERR_INVALID_ARGUMENT = 1, /* a NULL handle, a value out of range */
+    TP_ERR_SHAPE = 2,            /* tensor shapes that do not fit the operation */
+    TP_ERR_TYPE = 3,             /* a tensor type the operation does not support */
+    TP_ERR_OUT_OF_MEMORY = 4,    /* an allocation failed or a size overflowed */
+    TP_ERR_IO = 5,               /* a file could not be opened, read or mapped */
+    TP_ERR_FORMAT = 6,           /* a file is corrupt, truncated or of another kind */
+    TP_ERR_UNSUPPORTED = 7,      /* valid input this build cannot handle */
+    TP_ERR_INTERNAL = 8          /* a bug in libtilepass */
+} tp_status;
+
+/* A message for a failure that happened before a handle existed. */
+typedef struct tp_error {
+    tp_status status;
+    char message[512];
+} tp_error;
+
+/* Library version as "MAJOR.MINOR.PATCH"; equals the macros above for a matching build. */
+const char *tp_version(void);
+
+/* A short constant English name of a status code ("ok", "invalid argument", ...). */
+const char *tp_status_string(tp_status status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Types. The numeric values equal ggml's GGML_TYPE_* so that a GGUF tensor type maps directly.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tp_type {
+    TP_TYPE_F32 = 0,
+    TP_TYPE_F16 = 1,
+    TP_TYPE_Q4_0 = 2,
+    TP_TYPE_Q8_0 = 8,
+    TP_TYPE_Q4_K = 12,
+    TP_TYPE_Q5_K = 13,
+    TP_TYPE_Q6_K = 14,
+    TP_TYPE_I32 = 26,
+    TP_TYPE_BF16 = 30
+} tp_type;
+
+/* Whether this build knows the type (false for any value not listed above). */
+bool tp_type_is_valid(int type);
+/* A short name ("f32", "q4_K", ...); "unknown" for invalid values. */
+const char *tp_type_name(int type);
+/* Elements per block (1 for F32/F16/BF16/I32, 32 for Q8_0/Q4_0, 256 for K-quants); 0 if invalid. */
+int64_t tp_type_block_elements(int type);
+/* Bytes per block; 0 if invalid. */
+size_t tp_type_block_bytes(int type);
+/* Bytes of a row of n elements, or 0 when the type is invalid or n is not a multiple of its block. */
+size_t tp_type_row_bytes(int type, int64_t n);
+
+/* ---------------------------------------------------------------------------------------------
+ * Quantisation (exact GGUF/ggml block layouts)
+ * ------------------------------------------------------------------------------------------- */
+
+/*
+ * Quantise n_rows rows of n_per_row floats into `type` (any type above but I32).
+ * n_per_row must be a multiple of the type's block size; dst_size must hold
+ * n_rows * tp_type_row_bytes(type, n_per_row) bytes. *written (optional) receives the bytes written.
+ */
+tp_status tp_quantize(int type, const float *src, int64_t n_rows, int64_t n_per_row,
+                      void *dst, size_t dst_size, size_t *written, tp_error *err);
+
+/* The inverse: n_rows rows of `type` data (src_size bytes) to floats. */
+tp_status tp_dequantize(int type, const void *src, size_t src_size, int64_t n_rows,
+                        int64_t n_per_row, float *dst, tp_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * CPU features and kernel dispatch
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tp_cpu_path {
+    TP_CPU_SCALAR = 0,
+    TP_CPU_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    TP_CPU_AVX512 = 2  /* AVX-512 F/BW/VL (+VNNI, +BF16 where present) */
+} tp_cpu_path;
+
+/* The best path this CPU supports. */
+tp_cpu_path tp_cpu_best_path(void);
+/* A name for a path ("scalar", "avx2", "avx512"). */
+const char *tp_cpu_path_name(tp_cpu_path path);
+
+/* ---------------------------------------------------------------------------------------------
+ * Thread pool
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_threadpool tp_threadpool;
+
+typedef struct tp_threadpool_params {
+    int n_threads; /* 1..64; the calling thread is one of them */
+} tp_threadpool_params;
+
+tp_threadpool_params tp_threadpool_default_params(void);
+/* Start n_threads-1 workers; they sleep while no graph is computing. */
+tp_status tp_threadpool_create(const tp_threadpool_params *params, tp_threadpool **out, tp_error *err);
+/* Stop and join the workers. NULL is ignored. */
+void tp_threadpool_free(tp_threadpool *pool);
+int tp_threadpool_n_threads(const tp_threadpool *pool);
+
+/* ---------------------------------------------------------------------------------------------
+ * Contexts and tensors
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_context tp_context;
+typedef struct tp_tensor tp_tensor;
+
+typedef struct tp_context_params {
+    /* Kernel path for graphs computed in this context: -1 = the best the CPU has (the
+     * environment variable TILEPASS_CPU=scalar|avx2|avx512 may lower it), else a tp_cpu_path
+     * (clamped to what the CPU supports). */
+    int cpu_path;
+} tp_context_params;
+
+tp_context_params tp_context_default_params(void);
+tp_status tp_context_create(const tp_context_params *params, tp_context **out, tp_error *err);
+/* Frees every tensor, graph and buffer the context owns. NULL is ignored. */
+void tp_context_free(tp_context *ctx);
+/* The first error recorded since creation or the last clear (TP_OK if none). */
+tp_status tp_context_status(const tp_context *ctx);
+/* Its message ("" if none). Valid until the next call on this context. */
+const char *tp_context_error(const tp_context *ctx);
+void tp_context_clear_error(tp_context *ctx);
+/* The kernel path this context computes with. */
+tp_cpu_path tp_context_cpu_path(const tp_context *ctx);
+
+/* A leaf tensor with zeroed data allocated and owned by the context.
+ * n_dims in 1..4; ne[i] >= 1; dims past n_dims are 1. */
+tp_tensor *tp_new_tensor(tp_context *ctx, int type, int n_dims, const int64_t *ne);
+/* A leaf tensor over caller-owned memory (e.g. a memory-mapped GGUF). data must hold
+ * nbytes >= the tensor's size and outlive the context's use of it. */
+tp_tensor *tp_new_tensor_external(tp_context *ctx, int type, int n_dims, const int64_t *ne,
+                                  void *data, size_t nbytes);
+
+int tp_tensor_type(const tp_tensor *t);
+int tp_tensor_n_dims(const tp_tensor *t);
+int64_t tp_tensor_ne(const tp_tensor *t, int dim);  /* 1 for dims >= n_dims, 0 for bad args */
+size_t tp_tensor_nb(const tp_tensor *t, int dim);
+int64_t tp_tensor_nelements(const tp_tensor *t);
+/* Bytes spanned by the tensor's data (from its first to one past its last byte). */
+size_t tp_tensor_nbytes(const tp_tensor *t);
+bool tp_tensor_is_contiguous(const tp_tensor *t);
+/* The data pointer: set for leaves; for op results only after the graph computed (NULL before). */
+void *tp_tensor_data(const tp_tensor *t);
+void tp_tensor_set_name(tp_tensor *t, const char *name);
+const char *tp_tensor_name(const tp_tensor *t);
+
+/* Copy n = nelements floats into a contiguous F32/F16/BF16 tensor (converting), or n int32 into I32. */
+tp_status tp_tensor_set_f32(tp_tensor *t, const float *src, int64_t n);
+tp_status tp_tensor_set_i32(tp_tensor *t, const int32_t *src, int64_t n);
+/* Read a tensor's logical contents (any strides; F32/F16/BF16/quantised) as n = nelements floats,
+ * innermost dimension first. */
+tp_status tp_tensor_get_f32(const tp_tensor *t, float *dst, int64_t n);
+
+/* ---------------------------------------------------------------------------------------------
+ * Op constructors. Each returns a new tensor (NULL on failure, see the top of this file).
+ * Results are F32 unless said. Layout notes:
+ *   - a matrix of n tokens of width d is ne = [d, n];
+ *   - images/feature maps are channels-innermost: ne = [C, W, H, B].
+ * ------------------------------------------------------------------------------------------- */
+
+/* a: [K, M, a2, a3] weights (F32/F16/BF16/quantised), b: [K, N, b2, b3] F32, b2 % a2 == 0 and
+ * b3 % a3 == 0 (a is broadcast). Result [M, N, b2, b3] = b · aᵀ per (b2, b3). */
+tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b);
+
+/* Element-wise with broadcasting of b over a (each b dim equals a's or is 1). Result shaped as a. */
+tp_tensor *tp_add(tp_context *ctx, tp_tensor *a, tp_tensor *b);
+tp_tensor *tp_mul(tp_context *ctx, tp_tensor *a, tp_tensor *b);
+tp_tensor *tp_scale(tp_context *ctx, tp_tensor *a, float s);
+
+/* Activations, element-wise. */
+tp_tensor *tp_gelu(tp_context *ctx, tp_tensor *a);       /* exact: x·Φ(x) with erf */
+tp_tensor *tp_gelu_tanh(tp_context *ctx, tp_tensor *a);  /* tanh approximation */
+tp_tensor *tp_quick_gelu(tp_context *ctx, tp_tensor *a); /* x·σ(1.702x) */
+tp_tensor *tp_silu(tp_context *ctx, tp_tensor *a);       /* x·σ(x) */
+
+/* Normalisation over dim 0. w and b are [ne0] or NULL. */
+tp_tensor *tp_layer_norm(tp_context *ctx, tp_tensor *a, tp_tensor *w, tp_tensor *b, float eps);
+tp_tensor *tp_rms_norm(tp_context *ctx, tp_tensor *a, tp_tensor *w, float eps);
+
+/* softmax(a·scale + mask) over dim 0. mask (NULL or F32) is [ne0, ne1, m2, m3] broadcast over
+ * dims 2 and 3 as in tp_add. */
+tp_tensor *tp_softmax(tp_context *ctx, tp_tensor *a, tp_tensor *mask, float scale);
+
+/* 2-D convolution, channels-innermost. x: [Cin, W, H, B] F32; kernel: [KW, KH, Cin, Cout]
+ * (PyTorch's [Cout, Cin, KH, KW]); bias: [Cout] or NULL. Result [Cout, OW, OH, B] with
+ * OW = (W + 2·pad_x − KW)/stride_x + 1 (likewise OH). */
+tp_tensor *tp_conv2d(tp_context *ctx, tp_tensor *x, tp_tensor *kernel, tp_tensor *bias,
+                     int stride_x, int stride_y, int pad_x, int pad_y);
+
+/* Views share the source's data. ne/nb arrays have n_dims entries; offset in bytes. */
+tp_tensor *tp_view(tp_context *ctx, tp_tensor *a, int n_dims, const int64_t *ne, const size_t *nb,
+                   size_t offset);
+/* A contiguous tensor seen with another shape of the same element count. */
+tp_tensor *tp_reshape(tp_context *ctx, tp_tensor *a, int n_dims, const int64_t *ne);
+/* ggml semantics: source dim i becomes result dim axis_i; (axis0..axis3) a permutation of 0..3. */
+tp_tensor *tp_permute(tp_context *ctx, tp_tensor *a, int axis0, int axis1, int axis2, int axis3);
+/* Swap dims 0 and 1. */
+tp_tensor *tp_transpose(tp_context *ctx, tp_tensor *a);
+/* A contiguous F32 copy of any (strided, F32/F16/BF16) tensor. */
+tp_tensor *tp_cont(tp_context *ctx, tp_tensor *a);
+/* Concatenate along dim; the other dims must match. */
+tp_tensor *tp_concat(tp_context *ctx, tp_tensor *a, tp_tensor *b, int dim);
+/* Zero padding: before[i] elements in front of and after[i] behind dim i (4 entries each, >= 0). */
+tp_tensor *tp_pad(tp_context *ctx, tp_tensor *a, const int *before, const int *after);
+/* a: [K, R, a2, a3] (any type), idx: I32 [n, a2, a3] with values in 0..R-1.
+ * Result F32 [K, n, a2, a3]: rows of a picked by idx. An out-of-range index is an error at compute
+ * time for tp_graph_compute (the row is zero-filled and TP_ERR_INVALID_ARGUMENT returned). */
+tp_tensor *tp_get_rows(tp_context *ctx, tp_tensor *a, tp_tensor *idx);
+
+typedef enum tp_interp_mode {
+    TP_INTERP_LINEAR = 0,     /* 1-D along dim 0 (ne1 must stay) */
+    TP_INTERP_BILINEAR = 1,   /* 2-D over dims 0, 1 */
+    TP_INTERP_BICUBIC = 2,    /* 2-D, a = -0.75 as PyTorch */
+    TP_INTERP_BICUBIC_AA = 3, /* 2-D, antialiased as PyTorch's antialias=True */
+    TP_INTERP_BILINEAR_AA = 4
+} tp_interp_mode;
+/* Resize dims 0 (and 1) of a [W, H, C, N] F32 tensor to ne0 × ne1, align_corners=False,
+ * identical to torch.nn.functional.interpolate. */
+tp_tensor *tp_interpolate(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t ne1, int mode);
+
+/* NeoX rotary embedding (rotate_half) of the first n_rot dims of each head.
+ * a: [D, H, T, B] F32, pos: I32 [T] positions. theta_i = pos · base^(−2i/n_rot). */
+tp_tensor *tp_rope_neox(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot, float freq_base);
+
+/* The k largest entries of each row (dim 0) of a [n, rows, ...] F32 tensor, largest first,
+ * ties to the lower index. Result I32 [k, rows, ...]. */
+tp_tensor *tp_top_k(tp_context *ctx, tp_tensor *a, int k);
+
+/* Fused attention, online softmax (never an n×n buffer).
+ *   q: [D, Nq, H, B], k: [D, Nk, Hkv, B], v: [Dv, Nk, Hkv, B] (any strides, F32; H % Hkv == 0).
+ *   Result: [Dv, H, Nq, B] (so that a reshape gives [Dv·H, Nq, B]).
+ *   logits[i, j] = scale · q_i·k_j + bias[j, i, h, b] + rel_h[j / rel_w.ne0, i, h, b] + rel_w[j % rel_w.ne0, i, h, b]
+ * Options (NULL members are off):
+ *   bias:     F32 [Nk, Nq, H or 1, B or 1] additive;
+ *   rel_h/rel_w: F32 [Kh, Nq, H, B] / [Kw, Nq, H, B], Kh·Kw = Nk: a decomposed relative-position
+ *             bias (SAM) added without materialising it;
+ *   causal:   query i sees keys j <= i + (Nk − Nq);
+ *   segments: I32 [n_seg + 1] ascending offsets from 0 to Nq (requires Nq == Nk): a token attends
+ *             only inside its own segment, so views of different lengths share one call. */
+typedef struct tp_attention_opts {
+    float scale;
+    bool causal;
+    tp_tensor *bias;
+    tp_tensor *rel_h;
+    tp_tensor *rel_w;
+    tp_tensor *segments;
+} tp_attention_opts;
+
+/* scale = 0 (meaning 1/sqrt(D) at build time), everything else off. */
+tp_attention_opts tp_attention_default_opts(void);
+tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v,
+                        const tp_attention_opts *opts);
+
+/* ---------------------------------------------------------------------------------------------
+ * Graphs
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_graph tp_graph;
+
+/* An empty graph owned by ctx (freed with it, or earlier with tp_graph_free). */
+tp_graph *tp_graph_new(tp_context *ctx);
+void tp_graph_free(tp_graph *g);
+/* Mark a tensor as an output: it and everything it depends on are computed, and its buffer is
+ * never reused. */
+tp_status tp_graph_add_output(tp_graph *g, tp_tensor *t);
+/* Topological order, liveness and buffer assignment; allocates the compute buffer. Called by
+ * tp_graph_compute when needed; adding an output afterwards re-plans. */
+tp_status tp_graph_plan(tp_graph *g);
+/* Compute every node with the pool's threads. Errors are also recorded in the context. */
+tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool);
+/* After planning: nodes (ops, views included), bytes of the compute buffer (intermediates with
+ * reuse, plus per-thread scratch) and the sum of all intermediates' sizes without reuse. */
+int tp_graph_n_nodes(const tp_graph *g);
+size_t tp_graph_peak_bytes(const tp_graph *g);
+size_t tp_graph_total_intermediate_bytes(const tp_graph *g);
+
+/* ---------------------------------------------------------------------------------------------
+ * GGUF files (memory-mapped, every offset and size bounds-checked)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_gguf tp_gguf;
+
+typedef enum tp_gguf_value_type {
+    TP_GGUF_UINT8 = 0, TP_GGUF_INT8 = 1, TP_GGUF_UINT16 = 2, TP_GGUF_INT16 = 3,
+    TP_GGUF_UINT32 = 4, TP_GGUF_INT32 = 5, TP_GGUF_FLOAT32 = 6, TP_GGUF_BOOL = 7,
+    TP_GGUF_STRING = 8, TP_GGUF_ARRAY = 9, TP_GGUF_UINT64 = 10, TP_GGUF_INT64 = 11,
+    TP_GGUF_FLOAT64 = 12
+} tp_gguf_value_type;
+
+/* Open and validate a GGUF file (v2/v3). Any inconsistency is TP_ERR_FORMAT naming the problem. */
+tp_status tp_gguf_open(const char *path, tp_gguf **out, tp_error *err);
+void tp_gguf_close(tp_gguf *g);
+
+int64_t tp_gguf_n_kv(const tp_gguf *g);
+/* Index of a key, or -1. */
+int64_t tp_gguf_find_key(const tp_gguf *g, const char *key);
+const char *tp_gguf_key(const tp_gguf *g, int64_t i);
+int tp_gguf_kv_type(const tp_gguf *g, int64_t i);
+/* For arrays: the element type and count. */
+int tp_gguf_arr_type(const tp_gguf *g, int64_t i);
+int64_t tp_gguf_arr_n(const tp_gguf *g, int64_t i);
+/* Typed getters by key. TP_ERR_INVALID_ARGUMENT if the key is absent, TP_ERR_TYPE if it has
+ * another type (integer getters accept any integer type whose value fits). */
+tp_status tp_gguf_get_u32(const tp_gguf *g, const char *key, uint32_t *out);
+tp_status tp_gguf_get_i64(const tp_gguf *g, const char *key, int64_t *out);
+tp_status tp_gguf_get_f32(const tp_gguf *g, const char *key, float *out);
+tp_status tp_gguf_get_bool(const tp_gguf *g, const char *key, bool *out);
+/* A string value (not NUL-terminated in the file: *len receives its length). */
+tp_status tp_gguf_get_str(const tp_gguf *g, const char *key, const char **data, size_t *len);
+/* Element j of an array of integers / floats / strings. */
+tp_status tp_gguf_get_arr_i64(const tp_gguf *g, const char *key, int64_t j, int64_t *out);
+tp_status tp_gguf_get_arr_f32(const tp_gguf *g, const char *key, int64_t j, float *out);
+tp_status tp_gguf_get_arr_str(const tp_gguf *g, const char *key, int64_t j, const char **data,
+                              size_t *len);
+
+int64_t tp_gguf_n_tensors(const tp_gguf *g);
+int64_t tp_gguf_find_tensor(const tp_gguf *g, const char *name);
+const char *tp_gguf_tensor_name(const tp_gguf *g, int64_t i);
+int tp_gguf_tensor_type(const tp_gguf *g, int64_t i);
+int tp_gguf_tensor_n_dims(const tp_gguf *g, int64_t i);
+int64_t tp_gguf_tensor_ne(const tp_gguf *g, int64_t i, int dim);
+size_t tp_gguf_tensor_nbytes(const tp_gguf *g, int64_t i);
+const void *tp_gguf_tensor_data(const tp_gguf *g, int64_t i);
+/* A leaf tensor in ctx over the mapped data of tensor `name` (no copy). NULL + context error if
+ * the tensor is absent. The tp_gguf must outlive the tensor's use. */
+tp_tensor *tp_gguf_load_tensor(tp_gguf *g, tp_context *ctx, const char *name);
+
+/* TP_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TILEPASS_H */

@@ -1,0 +1,38 @@
+/* tp_kernels.h - every op's compute kernel (and scratch-size function where it needs one).
+ * Each op lives in one file beside its constructor; ops_table.c ties them to tp_op values. */
+#ifndef TP_KERNELS_H
+#define TP_KERNELS_H
+
+#include "tp_internal.h"
+
+void tp_kernel_cont(const tp_compute_params *p, tp_tensor *dst);       /* ops_layout.c */
+void tp_kernel_concat(const tp_compute_params *p, tp_tensor *dst);     /* ops_copy.c */
+void tp_kernel_pad(const tp_compute_params *p, tp_tensor *dst);        /* ops_copy.c */
+void tp_kernel_get_rows(const tp_compute_params *p, tp_tensor *dst);   /* ops_copy.c */
+
+void tp_kernel_add(const tp_compute_params *p, tp_tensor *dst);        /* ops_elementwise.c */
+void tp_kernel_mul(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_scale(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_gelu(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_quick_gelu(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_silu(const tp_compute_params *p, tp_tensor *dst);
+
+void tp_kernel_layer_norm(const tp_compute_params *p, tp_tensor *dst); /* ops_norm.c */
+void tp_kernel_rms_norm(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_softmax(const tp_compute_params *p, tp_tensor *dst);
+
+void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst);    /* ops_matmul.c */
+size_t tp_work_size_mul_mat(const tp_tensor *dst, int nth);
+
+void tp_kernel_im2col(const tp_compute_params *p, tp_tensor *dst);     /* ops_conv.c */
+void tp_kernel_interpolate(const tp_compute_params *p, tp_tensor *dst);/* ops_interpolate.c */
+size_t tp_work_size_interpolate(const tp_tensor *dst, int nth);
+
+void tp_kernel_rope_neox(const tp_compute_params *p, tp_tensor *dst);  /* ops_rope_topk.c */
+void tp_kernel_top_k(const tp_compute_params *p, tp_tensor *dst);
+
+void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst);  /* ops_attention.c */
+size_t tp_work_size_attention(const tp_tensor *dst, int nth);
+
+#endif
