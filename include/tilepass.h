@@ -369,6 +369,79 @@ const void *tp_gguf_tensor_data(const tp_gguf *g, int64_t i);
  * the tensor is absent. The tp_gguf must outlive the tensor's use. */
 tp_tensor *tp_gguf_load_tensor(tp_gguf *g, tp_context *ctx, const char *name);
 
+/* ---------------------------------------------------------------------------------------------
+ * Vision encoders (a "vision" GGUF: general.architecture = clip). Today: DeepSeek-OCR v1
+ * (SAM -> CLIP -> linear projector, newline + view-separator layout).
+ *
+ * A page is one global view plus zero or more tiles (all views already preprocessed: float
+ * pixels, channels innermost, normalised). tp_vision_encode takes several pages and encodes all
+ * of their views in ONE graph computation; the graph for a given set of view sizes is built
+ * once and reused.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_vision_model tp_vision_model;
+
+typedef struct tp_vision_params {
+    int n_threads;    /* threads of the model's pool (1..64) */
+    int cpu_path;     /* as tp_context_params.cpu_path */
+    bool keep_stages; /* keep per-view stage outputs for tp_vision_get_stage (tests, debugging) */
+} tp_vision_params;
+
+tp_vision_params tp_vision_default_params(void);
+
+/* What preprocessing needs to know, read from the file (with llama.cpp's values as fallbacks). */
+typedef struct tp_vision_info {
+    int32_t image_size;   /* the global view's side (1024) */
+    int32_t tile_size;    /* a tile's side (640) */
+    int32_t patch_size;   /* SAM patch (16) */
+    int32_t window_size;  /* SAM window (14) */
+    int32_t downsample;   /* SAM-grid to token-grid factor (4) */
+    int32_t min_tiles, max_tiles;
+    int32_t pad_color;    /* 127 */
+    int32_t n_embd;       /* width of the output tokens (1280) */
+    float image_mean[3];
+    float image_std[3];
+} tp_vision_info;
+
+/* One page's views. global_view: [global_size, global_size, 3] floats (row-major HWC);
+ * tiles: [n_tiles, tile_size, tile_size, 3] or NULL when n_tiles == 0; the tiles form a
+ * grid_cols × grid_rows grid in raster order (n_tiles == grid_cols · grid_rows). */
+typedef struct tp_page_views {
+    const float *global_view;
+    int32_t global_size;
+    const float *tiles;
+    int32_t n_tiles;
+    int32_t tile_size;
+    int32_t grid_cols;
+    int32_t grid_rows;
+} tp_page_views;
+
+tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vision_model **out,
+                         tp_error *err);
+void tp_vision_free(tp_vision_model *m);
+tp_status tp_vision_get_info(const tp_vision_model *m, tp_vision_info *out);
+
+/* Laid-out tokens of a page (tiles with newlines, global view with newlines, separator); -1 if the
+ * page's sizes are invalid for this model. */
+int64_t tp_vision_page_n_tokens(const tp_vision_model *m, const tp_page_views *page);
+
+/* Encode n_pages pages in one pass. out_tokens[i] receives page i's tokens as a row-major
+ * [tp_vision_page_n_tokens, n_embd] float array. */
+tp_status tp_vision_encode(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages,
+                           float *const *out_tokens, tp_error *err);
+
+/* After an encode with keep_stages: the output of one stage for one view. Views are numbered
+ * page by page, each page's tiles first, then its global view. Stages (row-major, tokens × width):
+ *   "sam"  - the SAM compressor output [h·w, C_sam] (h = w = side/16/4),
+ *   "clip" - the CLIP output including CLS [1 + h·w, C_clip],
+ *   "proj" - the projected tokens [h·w, n_embd].
+ * *n_out receives the element count; dst (capacity n floats) may be NULL to ask for it. */
+tp_status tp_vision_get_stage(const tp_vision_model *m, const char *stage, int32_t view, float *dst,
+                              int64_t n, int64_t *n_out, tp_error *err);
+
+/* Bytes of the compute buffer of the last encode graph (its peak intermediate memory). */
+size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
+
 /* TP_CDEF_END */
 
 #ifdef __cplusplus

@@ -1,21 +1,368 @@
-/* ops_matmul.c - STUB written by the lead so the library links; the owning helper replaces it. */
+/* ops_matmul.c - tp_mul_mat: the constructor, scratch planning and the portable driver.
+ *
+ * One op runs in two phases on all threads:
+ *   1. the activations b (any strides) are converted once into the scratch area: F32 rows, F32 or
+ *      BF16 panels of TP_MM_NR tokens packed for the GEMM micro-kernels, or 8-bit blocks (tp_block_q8a)
+ *      for quantised weights; then a barrier;
+ *   2. the multiply: a packed, cache-blocked GEMM (many tokens, F32/F16/BF16 weights, SIMD paths),
+ *      or dot products of weight rows (decode / scalar path / quantised weights with integer dots).
+ * Threads own disjoint output tiles whose rows start on 16-float (64-byte) boundaries. */
 #include "tp_kernels.h"
+#include "tp_matmul.h"
 
-tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b) {
-    TP_UNUSED(ctx);
-    TP_UNUSED(a);
-    TP_UNUSED(b);
-    tp_ctx_set_error(ctx, TP_ERR_UNSUPPORTED, "tp_mul_mat: not implemented yet");
-    return NULL;
-}
+typedef enum { ACT_F32_ROWS, ACT_F32_PACKED, ACT_BF16_PACKED, ACT_Q8A } act_kind;
 
-void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
-    TP_UNUSED(p);
-    TP_UNUSED(dst);
+typedef struct {
+    act_kind act;
+    tp_cpu_path path;
+    bool vnni;
+    int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs) */
+    int64_t npanels;             /* packed: token panels per batch */
+    size_t batch_bytes;          /* activation bytes per batch (64-aligned) */
+    size_t act_bytes;            /* all batches */
+    size_t thread_bytes;         /* per-thread scratch (64-aligned) */
+} mm_plan;
+
+#define MM_ROW_CHUNK 16 /* weight rows per work unit on the dot-product paths */
+#define MM_GEMM_MIN_N 8 /* fewer tokens than this: dot products (bandwidth-bound decode) */
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, mm_plan *pl) {
+    const tp_tensor *a = dst->src[0], *b = dst->src[1];
+    memset(pl, 0, sizeof *pl);
+    pl->path = path;
+    pl->vnni = path == TP_CPU_AVX512 && tp_cpu_has_avx512_vnni();
+    pl->K = a->ne[0];
+    pl->M = a->ne[1];
+    pl->N = b->ne[1];
+    pl->nbatch = b->ne[2] * b->ne[3];
+    pl->Kp = pl->K;
+    size_t per_batch, thread = 0;
+    if (tp_is_quantized(a->type)) {
+        pl->act = ACT_Q8A;
+        per_batch = (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(tp_block_q8a);
+        thread = (size_t)pl->K * sizeof(float); /* a gathered strided activation row */
+    } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N) {
+        pl->npanels = (pl->N + TP_MM_NR - 1) / TP_MM_NR;
+        if (a->type == TP_TYPE_BF16 && path == TP_CPU_AVX512 && tp_cpu_has_avx512_bf16()) {
+            pl->act = ACT_BF16_PACKED;
+            pl->Kp = (pl->K + 1) & ~(int64_t)1;
+            per_batch = (size_t)pl->npanels * (size_t)pl->Kp * TP_MM_NR * sizeof(uint16_t);
+            thread = (size_t)TP_MM_MC * TP_MM_KC_BF16 * sizeof(uint16_t);
+        } else {
+            pl->act = ACT_F32_PACKED;
+            per_batch = (size_t)pl->npanels * (size_t)pl->K * TP_MM_NR * sizeof(float);
+            thread = (size_t)TP_MM_MC * TP_MM_KC * sizeof(float);
+        }
+    } else {
+        pl->act = ACT_F32_ROWS;
+        per_batch = (size_t)pl->N * (size_t)pl->K * sizeof(float);
+        thread = (size_t)pl->K * sizeof(float); /* a weight row converted to F32 */
+    }
+    pl->batch_bytes = align64(per_batch);
+    pl->act_bytes = pl->batch_bytes * (size_t)pl->nbatch;
+    pl->thread_bytes = align64(thread);
 }
 
 size_t tp_work_size_mul_mat(const tp_tensor *dst, int nth) {
-    TP_UNUSED(dst);
-    TP_UNUSED(nth);
-    return 0;
+    mm_plan pl;
+    mm_make_plan(dst, tp_context_cpu_path(dst->ctx), &pl);
+    return pl.act_bytes + (size_t)nth * pl.thread_bytes + 64;
+}
+
+static bool mm_weight_type_ok(tp_type t) {
+    return t == TP_TYPE_F32 || t == TP_TYPE_F16 || t == TP_TYPE_BF16 || tp_is_quantized(t);
+}
+
+tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b) {
+    if (!TP_CHECK_INPUTS(ctx, "tp_mul_mat", a, b)) return NULL;
+    char sa[96], sb[96];
+    if (!mm_weight_type_ok(a->type)) {
+        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_mul_mat: weights must be F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K (got %s)",
+                         tp_type_name(a->type));
+        return NULL;
+    }
+    if (b->type != TP_TYPE_F32) {
+        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_mul_mat: activations must be F32 (got %s)", tp_type_name(b->type));
+        return NULL;
+    }
+    if (a->ne[0] != b->ne[0]) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_mul_mat: K mismatch: a %s, b %s (ne0 must be equal)",
+                         tp_shape_str(a, sa, sizeof sa), tp_shape_str(b, sb, sizeof sb));
+        return NULL;
+    }
+    if (b->ne[2] % a->ne[2] != 0 || b->ne[3] % a->ne[3] != 0) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_mul_mat: a %s cannot be broadcast over b %s (dims 2, 3)",
+                         tp_shape_str(a, sa, sizeof sa), tp_shape_str(b, sb, sizeof sb));
+        return NULL;
+    }
+    if (tp_is_quantized(a->type) && !tp_rows_contiguous(a)) {
+        tp_ctx_set_error(ctx, TP_ERR_UNSUPPORTED, "tp_mul_mat: quantised weights %s must have contiguous rows",
+                         tp_shape_str(a, sa, sizeof sa));
+        return NULL;
+    }
+    int64_t ne[4] = {a->ne[1], b->ne[1], b->ne[2], b->ne[3]};
+    int nd = TP_MAX(2, TP_MAX(a->n_dims, b->n_dims));
+    return tp_new_op_tensor(ctx, TP_TYPE_F32, nd, ne, TP_OP_MUL_MAT, a, b, NULL);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Phase 1: activations
+ * ------------------------------------------------------------------------------------------- */
+
+static inline const float *b_row(const tp_tensor *b, int64_t n, int64_t bi, float *tmp) {
+    int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
+    const char *row = tp_row_ptr(b, n, i2, i3);
+    if (b->nb[0] == sizeof(float)) return (const float *)row;
+    for (int64_t k = 0; k < b->ne[0]; k++) tmp[k] = *(const float *)(row + k * b->nb[0]);
+    return tmp;
+}
+
+static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const tp_tensor *b, char *act,
+                            float *tmp) {
+    const int64_t K = pl->K, N = pl->N;
+    int64_t u0, u1;
+    switch (pl->act) {
+    case ACT_F32_ROWS:
+    case ACT_Q8A: {
+        tp_split_range(pl->nbatch * N, p->ith, p->nth, &u0, &u1);
+        for (int64_t u = u0; u < u1; u++) {
+            int64_t bi = u / N, n = u % N;
+            const float *src = b_row(b, n, bi, tmp);
+            char *base = act + (size_t)bi * pl->batch_bytes;
+            if (pl->act == ACT_F32_ROWS) {
+                float *d = (float *)base + n * K;
+                if (src != d) memcpy(d, src, (size_t)K * sizeof(float));
+            } else {
+                tp_block_q8a *d = (tp_block_q8a *)base + n * (K / TP_QK);
+                if (pl->path == TP_CPU_AVX512) tp_quantize_row_q8a_avx512(src, d, K);
+                else if (pl->path == TP_CPU_AVX2) tp_quantize_row_q8a_avx2(src, d, K);
+                else tp_quantize_row_q8a(src, d, K);
+            }
+        }
+        return;
+    }
+    case ACT_F32_PACKED:
+    case ACT_BF16_PACKED: {
+        tp_split_range(pl->nbatch * pl->npanels, p->ith, p->nth, &u0, &u1);
+        for (int64_t u = u0; u < u1; u++) {
+            int64_t bi = u / pl->npanels, np = u % pl->npanels;
+            char *base = act + (size_t)bi * pl->batch_bytes;
+            for (int j = 0; j < TP_MM_NR; j++) {
+                int64_t n = np * TP_MM_NR + j;
+                const float *src = n < N ? b_row(b, n, bi, tmp) : NULL;
+                if (pl->act == ACT_F32_PACKED) {
+                    float *d = (float *)base + (size_t)np * (size_t)K * TP_MM_NR + j;
+                    if (src)
+                        for (int64_t k = 0; k < K; k++) d[k * TP_MM_NR] = src[k];
+                    else
+                        for (int64_t k = 0; k < K; k++) d[k * TP_MM_NR] = 0.0f;
+                } else {
+                    uint16_t *d = (uint16_t *)base + (size_t)np * (size_t)pl->Kp * TP_MM_NR + 2 * j;
+                    for (int64_t k = 0; k < pl->Kp; k++) {
+                        float v = src && k < K ? src[k] : 0.0f;
+                        d[(k >> 1) * 2 * TP_MM_NR + (k & 1)] = tp_f32_to_bf16(v);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Phase 2a: packed GEMM
+ * ------------------------------------------------------------------------------------------- */
+
+/* Pack weight rows [m0, m0+mc) × k [k0, k0+kc) into micro-panels of MR rows (zero padded). */
+static void pack_a_f32(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t mc, int64_t k0,
+                       int64_t kc, float *Ap) {
+    const int64_t M = a->ne[1];
+    for (int64_t mp = 0; mp < mc; mp += TP_MM_MR) {
+        float *panel = Ap + (size_t)(mp / TP_MM_MR) * (size_t)kc * TP_MM_MR;
+        for (int r = 0; r < TP_MM_MR; r++) {
+            int64_t m = m0 + mp + r;
+            float *d = panel + r;
+            if (mp + r >= mc || m >= M) {
+                for (int64_t k = 0; k < kc; k++) d[k * TP_MM_MR] = 0.0f;
+                continue;
+            }
+            const char *row = tp_row_ptr(a, m, ia2, ia3);
+            const size_t s = a->nb[0];
+            switch (a->type) {
+            case TP_TYPE_F32:
+                for (int64_t k = 0; k < kc; k++) d[k * TP_MM_MR] = *(const float *)(row + (k0 + k) * s);
+                break;
+            case TP_TYPE_F16:
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * TP_MM_MR] = tp_f16_to_f32(*(const uint16_t *)(row + (k0 + k) * s));
+                break;
+            default: /* BF16 */
+                for (int64_t k = 0; k < kc; k++)
+                    d[k * TP_MM_MR] = tp_bf16_to_f32(*(const uint16_t *)(row + (k0 + k) * s));
+                break;
+            }
+        }
+    }
+}
+
+/* BF16 weights into [kc/2][MR][2] pairs; k0 and kc even except a final odd tail (zero padded). */
+static void pack_a_bf16(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t mc, int64_t k0,
+                        int64_t kc, uint16_t *Ap) {
+    const int64_t M = a->ne[1], K = a->ne[0];
+    const int64_t kc2 = (kc + 1) / 2;
+    for (int64_t mp = 0; mp < mc; mp += TP_MM_MR) {
+        uint16_t *panel = Ap + (size_t)(mp / TP_MM_MR) * (size_t)kc2 * 2 * TP_MM_MR;
+        for (int r = 0; r < TP_MM_MR; r++) {
+            int64_t m = m0 + mp + r;
+            uint16_t *d = panel + 2 * r;
+            if (mp + r >= mc || m >= M) {
+                for (int64_t k = 0; k < kc2; k++) d[k * 2 * TP_MM_MR] = d[k * 2 * TP_MM_MR + 1] = 0;
+                continue;
+            }
+            const char *row = tp_row_ptr(a, m, ia2, ia3);
+            const size_t s = a->nb[0];
+            for (int64_t k = 0; k < 2 * kc2; k++) {
+                int64_t kk = k0 + k;
+                d[(k >> 1) * 2 * TP_MM_MR + (k & 1)] = kk < K ? *(const uint16_t *)(row + kk * s) : 0;
+            }
+        }
+    }
+}
+
+static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
+                           char *scratch) {
+    const tp_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t M = pl->M, N = pl->N, K = pl->K;
+    const bool bf16 = pl->act == ACT_BF16_PACKED;
+    const int64_t m_panels = (M + TP_MM_MR - 1) / TP_MM_MR;
+    /* 2-D thread grid gm × gn: split the weights' rows while each thread keeps >= 2 micro-panels */
+    int gm = p->nth;
+    while (gm > 1 && (m_panels < 2 * gm || p->nth % gm != 0)) gm--;
+    const int gn = p->nth / gm;
+    const int tm = p->ith % gm, tn = p->ith / gm;
+    int64_t pm0, pm1, pn0, pn1;
+    tp_split_range(m_panels, tm, gm, &pm0, &pm1);
+    tp_split_range(pl->npanels, tn, gn, &pn0, &pn1);
+    if (p->ith >= gm * gn) return;
+    const int64_t m_begin = pm0 * TP_MM_MR, m_end = TP_MIN(M, pm1 * TP_MM_MR);
+    const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
+    const int64_t KC = bf16 ? TP_MM_KC_BF16 : TP_MM_KC;
+
+    for (int64_t bi = 0; bi < pl->nbatch; bi++) {
+        const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
+        const char *abase = act + (size_t)bi * pl->batch_bytes;
+        float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M;
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += TP_MM_MC) {
+            const int64_t mc = TP_MIN(TP_MM_MC, m_end - m0);
+            for (int64_t k0 = 0; k0 < K; k0 += KC) {
+                const int64_t kc = TP_MIN(KC, K - k0);
+                if (bf16) pack_a_bf16(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (uint16_t *)scratch);
+                else pack_a_f32(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (float *)scratch);
+                for (int64_t np = pn0; np < pn1; np++) {
+                    const int nr = (int)TP_MIN(TP_MM_NR, N - np * TP_MM_NR);
+                    float *crow = cbase + (size_t)(np * TP_MM_NR) * (size_t)M;
+                    for (int64_t mp = 0; mp < mc; mp += TP_MM_MR) {
+                        const int mr = (int)TP_MIN(TP_MM_MR, mc - mp);
+                        float *C = crow + m0 + mp;
+                        if (bf16) {
+                            const int64_t kc2 = (kc + 1) / 2;
+                            const uint16_t *Bp = (const uint16_t *)abase +
+                                                 (size_t)np * (size_t)pl->Kp * TP_MM_NR + (size_t)k0 * TP_MM_NR;
+                            const uint16_t *Ap = (const uint16_t *)scratch + (size_t)(mp / TP_MM_MR) * kc2 * 2 * TP_MM_MR;
+                            tp_mm_kernel_bf16_avx512(kc2, Ap, Bp, C, M, mr, nr, k0 > 0);
+                        } else {
+                            const float *Bp = (const float *)abase + (size_t)np * (size_t)K * TP_MM_NR +
+                                              (size_t)k0 * TP_MM_NR;
+                            const float *Ap = (const float *)scratch + (size_t)(mp / TP_MM_MR) * kc * TP_MM_MR;
+                            if (pl->path == TP_CPU_AVX512)
+                                tp_mm_kernel_f32_avx512(kc, Ap, Bp, C, M, mr, nr, k0 > 0);
+                            else
+                                tp_mm_kernel_f32_avx2(kc, Ap, Bp, C, M, mr, nr, k0 > 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Phase 2b: dot products (decode, scalar path, quantised weights)
+ * ------------------------------------------------------------------------------------------- */
+
+static float dot_f32(const float *x, const float *y, int64_t k) {
+    /* 8 partial sums: deterministic and vectorisable without -ffast-math */
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += x[i + j] * y[i + j];
+    float t = 0.0f;
+    for (; i < k; i++) t += x[i] * y[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + t;
+}
+
+static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
+                        float *scratch) {
+    const tp_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t M = pl->M, N = pl->N, K = pl->K;
+    const int64_t chunks = (M + MM_ROW_CHUNK - 1) / MM_ROW_CHUNK;
+    const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
+    const bool quant = pl->act == ACT_Q8A;
+    const bool simd_rows = !quant && pl->path != TP_CPU_SCALAR && tp_rows_contiguous(a);
+    int64_t u0, u1;
+    tp_split_range(pl->nbatch * chunks, p->ith, p->nth, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t bi = u / chunks, m0 = (u % chunks) * MM_ROW_CHUNK;
+        const int64_t nrows = TP_MIN(MM_ROW_CHUNK, M - m0);
+        const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
+        const char *arow = tp_row_ptr(a, m0, i2 / r2, i3 / r3);
+        const char *abase = act + (size_t)bi * pl->batch_bytes;
+        float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M + m0;
+        if (quant) {
+            const int64_t nblk = K / TP_QK;
+            for (int64_t n = 0; n < N; n++) {
+                const tp_block_q8a *x = (const tp_block_q8a *)abase + n * nblk;
+                float *out = cbase + (size_t)n * (size_t)M;
+                if (pl->path == TP_CPU_AVX512)
+                    tp_mm_qdot_avx512(a->type, arow, a->nb[1], nrows, x, K, out, pl->vnni);
+                else if (pl->path == TP_CPU_AVX2)
+                    tp_mm_qdot_avx2(a->type, arow, a->nb[1], nrows, x, K, out);
+                else
+                    for (int64_t r = 0; r < nrows; r++)
+                        out[r] = tp_vec_dot_q8a(a->type, arow + (size_t)r * a->nb[1], x, K);
+            }
+        } else if (simd_rows) {
+            for (int64_t n = 0; n < N; n++) {
+                const float *x = (const float *)abase + n * K;
+                float *out = cbase + (size_t)n * (size_t)M;
+                if (pl->path == TP_CPU_AVX512) tp_mm_dot_rows_avx512(a->type, arow, a->nb[1], nrows, x, K, out);
+                else tp_mm_dot_rows_avx2(a->type, arow, a->nb[1], nrows, x, K, out);
+            }
+        } else {
+            for (int64_t r = 0; r < nrows; r++) {
+                const char *row = arow + (size_t)r * a->nb[1];
+                const float *w = scratch;
+                if (a->type == TP_TYPE_F32 && a->nb[0] == sizeof(float)) w = (const float *)row;
+                else if (tp_rows_contiguous(a)) tp_row_to_f32(a->type, row, scratch, K);
+                else
+                    for (int64_t k = 0; k < K; k++) tp_row_to_f32(a->type, row + k * a->nb[0], &scratch[k], 1);
+                for (int64_t n = 0; n < N; n++)
+                    cbase[(size_t)n * (size_t)M + r] = dot_f32(w, (const float *)abase + n * K, K);
+            }
+        }
+    }
+}
+
+void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
+    mm_plan pl;
+    mm_make_plan(dst, p->path, &pl);
+    char *act = (char *)p->wdata;
+    char *scratch = act + pl.act_bytes + (size_t)p->ith * pl.thread_bytes;
+    mm_convert_acts(p, &pl, dst->src[1], act, (float *)scratch);
+    tp_barrier(p->pool);
+    if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) mm_gemm_packed(p, &pl, dst, act, scratch);
+    else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
 }
