@@ -442,6 +442,59 @@ tp_status tp_vision_get_stage(const tp_vision_model *m, const char *stage, int32
 /* Bytes of the compute buffer of the last encode graph (its peak intermediate memory). */
 size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
 
+/* ---------------------------------------------------------------------------------------------
+ * Text models (a "text" GGUF). Today: the DeepSeek-V2-style MoE decoder of DeepSeek-OCR
+ * (general.architecture = deepseek2-ocr). One model holds one sequence and its KV cache.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_text_model tp_text_model;
+
+typedef struct tp_text_params {
+    int n_threads;  /* 1..64 */
+    int cpu_path;   /* as tp_context_params.cpu_path */
+    int32_t n_ctx;  /* KV-cache length; 0 = the model's context length */
+    int32_t n_batch;/* prompt tokens evaluated per graph (prefill batch); 0 = 512 */
+} tp_text_params;
+
+tp_text_params tp_text_default_params(void);
+
+typedef struct tp_text_info {
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_ctx;          /* the KV cache's length */
+    int32_t n_ctx_train;
+    int32_t bos_id, eos_id, pad_id; /* -1 when the file names none */
+    int32_t image_token_id; /* the "<image>" token, -1 if absent */
+} tp_text_info;
+
+tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_model **out,
+                       tp_error *err);
+void tp_text_free(tp_text_model *m);
+tp_status tp_text_get_info(const tp_text_model *m, tp_text_info *out);
+
+/* Forget the sequence (empty KV cache). */
+void tp_text_reset(tp_text_model *m);
+/* Tokens in the KV cache. */
+int32_t tp_text_n_past(const tp_text_model *m);
+
+/* Append n tokens to the sequence and run the decoder over them.
+ *   ids:       n token ids;
+ *   embd:      NULL, or n_embd_rows × n_embd floats (row-major) that replace, in order, the
+ *              embeddings of the positions whose id is the image token (n_embd_rows must equal
+ *              their count);
+ *   logits:    NULL, or room for the logits of the positions asked for: with all_logits false the
+ *              last position only ([n_vocab]); with all_logits true every position ([n, n_vocab]).
+ * Fails with TP_ERR_INVALID_ARGUMENT (nothing appended) if the cache would overflow or an id is out
+ * of range. */
+tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const float *embd,
+                       int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
+
+/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; special tokens as their
+ * text). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
+ * UTF-8 sequence (a streaming caller joins pieces before printing). NULL if id is out of range. */
+const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len);
+
 /* TP_CDEF_END */
 
 #ifdef __cplusplus
