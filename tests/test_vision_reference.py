@@ -74,25 +74,33 @@ def vision_files(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 
 def reference_stages(ref, p: PreparedImage) -> dict[str, list[np.ndarray] | np.ndarray]:
-    """Per view (tiles first, then global): SAM [hw, C], CLIP [1+hw, F], projected [hw, E]; and the layout."""
-    views = [t for t in p.tiles] + [p.global_view]
-    sam, clip, proj = [], [], []
-    with torch.no_grad():
-        for v in views:
-            px = torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1)))[None]
-            s = ref.vision_tower.sam_encoder(px).last_hidden_state  # [1, C, h, w]
-            c = ref.vision_tower.vision_encoder(s).last_hidden_state  # [1, 1+hw, F]
-            full = ref.vision_tower(px).last_hidden_state
-            sam.append(s[0].flatten(1).T.numpy())
-            clip.append(c[0].numpy())
-            proj.append(ref.multi_modal_projector(full)[0].numpy())
-        gv = torch.from_numpy(np.ascontiguousarray(p.global_view.transpose(2, 0, 1)))[None]
-        kwargs = {}
-        if p.tiles.shape[0]:
-            kwargs = dict(pixel_values_local=torch.from_numpy(np.ascontiguousarray(p.tiles.transpose(0, 3, 1, 2))),
-                          num_local_patches=[p.tiles.shape[0]], patches_grid=[list(p.grid)])
-        layout = ref.get_image_features(pixel_values=gv, **kwargs).pooler_output[0].numpy()
-    return {"sam": sam, "clip": clip, "proj": proj, "layout": layout}
+    """One get_image_features call; hooks catch each stage. Per view (tiles first, then global):
+    SAM [hw, C], CLIP [1+hw, F], projected [hw, E]; and the laid-out sequence."""
+    caught: dict[str, list[torch.Tensor]] = {"sam": [], "clip": [], "proj": []}
+    hooks = [
+        ref.vision_tower.sam_encoder.register_forward_hook(lambda m, i, o: caught["sam"].append(o.last_hidden_state)),
+        ref.vision_tower.vision_encoder.register_forward_hook(lambda m, i, o: caught["clip"].append(o.last_hidden_state)),
+        ref.multi_modal_projector.register_forward_hook(lambda m, i, o: caught["proj"].append(o)),
+    ]
+    try:
+        with torch.no_grad():
+            gv = torch.from_numpy(np.ascontiguousarray(p.global_view.transpose(2, 0, 1)))[None]
+            kwargs = {}
+            if p.tiles.shape[0]:
+                kwargs = dict(pixel_values_local=torch.from_numpy(np.ascontiguousarray(p.tiles.transpose(0, 3, 1, 2))),
+                              num_local_patches=[p.tiles.shape[0]], patches_grid=[list(p.grid)])
+            layout = ref.get_image_features(pixel_values=gv, **kwargs).pooler_output[0].numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    out: dict[str, list[np.ndarray] | np.ndarray] = {"layout": layout}
+    for stage, batches in caught.items():
+        # the global view's batch runs first, the tiles' second: reorder to tiles, then global
+        views = [b for b in batches[1:] for b in b] + [batches[0][0]] if len(batches) > 1 else [batches[0][0]]
+        if stage == "sam":
+            views = [v.flatten(1).T for v in views]
+        out[stage] = [v.numpy() for v in views]
+    return out
 
 
 CASES = [
