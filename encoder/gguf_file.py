@@ -15,6 +15,7 @@ cannot be read through the C getters and raise TilepassError.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -41,6 +42,15 @@ class TensorInfo:
         return tuple(reversed(self.ne))
 
 
+def _enc(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _dec(raw: bytes) -> str:
+    """Keys and tensor names: bytes that are not UTF-8 survive a round trip (surrogateescape)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _status_error(status: int, what: str) -> TilepassError:
     return TilepassError(status, f"{what}: {ffi.string(lib.tp_status_string(status)).decode()}")
 
@@ -49,11 +59,12 @@ class GGUFFile:
     """Owns a tp_gguf (the memory-mapped file). Keep it alive while tensors loaded from it are used
     (load_tensor ties it to the Context for you)."""
 
-    def __init__(self, path: str | bytes) -> None:
-        self.path = path if isinstance(path, str) else path.decode()
+    def __init__(self, path: str | bytes | os.PathLike) -> None:
+        self.path = os.fsdecode(path)
         out = ffi.new("tp_gguf **")
         err = new_error()
-        check_error(lib.tp_gguf_open(self.path.encode(), out, err), err)
+        self.ptr = None
+        check_error(lib.tp_gguf_open(os.fsencode(self.path), out, err), err)
         self.ptr = ffi.gc(out[0], lib.tp_gguf_close)
 
     def close(self) -> None:
@@ -73,13 +84,13 @@ class GGUFFile:
         return int(lib.tp_gguf_n_kv(self.ptr))
 
     def keys(self) -> list[str]:
-        return [ffi.string(lib.tp_gguf_key(self.ptr, i)).decode("utf-8", "replace") for i in range(self.n_kv)]
+        return [_dec(ffi.string(lib.tp_gguf_key(self.ptr, i))) for i in range(self.n_kv)]
 
     def __contains__(self, key: str) -> bool:
-        return lib.tp_gguf_find_key(self.ptr, key.encode()) >= 0
+        return lib.tp_gguf_find_key(self.ptr, _enc(key)) >= 0
 
     def _index(self, key: str) -> int:
-        i = int(lib.tp_gguf_find_key(self.ptr, key.encode()))
+        i = int(lib.tp_gguf_find_key(self.ptr, _enc(key)))
         if i < 0:
             raise KeyError(key)
         return i
@@ -95,7 +106,7 @@ class GGUFFile:
     def get_bytes(self, key: str) -> bytes:
         """A string value's raw bytes."""
         data, n = ffi.new("const char **"), ffi.new("size_t *")
-        st = lib.tp_gguf_get_str(self.ptr, key.encode(), data, n)
+        st = lib.tp_gguf_get_str(self.ptr, _enc(key), data, n)
         if st != lib.TP_OK:
             raise _status_error(st, key)
         return bytes(ffi.buffer(data[0], n[0]))
@@ -106,7 +117,7 @@ class GGUFFile:
                 raise KeyError(key)
             return default
         t = self.value_type(key)
-        k = key.encode()
+        k = _enc(key)
         if t in INT_TYPES:
             out = ffi.new("int64_t *")
             st = lib.tp_gguf_get_i64(self.ptr, k, out)
@@ -128,7 +139,7 @@ class GGUFFile:
 
     def get_array(self, key: str) -> list[Any]:
         et, n = self.array_type(key)
-        k = key.encode()
+        k = _enc(key)
         if et in INT_TYPES:
             out, fn = ffi.new("int64_t *"), lib.tp_gguf_get_arr_i64
         elif et in FLOAT_TYPES:
@@ -162,7 +173,7 @@ class GGUFFile:
             raise IndexError(i)
         n = lib.tp_gguf_tensor_n_dims(self.ptr, i)
         return TensorInfo(
-            name=ffi.string(lib.tp_gguf_tensor_name(self.ptr, i)).decode("utf-8", "replace"),
+            name=_dec(ffi.string(lib.tp_gguf_tensor_name(self.ptr, i))),
             type=int(lib.tp_gguf_tensor_type(self.ptr, i)),
             ne=tuple(int(lib.tp_gguf_tensor_ne(self.ptr, i, d)) for d in range(n)),
             nbytes=int(lib.tp_gguf_tensor_nbytes(self.ptr, i)),
@@ -173,7 +184,7 @@ class GGUFFile:
             yield self.tensor_info(i)
 
     def find_tensor(self, name: str) -> int:
-        return int(lib.tp_gguf_find_tensor(self.ptr, name.encode()))
+        return int(lib.tp_gguf_find_tensor(self.ptr, _enc(name)))
 
     def tensor_bytes(self, name: str) -> np.ndarray:
         """A read-only uint8 view of a tensor's bytes in the mapping (valid while this file is open)."""
@@ -189,7 +200,7 @@ class GGUFFile:
     def load_tensor(self, ctx: Any, name: str) -> Any:
         """A leaf tensor of `ctx` (an encoder.graph.Context) over the mapped data; keeps this file
         alive as long as the context."""
-        t = lib.tp_gguf_load_tensor(self.ptr, ctx.ptr, name.encode())
+        t = lib.tp_gguf_load_tensor(self.ptr, ctx.ptr, _enc(name))
         if t == ffi.NULL:
             check_context(ctx.ptr)
         keep = getattr(ctx, "_keep", None)

@@ -58,7 +58,8 @@ class Context:
         if t == ffi.NULL:
             self.check()
         if tp_type == 26:
-            st = lib.tp_tensor_set_i32(t, ffi.cast("int32_t *", ffi.from_buffer(arr.astype(np.int32))), arr.size)
+            src_i = np.ascontiguousarray(arr, dtype=np.int32)  # kept alive until the copy is done
+            st = lib.tp_tensor_set_i32(t, ffi.cast("int32_t *", ffi.from_buffer(src_i)), arr.size)
         else:
             src = arr.astype(np.float32, copy=False)
             st = lib.tp_tensor_set_f32(t, ffi.cast("float *", ffi.from_buffer(src)), src.size)

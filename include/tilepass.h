@@ -206,6 +206,19 @@ tp_status tp_tensor_get_f32(const tp_tensor *t, float *dst, int64_t n);
  * b3 % a3 == 0 (a is broadcast). Result [M, N, b2, b3] = b · aᵀ per (b2, b3). */
 tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b);
 
+/* Mixture-of-experts matmul. experts: [K, M, E] weights (any tp_mul_mat weight type); x: [K, n_x, T]
+ * F32 with n_x = 1 (one activation per token, broadcast over the slots) or n_x = n_used; ids: I32
+ * [n_used, T] expert indices in 0..E-1. Result [M, n_used, T]: result[:, s, t] = experts[:, :, ids[s, t]] ·
+ * x[:, s % n_x, t]. Each selected expert's rows are read once per computation for all the tokens routed
+ * to it. An out-of-range id zero-fills its column and makes tp_graph_compute fail. */
+tp_tensor *tp_mul_mat_id(tp_context *ctx, tp_tensor *experts, tp_tensor *x, tp_tensor *ids);
+
+/* Copy src (F32, any strides) into dst (F32 or F16, any strides, same shape; typically a view of a
+ * persistent leaf such as a KV cache). The result aliases dst's data: it is an op whose "value" is dst
+ * after the copy, so readers that must see the written data depend on the result (or list it as a
+ * source). Returns NULL if dst's storage is not a leaf (only leaves' data outlives a graph). */
+tp_tensor *tp_cpy(tp_context *ctx, tp_tensor *src, tp_tensor *dst);
+
 /* Element-wise with broadcasting of b over a (each b dim equals a's or is 1). Result shaped as a. */
 tp_tensor *tp_add(tp_context *ctx, tp_tensor *a, tp_tensor *b);
 tp_tensor *tp_mul(tp_context *ctx, tp_tensor *a, tp_tensor *b);
@@ -231,7 +244,8 @@ tp_tensor *tp_softmax(tp_context *ctx, tp_tensor *a, tp_tensor *mask, float scal
 tp_tensor *tp_conv2d(tp_context *ctx, tp_tensor *x, tp_tensor *kernel, tp_tensor *bias,
                      int stride_x, int stride_y, int pad_x, int pad_y);
 
-/* Views share the source's data. ne/nb arrays have n_dims entries; offset in bytes. */
+/* Views share the source's data. ne/nb arrays have n_dims entries (nb[0] = 0 means the element size;
+ * nb may be NULL for a contiguous 1-D view); offset in bytes. The view must lie inside its source. */
 tp_tensor *tp_view(tp_context *ctx, tp_tensor *a, int n_dims, const int64_t *ne, const size_t *nb,
                    size_t offset);
 /* A contiguous tensor seen with another shape of the same element count. */

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct tp_graph {
     tp_context *ctx;
@@ -17,6 +18,8 @@ struct tp_graph {
     int n_nodes;
     void *buffer;
     size_t arena_bytes, work_bytes, total_bytes;
+    bool profile; /* TILEPASS_PROFILE set at plan time: per-op times on stderr after compute */
+    double *node_ms;
 
     tp_graph *next_in_ctx;
 };
@@ -39,6 +42,7 @@ void tp_graph_destroy(tp_graph *g) {
     free(g->outputs);
     free(g->nodes);
     free(g->buffer);
+    free(g->node_ms);
     free(g);
 }
 
@@ -283,8 +287,40 @@ tp_status tp_graph_plan(tp_graph *g) {
     free(offset);
     free(keep);
     free(a.blocks);
+    g->profile = getenv("TILEPASS_PROFILE") != NULL;
+    free(g->node_ms);
+    g->node_ms = g->profile ? calloc((size_t)g->n_nodes, sizeof(double)) : NULL;
+    g->profile = g->node_ms != NULL;
     g->planned = true;
     return TP_OK;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Sum of node times per op name, largest first, on stderr. */
+static void print_profile(const tp_graph *g) {
+    double per_op[TP_OP_COUNT] = {0};
+    int count[TP_OP_COUNT] = {0};
+    double total = 0;
+    for (int n = 0; n < g->n_nodes; n++) {
+        per_op[g->nodes[n]->op] += g->node_ms[n];
+        count[g->nodes[n]->op]++;
+        total += g->node_ms[n];
+    }
+    fprintf(stderr, "tilepass profile: %d nodes, %.1f ms\n", g->n_nodes, total);
+    for (;;) {
+        int best = -1;
+        for (int op = 0; op < TP_OP_COUNT; op++)
+            if (count[op] && (best < 0 || per_op[op] > per_op[best])) best = op;
+        if (best < 0 || per_op[best] <= 0.0) break;
+        fprintf(stderr, "  %-12s %5d nodes %10.1f ms %5.1f%%\n", tp_op_get_info((tp_op)best)->name, count[best],
+                per_op[best], 100.0 * per_op[best] / (total > 0 ? total : 1));
+        count[best] = 0;
+    }
 }
 
 /* ---- compute ---- */
@@ -311,12 +347,14 @@ static void compute_worker(void *arg, int ith, int nth) {
         const tp_op_info *info = tp_op_get_info(t->op);
         if (!info->kernel) continue;
         int before = atomic_load(&job->error);
+        double t0 = g->profile && ith == 0 ? now_ms() : 0.0;
         info->kernel(&p, t);
         if (before == 0 && atomic_load(&job->error) == -1) {
             int expected = -1;
             atomic_compare_exchange_strong(&job->error, &expected, n + 1);
         }
         tp_barrier(job->pool);
+        if (g->profile && ith == 0) g->node_ms[n] += now_ms() - t0;
     }
 }
 
@@ -334,7 +372,9 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
     job.g = g;
     job.pool = pool;
     atomic_init(&job.error, 0);
+    if (g->profile) memset(g->node_ms, 0, (size_t)g->n_nodes * sizeof(double));
     tp_threadpool_run(pool, compute_worker, &job);
+    if (g->profile) print_profile(g);
     int e = atomic_load(&job.error);
     if (e != 0) {
         const char *name = e > 0 ? tp_op_get_info(g->nodes[e - 1]->op)->name : "an op";

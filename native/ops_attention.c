@@ -1,30 +1,471 @@
-/* ops_attention.c - STUB written by the lead so the library links; the owning helper replaces it. */
+/* ops_attention.c - fused attention with an online softmax (flash-attention style).
+ *
+ * Never materialises an Nq×Nk matrix. Work items are (batch, head, tile of up to ATT_QT queries),
+ * handed out to threads dynamically (an atomic counter in the op's scratch). For one item:
+ *   Q tile (scaled by `scale`) is packed into [nr][D];
+ *   for each block of up to ATT_KB keys inside the tile's key range:
+ *     K block packed transposed into Kt[D][ATT_KB] (zero-padded to a multiple of 16 columns),
+ *     S[nr][block] = Q · Kt                                   (small dense matmul, vectorised)
+ *     S += bias + rel_h + rel_w; masked entries (causal / segments) = −inf
+ *     per row: m_new = max(m, max S), p = exp(S − m_new), l = l·e^(m−m_new) + Σp, O ·= e^(m−m_new)
+ *     O[nr][Dv] += P · V_block                                (small dense matmul, vectorised)
+ *   out = O / l (rows that see no key at all give 0).
+ * The three inner pieces (Q·Kt, P·V, the softmax row update) exist as scalar C here and as AVX2 /
+ * AVX-512 versions in attention_avx2.c / attention_avx512.c, picked by p->path; all follow the
+ * same summation order per element, so paths agree within rounding.
+ *
+ * Sources: q, k, v in src[0..2]; the optional bias, rel_h, rel_w and segments take the slots
+ * src[3..5] in that order as present (op_params say which slot holds which), so at most three of
+ * the four can be combined in one call. */
 #include "tp_kernels.h"
 
-tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v,
-                        const tp_attention_opts *opts) {
-    TP_UNUSED(ctx);
-    TP_UNUSED(q);
-    TP_UNUSED(k);
-    TP_UNUSED(v);
-    TP_UNUSED(opts);
-    tp_ctx_set_error(ctx, TP_ERR_UNSUPPORTED, "tp_attention: not implemented yet");
-    return NULL;
-}
+#include <math.h>
 
-void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
-    TP_UNUSED(p);
-    TP_UNUSED(dst);
-}
+#define ATT_QT 64  /* max queries per work item */
+#define ATT_KB 128 /* keys per block (multiple of 16) */
 
-size_t tp_work_size_attention(const tp_tensor *dst, int nth) {
-    TP_UNUSED(dst);
-    TP_UNUSED(nth);
-    return 0;
-}
+enum { AP_SCALE, AP_CAUSAL, AP_BIAS, AP_RELH, AP_RELW, AP_SEG };
+
+/* ---- per-ISA microkernels (attention_avx2.c / attention_avx512.c); contracts at the scalar versions ---- */
+void tp_attn_qk_avx512(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
+void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
+void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
 
 tp_attention_opts tp_attention_default_opts(void) {
     tp_attention_opts o;
     memset(&o, 0, sizeof o);
     return o;
+}
+
+static bool dim_fits(int64_t n, int64_t want) { return n == 1 || n == want; }
+
+tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v,
+                        const tp_attention_opts *opts) {
+    if (!TP_CHECK_INPUTS(ctx, "tp_attention", q, k, v)) return NULL;
+    tp_attention_opts o = opts ? *opts : tp_attention_default_opts();
+    tp_tensor *opt_t[4] = {o.bias, o.rel_h, o.rel_w, o.segments};
+    for (int i = 0; i < 4; i++)
+        if (opt_t[i] && !TP_CHECK_INPUTS(ctx, "tp_attention", opt_t[i])) return NULL;
+    char s1[96], s2[96], s3[96];
+    if (q->type != TP_TYPE_F32 || k->type != TP_TYPE_F32 || v->type != TP_TYPE_F32) {
+        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_attention: q, k, v must be F32 (got %s, %s, %s)",
+                         tp_type_name(q->type), tp_type_name(k->type), tp_type_name(v->type));
+        return NULL;
+    }
+    int64_t D = q->ne[0], Nq = q->ne[1], H = q->ne[2], B = q->ne[3];
+    int64_t Nk = k->ne[1], Hkv = k->ne[2], Dv = v->ne[0];
+    if (k->ne[0] != D || v->ne[1] != Nk || v->ne[2] != Hkv || k->ne[3] != B || v->ne[3] != B || H % Hkv != 0) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE,
+                         "tp_attention: q %s, k %s, v %s do not fit ([D, Nq, H, B], [D, Nk, Hkv, B], [Dv, Nk, Hkv, B], H %% Hkv == 0)",
+                         tp_shape_str(q, s1, sizeof s1), tp_shape_str(k, s2, sizeof s2), tp_shape_str(v, s3, sizeof s3));
+        return NULL;
+    }
+    if (Nq > INT32_MAX || Nk > INT32_MAX || D > INT32_MAX / ATT_KB || Dv > INT32_MAX / ATT_QT) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_attention: sizes too large");
+        return NULL;
+    }
+    float scale = o.scale == 0.0f ? 1.0f / sqrtf((float)D) : o.scale;
+    if (!isfinite(scale)) {
+        tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_attention: scale is not finite");
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        tp_tensor *t = opt_t[i];
+        if (t && t->type != TP_TYPE_F32) {
+            tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_attention: %s must be F32 (got %s)",
+                             i == 0 ? "bias" : i == 1 ? "rel_h" : "rel_w", tp_type_name(t->type));
+            return NULL;
+        }
+    }
+    if (o.bias && (o.bias->ne[0] != Nk || o.bias->ne[1] != Nq || !dim_fits(o.bias->ne[2], H) ||
+                   !dim_fits(o.bias->ne[3], B))) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_attention: bias %s is not [Nk=%lld, Nq=%lld, H=%lld or 1, B=%lld or 1]",
+                         tp_shape_str(o.bias, s1, sizeof s1), (long long)Nk, (long long)Nq, (long long)H, (long long)B);
+        return NULL;
+    }
+    if ((o.rel_h == NULL) != (o.rel_w == NULL)) {
+        tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_attention: rel_h and rel_w go together");
+        return NULL;
+    }
+    if (o.rel_h) {
+        tp_tensor *rh = o.rel_h, *rw = o.rel_w;
+        if (rh->ne[0] * rw->ne[0] != Nk || rh->ne[1] != Nq || rw->ne[1] != Nq || !dim_fits(rh->ne[2], H) ||
+            !dim_fits(rw->ne[2], H) || !dim_fits(rh->ne[3], B) || !dim_fits(rw->ne[3], B)) {
+            tp_ctx_set_error(ctx, TP_ERR_SHAPE,
+                             "tp_attention: rel_h %s / rel_w %s are not [Kh, Nq=%lld, H, B] / [Kw, Nq, H, B] with Kh·Kw = Nk = %lld",
+                             tp_shape_str(rh, s1, sizeof s1), tp_shape_str(rw, s2, sizeof s2), (long long)Nq,
+                             (long long)Nk);
+            return NULL;
+        }
+    }
+    if (o.segments) {
+        tp_tensor *sg = o.segments;
+        if (sg->type != TP_TYPE_I32) {
+            tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_attention: segments must be I32 (got %s)", tp_type_name(sg->type));
+            return NULL;
+        }
+        if (sg->ne[0] < 2 || sg->ne[1] != 1 || sg->ne[2] != 1 || sg->ne[3] != 1 || Nq != Nk) {
+            tp_ctx_set_error(ctx, TP_ERR_SHAPE,
+                             "tp_attention: segments %s must be [n_seg + 1 >= 2] with Nq == Nk (Nq %lld, Nk %lld)",
+                             tp_shape_str(sg, s1, sizeof s1), (long long)Nq, (long long)Nk);
+            return NULL;
+        }
+    }
+    int n_opt = 0;
+    for (int i = 0; i < 4; i++) n_opt += opt_t[i] != NULL;
+    if (n_opt > TP_MAX_SRC - 3) {
+        tp_ctx_set_error(ctx, TP_ERR_UNSUPPORTED,
+                         "tp_attention: bias, rel_h/rel_w and segments cannot all be used in one call (fold the bias "
+                         "into the rel tables or split the call)");
+        return NULL;
+    }
+    /* the kernel reads bias/rel rows with unit element stride */
+    for (int i = 0; i < 3; i++)
+        if (opt_t[i] && opt_t[i]->nb[0] != sizeof(float)) {
+            opt_t[i] = tp_cont(ctx, opt_t[i]);
+            if (!opt_t[i]) return NULL;
+        }
+
+    int64_t ne[TP_MAX_DIMS] = {Dv, H, Nq, B};
+    tp_tensor *t = tp_new_op_tensor(ctx, TP_TYPE_F32, 4, ne, TP_OP_ATTENTION, q, k, v);
+    if (!t) return NULL;
+    tp_set_op_param_f32(t, AP_SCALE, scale);
+    t->op_params[AP_CAUSAL] = o.causal ? 1 : 0;
+    int slot = 3;
+    for (int i = 0; i < 4; i++) {
+        t->op_params[AP_BIAS + i] = opt_t[i] ? slot : -1;
+        if (opt_t[i]) t->src[slot++] = opt_t[i];
+    }
+    return t;
+}
+
+/* ---- scratch layout ---- */
+
+static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
+static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+typedef struct att_dims {
+    int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
+} att_dims;
+
+typedef struct att_scratch {
+    float *Qt;  /* [D][ATT_QT]: the query tile transposed, scaled */
+    float *St;  /* [ATT_KB][ATT_QT]: logits, then probabilities, key-major */
+    float *Ot;  /* [Dv][ATT_QT]: the output accumulator transposed */
+    float *Kp;  /* [ATT_KB][D]: a K block when k's rows are not unit-stride */
+    float *Vp;  /* [ATT_KB][Dv]: likewise for V */
+    float *RHt; /* [Kh][ATT_QT]: rel_h of the tile transposed */
+    float *RWt; /* [Kw][ATT_QT] */
+    float *m, *l;
+    int32_t *lo, *hi; /* per-query key range */
+} att_scratch;
+
+static size_t per_thread_bytes(const att_dims *d) {
+    const size_t f = sizeof(float);
+    return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dv * ATT_QT) +
+           pad64(f * ATT_KB * (size_t)d->D) + pad64(f * ATT_KB * (size_t)d->Dv) + pad64(f * (size_t)d->Kh * ATT_QT) +
+           pad64(f * (size_t)d->Kw * ATT_QT) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT);
+}
+
+static att_dims dims_of(const tp_tensor *dst) {
+    att_dims d;
+    d.D = dst->src[0]->ne[0];
+    d.Dv = dst->src[2]->ne[0];
+    d.Kh = dst->op_params[AP_RELH] >= 0 ? dst->src[dst->op_params[AP_RELH]]->ne[0] : 0;
+    d.Kw = dst->op_params[AP_RELW] >= 0 ? dst->src[dst->op_params[AP_RELW]]->ne[0] : 0;
+    return d;
+}
+
+size_t tp_work_size_attention(const tp_tensor *dst, int nth) {
+    att_dims d = dims_of(dst);
+    return 64 + (size_t)nth * per_thread_bytes(&d);
+}
+
+static att_scratch carve(void *wdata, int ith, const att_dims *d) {
+    const size_t f = sizeof(float);
+    char *base = (char *)wdata + 64 + (size_t)ith * per_thread_bytes(d);
+    att_scratch s;
+    s.Qt = (float *)base; base += pad64(f * (size_t)d->D * ATT_QT);
+    s.St = (float *)base; base += pad64(f * ATT_KB * ATT_QT);
+    s.Ot = (float *)base; base += pad64(f * (size_t)d->Dv * ATT_QT);
+    s.Kp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->D);
+    s.Vp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->Dv);
+    s.RHt = (float *)base; base += pad64(f * (size_t)d->Kh * ATT_QT);
+    s.RWt = (float *)base; base += pad64(f * (size_t)d->Kw * ATT_QT);
+    s.m = (float *)base; base += pad64(f * ATT_QT);
+    s.l = (float *)base; base += pad64(f * ATT_QT);
+    s.lo = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
+    s.hi = (int32_t *)base;
+    return s;
+}
+
+/* ---- scalar microkernels. Layouts are key-major / transposed so that the vector versions work
+ * on vectors of 16 (8) queries: St[c][r], Qt[d][r], Ot[e][r]. nq is a multiple of 16. ---- */
+
+/* St[c][r] = Σ_d K[c][d] · Qt[d][r]  (c < nc, r < nq; K rows ldk floats apart) */
+static void qk_scalar(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D) {
+    for (int c = 0; c < nc; c++) {
+        float *srow = St + (size_t)c * lds;
+        const float *kr = K + (size_t)c * ldk;
+        for (int r = 0; r < nq; r++) srow[r] = 0.0f;
+        for (int d = 0; d < D; d++) {
+            float kv = kr[d];
+            const float *qt = Qt + (size_t)d * ldq;
+            for (int r = 0; r < nq; r++) srow[r] += kv * qt[r];
+        }
+    }
+}
+
+/* Ot[e][r] += Σ_c V[c][e] · Pt[c][r]  (in order of c) */
+static void pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv) {
+    for (int e = 0; e < Dv; e++) {
+        float *orow = Ot + (size_t)e * ldo;
+        for (int c = 0; c < nc; c++) {
+            float vv = V[(size_t)c * ldv + e];
+            const float *pr = Pt + (size_t)c * ldp;
+            for (int r = 0; r < nq; r++) orow[r] += vv * pr[r];
+        }
+    }
+}
+
+/* The online-softmax step for a block of nc keys, per query r: m' = max(m, max_c St[c][r]),
+ * St[c][r] = exp(St[c][r] − m'), l = l·e^(m − m') + Σ_c St[c][r], Ot[·][r] ·= e^(m − m').
+ * A query whose logits are all −inf so far keeps m = −inf and gets p = 0. exp of arguments below
+ * −87 is flushed to 0 (as the vector paths do). */
+static float exp_flush(float x) { return x < -87.0f ? 0.0f : expf(x); }
+
+static void softmax_scalar(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv) {
+    for (int r = 0; r < nq; r++) {
+        float mx = -INFINITY;
+        for (int c = 0; c < nc; c++) mx = St[(size_t)c * lds + r] > mx ? St[(size_t)c * lds + r] : mx;
+        float m_new = m[r] > mx ? m[r] : mx;
+        float m_safe = m_new == -INFINITY ? 0.0f : m_new;
+        float alpha = exp_flush(m[r] - m_safe);
+        float sum = 0.0f;
+        for (int c = 0; c < nc; c++) {
+            float e = exp_flush(St[(size_t)c * lds + r] - m_safe);
+            St[(size_t)c * lds + r] = e;
+            sum += e;
+        }
+        l[r] = l[r] * alpha + sum;
+        m[r] = m_new;
+        if (alpha != 1.0f)
+            for (int e = 0; e < Dv; e++) Ot[(size_t)e * ldo + r] *= alpha;
+    }
+}
+
+typedef struct att_fns {
+    void (*qk)(const float *, size_t, const float *, int, float *, int, int, int, int);
+    void (*pv)(const float *, int, const float *, size_t, float *, int, int, int, int);
+    void (*softmax)(float *, int, int, int, float *, float *, float *, int, int);
+} att_fns;
+
+static att_fns pick_fns(tp_cpu_path path) {
+    att_fns f = {qk_scalar, pv_scalar, softmax_scalar};
+#if defined(__x86_64__) || defined(__i386__)
+    if (path >= TP_CPU_AVX512) {
+        f.qk = tp_attn_qk_avx512;
+        f.pv = tp_attn_pv_avx512;
+        f.softmax = tp_attn_softmax_avx512;
+    } else if (path == TP_CPU_AVX2) {
+        f.qk = tp_attn_qk_avx2;
+        f.pv = tp_attn_pv_avx2;
+        f.softmax = tp_attn_softmax_avx2;
+    }
+#else
+    TP_UNUSED(path);
+#endif
+    return f;
+}
+
+/* Segment offsets valid: seg[0] = 0, non-decreasing, seg[n] = N. */
+static bool segments_valid(const tp_tensor *sg, int64_t N) {
+    int64_t n = sg->ne[0];
+    int32_t prev = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t s = *(const int32_t *)((const char *)sg->data + i * sg->nb[0]);
+        if ((i == 0 && s != 0) || s < prev || s > N) return false;
+        prev = s;
+    }
+    return prev == N;
+}
+
+/* The segment [start, end) holding token i (binary search over the offsets). */
+static void segment_of(const tp_tensor *sg, int64_t i, int32_t *start, int32_t *end) {
+    int64_t lo = 0, hi = sg->ne[0] - 1; /* seg[lo] <= i < seg[hi] */
+    const char *d = sg->data;
+    size_t nb = sg->nb[0];
+#define SEG(j) (*(const int32_t *)(d + (size_t)(j) * nb))
+    while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        if (SEG(mid) <= i) lo = mid; else hi = mid;
+    }
+    *start = SEG(lo);
+    *end = SEG(hi);
+#undef SEG
+}
+
+/* Rows of a tensor usable in place as float rows ld floats apart (unit element stride). */
+static bool unit_rows(const tp_tensor *t) { return t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0; }
+
+void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
+    const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
+    const tp_tensor *bias = dst->op_params[AP_BIAS] >= 0 ? dst->src[dst->op_params[AP_BIAS]] : NULL;
+    const tp_tensor *rel_h = dst->op_params[AP_RELH] >= 0 ? dst->src[dst->op_params[AP_RELH]] : NULL;
+    const tp_tensor *rel_w = dst->op_params[AP_RELW] >= 0 ? dst->src[dst->op_params[AP_RELW]] : NULL;
+    const tp_tensor *seg = dst->op_params[AP_SEG] >= 0 ? dst->src[dst->op_params[AP_SEG]] : NULL;
+    const bool causal = dst->op_params[AP_CAUSAL] != 0;
+    const float scale = tp_get_op_param_f32(dst, AP_SCALE);
+    const att_dims dims = dims_of(dst);
+    const int D = (int)dims.D, Dv = (int)dims.Dv;
+    const int64_t Nq = q->ne[1], H = q->ne[2], B = q->ne[3], Nk = k->ne[1], Hkv = k->ne[2];
+    const int64_t group = H / Hkv;
+    const int64_t causal_off = Nk - Nq;
+    const att_fns fns = pick_fns(p->path);
+
+    if (seg && !segments_valid(seg, Nq)) {
+        tp_report_bad_data(p);
+        int64_t n = tp_nelements(dst), e0, e1;
+        tp_split_range(n, p->ith, p->nth, &e0, &e1);
+        for (int64_t e = e0; e < e1; e++) ((float *)dst->data)[e] = 0.0f;
+        return;
+    }
+
+    /* tiles of ATT_QT queries (a multiple of 16; the last one shorter) */
+    const int64_t n_tiles = (Nq + ATT_QT - 1) / ATT_QT;
+    const int64_t n_items = B * H * n_tiles;
+
+    atomic_int_fast64_t *counter = (atomic_int_fast64_t *)p->wdata;
+    if (p->ith == 0) atomic_store(counter, 0);
+    tp_barrier(p->pool);
+
+    att_scratch sc = carve(p->wdata, p->ith, &dims);
+    const bool k_unit = unit_rows(k), v_unit = unit_rows(v);
+
+    for (;;) {
+        int64_t item = atomic_fetch_add(counter, 1);
+        if (item >= n_items) break;
+        const int64_t t = item % n_tiles, h = (item / n_tiles) % H, b = item / (n_tiles * H);
+        const int64_t hk = h / group;
+        const int64_t i0 = t * ATT_QT, i1 = TP_MIN(i0 + ATT_QT, Nq);
+        const int nr = (int)(i1 - i0), nq = (int)round16(nr);
+
+        /* Qt[d][r] = scale · q[d, i0 + r] (padding queries 0) */
+        for (int r = 0; r < nq; r++) {
+            if (r < nr) {
+                const char *qr = tp_row_ptr(q, i0 + r, h, b);
+                for (int d = 0; d < D; d++) sc.Qt[(size_t)d * ATT_QT + r] = *(const float *)(qr + (size_t)d * q->nb[0]) * scale;
+            } else {
+                for (int d = 0; d < D; d++) sc.Qt[(size_t)d * ATT_QT + r] = 0.0f;
+            }
+        }
+        /* per-query key ranges; the tile's key range is their union */
+        int64_t jlo = Nk, jhi = 0;
+        for (int r = 0; r < nq; r++) {
+            int32_t lo = 0, hi = (int32_t)Nk;
+            if (r < nr) {
+                int64_t i = i0 + r;
+                if (seg) segment_of(seg, i, &lo, &hi);
+                if (causal) {
+                    int64_t lim = i + causal_off + 1;
+                    if (lim < hi) hi = (int32_t)(lim < 0 ? 0 : lim);
+                }
+                if (hi < lo) hi = lo;
+                if (lo < hi) {
+                    jlo = TP_MIN(jlo, lo);
+                    jhi = TP_MAX(jhi, hi);
+                }
+            }
+            sc.lo[r] = lo;
+            sc.hi[r] = hi;
+            sc.m[r] = -INFINITY;
+            sc.l[r] = 0.0f;
+        }
+        for (int e = 0; e < Dv; e++) memset(sc.Ot + (size_t)e * ATT_QT, 0, sizeof(float) * (size_t)nq);
+        /* rel-pos tables of this tile, transposed: RHt[jh][r] = rel_h[jh, i0 + r] */
+        if (rel_h) {
+            for (int r = 0; r < nq; r++) {
+                int64_t i = i0 + (r < nr ? r : 0);
+                const float *rh = tp_row_ptr(rel_h, i, h % rel_h->ne[2], b % rel_h->ne[3]);
+                const float *rw = tp_row_ptr(rel_w, i, h % rel_w->ne[2], b % rel_w->ne[3]);
+                for (int64_t j = 0; j < dims.Kh; j++) sc.RHt[(size_t)j * ATT_QT + r] = rh[j];
+                for (int64_t j = 0; j < dims.Kw; j++) sc.RWt[(size_t)j * ATT_QT + r] = rw[j];
+            }
+        }
+
+        const char *kbase = (const char *)k->data + hk * k->nb[2] + b * k->nb[3];
+        const char *vbase = (const char *)v->data + hk * v->nb[2] + b * v->nb[3];
+        for (int64_t j0 = jlo; j0 < jhi; j0 += ATT_KB) {
+            const int nc = (int)TP_MIN((int64_t)ATT_KB, jhi - j0);
+            const float *Kb;
+            size_t ldk;
+            if (k_unit) {
+                Kb = (const float *)(kbase + (size_t)j0 * k->nb[1]);
+                ldk = k->nb[1] / sizeof(float);
+            } else {
+                for (int c = 0; c < nc; c++) {
+                    const char *kr = kbase + (size_t)(j0 + c) * k->nb[1];
+                    for (int d = 0; d < D; d++) sc.Kp[(size_t)c * D + d] = *(const float *)(kr + (size_t)d * k->nb[0]);
+                }
+                Kb = sc.Kp;
+                ldk = (size_t)D;
+            }
+            fns.qk(Kb, ldk, sc.Qt, ATT_QT, sc.St, ATT_QT, nc, nq, D);
+
+            /* additive terms */
+            if (bias) {
+                for (int r = 0; r < nr; r++) {
+                    const float *br = (const float *)tp_row_ptr(bias, i0 + r, h % bias->ne[2], b % bias->ne[3]) + j0;
+                    for (int c = 0; c < nc; c++) sc.St[(size_t)c * ATT_QT + r] += br[c];
+                }
+            }
+            if (rel_h) {
+                const int64_t Kw = dims.Kw;
+                int64_t jh = j0 / Kw, jw = j0 % Kw;
+                for (int c = 0; c < nc; c++) {
+                    float *srow = sc.St + (size_t)c * ATT_QT;
+                    const float *a = sc.RHt + (size_t)jh * ATT_QT, *w = sc.RWt + (size_t)jw * ATT_QT;
+                    for (int r = 0; r < nq; r++) srow[r] += a[r] + w[r];
+                    if (++jw == Kw) {
+                        jw = 0;
+                        jh++;
+                    }
+                }
+            }
+            /* masks (causal / segments): only where a query's range cuts this block */
+            for (int r = 0; r < nr; r++) {
+                int64_t lo = sc.lo[r] - j0, hi = sc.hi[r] - j0;
+                if (lo <= 0 && hi >= nc) continue;
+                if (hi < lo) hi = lo;
+                for (int c = 0; c < nc; c++)
+                    if (c < lo || c >= hi) sc.St[(size_t)c * ATT_QT + r] = -INFINITY;
+            }
+            fns.softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv);
+
+            const float *Vb;
+            size_t ldv;
+            if (v_unit) {
+                Vb = (const float *)(vbase + (size_t)j0 * v->nb[1]);
+                ldv = v->nb[1] / sizeof(float);
+            } else {
+                for (int c = 0; c < nc; c++) {
+                    const char *vr = vbase + (size_t)(j0 + c) * v->nb[1];
+                    for (int e = 0; e < Dv; e++) sc.Vp[(size_t)c * Dv + e] = *(const float *)(vr + (size_t)e * v->nb[0]);
+                }
+                Vb = sc.Vp;
+                ldv = (size_t)Dv;
+            }
+            fns.pv(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, nq, Dv);
+        }
+
+        /* out[e, h, i, b] = Ot[e][r] / l[r] (a query that saw no key gives 0) */
+        for (int r = 0; r < nr; r++) {
+            float *out = (float *)dst->data + (((size_t)b * Nq + (size_t)(i0 + r)) * H + (size_t)h) * Dv;
+            float inv = sc.l[r] > 0.0f ? 1.0f / sc.l[r] : 0.0f;
+            for (int e = 0; e < Dv; e++) out[e] = sc.Ot[(size_t)e * ATT_QT + r] * inv;
+        }
+    }
 }

@@ -141,7 +141,7 @@ tp_tensor *tp_get_rows(tp_context *ctx, tp_tensor *a, tp_tensor *idx) {
         return NULL;
     }
     int64_t ne[TP_MAX_DIMS] = {a->ne[0], idx->ne[0], a->ne[2], a->ne[3]};
-    int n_dims = max_i(max_i(a->n_dims, idx->n_dims + 1), 2);
+    int n_dims = TP_MIN(max_i(max_i(a->n_dims, idx->n_dims + 1), 2), TP_MAX_DIMS);
     return tp_new_op_tensor(ctx, TP_TYPE_F32, n_dims, ne, TP_OP_GET_ROWS, a, idx, NULL);
 }
 

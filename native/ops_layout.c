@@ -17,10 +17,10 @@ static tp_tensor *new_view(tp_context *ctx, tp_tensor *a, tp_op op, const int64_
     return t;
 }
 
-/* Bytes from a's storage start to one past the view's last byte. */
+/* Whether the view's last byte lies inside the storage of a's root. */
 static bool view_fits(const tp_tensor *a, const int64_t *ne, const size_t *nb, size_t offset) {
     size_t blck = (size_t)tp_type_block_elements(a->type);
-    size_t end = offset + (size_t)(ne[0] / (int64_t)blck) * nb[0];
+    size_t end = offset + (size_t)(ne[0] / (int64_t)blck - 1) * nb[0] + tp_type_block_bytes(a->type);
     for (int i = 1; i < TP_MAX_DIMS; i++) end += (size_t)(ne[i] - 1) * nb[i];
     const tp_tensor *root = a->view_src ? a->view_src : a;
     return a->view_offs + end <= tp_tensor_nbytes(root);
@@ -29,7 +29,7 @@ static bool view_fits(const tp_tensor *a, const int64_t *ne, const size_t *nb, s
 tp_tensor *tp_view(tp_context *ctx, tp_tensor *a, int n_dims, const int64_t *ne, const size_t *nb,
                    size_t offset) {
     if (!TP_CHECK_INPUTS(ctx, "tp_view", a)) return NULL;
-    if (n_dims < 1 || n_dims > TP_MAX_DIMS || !ne || (n_dims > 1 && !nb)) {
+    if (n_dims < 1 || n_dims > TP_MAX_DIMS || !ne || (n_dims > 1 && !nb)) { /* nb may be NULL for 1-D */
         tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_view: n_dims %d or arrays invalid", n_dims);
         return NULL;
     }
@@ -46,10 +46,14 @@ tp_tensor *tp_view(tp_context *ctx, tp_tensor *a, int n_dims, const int64_t *ne,
         tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_view: ne[0] does not fit %s blocks", tp_type_name(a->type));
         return NULL;
     }
-    full_nb[0] = tp_type_block_bytes(a->type);
+    /* nb[0] = 0 (or nb NULL) means the element size; a block type's rows must stay contiguous */
+    full_nb[0] = nb && nb[0] != 0 ? nb[0] : tp_type_block_bytes(a->type);
+    if (tp_type_block_elements(a->type) > 1 && full_nb[0] != tp_type_block_bytes(a->type)) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_view: a %s view must keep its rows contiguous", tp_type_name(a->type));
+        return NULL;
+    }
     for (int i = 1; i < TP_MAX_DIMS; i++)
         full_nb[i] = i < n_dims ? nb[i] : full_nb[i - 1] * (size_t)full_ne[i - 1];
-    if (n_dims > 1 && nb[0] != 0 && nb[0] != full_nb[0]) full_nb[0] = nb[0];
     if (!view_fits(a, full_ne, full_nb, offset)) {
         tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_view: the view reaches past the end of its source");
         return NULL;

@@ -60,6 +60,7 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, mm_plan *pl) {
         per_batch = (size_t)pl->N * (size_t)pl->K * sizeof(float);
         thread = (size_t)pl->K * sizeof(float); /* a weight row converted to F32 */
     }
+    thread = TP_MAX(thread, (size_t)pl->K * sizeof(float)); /* also holds a gathered strided b row */
     pl->batch_bytes = align64(per_batch);
     pl->act_bytes = pl->batch_bytes * (size_t)pl->nbatch;
     pl->thread_bytes = align64(thread);
@@ -323,12 +324,17 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
         float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M + m0;
         if (quant) {
             const int64_t nblk = K / TP_QK;
+            if (pl->path == TP_CPU_AVX512) {
+                /* tokens in chunks that stay in L2 while the weight rows are reused across them */
+                for (int64_t n0 = 0; n0 < N; n0 += 256)
+                    tp_mm_qdot_avx512(a->type, arow, a->nb[1], nrows, (const tp_block_q8a *)abase + n0 * nblk,
+                                      nblk, TP_MIN(256, N - n0), K, cbase + (size_t)n0 * (size_t)M, M, pl->vnni);
+                continue;
+            }
             for (int64_t n = 0; n < N; n++) {
                 const tp_block_q8a *x = (const tp_block_q8a *)abase + n * nblk;
                 float *out = cbase + (size_t)n * (size_t)M;
-                if (pl->path == TP_CPU_AVX512)
-                    tp_mm_qdot_avx512(a->type, arow, a->nb[1], nrows, x, K, out, pl->vnni);
-                else if (pl->path == TP_CPU_AVX2)
+                if (pl->path == TP_CPU_AVX2)
                     tp_mm_qdot_avx2(a->type, arow, a->nb[1], nrows, x, K, out);
                 else
                     for (int64_t r = 0; r < nrows; r++)

@@ -15,7 +15,8 @@
 #define LANES 8
 #define CHUNK 256
 
-static double sum_f32(const float *x, int64_t n) {
+/* sum(x - c) (c shifts the values near 0 so that float partial sums lose nothing to a large mean) */
+static double sum_f32(const float *x, int64_t n, float c) {
     double total = 0.0;
     int64_t i = 0;
     int64_t n8 = n - n % LANES;
@@ -23,17 +24,18 @@ static double sum_f32(const float *x, int64_t n) {
         int64_t end = TP_MIN(i + CHUNK, n8);
         float acc[LANES] = {0};
         for (; i < end; i += LANES)
-            for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
+            for (int j = 0; j < LANES; j++) acc[j] += x[i + j] - c;
         float s = 0.0f;
         for (int j = 0; j < LANES; j++) s += acc[j];
         total += s;
     }
-    for (; i < n; i++) total += x[i];
+    for (; i < n; i++) total += (double)x[i] - (double)c;
     return total;
 }
 
-/* sum((x - m)^2) */
-static double sum_sq_dev_f32(const float *x, int64_t n, float m) {
+/* sum((x - mh - ml)^2): the mean as a float pair (hi + lo), so that x - mean keeps full precision
+ * when the mean is large against the spread (x - mh is exact for x near mh). */
+static double sum_sq_dev_f32(const float *x, int64_t n, float mh, float ml) {
     double total = 0.0;
     int64_t i = 0;
     int64_t n8 = n - n % LANES;
@@ -42,7 +44,7 @@ static double sum_sq_dev_f32(const float *x, int64_t n, float m) {
         float acc[LANES] = {0};
         for (; i < end; i += LANES)
             for (int j = 0; j < LANES; j++) {
-                float d = x[i + j] - m;
+                float d = (x[i + j] - mh) - ml;
                 acc[j] += d * d;
             }
         float s = 0.0f;
@@ -50,7 +52,7 @@ static double sum_sq_dev_f32(const float *x, int64_t n, float m) {
         total += s;
     }
     for (; i < n; i++) {
-        double d = (double)x[i] - (double)m;
+        double d = (double)x[i] - (double)mh - (double)ml;
         total += d * d;
     }
     return total;
@@ -137,10 +139,11 @@ void tp_kernel_layer_norm(const tp_compute_params *p, tp_tensor *dst) {
         int64_t i1 = r % ne1, i2 = (r / ne1) % ne2, i3 = r / (ne1 * ne2);
         float *y = (float *)dst->data + r * ne0;
         const float *x = load_row(a, i1, i2, i3, y);
-        float mean = (float)(sum_f32(x, ne0) / (double)ne0);
-        double var = sum_sq_dev_f32(x, ne0, mean) / (double)ne0;
+        double mean = (double)x[0] + sum_f32(x, ne0, x[0]) / (double)ne0;
+        float mh = (float)mean, ml = (float)(mean - (double)mh);
+        double var = sum_sq_dev_f32(x, ne0, mh, ml) / (double)ne0;
         float rstd = (float)(1.0 / sqrt(var + (double)eps));
-        for (int64_t i = 0; i < ne0; i++) y[i] = (x[i] - mean) * rstd;
+        for (int64_t i = 0; i < ne0; i++) y[i] = ((x[i] - mh) - ml) * rstd;
         if (w) {
             if (wp) for (int64_t i = 0; i < ne0; i++) y[i] *= wp[i];
             else for (int64_t i = 0; i < ne0; i++) y[i] *= param_at(w, i);
@@ -178,13 +181,52 @@ void tp_kernel_rms_norm(const tp_compute_params *p, tp_tensor *dst) {
         int64_t i1 = r % ne1, i2 = (r / ne1) % ne2, i3 = r / (ne1 * ne2);
         float *y = (float *)dst->data + r * ne0;
         const float *x = load_row(a, i1, i2, i3, y);
-        float ms = (float)(sum_sq_dev_f32(x, ne0, 0.0f) / (double)ne0);
+        float ms = (float)(sum_sq_dev_f32(x, ne0, 0.0f, 0.0f) / (double)ne0);
         float scale = 1.0f / sqrtf(ms + eps);
         for (int64_t i = 0; i < ne0; i++) y[i] = x[i] * scale;
         if (w) {
             if (wp) for (int64_t i = 0; i < ne0; i++) y[i] *= wp[i];
             else for (int64_t i = 0; i < ne0; i++) y[i] *= param_at(w, i);
         }
+    }
+}
+
+
+/* exp(x) for x <= 0 (the shifted logits of a softmax), written so that the loop over a row
+ * auto-vectorises: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial,
+ * about 1 ulp), rounding by the 1.5·2^23 trick, 2^n built from its bits. x < -87 gives 0 (the true
+ * value is below 1.7e-38, below FLT_MIN scale and irrelevant next to the row maximum's 1). */
+static void exp_row_nonpos(float *y, int64_t n) {
+    /* x < -87 (and -inf) found on the bits: for x <= 0 a larger unsigned pattern is a more
+     * negative number. Integer selects keep the loop free of FP branches, so it vectorises. */
+    const uint32_t lim = 0xC2AE0000u; /* -87.0f */
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &y[i], sizeof u);
+        uint32_t under = u > lim;
+        uint32_t uc = under ? lim : u;
+        float xc;
+        memcpy(&xc, &uc, sizeof xc);
+        float t = xc * 1.44269504088896341f + 12582912.0f;
+        float fn = t - 12582912.0f;
+        float r = xc - fn * 0.693359375f;
+        r = r - fn * -2.12194440e-4f;
+        float r2 = r * r;
+        float poly = 1.9875691500e-4f;
+        poly = poly * r + 1.3981999507e-3f;
+        poly = poly * r + 8.3334519073e-3f;
+        poly = poly * r + 4.1665795894e-2f;
+        poly = poly * r + 1.6666665459e-1f;
+        poly = poly * r + 5.0000001201e-1f;
+        float e = poly * r2 + r + 1.0f;
+        int32_t bits = ((int32_t)fn + 127) * (1 << 23);
+        float scale;
+        memcpy(&scale, &bits, sizeof scale);
+        float res = e * scale;
+        uint32_t rb;
+        memcpy(&rb, &res, sizeof rb);
+        rb &= under - 1u;
+        memcpy(&y[i], &rb, sizeof rb);
     }
 }
 
@@ -257,8 +299,9 @@ void tp_kernel_softmax(const tp_compute_params *p, tp_tensor *dst) {
             memset(y, 0, (size_t)ne0 * sizeof(float));
             continue;
         }
-        for (int64_t i = 0; i < ne0; i++) y[i] = expf(y[i] - mx);
-        float inv = (float)(1.0 / sum_f32(y, ne0));
+        for (int64_t i = 0; i < ne0; i++) y[i] -= mx;
+        exp_row_nonpos(y, ne0);
+        float inv = (float)(1.0 / sum_f32(y, ne0, 0.0f));
         for (int64_t i = 0; i < ne0; i++) y[i] *= inv;
     }
 }

@@ -27,6 +27,8 @@ static const tp_op_info op_table[TP_OP_COUNT] = {
     [TP_OP_ROPE_NEOX] = {"rope_neox", tp_kernel_rope_neox, NULL},
     [TP_OP_TOP_K] = {"top_k", tp_kernel_top_k, NULL},
     [TP_OP_ATTENTION] = {"attention", tp_kernel_attention, tp_work_size_attention},
+    [TP_OP_MUL_MAT_ID] = {"mul_mat_id", tp_kernel_mul_mat_id, tp_work_size_mul_mat_id},
+    [TP_OP_CPY] = {"cpy", tp_kernel_cpy, NULL},
 };
 
 const tp_op_info *tp_op_get_info(tp_op op) {

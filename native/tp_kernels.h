@@ -35,4 +35,8 @@ void tp_kernel_top_k(const tp_compute_params *p, tp_tensor *dst);
 void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst);  /* ops_attention.c */
 size_t tp_work_size_attention(const tp_tensor *dst, int nth);
 
+void tp_kernel_mul_mat_id(const tp_compute_params *p, tp_tensor *dst); /* ops_mul_mat_id.c */
+size_t tp_work_size_mul_mat_id(const tp_tensor *dst, int nth);
+void tp_kernel_cpy(const tp_compute_params *p, tp_tensor *dst);        /* ops_cpy.c */
+
 #endif

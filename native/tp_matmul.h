@@ -34,9 +34,10 @@ void tp_mm_dot_rows_avx512(tp_type type, const void *A, size_t lda, int64_t nrow
 void tp_mm_dot_rows_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const float *x, int64_t k,
                          float *out);
 
-/* Quantised weight rows × activation blocks: out[r] = dot(row r, x) for nrows rows lda bytes apart. */
+/* Quantised weight rows × activation blocks for ntok tokens (ldx blocks apart):
+ * out[n*ldo + r] = dot(row r, token n); weights are unpacked once for every 4 tokens. */
 void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
-                       int64_t k, float *out, bool vnni);
+                       int64_t ldx, int64_t ntok, int64_t k, float *out, int64_t ldo, bool vnni);
 void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
                      int64_t k, float *out);
 

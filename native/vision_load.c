@@ -93,7 +93,10 @@ tp_status vision_read_hparams(const tp_gguf *g, const char *path, vision_hparams
     hp->image_size = get_int(g, "tilepass.sam.image_size", hp->sam_pos_grid * hp->patch_size);
     hp->window_size = get_int(g, "tilepass.sam.window_size", get_int(g, "clip.vision.window_size", 14));
     hp->tile_size = get_int(g, "tilepass.preproc.tile_size", 640);
-    hp->pad_color = get_int(g, "tilepass.preproc.pad_color", 127);
+    int64_t pad;
+    hp->pad_color = tp_gguf_get_arr_i64(g, "tilepass.preproc.pad_color", 0, &pad) == TP_OK && pad >= 0 && pad < 256
+                        ? (int)pad
+                        : get_int(g, "tilepass.preproc.pad_color", 127);
     hp->min_tiles = get_int(g, "clip.vision.preproc_min_tiles", 2);
     hp->max_tiles = get_int(g, "clip.vision.preproc_max_tiles", 9);
     hp->sam_eps = get_float(g, "tilepass.sam.layer_norm_epsilon", 1e-6f);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -38,7 +39,9 @@ def main() -> int:
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
         try:
-            rows = importlib.import_module(name).run(args.threads)
+            fn = importlib.import_module(name).run
+            takes_threads = "n_threads" in inspect.signature(fn).parameters
+            rows = fn(n_threads=args.threads) if takes_threads else fn()
         except Exception as exc:  # a broken benchmark must not hide the others' figures
             print(f"   {name} failed: {type(exc).__name__}: {exc}", flush=True)
             failed.append(name)

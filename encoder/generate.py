@@ -1,0 +1,236 @@
+"""Generation policy: sampling, the no-repeat n-gram rule and stop rules, as pure functions over
+logits and token ids (no model needed to test them), plus a small loop that drives any
+``step(ids) -> logits`` function.
+
+No-repeat n-gram rule (``banned_tokens``). With history h (a list of ids), n-gram size n and window W:
+a token t is banned for the next position when some n-gram ``h[i:i+n]`` lying entirely inside the
+last W tokens of h (W = 0: anywhere in h) has ``h[i:i+n-1] == h[-(n-1):]`` and ``h[i+n-1] == t``;
+tokens in the whitelist are never banned. This is
+
+* transformers' ``NoRepeatNGramLogitsProcessor`` (``no_repeat_ngram_size=n``) with W = 0 and the
+  history = prompt + generated tokens;
+* transformers' ``UnlimitedOcrSlidingWindowNoRepeatNgramLogitsProcessor`` with W > 0 (it cuts the
+  ids to their last W before the same test);
+* DeepSeek-OCR's vLLM runner (``NoRepeatNGramLogitsProcessor(ngram_size=30, window_size=90,
+  whitelist_token_ids={<td>, </td>})``) with the history = generated tokens only: its n-grams start
+  at ``max(0, len - W)`` and end inside the history, the same set.
+
+Sampling order (as transformers): no-repeat ban, then temperature, top-k, top-p; temperature 0
+(the default) is greedy argmax (the first maximum on ties, as torch.argmax).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+TD_IDS = (128821, 128822)  # <td>, </td>: never banned by the reference runner
+
+
+@dataclass(frozen=True)
+class NoRepeat:
+    """The no-repeat n-gram rule. ngram 0 disables it; window 0 = the whole history.
+    scope: "generated" (the reference vLLM runner: only new tokens count) or "all" (transformers:
+    the prompt ids count too)."""
+
+    ngram: int = 30
+    window: int = 90
+    whitelist: frozenset[int] = frozenset(TD_IDS)
+    scope: str = "generated"
+
+    def __post_init__(self) -> None:
+        if self.ngram < 0 or self.window < 0:
+            raise ValueError(f"no-repeat n-gram size and window must be >= 0 (got {self.ngram}, {self.window})")
+        if self.scope not in ("generated", "all"):
+            raise ValueError(f"no-repeat scope must be 'generated' or 'all', not {self.scope!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.ngram > 0
+
+
+NO_REPEAT_OFF = NoRepeat(ngram=0, window=0)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0.0) or not np.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number >= 0 (got {self.temperature})")
+        if self.top_k < 0:
+            raise ValueError(f"top-k must be >= 0 (got {self.top_k})")
+        if not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top-p must be in (0, 1] (got {self.top_p})")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def banned_tokens(history: Sequence[int] | np.ndarray, ngram: int, window: int = 0,
+                  whitelist: Iterable[int] = ()) -> np.ndarray:
+    """Sorted unique ids the no-repeat rule forbids as the next token (see the module docstring)."""
+    if ngram <= 0:
+        return np.zeros(0, dtype=np.int64)
+    h = np.asarray(history, dtype=np.int64).reshape(-1)
+    if window > 0:
+        h = h[-window:]
+    L = h.shape[0]
+    if L < ngram:
+        return np.zeros(0, dtype=np.int64)
+    if ngram == 1:
+        cand = h
+    else:
+        # n-grams starting at 0..L-n; their first n-1 ids against the current suffix of n-1
+        wins = np.lib.stride_tricks.sliding_window_view(h, ngram)  # [L-n+1, n]
+        prefix = h[L - ngram + 1:]
+        match = (wins[:, :-1] == prefix).all(axis=1)
+        cand = wins[match, -1]
+    out = np.unique(cand)
+    wl = np.fromiter(whitelist, dtype=np.int64) if not isinstance(whitelist, np.ndarray) else whitelist
+    if wl.size:
+        out = out[~np.isin(out, wl)]
+    return out
+
+
+def apply_no_repeat(logits: np.ndarray, history: Sequence[int] | np.ndarray, rule: NoRepeat) -> np.ndarray:
+    """Set the banned tokens' logits to -inf (in place; returns logits)."""
+    if rule.enabled:
+        ban = banned_tokens(history, rule.ngram, rule.window, rule.whitelist)
+        ban = ban[ban < logits.shape[-1]]
+        if ban.size:
+            logits[ban] = -np.inf
+    return logits
+
+
+def filter_logits(logits: np.ndarray, params: Sampling) -> np.ndarray:
+    """Temperature, top-k and top-p (transformers' warpers) applied to a copy of logits."""
+    x = np.asarray(logits, dtype=np.float64) / max(params.temperature, 1e-30)
+    if params.top_k > 0 and params.top_k < x.shape[0]:
+        kth = np.partition(x, -params.top_k)[-params.top_k]
+        x = np.where(x < kth, -np.inf, x)
+    if params.top_p < 1.0:
+        order = np.argsort(x, kind="stable")  # ascending, as transformers' TopPLogitsWarper
+        probs = _softmax(x[order])
+        cum = np.cumsum(probs)
+        remove = cum <= (1.0 - params.top_p)
+        remove[-1] = False  # keep at least one
+        x = x.copy()
+        x[order[remove]] = -np.inf
+    return x
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    m = np.max(x)
+    if not np.isfinite(m):
+        return np.full_like(x, 1.0 / x.shape[0])
+    e = np.exp(x - m)
+    return e / e.sum()
+
+
+class Sampler:
+    """Picks the next token from logits (after the no-repeat ban)."""
+
+    def __init__(self, params: Sampling = Sampling()) -> None:
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        logits = np.asarray(logits).reshape(-1)
+        if not np.isfinite(logits).any():
+            # everything banned (or broken logits): nothing sensible is left; the caller sees the
+            # choice and the stop reason "no_candidates"
+            return -1
+        if self.params.greedy:
+            return int(np.argmax(logits))
+        x = filter_logits(logits, self.params)
+        p = _softmax(x)
+        return int(self.rng.choice(p.shape[0], p=p))
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[int] = field(default_factory=list)  # generated ids (EOS not included)
+    stop_reason: str = ""  # "eos", "length" (hit max_new_tokens), "context" (KV cache full), "no_candidates", "interrupted"
+    n_prompt: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    n_steps: int = 0  # decoder steps after the prefill
+
+    @property
+    def complete(self) -> bool:
+        return self.stop_reason == "eos"
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.n_prompt / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return self.n_steps / self.decode_s if self.decode_s > 0 else 0.0
+
+
+def generate(
+    prefill: Callable[[], np.ndarray],
+    step: Callable[[int], np.ndarray],
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    eos_ids: Iterable[int] = (1,),
+    sampling: Sampling = Sampling(),
+    no_repeat: NoRepeat = NoRepeat(),
+    max_total: int | None = None,
+    on_token: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Run the loop: ``prefill()`` returns the logits after the prompt; ``step(id)`` appends one id
+    and returns the next logits. Stops at an EOS id (not appended to the tokens), after
+    ``max_new_tokens`` tokens ("length"), or when the sequence would exceed ``max_total`` ids
+    ("context"). A KeyboardInterrupt is re-raised after recording "interrupted" in the result
+    attached to the exception (``exc.partial``)."""
+    eos = frozenset(eos_ids)
+    sampler = Sampler(sampling)
+    res = GenerationResult(n_prompt=len(prompt_ids))
+    history = list(prompt_ids) if no_repeat.scope == "all" else []
+    try:
+        t0 = time.perf_counter()
+        logits = prefill()
+        res.prefill_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        while True:
+            if len(res.tokens) >= max_new_tokens:
+                res.stop_reason = "length"
+                break
+            x = np.array(logits, dtype=np.float32, copy=True).reshape(-1)
+            apply_no_repeat(x, history, no_repeat)
+            tok = sampler(x)
+            if tok < 0:
+                res.stop_reason = "no_candidates"
+                break
+            if tok in eos:
+                res.stop_reason = "eos"
+                break
+            res.tokens.append(tok)
+            history.append(tok)
+            if on_token is not None:
+                on_token(tok)
+            if len(res.tokens) >= max_new_tokens:
+                res.stop_reason = "length"
+                break
+            if max_total is not None and len(prompt_ids) + len(res.tokens) > max_total:
+                res.stop_reason = "context"  # the KV cache cannot take this token
+                break
+            logits = step(tok)
+            res.n_steps += 1
+        res.decode_s = time.perf_counter() - t0
+    except KeyboardInterrupt as e:
+        res.stop_reason = "interrupted"
+        e.partial = res  # type: ignore[attr-defined]
+        raise
+    return res

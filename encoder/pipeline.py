@@ -1,0 +1,263 @@
+"""Image -> text with both models: load a text GGUF and a vision (mmproj) GGUF, check that they fit
+together, build the input ids of a page, encode every page's image in one pass and decode each
+page in turn.
+
+Input ids (spec §8): ``[bos] + tokens(prompt before <image>) + [image_id] * n_image_tokens +
+tokens(prompt after <image>)``; the image embeddings replace the image-token positions in order.
+Each part of the prompt is tokenised on its own, as the reference processor does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .generate import GenerationResult, NoRepeat, Sampling, generate
+from .tokenizer import Tokenizer
+
+IMAGE_TAG = "<image>"
+DEFAULT_PROMPT = "<|grounding|>Convert the document to markdown."
+TEXT_ARCHS = ("deepseek2-ocr",)
+VISION_ARCHS = ("clip",)
+
+
+class PipelineError(RuntimeError):
+    """A problem with the models or the request, with a message meant for the user."""
+
+
+def normalise_prompt(prompt: str) -> str:
+    """``<image>\\n`` put in front when the prompt has no ``<image>``; more than one is refused."""
+    n = prompt.count(IMAGE_TAG)
+    if n == 0:
+        return IMAGE_TAG + "\n" + prompt
+    if n > 1:
+        raise PipelineError(f"the prompt holds {n} {IMAGE_TAG} tags; one page takes exactly one image")
+    return prompt
+
+
+def gguf_summary(path: str | os.PathLike) -> dict:
+    """general.architecture and the widths that must agree, read without loading any tensor:
+    ``arch``, ``projector_type``, ``text_width`` (token_embd rows), ``vision_width`` (projector output)."""
+    from .gguf_file import GGUFFile
+    from .native import TilepassError
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise PipelineError(f"{p}: no such file")
+    if os.path.isdir(p):
+        raise PipelineError(f"{p}: is a directory, not a GGUF file")
+    try:
+        with GGUFFile(p) as f:
+            arch = f.get("general.architecture", None)
+            out = {"arch": arch, "projector_type": f.get("clip.projector_type", None)}
+            t = f.find_tensor("token_embd.weight")
+            out["text_width"] = f.tensor_info(t).ne[0] if t >= 0 else (
+                f.get(f"{arch}.embedding_length", None) if isinstance(arch, str) else None)
+            v = f.find_tensor("mm.model.fc.weight")
+            out["vision_width"] = f.tensor_info(v).ne[1] if v >= 0 else f.get("clip.vision.projection_dim", None)
+    except TilepassError as e:
+        raise PipelineError(f"{p}: not a readable GGUF file ({e})") from None
+    except OSError as e:
+        raise PipelineError(f"{p}: cannot read ({e.strerror or e})") from None
+    return out
+
+
+def check_model_files(text_path: str | os.PathLike, vision_path: str | os.PathLike) -> None:
+    """Clear errors for a missing file, a non-GGUF, the two files swapped or mixed up, and a vision
+    file whose output width is not the text model's embedding width."""
+    t = gguf_summary(text_path)
+    v = gguf_summary(vision_path)
+    tp, vp = os.fspath(text_path), os.fspath(vision_path)
+    if v["arch"] not in VISION_ARCHS:
+        what = "it is a text model" if v["arch"] in TEXT_ARCHS else f"general.architecture = {v['arch']!r}"
+        raise PipelineError(f"{vp}: not a vision (mmproj) GGUF ({what}); "
+                            "pass the text model with -m and the vision file with --mmproj")
+    if v["projector_type"] is not None and v["projector_type"] != "deepseekocr":
+        raise PipelineError(f"{vp}: vision projector {v['projector_type']!r} is not supported (expected "
+                            "'deepseekocr')")
+    if t["arch"] not in TEXT_ARCHS:
+        what = "it is a vision (mmproj) file" if t["arch"] in VISION_ARCHS else f"general.architecture = {t['arch']!r}"
+        raise PipelineError(f"{tp}: not a DeepSeek-OCR text GGUF ({what}); "
+                            "pass the text model with -m and the vision file with --mmproj")
+    tw, vw = t["text_width"], v["vision_width"]
+    if tw is not None and vw is not None and int(tw) != int(vw):
+        raise PipelineError(width_mismatch_message(int(vw), vp, int(tw), tp))
+
+
+def width_mismatch_message(vw: int, vp: str, tw: int, tp: str) -> str:
+    return (f"the vision model's output width ({vw}, {vp}) differs from the text model's embedding width "
+            f"({tw}, {tp}): these files do not belong to the same model")
+
+
+def _info_get(info: Any, name: str, default: Any = None) -> Any:
+    if info is None:
+        return default
+    if isinstance(info, dict):
+        return info.get(name, default)
+    return getattr(info, name, default)
+
+
+def peak_memory_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@dataclass
+class PageResult:
+    name: str
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""  # the decoded generated text (raw, tags kept)
+    stop_reason: str = ""
+    n_prompt: int = 0
+    n_image_tokens: int = 0
+    original_size: tuple[int, int] = (0, 0)
+    mode: str = ""
+    encode_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    prefill_tps: float = 0.0
+    decode_tps: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.stop_reason == "eos"
+
+
+class OcrPipeline:
+    """Both models and the tokenizer. ``text_model`` / ``vision_model`` may be passed in (tests)."""
+
+    def __init__(self, text_path: str | os.PathLike, vision_path: str | os.PathLike, n_threads: int = 1,
+                 n_ctx: int = 0, *, check_files: bool = True, text_model: Any = None, vision_model: Any = None,
+                 tokenizer: Tokenizer | None = None) -> None:
+        if check_files:
+            check_model_files(text_path, vision_path)
+        from .native import TilepassError
+
+        try:
+            if vision_model is None:
+                from .vision import VisionEncoder
+
+                vision_model = VisionEncoder(vision_path, n_threads=n_threads)
+        except TilepassError as e:
+            raise PipelineError(f"{os.fspath(vision_path)}: cannot load the vision model: {e}") from None
+        self.vision = vision_model
+        self.tokenizer = tokenizer if tokenizer is not None else Tokenizer.from_gguf(text_path)
+        try:
+            if text_model is None:
+                try:
+                    from .text_model import TextModel
+                except ImportError as e:
+                    raise PipelineError(f"the text decoder is not available in this build ({e})") from None
+                text_model = TextModel(text_path, n_threads=n_threads, n_ctx=n_ctx)
+        except TilepassError as e:
+            raise PipelineError(f"{os.fspath(text_path)}: cannot load the text model: {e}") from None
+        self.text = text_model
+        info = getattr(text_model, "info", None)
+        self.n_embd = int(_info_get(info, "n_embd", 0))
+        self.n_vocab = int(_info_get(info, "n_vocab", self.tokenizer.n_vocab))
+        self.n_ctx = int(_info_get(info, "n_ctx", 0)) or None
+        v_embd = int(getattr(self.vision, "n_embd", 0))
+        if self.n_embd and v_embd and v_embd != self.n_embd:
+            raise PipelineError(width_mismatch_message(v_embd, os.fspath(vision_path), self.n_embd,
+                                                       os.fspath(text_path)))
+
+        def pick(name: str, tok_value: int | None, fallback: int | None) -> int | None:
+            v = _info_get(info, name, None)
+            if v is not None and int(v) >= 0:
+                return int(v)
+            return tok_value if tok_value is not None else fallback
+
+        self.bos_id = pick("bos_id", self.tokenizer.bos_id, 0)
+        self.eos_id = pick("eos_id", self.tokenizer.eos_id, 1)
+        self.image_id = pick("image_token_id", self.tokenizer.token_id(IMAGE_TAG), None)
+        if self.image_id is None:
+            raise PipelineError(f"{os.fspath(text_path)}: the vocabulary has no {IMAGE_TAG} token")
+        self.td_ids = frozenset(i for i in (self.tokenizer.token_id("<td>"), self.tokenizer.token_id("</td>"))
+                                if i is not None)
+
+    # ---- pages ----
+    def prepare(self, sources: Sequence[Any], mode: str = "gundam", min_tiles: int | None = None,
+                max_tiles: int | None = None) -> list[Any]:
+        """One PreparedImage per source, or the exception (ImageError, ...) that source raised."""
+        from .preprocess import prepare_image
+
+        geom = self.vision.geometry
+        if min_tiles is not None or max_tiles is not None:
+            lo = min(geom.min_tiles, max_tiles or geom.min_tiles) if min_tiles is None else min_tiles
+            hi = max(geom.max_tiles, lo) if max_tiles is None else max_tiles
+            geom = dataclasses.replace(geom, min_tiles=lo, max_tiles=hi)
+        out: list[Any] = []
+        for s in sources:
+            try:
+                out.append(prepare_image(s, mode, geom))
+            except (ValueError, OSError, MemoryError) as e:  # ImageError is a ValueError
+                out.append(e)
+        return out
+
+    def encode(self, prepared: Sequence[Any]) -> tuple[list[np.ndarray], float]:
+        """All pages in one pass; (embeddings, seconds)."""
+        t0 = time.perf_counter()
+        embs = self.vision.encode(list(prepared))
+        return embs, time.perf_counter() - t0
+
+    def prompt_ids(self, prompt: str, n_image_tokens: int) -> list[int]:
+        before, after = normalise_prompt(prompt).split(IMAGE_TAG, 1)
+        ids = [] if self.bos_id is None else [self.bos_id]
+        ids += self.tokenizer.encode(before) if before else []
+        ids += [self.image_id] * n_image_tokens
+        ids += self.tokenizer.encode(after) if after else []
+        return ids
+
+    def default_no_repeat(self, ngram: int = 30, window: int = 90) -> NoRepeat:
+        return NoRepeat(ngram=ngram, window=window, whitelist=self.td_ids, scope="generated")
+
+    def generate(self, ids: Sequence[int], embd: np.ndarray | None, max_new_tokens: int,
+                 sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,
+                 on_token: Callable[[int], None] | None = None) -> GenerationResult:
+        """Reset the decoder, prefill ids (image rows replacing the image tokens), generate."""
+        if no_repeat is None:
+            no_repeat = self.default_no_repeat()
+        n_img = sum(1 for i in ids if i == self.image_id)
+        if embd is not None and embd.shape[0] != n_img:
+            raise PipelineError(f"{embd.shape[0]} image embeddings for {n_img} image tokens")
+        if self.n_ctx is not None and len(ids) >= self.n_ctx:
+            raise PipelineError(f"the prompt ({len(ids)} tokens with the image) does not fit the context of "
+                                f"{self.n_ctx} tokens (use a smaller --mode or a larger context)")
+        text = self.text
+        n_vocab = self.n_vocab
+
+        def last(logits: np.ndarray) -> np.ndarray:
+            a = np.asarray(logits).reshape(-1)
+            return a[-n_vocab:] if n_vocab and a.size >= n_vocab else a
+
+        def prefill() -> np.ndarray:
+            text.reset()
+            e = None if embd is None or embd.shape[0] == 0 else np.ascontiguousarray(embd, dtype=np.float32)
+            return last(text.eval(list(ids), embd=e))
+
+        def step(tok: int) -> np.ndarray:
+            return last(text.eval([tok]))
+
+        return generate(prefill, step, ids, max_new_tokens, eos_ids=() if self.eos_id is None else (self.eos_id,),
+                        sampling=sampling, no_repeat=no_repeat, max_total=self.n_ctx, on_token=on_token)
+
+    def run_page(self, name: str, prepared: Any, embd: np.ndarray, prompt: str, max_new_tokens: int,
+                 sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,
+                 on_token: Callable[[int], None] | None = None) -> PageResult:
+        ids = self.prompt_ids(prompt, int(embd.shape[0]))
+        res = self.generate(ids, embd, max_new_tokens, sampling, no_repeat, on_token)
+        return PageResult(
+            name=name, tokens=res.tokens, text=self.tokenizer.decode(res.tokens), stop_reason=res.stop_reason,
+            n_prompt=len(ids), n_image_tokens=int(embd.shape[0]),
+            original_size=tuple(getattr(prepared, "original_size", (0, 0))), mode=getattr(prepared, "mode", ""),
+            prefill_ms=res.prefill_s * 1e3, decode_ms=res.decode_s * 1e3, prefill_tps=res.prefill_tps,
+            decode_tps=res.decode_tps)
+
+
+__all__ = ["OcrPipeline", "PageResult", "PipelineError", "DEFAULT_PROMPT", "IMAGE_TAG", "normalise_prompt",
+           "check_model_files", "gguf_summary", "peak_memory_bytes"]

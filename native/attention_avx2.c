@@ -1,0 +1,116 @@
+/* attention_avx2.c - AVX2+FMA microkernels of tp_attention: the contracts are those of the scalar
+ * versions in ops_attention.c (key-major St[c][r], transposed Qt[d][r] and Ot[e][r]; vectors run
+ * over 8 queries, tiles over 16). Built with AVX2 flags; called only when the context's path allows. */
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+
+void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
+void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* St[C keys][16 queries] = K[C][D] · Qt[D][16] */
+INLINE void qk_tile(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int D, const int C) {
+    __m256 acc[6][2];
+    UNROLL for (int c = 0; c < C; c++) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m256 q0 = _mm256_loadu_ps(Qt + (size_t)d * ldq), q1 = _mm256_loadu_ps(Qt + (size_t)d * ldq + 8);
+        UNROLL for (int c = 0; c < C; c++) {
+            __m256 kb = _mm256_broadcast_ss(K + (size_t)c * ldk + d);
+            acc[c][0] = _mm256_fmadd_ps(kb, q0, acc[c][0]);
+            acc[c][1] = _mm256_fmadd_ps(kb, q1, acc[c][1]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++) {
+        _mm256_storeu_ps(St + (size_t)c * lds, acc[c][0]);
+        _mm256_storeu_ps(St + (size_t)c * lds + 8, acc[c][1]);
+    }
+}
+
+void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D) {
+    int c = 0;
+    for (; c + 6 <= nc; c += 6)
+        for (int r = 0; r < nq; r += 16) qk_tile(K + (size_t)c * ldk, ldk, Qt + r, ldq, St + (size_t)c * lds + r, lds, D, 6);
+    for (; c < nc; c++)
+        for (int r = 0; r < nq; r += 16) qk_tile(K + (size_t)c * ldk, ldk, Qt + r, ldq, St + (size_t)c * lds + r, lds, D, 1);
+}
+
+/* Ot[E values][16 queries] += Σ_c V[c][E] · Pt[c][16] */
+INLINE void pv_tile(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, const int E) {
+    __m256 acc[6][2];
+    UNROLL for (int e = 0; e < E; e++) {
+        acc[e][0] = _mm256_loadu_ps(Ot + (size_t)e * ldo);
+        acc[e][1] = _mm256_loadu_ps(Ot + (size_t)e * ldo + 8);
+    }
+    for (int c = 0; c < nc; c++) {
+        __m256 p0 = _mm256_loadu_ps(Pt + (size_t)c * ldp), p1 = _mm256_loadu_ps(Pt + (size_t)c * ldp + 8);
+        UNROLL for (int e = 0; e < E; e++) {
+            __m256 vb = _mm256_broadcast_ss(V + (size_t)c * ldv + e);
+            acc[e][0] = _mm256_fmadd_ps(vb, p0, acc[e][0]);
+            acc[e][1] = _mm256_fmadd_ps(vb, p1, acc[e][1]);
+        }
+    }
+    UNROLL for (int e = 0; e < E; e++) {
+        _mm256_storeu_ps(Ot + (size_t)e * ldo, acc[e][0]);
+        _mm256_storeu_ps(Ot + (size_t)e * ldo + 8, acc[e][1]);
+    }
+}
+
+void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv) {
+    for (int r = 0; r < nq; r += 16) {
+        int e = 0;
+        for (; e + 6 <= Dv; e += 6) pv_tile(Pt + r, ldp, V + e, ldv, Ot + (size_t)e * ldo + r, ldo, nc, 6);
+        for (; e < Dv; e++) pv_tile(Pt + r, ldp, V + e, ldv, Ot + (size_t)e * ldo + r, ldo, nc, 1);
+    }
+}
+
+/* exp(x); results below e^-87 (and exp(-inf)) are 0; NaN propagates. */
+INLINE __m256 exp256(__m256 x) {
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    __m256 xc = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, ln2hi, xc);
+    r = _mm256_fnmadd_ps(n, ln2lo, r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(tiny, y);
+}
+
+void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int r = 0; r < nq; r += 8) {
+        __m256 mx = ninf;
+        for (int c = 0; c < nc; c++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(St + (size_t)c * lds + r));
+        __m256 mo = _mm256_loadu_ps(m + r);
+        __m256 mn = _mm256_max_ps(mo, mx);
+        __m256 msafe = _mm256_andnot_ps(_mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ), mn);
+        __m256 alpha = exp256(_mm256_sub_ps(mo, msafe));
+        __m256 sum = _mm256_setzero_ps();
+        for (int c = 0; c < nc; c++) {
+            float *s = St + (size_t)c * lds + r;
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s), msafe));
+            _mm256_storeu_ps(s, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), alpha, sum));
+        _mm256_storeu_ps(m + r, mn);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(alpha, _mm256_set1_ps(1.0f), _CMP_NEQ_UQ)) != 0)
+            for (int e = 0; e < Dv; e++) {
+                float *o = Ot + (size_t)e * ldo + r;
+                _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_loadu_ps(o), alpha));
+            }
+    }
+}

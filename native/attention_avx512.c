@@ -1,0 +1,132 @@
+/* attention_avx512.c - AVX-512 microkernels of tp_attention: the contracts are those of the scalar
+ * versions in ops_attention.c (key-major St[c][r], transposed Qt[d][r] and Ot[e][r]; vectors run
+ * over 16 queries). Built with AVX-512 flags; called only when the context's path allows. */
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+
+void tp_attn_qk_avx512(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
+void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* St[C keys][NV·16 queries] = K[C][D] · Qt[D][..] */
+INLINE void qk_tile(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int D, const int C,
+                    const int NV) {
+    __m512 acc[6][4];
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int v = 0; v < NV; v++) acc[c][v] = _mm512_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m512 qv[4];
+        UNROLL for (int v = 0; v < NV; v++) qv[v] = _mm512_loadu_ps(Qt + (size_t)d * ldq + 16 * v);
+        UNROLL for (int c = 0; c < C; c++) {
+            __m512 kb = _mm512_set1_ps(K[(size_t)c * ldk + d]);
+            UNROLL for (int v = 0; v < NV; v++) acc[c][v] = _mm512_fmadd_ps(kb, qv[v], acc[c][v]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(St + (size_t)c * lds + 16 * v, acc[c][v]);
+}
+
+INLINE void qk_all(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int D, const int NV) {
+    int c = 0;
+    for (; c + 6 <= nc; c += 6) qk_tile(K + (size_t)c * ldk, ldk, Qt, ldq, St + (size_t)c * lds, lds, D, 6, NV);
+    for (; c < nc; c++) qk_tile(K + (size_t)c * ldk, ldk, Qt, ldq, St + (size_t)c * lds, lds, D, 1, NV);
+}
+
+void tp_attn_qk_avx512(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D) {
+    for (int r = 0; r < nq; r += 64) {
+        int nv = (nq - r) / 16 < 4 ? (nq - r) / 16 : 4;
+        switch (nv) {
+        case 4: qk_all(K, ldk, Qt + r, ldq, St + r, lds, nc, D, 4); break;
+        case 3: qk_all(K, ldk, Qt + r, ldq, St + r, lds, nc, D, 3); break;
+        case 2: qk_all(K, ldk, Qt + r, ldq, St + r, lds, nc, D, 2); break;
+        default: qk_all(K, ldk, Qt + r, ldq, St + r, lds, nc, D, 1); break;
+        }
+    }
+}
+
+/* Ot[E values][NV·16 queries] += Σ_c V[c][E] · Pt[c][..] */
+INLINE void pv_tile(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, const int E,
+                    const int NV) {
+    __m512 acc[6][4];
+    UNROLL for (int e = 0; e < E; e++)
+        UNROLL for (int v = 0; v < NV; v++) acc[e][v] = _mm512_loadu_ps(Ot + (size_t)e * ldo + 16 * v);
+    for (int c = 0; c < nc; c++) {
+        __m512 pv[4];
+        UNROLL for (int v = 0; v < NV; v++) pv[v] = _mm512_loadu_ps(Pt + (size_t)c * ldp + 16 * v);
+        UNROLL for (int e = 0; e < E; e++) {
+            __m512 vb = _mm512_set1_ps(V[(size_t)c * ldv + e]);
+            UNROLL for (int v = 0; v < NV; v++) acc[e][v] = _mm512_fmadd_ps(vb, pv[v], acc[e][v]);
+        }
+    }
+    UNROLL for (int e = 0; e < E; e++)
+        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(Ot + (size_t)e * ldo + 16 * v, acc[e][v]);
+}
+
+INLINE void pv_all(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv, const int NV) {
+    int e = 0;
+    for (; e + 6 <= Dv; e += 6) pv_tile(Pt, ldp, V + e, ldv, Ot + (size_t)e * ldo, ldo, nc, 6, NV);
+    for (; e < Dv; e++) pv_tile(Pt, ldp, V + e, ldv, Ot + (size_t)e * ldo, ldo, nc, 1, NV);
+}
+
+void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv) {
+    for (int r = 0; r < nq; r += 64) {
+        int nv = (nq - r) / 16 < 4 ? (nq - r) / 16 : 4;
+        switch (nv) {
+        case 4: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 4); break;
+        case 3: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 3); break;
+        case 2: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 2); break;
+        default: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 1); break;
+        }
+    }
+}
+
+/* exp(x); results below e^-87 (and exp(-inf)) are 0; NaN propagates. */
+INLINE __m512 exp512(__m512 x) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
+    __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2hi, xc);
+    r = _mm512_fnmadd_ps(n, ln2lo, r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_scalef_ps(p, n);
+    return _mm512_mask_mov_ps(y, tiny, _mm512_setzero_ps());
+}
+
+void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv) {
+    for (int r = 0; r < nq; r += 16) {
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int c = 0; c < nc; c++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(St + (size_t)c * lds + r));
+        __m512 mo = _mm512_loadu_ps(m + r);
+        __m512 mn = _mm512_max_ps(mo, mx);
+        __m512 msafe = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ),
+                                          _mm512_setzero_ps());
+        __m512 alpha = exp512(_mm512_sub_ps(mo, msafe));
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < nc; c++) {
+            float *s = St + (size_t)c * lds + r;
+            __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(s), msafe));
+            _mm512_storeu_ps(s, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        _mm512_storeu_ps(l + r, _mm512_fmadd_ps(_mm512_loadu_ps(l + r), alpha, sum));
+        _mm512_storeu_ps(m + r, mn);
+        if (_mm512_cmp_ps_mask(alpha, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ) != 0)
+            for (int e = 0; e < Dv; e++) {
+                float *o = Ot + (size_t)e * ldo + r;
+                _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), alpha));
+            }
+    }
+}

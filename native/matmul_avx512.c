@@ -1,0 +1,354 @@
+/* matmul_avx512.c - AVX-512 kernels for tp_mul_mat: the packed F32 GEMM micro-kernel (32×12),
+ * the BF16 one (vdpbf16ps, only called where CPUID reports AVX512-BF16), row dot products for
+ * decode, the activation quantiser and the quantised dot products (vpdpbusd where VNNI exists,
+ * else vpmaddubsw + vpmaddwd). Compiled with the AVX-512 flags; called only on that path. */
+#include "tp_matmul.h"
+
+#include <immintrin.h>
+
+/* F16C half -> float (exact, as tp_f16_to_f32), inline. */
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* ---------------------------------------------------------------------------------------------
+ * GEMM micro-kernels
+ * ------------------------------------------------------------------------------------------- */
+
+#define MM_STORE_ROW(j)                                                                            \
+    if ((j) < nr) {                                                                                \
+        float *cr = C + (j) * ldc;                                                                 \
+        if (accumulate) {                                                                          \
+            c##j##0 = _mm512_add_ps(c##j##0, _mm512_maskz_loadu_ps(k0, cr));                      \
+            c##j##1 = _mm512_add_ps(c##j##1, _mm512_maskz_loadu_ps(k1, cr + 16));                  \
+        }                                                                                          \
+        _mm512_mask_storeu_ps(cr, k0, c##j##0);                                                    \
+        _mm512_mask_storeu_ps(cr + 16, k1, c##j##1);                                               \
+    }
+
+#define MM_DECL(j) __m512 c##j##0 = _mm512_setzero_ps(), c##j##1 = _mm512_setzero_ps();
+
+void tp_mm_kernel_f32_avx512(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int mr,
+                             int nr, bool accumulate) {
+    MM_DECL(0) MM_DECL(1) MM_DECL(2) MM_DECL(3) MM_DECL(4) MM_DECL(5)
+    MM_DECL(6) MM_DECL(7) MM_DECL(8) MM_DECL(9) MM_DECL(10) MM_DECL(11)
+    for (int64_t k = 0; k < kc; k++) {
+        const __m512 a0 = _mm512_loadu_ps(A + k * 32), a1 = _mm512_loadu_ps(A + k * 32 + 16);
+        const float *b = B + k * TP_MM_NR;
+        __m512 bv;
+#define MM_STEP(j)                                                                                 \
+    bv = _mm512_set1_ps(b[j]);                                                                     \
+    c##j##0 = _mm512_fmadd_ps(a0, bv, c##j##0);                                                    \
+    c##j##1 = _mm512_fmadd_ps(a1, bv, c##j##1);
+        MM_STEP(0) MM_STEP(1) MM_STEP(2) MM_STEP(3) MM_STEP(4) MM_STEP(5)
+        MM_STEP(6) MM_STEP(7) MM_STEP(8) MM_STEP(9) MM_STEP(10) MM_STEP(11)
+#undef MM_STEP
+    }
+    const __mmask16 k0 = mask16(mr), k1 = mask16(mr - 16);
+    MM_STORE_ROW(0) MM_STORE_ROW(1) MM_STORE_ROW(2) MM_STORE_ROW(3) MM_STORE_ROW(4) MM_STORE_ROW(5)
+    MM_STORE_ROW(6) MM_STORE_ROW(7) MM_STORE_ROW(8) MM_STORE_ROW(9) MM_STORE_ROW(10) MM_STORE_ROW(11)
+}
+
+void tp_mm_kernel_bf16_avx512(int64_t kc2, const uint16_t *A, const uint16_t *B, float *C, int64_t ldc,
+                              int mr, int nr, bool accumulate) {
+    MM_DECL(0) MM_DECL(1) MM_DECL(2) MM_DECL(3) MM_DECL(4) MM_DECL(5)
+    MM_DECL(6) MM_DECL(7) MM_DECL(8) MM_DECL(9) MM_DECL(10) MM_DECL(11)
+    for (int64_t k = 0; k < kc2; k++) {
+        const __m512bh a0 = (__m512bh)_mm512_loadu_si512((const void *)(A + k * 64));
+        const __m512bh a1 = (__m512bh)_mm512_loadu_si512((const void *)(A + k * 64 + 32));
+        const uint16_t *b = B + k * 2 * TP_MM_NR;
+        __m512bh bv;
+        int32_t pair;
+#define MM_STEP(j)                                                                                 \
+    memcpy(&pair, b + 2 * (j), 4);                                                                 \
+    bv = (__m512bh)_mm512_set1_epi32(pair);                                                        \
+    c##j##0 = _mm512_dpbf16_ps(c##j##0, a0, bv);                                                   \
+    c##j##1 = _mm512_dpbf16_ps(c##j##1, a1, bv);
+        MM_STEP(0) MM_STEP(1) MM_STEP(2) MM_STEP(3) MM_STEP(4) MM_STEP(5)
+        MM_STEP(6) MM_STEP(7) MM_STEP(8) MM_STEP(9) MM_STEP(10) MM_STEP(11)
+#undef MM_STEP
+    }
+    const __mmask16 k0 = mask16(mr), k1 = mask16(mr - 16);
+    MM_STORE_ROW(0) MM_STORE_ROW(1) MM_STORE_ROW(2) MM_STORE_ROW(3) MM_STORE_ROW(4) MM_STORE_ROW(5)
+    MM_STORE_ROW(6) MM_STORE_ROW(7) MM_STORE_ROW(8) MM_STORE_ROW(9) MM_STORE_ROW(10) MM_STORE_ROW(11)
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Row dot products (decode)
+ * ------------------------------------------------------------------------------------------- */
+
+static inline __m512 load_w(tp_type type, const char *row, int64_t i, __mmask16 m) {
+    switch (type) {
+    case TP_TYPE_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i));
+    case TP_TYPE_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i)), 16));
+    default: return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+    }
+}
+
+void tp_mm_dot_rows_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, const float *x,
+                           int64_t k, float *out) {
+    const char *base = A;
+    int64_t r = 0;
+    for (; r + 4 <= nrows; r += 4) {
+        const char *r0 = base + r * lda, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 m = mask16((int)TP_MIN(16, k - i));
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+            s0 = _mm512_fmadd_ps(load_w(type, r0, i, m), xv, s0);
+            s1 = _mm512_fmadd_ps(load_w(type, r1, i, m), xv, s1);
+            s2 = _mm512_fmadd_ps(load_w(type, r2, i, m), xv, s2);
+            s3 = _mm512_fmadd_ps(load_w(type, r3, i, m), xv, s3);
+        }
+        out[r] = _mm512_reduce_add_ps(s0);
+        out[r + 1] = _mm512_reduce_add_ps(s1);
+        out[r + 2] = _mm512_reduce_add_ps(s2);
+        out[r + 3] = _mm512_reduce_add_ps(s3);
+    }
+    for (; r < nrows; r++) {
+        const char *r0 = base + r * lda;
+        __m512 s0 = _mm512_setzero_ps();
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 m = mask16((int)TP_MIN(16, k - i));
+            s0 = _mm512_fmadd_ps(load_w(type, r0, i, m), _mm512_maskz_loadu_ps(m, x + i), s0);
+        }
+        out[r] = _mm512_reduce_add_ps(s0);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Activation blocks
+ * ------------------------------------------------------------------------------------------- */
+
+void tp_quantize_row_q8a_avx512(const float *x, tp_block_q8a *y, int64_t n) {
+    const __m512 signbit = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / TP_QK; i++) {
+        const __m512 v0 = _mm512_loadu_ps(x + i * 32), v1 = _mm512_loadu_ps(x + i * 32 + 16);
+        const __m512 a = _mm512_max_ps(_mm512_andnot_ps(signbit, v0), _mm512_andnot_ps(signbit, v1));
+        const float amax = _mm512_reduce_max_ps(a);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 idv = _mm512_set1_ps(id);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        y[i].d = d;
+        y[i].s[0] = (int16_t)_mm512_reduce_add_epi32(q0);
+        y[i].s[1] = (int16_t)_mm512_reduce_add_epi32(q1);
+        _mm_storeu_si128((__m128i *)y[i].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[i].qs + 16), _mm512_cvtepi32_epi8(q1));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Quantised dot products
+ * ------------------------------------------------------------------------------------------- */
+
+/* u (unsigned bytes) · s (signed bytes), 4 bytes per int32 lane. */
+static inline __m512i dot_u8s8(__m512i u, __m512i s, bool vnni) {
+    if (vnni) return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+}
+
+static inline __m512i load2x256(const void *lo, const void *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+
+static inline __m512 scale2(float lo, float hi) {
+    return _mm512_insertf32x8(_mm512_set1_ps(lo), _mm256_set1_ps(hi), 1);
+}
+
+/* Each dot handles one weight row against nt <= 4 token rows (xs[t] = x + t*ldx): weights are
+ * loaded and unpacked once per block for all tokens. out[t] receives the dot with token t. */
+#define QT 4
+
+static inline void qdot_q8_0(const tp_block_q8_0 *w, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nb,
+                             bool vnni, float *out) {
+    __m512 acc[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m512i wv = load2x256(w[i].qs, w[i + 1].qs);
+        const __mmask64 neg = _mm512_movepi8_mask(wv);
+        const __m512i wa = _mm512_abs_epi8(wv);
+        const float d0 = h2f(w[i].d), d1 = h2f(w[i + 1].d);
+        for (int t = 0; t < nt; t++) {
+            const tp_block_q8a *xt = x + t * ldx + i;
+            const __m512i xv = load2x256(xt[0].qs, xt[1].qs);
+            const __m512i xs = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+            const __m512i ip = dot_u8s8(wa, xs, vnni);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(d0 * xt[0].d, d1 * xt[1].d), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(acc[t]);
+        const tp_block_q8a *xt = x + t * ldx;
+        for (int64_t j = i; j < nb; j++) {
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += w[j].qs[l] * xt[j].qs[l];
+            sum += h2f(w[j].d) * xt[j].d * (float)s;
+        }
+        out[t] = sum;
+    }
+}
+
+static inline void qdot_q4_0(const tp_block_q4_0 *w, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nb,
+                             bool vnni, float *out) {
+    __m512 acc[QT];
+    float corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)w[i].qs);
+        const __m128i q1 = _mm_loadu_si128((const __m128i *)w[i + 1].qs);
+        __m512i v = _mm512_castsi128_si512(q0);
+        v = _mm512_inserti32x4(v, q0, 1);
+        v = _mm512_inserti32x4(v, q1, 2);
+        v = _mm512_inserti32x4(v, q1, 3);
+        v = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)), m4);
+        const float d0 = h2f(w[i].d), d1 = h2f(w[i + 1].d);
+        for (int t = 0; t < nt; t++) {
+            const tp_block_q8a *xt = x + t * ldx + i;
+            const __m512i ip = dot_u8s8(v, load2x256(xt[0].qs, xt[1].qs), vnni);
+            const float s0 = d0 * xt[0].d, s1 = d1 * xt[1].d;
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(s0, s1), acc[t]);
+            corr[t] += s0 * (float)(xt[0].s[0] + xt[0].s[1]) + s1 * (float)(xt[1].s[0] + xt[1].s[1]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(acc[t]) - 8.0f * corr[t];
+        const tp_block_q8a *xt = x + t * ldx;
+        for (int64_t j = i; j < nb; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += (w[j].qs[l] & 0xF) * xt[j].qs[l] + (w[j].qs[l] >> 4) * xt[j].qs[l + 16];
+            s -= 8 * (xt[j].s[0] + xt[j].s[1]);
+            sum += h2f(w[j].d) * xt[j].d * (float)s;
+        }
+        out[t] = sum;
+    }
+}
+
+/* Q4_K and Q5_K (q5): chunks of 64 = two sub-blocks of 32 with 6-bit scale and min. */
+static inline void qdot_q45_K(const void *wrow, bool q5, const tp_block_q8a *x, int64_t ldx, int nt,
+                              int64_t nsb, bool vnni, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[QT];
+    float corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
+    for (int64_t i = 0; i < nsb; i++) {
+        const uint8_t *qs, *qh = NULL, *scales;
+        float d, dmin;
+        if (q5) {
+            const tp_block_q5_K *w = (const tp_block_q5_K *)wrow + i;
+            qs = w->qs, qh = w->qh, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
+        } else {
+            const tp_block_q4_K *w = (const tp_block_q4_K *)wrow + i;
+            qs = w->qs, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
+        }
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) tp_get_scale_min_k4(j, scales, &sc[j], &m[j]);
+        __m512i hv = _mm512_setzero_si512();
+        if (qh) hv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+        for (int c = 0; c < 4; c++) {
+            const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+            __m512i q = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, v, _mm512_srli_epi16(v, 4)), m4);
+            if (qh) {
+                const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                                        _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+                q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hv, bits), q, _mm512_set1_epi8(16));
+            }
+            const float ds0 = d * sc[2 * c], ds1 = d * sc[2 * c + 1];
+            const float dm0 = dmin * m[2 * c], dm1 = dmin * m[2 * c + 1];
+            for (int t = 0; t < nt; t++) {
+                const tp_block_q8a *x0 = x + t * ldx + 8 * i + 2 * c, *x1 = x0 + 1;
+                const __m512i ip = dot_u8s8(q, load2x256(x0->qs, x1->qs), vnni);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(ds0 * x0->d, ds1 * x1->d), acc[t]);
+                corr[t] += dm0 * x0->d * (float)(x0->s[0] + x0->s[1]) + dm1 * x1->d * (float)(x1->s[0] + x1->s[1]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - corr[t];
+}
+
+static inline void qdot_q6_K(const tp_block_q6_K *wrow, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nsb,
+                             bool vnni, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    const __m128i rep4 = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    __m512 acc[QT];
+    float corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
+    for (int64_t i = 0; i < nsb; i++) {
+        const tp_block_q6_K *w = wrow + i;
+        const float d = h2f(w->d);
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(w->ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
+            const __m512i lo = _mm512_and_si512(ql, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+            const __m512i h01 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m3), 4);
+            const __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m3), 4);
+            for (int pr = 0; pr < 2; pr++) {
+                const __m512i q = pr ? _mm512_or_si512(hi, h23) : _mm512_or_si512(lo, h01);
+                const int8_t *sc = w->scales + 8 * h + 4 * pr;
+                int32_t sc4;
+                memcpy(&sc4, sc, 4);
+                const __m512i scv = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm_set1_epi32(sc4), rep4));
+                for (int t = 0; t < nt; t++) {
+                    const tp_block_q8a *x0 = x + t * ldx + 8 * i + 4 * h + 2 * pr, *x1 = x0 + 1;
+                    const __m512i ip = _mm512_mullo_epi32(dot_u8s8(q, load2x256(x0->qs, x1->qs), vnni), scv);
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(d * x0->d, d * x1->d), acc[t]);
+                    corr[t] += d * (x0->d * (float)(sc[0] * x0->s[0] + sc[1] * x0->s[1]) +
+                                    x1->d * (float)(sc[2] * x1->s[0] + sc[3] * x1->s[1]));
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * corr[t];
+}
+
+static inline void qdot_row(tp_type type, const char *row, const tp_block_q8a *x, int64_t ldx, int nt, int64_t k,
+                            bool vnni, float *out) {
+    switch (type) {
+    case TP_TYPE_Q8_0: qdot_q8_0((const tp_block_q8_0 *)row, x, ldx, nt, k / TP_QK, vnni, out); break;
+    case TP_TYPE_Q4_0: qdot_q4_0((const tp_block_q4_0 *)row, x, ldx, nt, k / TP_QK, vnni, out); break;
+    case TP_TYPE_Q4_K: qdot_q45_K(row, false, x, ldx, nt, k / TP_QK_K, vnni, out); break;
+    case TP_TYPE_Q5_K: qdot_q45_K(row, true, x, ldx, nt, k / TP_QK_K, vnni, out); break;
+    case TP_TYPE_Q6_K: qdot_q6_K((const tp_block_q6_K *)row, x, ldx, nt, k / TP_QK_K, vnni, out); break;
+    default:
+        for (int t = 0; t < nt; t++) out[t] = tp_vec_dot_q8a(type, row, x + t * ldx, k);
+        break;
+    }
+}
+
+static void qdot_row4(tp_type type, const char *row, const tp_block_q8a *x, int64_t ldx, int64_t k, bool vnni,
+                      float *out) {
+    qdot_row(type, row, x, ldx, 4, k, vnni, out);
+}
+static void qdot_row1(tp_type type, const char *row, const tp_block_q8a *x, int64_t k, bool vnni, float *out) {
+    qdot_row(type, row, x, 0, 1, k, vnni, out);
+}
+
+/* out[n*ldo + r] = dot(weight row r, token n) for nrows rows (lda bytes apart) × ntok tokens
+ * (ldx blocks apart). */
+void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
+                       int64_t ldx, int64_t ntok, int64_t k, float *out, int64_t ldo, bool vnni) {
+    for (int64_t r = 0; r < nrows; r++) {
+        const char *row = (const char *)A + (size_t)r * lda;
+        int64_t n = 0;
+        float tmp[QT];
+        for (; n + QT <= ntok; n += QT) {
+            qdot_row4(type, row, x + n * ldx, ldx, k, vnni, tmp);
+            for (int t = 0; t < QT; t++) out[(n + t) * ldo + r] = tmp[t];
+        }
+        for (; n < ntok; n++) {
+            qdot_row1(type, row, x + n * ldx, k, vnni, tmp);
+            out[n * ldo + r] = tmp[0];
+        }
+    }
+}

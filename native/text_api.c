@@ -1,0 +1,268 @@
+/* text_api.c - the public text-model API: load a text GGUF, hold one sequence's KV cache, evaluate
+ * tokens in batches (one graph per batch of up to n_batch tokens; the embeddings, with image rows
+ * spliced in, are assembled on the host), and give token bytes.
+ *
+ * The KV cache is model-owned F32 memory, [head_dim, n_head_kv, n_ctx] per layer for K and for V;
+ * each graph sees it as leaves over that memory, writes its new rows with tp_cpy and attends over
+ * the first n_past + n rows. A graph lives in a fresh context per batch (weights are leaves over the
+ * mapped file, so creating them costs no copy). */
+#include "text_model.h"
+#include "tp_quants.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct tp_text_model {
+    char path[1024];
+    tp_text_params params;
+    tp_gguf *gguf;
+    text_hparams hp;
+    text_vocab vocab;
+    tp_threadpool *pool;
+    int32_t n_ctx, n_batch;
+    int32_t n_past;
+    float **kcache, **vcache; /* [n_layer] */
+    /* the token embedding table, read on the host */
+    const char *embd_data;
+    tp_type embd_type;
+    size_t embd_row_bytes;
+};
+
+tp_text_params tp_text_default_params(void) {
+    tp_text_params p;
+    p.n_threads = 1;
+    p.cpu_path = -1;
+    p.n_ctx = 0;
+    p.n_batch = 0;
+    return p;
+}
+
+void tp_text_free(tp_text_model *m) {
+    if (!m) return;
+    if (m->kcache)
+        for (int l = 0; l < m->hp.n_layer; l++) free(m->kcache[l]);
+    if (m->vcache)
+        for (int l = 0; l < m->hp.n_layer; l++) free(m->vcache[l]);
+    free(m->kcache);
+    free(m->vcache);
+    text_vocab_free(&m->vocab);
+    tp_threadpool_free(m->pool);
+    tp_gguf_close(m->gguf);
+    free(m);
+}
+
+static tp_status fail(tp_text_model *m, tp_error *err, tp_status st, const char *msg) {
+    tp_error_set(err, st, "tp_text_load: %s: %s", m->path, msg);
+    return st;
+}
+
+tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_model **out, tp_error *err) {
+    if (!path || !out) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_load: path and out must not be NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    *out = NULL;
+    tp_text_params p = params ? *params : tp_text_default_params();
+    if (p.n_threads < 1 || p.n_threads > 64 || p.n_ctx < 0 || p.n_batch < 0) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "tp_text_load: n_threads %d must be in 1..64, n_ctx %d and n_batch %d must be >= 0", p.n_threads,
+                     p.n_ctx, p.n_batch);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    tp_text_model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_text_load: out of memory");
+        return TP_ERR_OUT_OF_MEMORY;
+    }
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->params = p;
+    tp_status st = tp_gguf_open(path, &m->gguf, err);
+    if (st == TP_OK) st = text_read_hparams(m->gguf, path, &m->hp, err);
+    if (st == TP_OK) {
+        /* check every weight once now, so that eval cannot meet a bad file */
+        tp_context_params cp = tp_context_default_params();
+        tp_context *probe = NULL;
+        st = tp_context_create(&cp, &probe, err);
+        text_weights *w = st == TP_OK ? malloc(sizeof(*w)) : NULL;
+        if (st == TP_OK && !w) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
+        if (st == TP_OK) st = text_load_weights(m->gguf, path, &m->hp, probe, w, err);
+        if (st == TP_OK) {
+            m->embd_type = w->tok_embd->type;
+            m->embd_data = tp_tensor_data(w->tok_embd);
+            m->embd_row_bytes = w->tok_embd->nb[1];
+        }
+        free(w);
+        tp_context_free(probe);
+    }
+    if (st == TP_OK) st = text_load_vocab(m->gguf, path, m->hp.n_vocab, &m->vocab, err);
+    if (st == TP_OK) {
+        m->n_ctx = p.n_ctx > 0 ? p.n_ctx : m->hp.n_ctx_train;
+        m->n_batch = p.n_batch > 0 ? p.n_batch : 512;
+        if (m->n_ctx <= 0) st = fail(m, err, TP_ERR_INVALID_ARGUMENT, "the context length is 0");
+    }
+    if (st == TP_OK) {
+        m->kcache = calloc((size_t)m->hp.n_layer, sizeof(float *));
+        m->vcache = calloc((size_t)m->hp.n_layer, sizeof(float *));
+        size_t kn = (size_t)m->hp.head_dim * (size_t)m->hp.n_head_kv * (size_t)m->n_ctx;
+        size_t vn = (size_t)m->hp.head_dim_v * (size_t)m->hp.n_head_kv * (size_t)m->n_ctx;
+        if (!m->kcache || !m->vcache) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int l = 0; l < m->hp.n_layer && st == TP_OK; l++) {
+            m->kcache[l] = calloc(kn, sizeof(float));
+            m->vcache[l] = calloc(vn, sizeof(float));
+            if (!m->kcache[l] || !m->vcache[l]) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "cannot allocate the KV cache (%d tokens)", m->n_ctx);
+                st = fail(m, err, TP_ERR_OUT_OF_MEMORY, msg);
+            }
+        }
+    }
+    if (st == TP_OK) {
+        tp_threadpool_params tpp = tp_threadpool_default_params();
+        tpp.n_threads = p.n_threads;
+        st = tp_threadpool_create(&tpp, &m->pool, err);
+    }
+    if (st != TP_OK) {
+        tp_text_free(m);
+        return st;
+    }
+    *out = m;
+    return TP_OK;
+}
+
+tp_status tp_text_get_info(const tp_text_model *m, tp_text_info *out) {
+    if (!m || !out) return TP_ERR_INVALID_ARGUMENT;
+    out->n_vocab = m->hp.n_vocab;
+    out->n_embd = m->hp.n_embd;
+    out->n_layer = m->hp.n_layer;
+    out->n_ctx = m->n_ctx;
+    out->n_ctx_train = m->hp.n_ctx_train;
+    out->bos_id = m->hp.bos_id;
+    out->eos_id = m->hp.eos_id;
+    out->pad_id = m->hp.pad_id;
+    out->image_token_id = m->hp.image_token_id;
+    return TP_OK;
+}
+
+void tp_text_reset(tp_text_model *m) {
+    if (m) m->n_past = 0;
+}
+
+int32_t tp_text_n_past(const tp_text_model *m) { return m ? m->n_past : 0; }
+
+const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len) {
+    if (!m || id < 0 || id >= m->vocab.n) {
+        if (len) *len = 0;
+        return NULL;
+    }
+    if (len) *len = (size_t)(m->vocab.offs[id + 1] - m->vocab.offs[id]);
+    return m->vocab.bytes + m->vocab.offs[id];
+}
+
+/* One batch: tokens [i0, i0 + n) of the call, image rows from *img_row on. */
+static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, const float *embd, int64_t *img_row,
+                            int64_t n_out, float *logits, tp_error *err) {
+    const text_hparams *hp = &m->hp;
+    const int64_t C = hp->n_embd;
+    tp_context_params cp = tp_context_default_params();
+    cp.cpu_path = m->params.cpu_path;
+    tp_context *ctx = NULL;
+    tp_status st = tp_context_create(&cp, &ctx, err);
+    if (st != TP_OK) return st;
+    text_weights *w = malloc(sizeof(*w));
+    tp_tensor **kc = calloc((size_t)hp->n_layer, sizeof(*kc));
+    tp_tensor **vc = calloc((size_t)hp->n_layer, sizeof(*vc));
+    if (!w || !kc || !vc) {
+        st = TP_ERR_OUT_OF_MEMORY;
+        tp_error_set(err, st, "tp_text_eval: out of memory");
+        goto done;
+    }
+    st = text_load_weights(m->gguf, m->path, hp, ctx, w, err);
+    if (st != TP_OK) goto done;
+    int64_t xne[2] = {C, n};
+    tp_tensor *x = tp_new_tensor(ctx, TP_TYPE_F32, 2, xne);
+    tp_tensor *pos = tp_new_tensor(ctx, TP_TYPE_I32, 1, &n);
+    if (x && pos) {
+        float *xd = tp_tensor_data(x);
+        int32_t *pd = tp_tensor_data(pos);
+        for (int64_t i = 0; i < n; i++) {
+            pd[i] = (int32_t)(m->n_past + i);
+            if (embd && ids[i] == hp->image_token_id) {
+                memcpy(xd + i * C, embd + (*img_row)++ * C, (size_t)C * sizeof(float));
+            } else {
+                tp_row_to_f32(m->embd_type, m->embd_data + (size_t)ids[i] * m->embd_row_bytes, xd + i * C, C);
+            }
+        }
+    }
+    for (int l = 0; l < hp->n_layer; l++) {
+        int64_t kne[3] = {hp->head_dim, hp->n_head_kv, m->n_ctx}, vne[3] = {hp->head_dim_v, hp->n_head_kv, m->n_ctx};
+        kc[l] = tp_new_tensor_external(ctx, TP_TYPE_F32, 3, kne, m->kcache[l],
+                                       (size_t)(kne[0] * kne[1] * kne[2]) * sizeof(float));
+        vc[l] = tp_new_tensor_external(ctx, TP_TYPE_F32, 3, vne, m->vcache[l],
+                                       (size_t)(vne[0] * vne[1] * vne[2]) * sizeof(float));
+    }
+    tp_graph *g = tp_graph_new(ctx);
+    tp_tensor *out = NULL;
+    if (g && x && pos) out = text_build_graph(ctx, g, hp, w, x, pos, kc, vc, m->n_past, n, n_out);
+    st = tp_context_status(ctx);
+    if (st == TP_OK && (!g || (n_out > 0 && !out))) st = TP_ERR_INTERNAL;
+    if (st == TP_OK) st = tp_graph_compute(g, m->pool);
+    if (st != TP_OK) {
+        tp_error_set(err, st, "tp_text_eval: %s", tp_context_error(ctx)[0] ? tp_context_error(ctx) : "graph failed");
+        goto done;
+    }
+    if (n_out > 0 && logits)
+        memcpy(logits, tp_tensor_data(out), (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
+    m->n_past += (int32_t)n;
+done:
+    free(w);
+    free(kc);
+    free(vc);
+    tp_context_free(ctx);
+    return st;
+}
+
+tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const float *embd, int64_t n_embd_rows,
+                       float *logits, bool all_logits, tp_error *err) {
+    if (!m) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: the model is NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    if (n <= 0 || !ids) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: need n >= 1 token ids (n = %d%s)", (int)n,
+                     ids ? "" : ", ids NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    if ((int64_t)m->n_past + n > m->n_ctx) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "tp_text_eval: %d tokens after %d would overflow the KV cache of %d (reset, or load with a larger n_ctx)",
+                     (int)n, (int)m->n_past, (int)m->n_ctx);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    int64_t n_img = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= m->hp.n_vocab) {
+            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: token %d at position %d is outside 0..%d",
+                         (int)ids[i], (int)i, m->hp.n_vocab - 1);
+            return TP_ERR_INVALID_ARGUMENT;
+        }
+        if (ids[i] == m->hp.image_token_id) n_img++;
+    }
+    if (embd ? n_embd_rows != n_img : n_embd_rows != 0) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "tp_text_eval: %lld embedding rows given for %lld image-token positions (id %d)%s",
+                     (long long)n_embd_rows, (long long)n_img, m->hp.image_token_id, embd ? "" : " with embd NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    const int32_t n_past0 = m->n_past;
+    int64_t img_row = 0;
+    tp_status st = TP_OK;
+    for (int64_t i0 = 0; i0 < n && st == TP_OK; i0 += m->n_batch) {
+        int64_t nb = TP_MIN((int64_t)m->n_batch, (int64_t)n - i0);
+        bool last = i0 + nb == n;
+        int64_t n_out = !logits ? 0 : all_logits ? nb : last ? 1 : 0;
+        float *dst = !logits ? NULL : all_logits ? logits + (size_t)i0 * (size_t)m->hp.n_vocab : logits;
+        st = eval_batch(m, ids + i0, nb, embd, &img_row, n_out, dst, err);
+    }
+    if (st != TP_OK) m->n_past = n_past0; /* nothing appended */
+    return st;
+}

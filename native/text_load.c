@@ -1,0 +1,379 @@
+/* text_load.c - reading a DeepSeek-OCR text GGUF (general.architecture = deepseek2-ocr):
+ * hyperparameters (the deepseek2-ocr.* keys, then tensor shapes, then llama.cpp's defaults: rope θ
+ * 10000 when absent, expert weights scale 1.0, no renormalisation, softmax gating), the weight
+ * tensors with every shape checked, and the token strings decoded to raw bytes. */
+#include "text_model.h"
+#include "tp_quants.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ARCH "deepseek2-ocr"
+
+static bool get_i64(const tp_gguf *g, const char *key, int64_t *out) {
+    return tp_gguf_get_i64(g, key, out) == TP_OK;
+}
+
+static int get_int(const tp_gguf *g, const char *key, int fallback) {
+    int64_t v;
+    if (get_i64(g, key, &v) && v >= 0 && v < (1 << 30)) return (int)v;
+    return fallback;
+}
+
+static float get_float(const tp_gguf *g, const char *key, float fallback) {
+    float v;
+    if (tp_gguf_get_f32(g, key, &v) == TP_OK && v == v) return v;
+    return fallback;
+}
+
+static int64_t tensor_ne(const tp_gguf *g, const char *name, int dim) {
+    int64_t i = tp_gguf_find_tensor(g, name);
+    return i < 0 ? -1 : tp_gguf_tensor_ne(g, i, dim);
+}
+
+static int64_t tensor_nef(const tp_gguf *g, int dim, const char *fmt, int l) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, l);
+    return tensor_ne(g, name, dim);
+}
+
+static bool has_tensorf(const tp_gguf *g, const char *fmt, int l) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, l);
+    return tp_gguf_find_tensor(g, name) >= 0;
+}
+
+static bool str_equals(const char *s, size_t n, const char *want) {
+    return n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp, tp_error *err) {
+    memset(hp, 0, sizeof(*hp));
+    const char *arch;
+    size_t arch_len;
+    if (tp_gguf_get_str(g, "general.architecture", &arch, &arch_len) != TP_OK) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: no general.architecture: not a model file", path);
+        return TP_ERR_FORMAT;
+    }
+    if (!str_equals(arch, arch_len, ARCH)) {
+        bool vision = str_equals(arch, arch_len, "clip");
+        tp_error_set(err, TP_ERR_FORMAT, "%s: architecture is '%.*s', not a text model ('" ARCH "')%s", path,
+                     (int)(arch_len > 64 ? 64 : arch_len), arch,
+                     vision ? " (it is a vision/mmproj file)" : "");
+        return TP_ERR_FORMAT;
+    }
+    hp->n_embd = (int)tensor_ne(g, "token_embd.weight", 0);
+    hp->n_vocab = (int)tensor_ne(g, "token_embd.weight", 1);
+    if (hp->n_embd <= 0 || hp->n_vocab <= 0) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", path);
+        return TP_ERR_FORMAT;
+    }
+    int counted = 0;
+    while (counted < TP_TEXT_MAX_LAYERS && has_tensorf(g, "blk.%d.attn_norm.weight", counted)) counted++;
+    hp->n_layer = get_int(g, ARCH ".block_count", counted);
+    if (hp->n_layer <= 0 || hp->n_layer > TP_TEXT_MAX_LAYERS) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: block count %d is out of range 1..%d", path, hp->n_layer,
+                     TP_TEXT_MAX_LAYERS);
+        return TP_ERR_FORMAT;
+    }
+    hp->n_ctx_train = get_int(g, ARCH ".context_length", 8192);
+    hp->n_head = get_int(g, ARCH ".attention.head_count", 0);
+    hp->n_head_kv = get_int(g, ARCH ".attention.head_count_kv", hp->n_head);
+    if (hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv != 0) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: head counts %d / %d (kv) are missing or invalid", path, hp->n_head,
+                     hp->n_head_kv);
+        return TP_ERR_FORMAT;
+    }
+    int64_t q_rows = tensor_ne(g, "blk.0.attn_q.weight", 1), v_rows = tensor_ne(g, "blk.0.attn_v.weight", 1);
+    if (q_rows <= 0 || v_rows <= 0 || q_rows % hp->n_head != 0 || v_rows % hp->n_head_kv != 0) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: blk.0.attn_q/attn_v are missing or not divisible by the head counts",
+                     path);
+        return TP_ERR_FORMAT;
+    }
+    hp->head_dim = (int)(q_rows / hp->n_head);
+    hp->head_dim_v = (int)(v_rows / hp->n_head_kv);
+    if (hp->head_dim % 2 != 0) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: head dimension %d is odd (NeoX rope needs pairs)", path, hp->head_dim);
+        return TP_ERR_FORMAT;
+    }
+    hp->eps = get_float(g, ARCH ".attention.layer_norm_rms_epsilon", 1e-6f);
+    hp->rope_base = get_float(g, ARCH ".rope.freq_base", 10000.0f);
+    if (!(hp->eps > 0.0f && hp->eps < 1.0f) || !(hp->rope_base > 1.0f)) {
+        tp_error_set(err, TP_ERR_FORMAT, "%s: rms epsilon %g or rope base %g is invalid", path, (double)hp->eps,
+                     (double)hp->rope_base);
+        return TP_ERR_FORMAT;
+    }
+    /* the first MoE layer gives the expert shapes; each layer's kind comes from its own tensors */
+    int first_moe = -1;
+    for (int l = 0; l < hp->n_layer && first_moe < 0; l++)
+        if (has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) first_moe = l;
+    hp->n_dense_lead = get_int(g, ARCH ".leading_dense_block_count", first_moe < 0 ? hp->n_layer : first_moe);
+    for (int l = 0; l < hp->n_layer; l++)
+        if (!has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) {
+            hp->n_ff = (int)tensor_nef(g, 1, "blk.%d.ffn_gate.weight", l);
+            break;
+        }
+    if (first_moe >= 0) {
+        hp->n_expert = (int)tensor_nef(g, 2, "blk.%d.ffn_gate_exps.weight", first_moe);
+        hp->n_ff_exp = (int)tensor_nef(g, 1, "blk.%d.ffn_gate_exps.weight", first_moe);
+        hp->n_ff_shexp = has_tensorf(g, "blk.%d.ffn_gate_shexp.weight", first_moe)
+                             ? (int)tensor_nef(g, 1, "blk.%d.ffn_gate_shexp.weight", first_moe)
+                             : 0;
+        hp->n_expert_used = get_int(g, ARCH ".expert_used_count", 0);
+        hp->n_expert_shared = get_int(g, ARCH ".expert_shared_count", hp->n_ff_shexp > 0 ? 1 : 0);
+        if (hp->n_expert <= 0 || hp->n_ff_exp <= 0) {
+            tp_error_set(err, TP_ERR_FORMAT, "%s: layer %d has a router but no stacked experts", path, first_moe);
+            return TP_ERR_FORMAT;
+        }
+        if (hp->n_expert_used <= 0 || hp->n_expert_used > hp->n_expert) {
+            tp_error_set(err, TP_ERR_FORMAT, "%s: " ARCH ".expert_used_count %d is missing or not in 1..%d", path,
+                         hp->n_expert_used, hp->n_expert);
+            return TP_ERR_FORMAT;
+        }
+        hp->expert_weights_scale = get_float(g, ARCH ".expert_weights_scale", 1.0f);
+        bool norm = false;
+        if (tp_gguf_get_bool(g, ARCH ".expert_weights_norm", &norm) == TP_OK && norm) {
+            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: renormalised expert weights are not supported", path);
+            return TP_ERR_UNSUPPORTED;
+        }
+        int gating = get_int(g, ARCH ".expert_gating_func", 1);
+        if (gating != 0 && gating != 1) {
+            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: expert gating function %d is not supported (softmax only)",
+                         path, gating);
+            return TP_ERR_UNSUPPORTED;
+        }
+        int groups = get_int(g, ARCH ".expert_group_count", 1), groups_used = get_int(g, ARCH ".expert_group_used_count", groups);
+        if (groups > 1 && groups_used < groups) {
+            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: group-limited expert routing (%d of %d groups) is not supported",
+                         path, groups_used, groups);
+            return TP_ERR_UNSUPPORTED;
+        }
+    } else {
+        hp->expert_weights_scale = 1.0f;
+    }
+    int64_t v;
+    hp->bos_id = get_i64(g, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
+    hp->eos_id = get_i64(g, "tokenizer.ggml.eos_token_id", &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
+    hp->pad_id = get_i64(g, "tokenizer.ggml.padding_token_id", &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
+    hp->image_token_id = -1;
+    if (get_i64(g, "tilepass.text.image_token_id", &v) && v >= 0 && v < hp->n_vocab) {
+        hp->image_token_id = (int)v;
+    } else {
+        int64_t n = tp_gguf_find_key(g, "tokenizer.ggml.tokens") >= 0
+                        ? tp_gguf_arr_n(g, tp_gguf_find_key(g, "tokenizer.ggml.tokens"))
+                        : 0;
+        /* special tokens sit at the end of the vocabulary: search from there */
+        for (int64_t i = TP_MIN(n, (int64_t)hp->n_vocab) - 1; i >= 0; i--) {
+            const char *s;
+            size_t len;
+            if (tp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len) == TP_OK && str_equals(s, len, "<image>")) {
+                hp->image_token_id = (int)i;
+                break;
+            }
+        }
+    }
+    return TP_OK;
+}
+
+/* ---- weights ---- */
+
+typedef struct loader {
+    tp_gguf *g;
+    tp_context *ctx;
+    const char *path;
+    tp_error *err;
+    bool failed;
+} loader;
+
+/* Load `name` and check its shape (-1 = any dimension). */
+static tp_tensor *load(loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2) {
+    if (L->failed) return NULL;
+    int64_t idx = tp_gguf_find_tensor(L->g, name);
+    if (idx < 0) {
+        tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is missing", L->path, name);
+        L->failed = true;
+        return NULL;
+    }
+    int64_t want[4] = {ne0, ne1, ne2, 1};
+    for (int d = 0; d < 4; d++) {
+        int64_t have = tp_gguf_tensor_ne(L->g, idx, d);
+        if (want[d] >= 0 && have != want[d]) {
+            tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' has ne[%d] = %lld, the model needs %lld", L->path,
+                         name, d, (long long)have, (long long)want[d]);
+            L->failed = true;
+            return NULL;
+        }
+    }
+    tp_tensor *t = tp_gguf_load_tensor(L->g, L->ctx, name);
+    if (!t) {
+        tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, tp_context_error(L->ctx));
+        L->failed = true;
+    }
+    return t;
+}
+
+static tp_tensor *loadf(loader *L, int64_t ne0, int64_t ne1, int64_t ne2, const char *fmt, int l) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, l);
+    return load(L, name, ne0, ne1, ne2);
+}
+
+/* Norm weights are used element-wise: they must be F32. */
+static void need_f32(loader *L, tp_tensor *t) {
+    if (L->failed || !t || t->type == TP_TYPE_F32) return;
+    tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is %s, expected f32", L->path, t->name,
+                 tp_type_name(t->type));
+    L->failed = true;
+}
+
+tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
+                            text_weights *w, tp_error *err) {
+    memset(w, 0, sizeof(*w));
+    loader L = {g, ctx, path, err, false};
+    const int64_t C = hp->n_embd, V = hp->n_vocab;
+    const int64_t Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t VV = (int64_t)hp->n_head_kv * hp->head_dim_v, O = (int64_t)hp->n_head * hp->head_dim_v;
+    w->tok_embd = load(&L, "token_embd.weight", C, V, 1);
+    w->output_norm = load(&L, "output_norm.weight", C, 1, 1);
+    need_f32(&L, w->output_norm);
+    w->output = load(&L, "output.weight", C, V, 1);
+    for (int l = 0; l < hp->n_layer && !L.failed; l++) {
+        text_layer *ly = &w->layers[l];
+        ly->attn_norm = loadf(&L, C, 1, 1, "blk.%d.attn_norm.weight", l);
+        need_f32(&L, ly->attn_norm);
+        ly->ffn_norm = loadf(&L, C, 1, 1, "blk.%d.ffn_norm.weight", l);
+        need_f32(&L, ly->ffn_norm);
+        ly->wq = loadf(&L, C, Q, 1, "blk.%d.attn_q.weight", l);
+        ly->wk = loadf(&L, C, KV, 1, "blk.%d.attn_k.weight", l);
+        ly->wv = loadf(&L, C, VV, 1, "blk.%d.attn_v.weight", l);
+        ly->wo = loadf(&L, O, C, 1, "blk.%d.attn_output.weight", l);
+        ly->moe = has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l);
+        if (!ly->moe) {
+            ly->ffn_gate = loadf(&L, C, hp->n_ff, 1, "blk.%d.ffn_gate.weight", l);
+            ly->ffn_up = loadf(&L, C, hp->n_ff, 1, "blk.%d.ffn_up.weight", l);
+            ly->ffn_down = loadf(&L, hp->n_ff, C, 1, "blk.%d.ffn_down.weight", l);
+            continue;
+        }
+        const int64_t E = hp->n_expert, F = hp->n_ff_exp;
+        ly->gate_inp = loadf(&L, C, E, 1, "blk.%d.ffn_gate_inp.weight", l);
+        ly->gate_exps = loadf(&L, C, F, E, "blk.%d.ffn_gate_exps.weight", l);
+        ly->up_exps = loadf(&L, C, F, E, "blk.%d.ffn_up_exps.weight", l);
+        ly->down_exps = loadf(&L, F, C, E, "blk.%d.ffn_down_exps.weight", l);
+        if (hp->n_ff_shexp > 0) {
+            ly->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, "blk.%d.ffn_gate_shexp.weight", l);
+            ly->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, "blk.%d.ffn_up_shexp.weight", l);
+            ly->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, "blk.%d.ffn_down_shexp.weight", l);
+        }
+    }
+    if (L.failed) return err ? err->status : TP_ERR_FORMAT;
+    if (hp->n_ff <= 0)
+        for (int l = 0; l < hp->n_layer; l++)
+            if (!w->layers[l].moe) {
+                tp_error_set(err, TP_ERR_FORMAT, "%s: dense layer %d has no ffn_gate", path, l);
+                return TP_ERR_FORMAT;
+            }
+    return TP_OK;
+}
+
+/* ---- vocabulary: GPT-2 byte-level BPE strings back to bytes ---- */
+
+/* bytes_to_unicode: printable bytes map to their own code point, the other 68 bytes to 256 + k in
+ * byte order. Returns the byte for code point cp, or -1 if cp is not a byte-level character. */
+static int byte_of_codepoint(uint32_t cp, const int16_t *inverse) {
+    if (cp < 256 + 68) return inverse[cp];
+    return -1;
+}
+
+static void build_inverse(int16_t *inverse) {
+    for (int i = 0; i < 256 + 68; i++) inverse[i] = -1;
+    int k = 0;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        if (printable) inverse[b] = (int16_t)b;
+        else inverse[256 + k++] = (int16_t)b;
+    }
+}
+
+/* Decode one UTF-8 code point at s (n bytes left); returns its length (1 for an invalid byte). */
+static int utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || (size_t)len > n) {
+        *cp = 0xFFFFFFFFu;
+        return 1;
+    }
+    uint32_t v = len == 1 ? c : len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 0x07u);
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            *cp = 0xFFFFFFFFu;
+            return 1;
+        }
+        v = (v << 6) | (s[i] & 0x3Fu);
+    }
+    *cp = v;
+    return len;
+}
+
+tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, text_vocab *v, tp_error *err) {
+    memset(v, 0, sizeof(*v));
+    int64_t key = tp_gguf_find_key(g, "tokenizer.ggml.tokens");
+    int64_t n_tok = key >= 0 ? tp_gguf_arr_n(g, key) : 0;
+    if (key >= 0 && tp_gguf_arr_type(g, key) != TP_GGUF_STRING) n_tok = 0;
+    int64_t type_key = tp_gguf_find_key(g, "tokenizer.ggml.token_type");
+    int64_t n_types = type_key >= 0 ? tp_gguf_arr_n(g, type_key) : 0;
+    /* total size: decoded bytes never exceed the UTF-8 length */
+    size_t total = 0;
+    for (int64_t i = 0; i < n_tok && i < n_vocab; i++) {
+        const char *s;
+        size_t len;
+        if (tp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len) == TP_OK) total += len;
+    }
+    v->n = n_vocab;
+    v->offs = malloc((size_t)(n_vocab + 1) * sizeof(int64_t));
+    v->bytes = malloc(total + 1);
+    if (!v->offs || !v->bytes) {
+        text_vocab_free(v);
+        tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "%s: out of memory reading the vocabulary", path);
+        return TP_ERR_OUT_OF_MEMORY;
+    }
+    int16_t inverse[256 + 68];
+    build_inverse(inverse);
+    size_t pos = 0;
+    for (int64_t i = 0; i < n_vocab; i++) {
+        v->offs[i] = (int64_t)pos;
+        const char *s;
+        size_t len;
+        if (i >= n_tok || tp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len) != TP_OK) continue;
+        int64_t type = 1;
+        if (i < n_types) tp_gguf_get_arr_i64(g, "tokenizer.ggml.token_type", i, &type);
+        if (type == 3 || type == 4) { /* control / user-defined: the text itself */
+            memcpy(v->bytes + pos, s, len);
+            pos += len;
+            continue;
+        }
+        const unsigned char *u = (const unsigned char *)s;
+        size_t j = 0;
+        while (j < len) {
+            uint32_t cp;
+            int l = utf8_next(u + j, len - j, &cp);
+            int b = cp == 0xFFFFFFFFu ? -1 : byte_of_codepoint(cp, inverse);
+            if (b >= 0) {
+                v->bytes[pos++] = (char)b;
+            } else { /* not a byte-level character: keep its UTF-8 as is */
+                memcpy(v->bytes + pos, u + j, (size_t)l);
+                pos += (size_t)l;
+            }
+            j += (size_t)l;
+        }
+    }
+    v->offs[n_vocab] = (int64_t)pos;
+    return TP_OK;
+}
+
+void text_vocab_free(text_vocab *v) {
+    free(v->offs);
+    free(v->bytes);
+    v->offs = NULL;
+    v->bytes = NULL;
+    v->n = 0;
+}

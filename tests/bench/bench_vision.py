@@ -1,0 +1,126 @@
+"""Vision encoder benchmark (issue 5): a synthetic vision GGUF with DeepSeek-OCR v1's real dimensions
+(random weights, F16 and Q8_0), ms per image for base, large, gundam 2x3 and 8 gundam pages in one
+pass vs one page at a time; beside the transformers reference (fp32, same weights, same threads)
+measured in the same run in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+# GFLOPs per image from deepseek-ocr-v1.md §10
+FLOPS = {"base": 1140e9, "large": 1943e9, "gundam2x3": 3470e9}
+SIZES = {"base": ((1240, 1754), "base"), "large": ((1240, 1754), "large"), "gundam2x3": ((1240, 1754), "gundam")}
+
+
+def _checkpoint(root: Path) -> Path:
+    """Full-size vision, tiny text: saved by transformers (real tensor names)."""
+    from reference_models import FULL, build_tiny_ocr
+
+    dims = replace(FULL, vocab_size=1024, text_hidden=32, text_layers=2, text_heads=4, text_kv_heads=4,
+                   text_ffn=48, n_experts=4, moe_ffn=16, top_k=2, n_shared=1, initializer_range=0.02)
+    return build_tiny_ocr(root / "ckpt", seed=0, dims=dims)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
+    """Runs in its own process: transformers fp32 timings."""
+    import torch
+    from transformers import UnlimitedOcrForConditionalGeneration
+
+    from bench_vision import SIZES, _page
+    from encoder.preprocess import prepare_image
+
+    torch.set_num_threads(n_threads)
+    model = UnlimitedOcrForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval().model
+    res = {}
+    for name, (size, mode) in SIZES.items():
+        p = prepare_image(_page(size), mode)
+        gv = torch.from_numpy(np.ascontiguousarray(p.global_view.transpose(2, 0, 1)))[None]
+        kw = {}
+        if p.tiles.shape[0]:
+            kw = dict(pixel_values_local=torch.from_numpy(np.ascontiguousarray(p.tiles.transpose(0, 3, 1, 2))),
+                      num_local_patches=[p.tiles.shape[0]], patches_grid=[list(p.grid)])
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            model.get_image_features(pixel_values=gv, **kw)
+            res[name] = (time.perf_counter() - t0) * 1e3
+    res["peak_rss_mb"] = _peak_rss_mb()
+    Path(out_json).write_text(json.dumps(res))
+
+
+def _page(size: tuple[int, int]):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (250, 250, 250))
+    d = ImageDraw.Draw(img)
+    for y in range(40, size[1] - 40, 30):
+        d.rectangle([60, y, size[0] - 60, y + 12], fill=(30, 30, 30))
+    return img
+
+
+def run(n_threads: int = 2) -> list[dict]:
+    from convert.converter import convert
+    from encoder.preprocess import prepare_image
+    from encoder.vision import VisionEncoder
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tp-bench-vision-") as tmp:
+        root = Path(tmp)
+        ckpt = _checkpoint(root)
+        ref_json = root / "ref.json"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "tests")]))
+        subprocess.run([sys.executable, "-c",
+                        f"import bench_vision; bench_vision._reference_worker({str(ckpt)!r}, {n_threads}, {str(ref_json)!r})"],
+                       check=True, env=env)
+        ref = json.loads(ref_json.read_text())
+        rows.append({"name": "transformers reference peak RSS", "peak_rss_mb": ref["peak_rss_mb"]})
+        for outtype in ("f16", "q8_0"):
+            gguf = convert(ckpt, mmproj=True, outtype=outtype, outfile=root / f"v-{outtype}.gguf", progress=False).outfile
+            enc = VisionEncoder(gguf, n_threads=n_threads)
+            for name, (size, mode) in SIZES.items():
+                p = prepare_image(_page(size), mode, enc.geometry)
+                enc.encode([p])  # builds the graph
+                t0 = time.perf_counter()
+                enc.encode([p])
+                ms = (time.perf_counter() - t0) * 1e3
+                rows.append({"name": f"vision {outtype} {name}", "ours_ms": ms, "peer": "transformers fp32",
+                             "peer_ms": ref[name], "ratio": ref[name] / ms,
+                             "gflops": FLOPS[name] / (ms / 1e3) / 1e9})
+            p = prepare_image(_page((1240, 1754)), "gundam", enc.geometry)
+            enc.encode([p] * 8)
+            t0 = time.perf_counter()
+            enc.encode([p] * 8)
+            batched = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            for _ in range(8):
+                enc.encode([p])
+            looped = (time.perf_counter() - t0) * 1e3
+            rows.append({"name": f"vision {outtype} 8 gundam 2x3 pages", "ours_ms": batched, "peer": "one page at a time",
+                         "peer_ms": looped, "ratio": looped / batched, "peak_rss_mb": _peak_rss_mb(),
+                         "compute_buffer_mb": enc.last_compute_bytes / 2**20})
+            del enc
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run(int(sys.argv[1]) if len(sys.argv) > 1 else 2):
+        print(r)
