@@ -114,3 +114,55 @@ void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l
             }
     }
 }
+
+static float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One query (nr = 1): St[c][0] = K[c] · q (q contiguous, D floats), lanes 1..15 of St set to 0. */
+void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
+void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D) {
+    const int dfull = D & ~7;
+    for (int c = 0; c < nc; c++) {
+        const float *kr = K + (size_t)c * ldk;
+        __m256 acc = _mm256_setzero_ps();
+        int d = 0;
+        for (; d < dfull; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(kr + d), _mm256_loadu_ps(q + d), acc);
+        float s = hsum256(acc);
+        for (; d < D; d++) s += kr[d] * q[d];
+        float *row = St + (size_t)c * lds;
+        _mm256_storeu_ps(row, _mm256_setzero_ps());
+        _mm256_storeu_ps(row + 8, _mm256_setzero_ps());
+        row[0] = s;
+    }
+}
+
+/* One query: Ot[e][0] += Σ_c Pt[c][0] · V[c][e]. */
+void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
+void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv) {
+    float buf[64];
+    for (int e0 = 0; e0 < Dv; e0 += 64) {
+        int ne = Dv - e0 < 64 ? Dv - e0 : 64;
+        for (int e = 0; e < ne; e++) buf[e] = Ot[(size_t)(e0 + e) * ldo];
+        if (ne == 64) {
+            __m256 acc[8];
+            UNROLL for (int v = 0; v < 8; v++) acc[v] = _mm256_loadu_ps(buf + 8 * v);
+            for (int c = 0; c < nc; c++) {
+                __m256 p = _mm256_broadcast_ss(Pt + (size_t)c * ldp);
+                const float *vr = V + (size_t)c * ldv + e0;
+                UNROLL for (int v = 0; v < 8; v++) acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8 * v), acc[v]);
+            }
+            UNROLL for (int v = 0; v < 8; v++) _mm256_storeu_ps(buf + 8 * v, acc[v]);
+        } else {
+            for (int c = 0; c < nc; c++) {
+                float p = Pt[(size_t)c * ldp];
+                const float *vr = V + (size_t)c * ldv + e0;
+                for (int e = 0; e < ne; e++) buf[e] += p * vr[e];
+            }
+        }
+        for (int e = 0; e < ne; e++) Ot[(size_t)(e0 + e) * ldo] = buf[e];
+    }
+}

@@ -130,3 +130,57 @@ void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float 
             }
     }
 }
+
+/* One query (nr = 1): St[c][0] = K[c] · q (q contiguous, D floats), lanes 1..15 of St set to 0. */
+void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
+void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D) {
+    const int dfull = D & ~15;
+    const __mmask16 tail = (__mmask16)((1u << (D & 15)) - 1);
+    for (int c = 0; c < nc; c++) {
+        const float *kr = K + (size_t)c * ldk;
+        __m512 acc = _mm512_setzero_ps();
+        int d = 0;
+        for (; d < dfull; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d), _mm512_loadu_ps(q + d), acc);
+        if (tail) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, kr + d), _mm512_maskz_loadu_ps(tail, q + d), acc);
+        __m512 row = _mm512_setzero_ps();
+        row = _mm512_mask_mov_ps(row, 1, _mm512_set1_ps(_mm512_reduce_add_ps(acc)));
+        _mm512_storeu_ps(St + (size_t)c * lds, row);
+    }
+}
+
+/* One query: Ot[e][0] += Σ_c Pt[c][0] · V[c][e]. */
+INLINE void pv1_chunk(const float *Pt, int ldp, const float *vb, size_t ldv, float *buf, int nc, __mmask16 last,
+                      const int NV) {
+    __m512 acc[8];
+    UNROLL for (int v = 0; v < NV; v++) acc[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, buf + 16 * v);
+    for (int c = 0; c < nc; c++) {
+        __m512 p = _mm512_set1_ps(Pt[(size_t)c * ldp]);
+        const float *vr = vb + (size_t)c * ldv;
+        UNROLL for (int v = 0; v < NV; v++)
+            acc[v] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, vr + 16 * v), acc[v]);
+    }
+    UNROLL for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(buf + 16 * v, v == NV - 1 ? last : 0xFFFF, acc[v]);
+}
+
+void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
+void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv) {
+    float buf[128] __attribute__((aligned(64)));
+    for (int e0 = 0; e0 < Dv; e0 += 128) {
+        int ne = Dv - e0 < 128 ? Dv - e0 : 128;
+        int nv = (ne + 15) / 16;
+        __mmask16 last = (__mmask16)((ne & 15) ? (1u << (ne & 15)) - 1 : 0xFFFF);
+        for (int e = 0; e < ne; e++) buf[e] = Ot[(size_t)(e0 + e) * ldo];
+        const float *vb = V + e0;
+        switch (nv) {
+        case 8: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 8); break;
+        case 7: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 7); break;
+        case 6: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 6); break;
+        case 5: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 5); break;
+        case 4: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 4); break;
+        case 3: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 3); break;
+        case 2: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 2); break;
+        default: pv1_chunk(Pt, ldp, vb, ldv, buf, nc, last, 1); break;
+        }
+        for (int e = 0; e < ne; e++) Ot[(size_t)(e0 + e) * ldo] = buf[e];
+    }
+}

@@ -321,6 +321,21 @@ static void print_profile(const tp_graph *g) {
                 per_op[best], 100.0 * per_op[best] / (total > 0 ? total : 1));
         count[best] = 0;
     }
+    /* the ten slowest nodes, with their shapes */
+    for (int k = 0; k < 10 && k < g->n_nodes; k++) {
+        int best = -1;
+        for (int n = 0; n < g->n_nodes; n++)
+            if (g->node_ms[n] >= 0.0 && (best < 0 || g->node_ms[n] > g->node_ms[best])) best = n;
+        if (best < 0) break;
+        const tp_tensor *t = g->nodes[best];
+        char s0[96] = "", s1[96] = "", d[96];
+        if (t->src[0]) tp_shape_str(t->src[0], s0, sizeof s0);
+        if (t->src[1]) tp_shape_str(t->src[1], s1, sizeof s1);
+        fprintf(stderr, "  #%d %-10s %8.1f ms  %s <- %s %s %s\n", best, tp_op_get_info(t->op)->name,
+                g->node_ms[best], tp_shape_str(t, d, sizeof d), s0,
+                t->src[0] ? tp_type_name(t->src[0]->type) : "", s1);
+        g->node_ms[best] = -1.0;
+    }
 }
 
 /* ---- compute ---- */

@@ -1,22 +1,24 @@
 /* ops_attention.c - fused attention with an online softmax (flash-attention style).
  *
- * Never materialises an Nq×Nk matrix. Work items are (batch, head, tile of up to ATT_QT queries),
- * handed out to threads dynamically (an atomic counter in the op's scratch). For one item:
- *   Q tile (scaled by `scale`) is packed into [nr][D];
- *   for each block of up to ATT_KB keys inside the tile's key range:
- *     K block packed transposed into Kt[D][ATT_KB] (zero-padded to a multiple of 16 columns),
- *     S[nr][block] = Q · Kt                                   (small dense matmul, vectorised)
- *     S += bias + rel_h + rel_w; masked entries (causal / segments) = −inf
- *     per row: m_new = max(m, max S), p = exp(S − m_new), l = l·e^(m−m_new) + Σp, O ·= e^(m−m_new)
- *     O[nr][Dv] += P · V_block                                (small dense matmul, vectorised)
- *   out = O / l (rows that see no key at all give 0).
- * The three inner pieces (Q·Kt, P·V, the softmax row update) exist as scalar C here and as AVX2 /
- * AVX-512 versions in attention_avx2.c / attention_avx512.c, picked by p->path; all follow the
- * same summation order per element, so paths agree within rounding.
+ * Never materialises an Nq×Nk matrix. Work items are (batch, head, tile of up to ATT_QT = 64
+ * queries), handed out to threads dynamically (an atomic counter in the op's scratch). Everything
+ * inside a tile is laid out query-innermost so that vectors run over 16 (AVX-512) or 8 (AVX2)
+ * queries and no K transposition or horizontal reduction is needed:
+ *   Qt[d][r] = scale · q[d, i0 + r]                      (once per tile; padded to 16 queries)
+ *   for each block of up to ATT_KB = 128 keys inside the tile's key range:
+ *     St[c][r] = Σ_d K[j0 + c][d] · Qt[d][r]              (K rows read in place, broadcast)
+ *     St += bias + rel_h + rel_w (rel tables transposed once per tile); masked entries = −inf
+ *     per query: m' = max(m, max_c St), St = exp(St − m'), l = l·e^(m−m') + Σ_c St, Ot ·= e^(m−m')
+ *     Ot[e][r] += Σ_c V[j0 + c][e] · St[c][r]             (V rows read in place, broadcast)
+ *   out[e, h, i0 + r, b] = Ot[e][r] / l[r] (a query that sees no key at all gives 0).
+ * A one-query tile (decode) uses dot-product forms instead (qk1/pv1) to not waste 15 lanes.
+ * The pieces exist as scalar C here and as AVX2 / AVX-512 versions in attention_avx2.c /
+ * attention_avx512.c, picked by p->path; every path sums in the same order per element, so they
+ * agree within rounding (exp differs by an ulp or so; exp of arguments below −87 is 0 on all).
  *
  * Sources: q, k, v in src[0..2]; the optional bias, rel_h, rel_w and segments take the slots
  * src[3..5] in that order as present (op_params say which slot holds which), so at most three of
- * the four can be combined in one call. */
+ * the four can be combined in one call (TP_ERR_UNSUPPORTED otherwise). */
 #include "tp_kernels.h"
 
 #include <math.h>
@@ -33,6 +35,11 @@ void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float 
 void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
 void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
 void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+/* the single-query forms (decode): dot products along D, V rows along Dv */
+void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
+void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
+void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
+void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
 
 tp_attention_opts tp_attention_default_opts(void) {
     tp_attention_opts o;
@@ -149,7 +156,11 @@ static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
 typedef struct att_dims {
     int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
+    int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride), else 0 */
 } att_dims;
+
+/* Rows of a tensor usable in place as float rows ld floats apart (unit element stride). */
+static bool unit_rows(const tp_tensor *t) { return t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0; }
 
 typedef struct att_scratch {
     float *Qt;  /* [D][ATT_QT]: the query tile transposed, scaled */
@@ -159,6 +170,7 @@ typedef struct att_scratch {
     float *Vp;  /* [ATT_KB][Dv]: likewise for V */
     float *RHt; /* [Kh][ATT_QT]: rel_h of the tile transposed */
     float *RWt; /* [Kw][ATT_QT] */
+    float *q1;  /* [D]: the query of a one-query tile, scaled */
     float *m, *l;
     int32_t *lo, *hi; /* per-query key range */
 } att_scratch;
@@ -166,8 +178,8 @@ typedef struct att_scratch {
 static size_t per_thread_bytes(const att_dims *d) {
     const size_t f = sizeof(float);
     return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dv * ATT_QT) +
-           pad64(f * ATT_KB * (size_t)d->D) + pad64(f * ATT_KB * (size_t)d->Dv) + pad64(f * (size_t)d->Kh * ATT_QT) +
-           pad64(f * (size_t)d->Kw * ATT_QT) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT);
+           pad64(f * ATT_KB * (size_t)d->Kpack) + pad64(f * ATT_KB * (size_t)d->Vpack) + pad64(f * (size_t)d->Kh * ATT_QT) +
+           pad64(f * (size_t)d->Kw * ATT_QT) + pad64(f * (size_t)d->D) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT);
 }
 
 static att_dims dims_of(const tp_tensor *dst) {
@@ -176,6 +188,8 @@ static att_dims dims_of(const tp_tensor *dst) {
     d.Dv = dst->src[2]->ne[0];
     d.Kh = dst->op_params[AP_RELH] >= 0 ? dst->src[dst->op_params[AP_RELH]]->ne[0] : 0;
     d.Kw = dst->op_params[AP_RELW] >= 0 ? dst->src[dst->op_params[AP_RELW]]->ne[0] : 0;
+    d.Kpack = unit_rows(dst->src[1]) ? 0 : d.D;
+    d.Vpack = unit_rows(dst->src[2]) ? 0 : d.Dv;
     return d;
 }
 
@@ -191,10 +205,11 @@ static att_scratch carve(void *wdata, int ith, const att_dims *d) {
     s.Qt = (float *)base; base += pad64(f * (size_t)d->D * ATT_QT);
     s.St = (float *)base; base += pad64(f * ATT_KB * ATT_QT);
     s.Ot = (float *)base; base += pad64(f * (size_t)d->Dv * ATT_QT);
-    s.Kp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->D);
-    s.Vp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->Dv);
+    s.Kp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->Kpack);
+    s.Vp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->Vpack);
     s.RHt = (float *)base; base += pad64(f * (size_t)d->Kh * ATT_QT);
     s.RWt = (float *)base; base += pad64(f * (size_t)d->Kw * ATT_QT);
+    s.q1 = (float *)base; base += pad64(f * (size_t)d->D);
     s.m = (float *)base; base += pad64(f * ATT_QT);
     s.l = (float *)base; base += pad64(f * ATT_QT);
     s.lo = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
@@ -261,19 +276,26 @@ typedef struct att_fns {
     void (*qk)(const float *, size_t, const float *, int, float *, int, int, int, int);
     void (*pv)(const float *, int, const float *, size_t, float *, int, int, int, int);
     void (*softmax)(float *, int, int, int, float *, float *, float *, int, int);
+    /* optional single-query forms: St[c][0] (lanes 1..15 zeroed) and Ot[e][0] only */
+    void (*qk1)(const float *, size_t, const float *, float *, int, int, int);
+    void (*pv1)(const float *, int, const float *, size_t, float *, int, int, int);
 } att_fns;
 
 static att_fns pick_fns(tp_cpu_path path) {
-    att_fns f = {qk_scalar, pv_scalar, softmax_scalar};
+    att_fns f = {qk_scalar, pv_scalar, softmax_scalar, NULL, NULL};
 #if defined(__x86_64__) || defined(__i386__)
     if (path >= TP_CPU_AVX512) {
         f.qk = tp_attn_qk_avx512;
         f.pv = tp_attn_pv_avx512;
         f.softmax = tp_attn_softmax_avx512;
+        f.qk1 = tp_attn_qk1_avx512;
+        f.pv1 = tp_attn_pv1_avx512;
     } else if (path == TP_CPU_AVX2) {
         f.qk = tp_attn_qk_avx2;
         f.pv = tp_attn_pv_avx2;
         f.softmax = tp_attn_softmax_avx2;
+        f.qk1 = tp_attn_qk1_avx2;
+        f.pv1 = tp_attn_pv1_avx2;
     }
 #else
     TP_UNUSED(path);
@@ -308,9 +330,6 @@ static void segment_of(const tp_tensor *sg, int64_t i, int32_t *start, int32_t *
 #undef SEG
 }
 
-/* Rows of a tensor usable in place as float rows ld floats apart (unit element stride). */
-static bool unit_rows(const tp_tensor *t) { return t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0; }
-
 void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
     const tp_tensor *bias = dst->op_params[AP_BIAS] >= 0 ? dst->src[dst->op_params[AP_BIAS]] : NULL;
@@ -343,7 +362,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     tp_barrier(p->pool);
 
     att_scratch sc = carve(p->wdata, p->ith, &dims);
-    const bool k_unit = unit_rows(k), v_unit = unit_rows(v);
+    const bool k_unit = dims.Kpack == 0, v_unit = dims.Vpack == 0;
 
     for (;;) {
         int64_t item = atomic_fetch_add(counter, 1);
@@ -352,6 +371,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         const int64_t hk = h / group;
         const int64_t i0 = t * ATT_QT, i1 = TP_MIN(i0 + ATT_QT, Nq);
         const int nr = (int)(i1 - i0), nq = (int)round16(nr);
+        const bool one = nr == 1 && fns.qk1 != NULL;
 
         /* Qt[d][r] = scale · q[d, i0 + r] (padding queries 0) */
         for (int r = 0; r < nq; r++) {
@@ -362,6 +382,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 for (int d = 0; d < D; d++) sc.Qt[(size_t)d * ATT_QT + r] = 0.0f;
             }
         }
+        if (one)
+            for (int d = 0; d < D; d++) sc.q1[d] = sc.Qt[(size_t)d * ATT_QT];
         /* per-query key ranges; the tile's key range is their union */
         int64_t jlo = Nk, jhi = 0;
         for (int r = 0; r < nq; r++) {
@@ -413,7 +435,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Kb = sc.Kp;
                 ldk = (size_t)D;
             }
-            fns.qk(Kb, ldk, sc.Qt, ATT_QT, sc.St, ATT_QT, nc, nq, D);
+            if (one)
+                fns.qk1(Kb, ldk, sc.q1, sc.St, ATT_QT, nc, D);
+            else
+                fns.qk(Kb, ldk, sc.Qt, ATT_QT, sc.St, ATT_QT, nc, nq, D);
 
             /* additive terms */
             if (bias) {
@@ -458,7 +483,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Vb = sc.Vp;
                 ldv = (size_t)Dv;
             }
-            fns.pv(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, nq, Dv);
+            if (one)
+                fns.pv1(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, Dv);
+            else
+                fns.pv(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, nq, Dv);
         }
 
         /* out[e, h, i, b] = Ot[e][r] / l[r] (a query that saw no key gives 0) */

@@ -92,6 +92,9 @@ class OcrDims:
     sam_image: int = 1024
     sam_patch: int = 16
     sam_window: int = 14
+    # transformers' default for SAM is 1e-10: its features then sit near the float32 denormal range,
+    # which hides numeric errors and makes every CPU kernel crawl; real checkpoints are nothing like it
+    sam_initializer_range: float = 0.02
     # CLIP-L part (its width must equal sam_downsample[-1])
     clip_hidden: int = 32
     clip_layers: int = 2
@@ -143,7 +146,8 @@ def hf_config_kwargs(d: OcrDims = TINY) -> dict:
             sam_config=dict(hidden_size=d.sam_hidden, num_hidden_layers=d.sam_layers, num_attention_heads=d.sam_heads,
                             global_attn_indexes=list(d.sam_global), output_channels=d.sam_neck,
                             downsample_channels=list(d.sam_downsample), mlp_dim=d.sam_mlp, image_size=d.sam_image,
-                            patch_size=d.sam_patch, window_size=d.sam_window),
+                            patch_size=d.sam_patch, window_size=d.sam_window,
+                            initializer_range=d.sam_initializer_range),
             encoder_config=dict(hidden_size=d.clip_hidden, num_hidden_layers=d.clip_layers,
                                 num_attention_heads=d.clip_heads, intermediate_size=d.clip_ffn,
                                 image_size=d.clip_image, patch_size=d.clip_patch)),
