@@ -34,7 +34,7 @@ CTESTS     := $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(CTESTS_SRC))
 
 isa_flags = $(if $(findstring _avx512,$(1)),$(ISA_AVX512),$(if $(findstring _avx2,$(1)),$(ISA_AVX2),))
 
-.PHONY: all lib sanlib test ctest pytest demo bench venv clean
+.PHONY: all lib sanlib test ctest example pytest demo bench venv clean
 all: lib
 lib: $(LIB)
 sanlib: $(SANLIB)
@@ -47,11 +47,13 @@ $(BUILD)/san/%.o: native/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) $(call isa_flags,$<) -c $< -o $@
 
+# Linked to a temporary name and renamed, so a process that has the library mapped never sees a
+# half-written file.
 $(LIB): $(OBJS)
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,--no-undefined -o $@.tmp $^ $(LDLIBS) && mv $@.tmp $@
 
 $(SANLIB): $(SOBJS)
-	$(CC) -shared -fsanitize=address,undefined -o $@ $^ $(LDLIBS)
+	$(CC) -shared -fsanitize=address,undefined -o $@.tmp $^ $(LDLIBS) && mv $@.tmp $@
 
 # C tests link the sanitizer build of the library and only use the public header.
 $(BUILD)/ctest/%: tests/c/%.c $(SANLIB) include/tilepass.h
@@ -69,13 +71,26 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 venv: $(VENV)/.stamp
 
+# The C API example: only the public header and the library (sanitizer build), run on the GGUF
+# files llama.cpp's converter wrote (../shared/fixtures) when they are there.
+FIXTURES ?= ../shared/fixtures
+EXAMPLE  := $(BUILD)/examples/c_api_example
+$(EXAMPLE): examples/c_api_example.c $(SANLIB) include/tilepass.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
+	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
+example: $(EXAMPLE)
+	@T=$(FIXTURES)/llamacpp-tiny-v1; if [ -f $$T/text-f16.gguf ]; then \
+	    echo "== $(EXAMPLE)"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf - 8; \
+	else echo "== $(EXAMPLE): $$T missing, not run"; fi
+
 ctest: $(CTESTS)
 	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
 
 pytest: venv lib
 	$(VPY) -m pytest -q tests
 
-test: venv lib ctest
+test: venv lib ctest example
 	$(VPY) -m pytest -q tests
 
 demo: venv lib

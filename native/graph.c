@@ -237,7 +237,7 @@ tp_status tp_graph_plan(tp_graph *g) {
     for (int n = 0; n < g->n_nodes && ok; n++) {
         tp_tensor *t = g->nodes[n];
         const tp_op_info *info = tp_op_get_info(t->op);
-        if (info->kernel) {
+        if (info->kernel && !t->view_src) { /* an op writing into another tensor (cpy) needs no buffer */
             size_t bytes = storage_bytes(t);
             ok = arena_alloc(&a, bytes, &offset[t->id]);
             total += align_up(bytes);
@@ -277,7 +277,7 @@ tp_status tp_graph_plan(tp_graph *g) {
     }
     for (int n = 0; n < g->n_nodes; n++) {
         tp_tensor *t = g->nodes[n];
-        if (tp_op_get_info(t->op)->kernel) t->data = (char *)g->buffer + offset[t->id];
+        if (tp_op_get_info(t->op)->kernel && !t->view_src) t->data = (char *)g->buffer + offset[t->id];
     }
     for (int n = 0; n < g->n_nodes; n++) {
         tp_tensor *t = g->nodes[n];

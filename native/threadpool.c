@@ -5,6 +5,7 @@
 #include "tp_threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -13,7 +14,11 @@
 #define TP_PAUSE() ((void)0)
 #endif
 
-#define TP_SPIN_ITERS 20000
+/* Waiting: spin with pause for a few microseconds (the common case: the other threads are about to
+ * arrive), then yield the CPU for a while (an oversubscribed machine: let the late thread run), then
+ * sleep on the condition variable. */
+#define TP_SPIN_ITERS 4000
+#define TP_YIELD_ITERS 200
 
 typedef struct worker {
     tp_threadpool *pool;
@@ -60,6 +65,8 @@ static void *worker_main(void *arg) {
             TP_PAUSE();
             spins++;
         }
+        for (int y = 0; y < TP_YIELD_ITERS && atomic_load(&pool->job_gen) == seen && !atomic_load(&pool->stop); y++)
+            sched_yield();
         if (atomic_load(&pool->job_gen) == seen && !atomic_load(&pool->stop)) {
             pthread_mutex_lock(&pool->mutex);
             while (atomic_load(&pool->job_gen) == seen && !atomic_load(&pool->stop))
@@ -179,6 +186,10 @@ void tp_barrier(tp_threadpool *pool) {
     for (int spins = 0; spins < TP_SPIN_ITERS; spins++) {
         if (atomic_load(&pool->barrier_gen) != gen) return;
         TP_PAUSE();
+    }
+    for (int y = 0; y < TP_YIELD_ITERS; y++) {
+        if (atomic_load(&pool->barrier_gen) != gen) return;
+        sched_yield();
     }
     pthread_mutex_lock(&pool->mutex);
     while (atomic_load(&pool->barrier_gen) == gen) pthread_cond_wait(&pool->cond_barrier, &pool->mutex);
