@@ -1,0 +1,204 @@
+"""Text decoder benchmark (issue 6): synthetic text GGUFs with DeepSeek-OCR's real dimensions (random
+Q8_0 / Q4_K blocks written directly), prefill tok/s over 512 and 1024 tokens, decode tok/s at context
+1000, and the memory-bandwidth bound (active bytes per token over a streaming read measured in the same
+run); beside the transformers reference (fp32, same architecture, random weights, own process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+ARCH = "deepseek2-ocr"
+N_VOCAB, N_EMBD, N_LAYER, N_HEAD, FFN, N_EXP, N_USED, N_SHARED, EXP_FFN = 129280, 1280, 12, 10, 6848, 64, 6, 2, 896
+
+
+def _blocks(qtype, n_rows: int, n_per_row: int, rng) -> np.ndarray:
+    """Random but valid blocks: sane f16 scales, random quants."""
+    import gguf
+
+    bs, ts = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(n_rows, n_per_row // bs, ts), dtype=np.uint8)
+    if qtype == gguf.GGMLQuantizationType.Q8_0:
+        raw[..., 0:2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
+    else:  # Q4_K: d, dmin at the front
+        raw[..., 0:2] = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
+        raw[..., 2:4] = np.frombuffer(np.float16(0.0005).tobytes(), np.uint8)
+    return raw.reshape(n_rows, -1)
+
+
+def write_text_gguf(path: Path, qtype) -> int:
+    """Returns the bytes one decoded token reads (attention + dense/shared + 6 experts + lm_head)."""
+    import gguf
+
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(path), ARCH)
+    for k, v in (("block_count", N_LAYER), ("context_length", 8192), ("embedding_length", N_EMBD),
+                 ("feed_forward_length", FFN), ("attention.head_count", N_HEAD), ("attention.head_count_kv", N_HEAD),
+                 ("leading_dense_block_count", 1), ("vocab_size", N_VOCAB), ("expert_count", N_EXP),
+                 ("expert_used_count", N_USED), ("expert_shared_count", N_SHARED),
+                 ("expert_feed_forward_length", EXP_FFN)):
+        w.add_uint32(f"{ARCH}.{k}", v)
+    w.add_float32(f"{ARCH}.attention.layer_norm_rms_epsilon", 1e-6)
+    w.add_float32(f"{ARCH}.rope.freq_base", 10000.0)
+    w.add_uint32("tokenizer.ggml.bos_token_id", 0)
+    w.add_uint32("tokenizer.ggml.eos_token_id", 1)
+    active = 0
+
+    def q(name: str, rows: int, cols: int, experts: int = 0, used: int = 0) -> None:
+        nonlocal active
+        data = _blocks(qtype, rows * max(experts, 1), cols, rng)
+        if experts:
+            data = data.reshape(experts, rows, -1)
+        w.add_tensor(name, data, raw_dtype=qtype)
+        per_row = data.shape[-1]
+        active += (used if experts else 1) * rows * per_row if name != "token_embd.weight" else per_row
+
+    def f32(name: str, shape: tuple[int, ...]) -> None:
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.02 + (1.0 if "norm" in name else 0.0)).astype(np.float32))
+
+    q("token_embd.weight", N_VOCAB, N_EMBD)
+    f32("output_norm.weight", (N_EMBD,))
+    q("output.weight", N_VOCAB, N_EMBD)
+    for i in range(N_LAYER):
+        f32(f"blk.{i}.attn_norm.weight", (N_EMBD,))
+        f32(f"blk.{i}.ffn_norm.weight", (N_EMBD,))
+        for t in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            q(f"blk.{i}.{t}.weight", N_EMBD, N_EMBD)
+        if i == 0:
+            q("blk.0.ffn_gate.weight", FFN, N_EMBD)
+            q("blk.0.ffn_up.weight", FFN, N_EMBD)
+            q("blk.0.ffn_down.weight", N_EMBD, FFN)
+            continue
+        f32(f"blk.{i}.ffn_gate_inp.weight", (N_EXP, N_EMBD))
+        q(f"blk.{i}.ffn_gate_exps.weight", EXP_FFN, N_EMBD, N_EXP, N_USED)
+        q(f"blk.{i}.ffn_up_exps.weight", EXP_FFN, N_EMBD, N_EXP, N_USED)
+        q(f"blk.{i}.ffn_down_exps.weight", N_EMBD, EXP_FFN, N_EXP, N_USED)
+        q(f"blk.{i}.ffn_gate_shexp.weight", N_SHARED * EXP_FFN, N_EMBD)
+        q(f"blk.{i}.ffn_up_shexp.weight", N_SHARED * EXP_FFN, N_EMBD)
+        q(f"blk.{i}.ffn_down_shexp.weight", N_EMBD, N_SHARED * EXP_FFN)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return active
+
+
+def stream_bandwidth_gbs(n_threads: int) -> float:
+    """A plain streaming read by n_threads (tests/bench/stream.c, built here with the system compiler)."""
+    exe = Path(tempfile.gettempdir()) / "tilepass-stream"
+    subprocess.run(["cc", "-O3", "-march=native", "-pthread", str(HERE / "stream.c"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe), str(n_threads)], check=True, capture_output=True, text=True).stdout
+    return float(out.strip())
+
+
+def ours(path: Path, n_threads: int) -> dict:
+    from encoder.text_model import TextModel
+
+    m = TextModel(path, n_threads=n_threads, n_ctx=2048, n_batch=512)
+    rng = np.random.default_rng(1)
+    res = {}
+    for n in (512, 1024):
+        m.reset()
+        ids = rng.integers(3, 100000, size=n).astype(np.int32)
+        t0 = time.perf_counter()
+        m.eval(ids)
+        res[f"prefill{n}_tok_s"] = n / (time.perf_counter() - t0)
+    m.reset()
+    m.eval(rng.integers(3, 100000, size=1000).astype(np.int32))
+    n_dec = 24
+    tok = 5
+    t0 = time.perf_counter()
+    for _ in range(n_dec):
+        logits = m.eval(np.array([tok], np.int32))
+        tok = int(np.argmax(logits))
+    res["decode_tok_s"] = n_dec / (time.perf_counter() - t0)
+    import resource
+
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def _reference_worker(n_threads: int, out_json: str) -> None:
+    import torch
+    from transformers import UnlimitedOcrTextConfig, UnlimitedOcrTextModel  # noqa: F401
+
+    torch.set_num_threads(n_threads)
+    from transformers import UnlimitedOcrConfig, UnlimitedOcrForConditionalGeneration
+
+    cfg = UnlimitedOcrConfig(text_config=dict(
+        vocab_size=N_VOCAB, hidden_size=N_EMBD, intermediate_size=FFN, num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD, num_key_value_heads=N_HEAD, n_routed_experts=N_EXP, moe_intermediate_size=EXP_FFN,
+        num_experts_per_tok=N_USED, n_shared_experts=N_SHARED, mlp_layer_types=["dense"] + ["sparse"] * (N_LAYER - 1),
+        layer_types=["full_attention"] * N_LAYER, max_position_embeddings=8192))
+    with torch.device("meta"):
+        pass
+    lm = UnlimitedOcrForConditionalGeneration(cfg).eval()
+    model = lm
+    rng = np.random.default_rng(1)
+    res = {}
+    with torch.no_grad():
+        for n in (512, 1024):
+            ids = torch.from_numpy(rng.integers(3, 100000, size=(1, n)))
+            t0 = time.perf_counter()
+            model(input_ids=ids, use_cache=True)
+            res[f"prefill{n}_tok_s"] = n / (time.perf_counter() - t0)
+        ids = torch.from_numpy(rng.integers(3, 100000, size=(1, 1000)))
+        out = model(input_ids=ids, use_cache=True)
+        past = out.past_key_values
+        tok = out.logits[:, -1:].argmax(-1)
+        n_dec = 8
+        t0 = time.perf_counter()
+        for _ in range(n_dec):
+            out = model(input_ids=tok, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            tok = out.logits[:, -1:].argmax(-1)
+        res["decode_tok_s"] = n_dec / (time.perf_counter() - t0)
+    Path(out_json).write_text(json.dumps(res))
+
+
+def run(n_threads: int = 2) -> list[dict]:
+    import gguf
+
+    rows = []
+    bw = stream_bandwidth_gbs(n_threads)
+    rows.append({"name": f"streaming read, {n_threads} threads (stream.c)", "gb_s": bw})
+    with tempfile.TemporaryDirectory(prefix="tp-bench-text-") as tmp:
+        ref_json = Path(tmp) / "ref.json"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
+        r = subprocess.run([sys.executable, "-c", f"import bench_text; bench_text._reference_worker({n_threads}, {str(ref_json)!r})"],
+                           env=env)
+        ref = json.loads(ref_json.read_text()) if r.returncode == 0 and ref_json.exists() else {}
+        for qname, qtype in (("q8_0", gguf.GGMLQuantizationType.Q8_0), ("q4_k", gguf.GGMLQuantizationType.Q4_K)):
+            path = Path(tmp) / f"text-{qname}.gguf"
+            active = write_text_gguf(path, qtype)
+            res = ours(path, n_threads)
+            bound = bw * 1e9 / active
+            for key in ("prefill512_tok_s", "prefill1024_tok_s", "decode_tok_s"):
+                row = {"name": f"text {qname} {key}", "ours": res[key], "peer": "transformers fp32"}
+                if key in ref:
+                    row["peer_value"] = ref[key]
+                    row["ratio"] = res[key] / ref[key]
+                if key == "decode_tok_s":
+                    row["bandwidth_bound_tok_s"] = bound
+                    row["of_bound"] = res[key] / bound
+                rows.append(row)
+            rows.append({"name": f"text {qname} peak RSS", "peak_rss_mb": res["peak_rss_mb"],
+                         "active_mb_per_token": active / 2**20})
+            path.unlink()
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(int(sys.argv[1]) if len(sys.argv) > 1 else 2):
+        print(row)
