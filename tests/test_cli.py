@@ -26,13 +26,6 @@ if not FIXTURE.exists():
     FIXTURE = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
 TEXT, VISION, PAGE = FIXTURE / "text-f16.gguf", FIXTURE / "mmproj-f32.gguf", FIXTURE / "page.png"
 
-needs_fixture = pytest.mark.skipif(not TEXT.exists(), reason="llama.cpp fixture missing")
-try:
-    import encoder.text_model  # noqa: F401
-    HAVE_DECODER = True
-except ImportError:
-    HAVE_DECODER = False
-needs_decoder = pytest.mark.skipif(not HAVE_DECODER, reason="the text decoder is not built yet")
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -74,7 +67,6 @@ def test_usage_errors(capsys):
     assert rc == 2 and "<image>" in err
 
 
-@needs_fixture
 def test_text_gguf_as_mmproj(capsys):
     rc, out, err = run_cli(["-m", TEXT, "--mmproj", TEXT, "--image", PAGE], capsys)
     assert rc == 1 and out == ""
@@ -96,7 +88,6 @@ def write_text_gguf(path: Path, width: int) -> Path:
     return path
 
 
-@needs_fixture
 def test_mismatched_widths(tmp_path, capsys):
     other = write_text_gguf(tmp_path / "text48.gguf", 48)
     rc, out, err = run_cli(["-m", other, "--mmproj", VISION, "--image", PAGE], capsys)
@@ -123,8 +114,6 @@ def test_output_not_writable(tmp_path, capsys):
     assert rc == 1 and "need a directory" in err
 
 
-@needs_fixture
-@needs_decoder
 def test_bad_image_among_several(tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
@@ -145,8 +134,6 @@ def test_bad_image_among_several(tmp_path, capsys):
     assert rc == 3 and "without an end-of-text token" in err
 
 
-@needs_fixture
-@needs_decoder
 def test_ctrl_c_leaves_no_partial_output(tmp_path):
     outdir = tmp_path / "out"
     cmd = [sys.executable, "-m", "encoder.cli", *map(str, base_args("--image", PAGE, "--image", PAGE, "--mode",
@@ -174,8 +161,6 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path):
 
 
 # ---- end to end ---------------------------------------------------------------------------------------
-@needs_fixture
-@needs_decoder
 @pytest.mark.parametrize("mode", ["tiny", "base", "gundam"])
 def test_matches_recorded_transformers_greedy(tmp_path, capsys, mode):
     ref = np.load(FIXTURE / "reference.npz")
@@ -191,8 +176,6 @@ def test_matches_recorded_transformers_greedy(tmp_path, capsys, mode):
     assert Image.open(tmp_path / "b.png").size == Image.open(PAGE).size
 
 
-@needs_fixture
-@needs_decoder
 def test_stream_equals_file(tmp_path, capsys):
     out = tmp_path / "p.md"
     args = base_args("--image", PAGE, "--mode", "tiny", "-n", "12")
@@ -236,7 +219,6 @@ def converted_tiny(tmp_path_factory):
 _LIVE: dict[int, list[int]] = {}
 
 
-@needs_decoder
 @pytest.mark.parametrize("ngram", [0, 2, 4])
 def test_matches_live_transformers_generate(converted_tiny, tmp_path, capsys, ngram):
     """CLI tokens == transformers generate(do_sample=False[, no_repeat_ngram_size]) with the same prompt."""

@@ -15,7 +15,6 @@ import reference_models as rm
 from convert import native_quant
 from convert_expect import check_values, dequant, expected_tensors, expected_type
 
-pytestmark = pytest.mark.skipif(not native_quant.available(), reason="build/libtilepass.so not loadable")
 KQ = [QT.Q4_K, QT.Q5_K, QT.Q6_K]
 
 
