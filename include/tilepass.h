@@ -148,11 +148,20 @@ int tp_threadpool_n_threads(const tp_threadpool *pool);
 typedef struct tp_context tp_context;
 typedef struct tp_tensor tp_tensor;
 
+/* Arithmetic precision of tp_mul_mat in a context. */
+typedef enum tp_precision {
+    TP_PRECISION_F32 = 0, /* F32 activations (the default) */
+    TP_PRECISION_BF16 = 1 /* F32/F16/BF16 weights and the activations may be rounded to BF16 and
+                           * multiplied with F32 accumulation (AMX tiles or AVX512-BF16 where the CPU
+                           * has them, for many-token products; otherwise as F32) */
+} tp_precision;
+
 typedef struct tp_context_params {
     /* Kernel path for graphs computed in this context: -1 = the best the CPU has (the
      * environment variable TILEPASS_CPU=scalar|avx2|avx512 may lower it), else a tp_cpu_path
      * (clamped to what the CPU supports). */
     int cpu_path;
+    int precision; /* a tp_precision */
 } tp_context_params;
 
 tp_context_params tp_context_default_params(void);
@@ -326,8 +335,9 @@ tp_status tp_graph_add_output(tp_graph *g, tp_tensor *t);
 tp_status tp_graph_plan(tp_graph *g);
 /* Compute every node with the pool's threads. Errors are also recorded in the context. */
 tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool);
-/* After planning: nodes (ops, views included), bytes of the compute buffer (intermediates with
- * reuse, plus per-thread scratch) and the sum of all intermediates' sizes without reuse. */
+/* After planning: nodes (ops, views included) and the sum of all intermediates' sizes without reuse;
+ * peak = the planned buffer of intermediates (with reuse) plus the per-op scratch sized for the
+ * thread count of the last compute. */
 int tp_graph_n_nodes(const tp_graph *g);
 size_t tp_graph_peak_bytes(const tp_graph *g);
 size_t tp_graph_total_intermediate_bytes(const tp_graph *g);
@@ -398,6 +408,7 @@ typedef struct tp_vision_model tp_vision_model;
 typedef struct tp_vision_params {
     int n_threads;    /* threads of the model's pool (1..64) */
     int cpu_path;     /* as tp_context_params.cpu_path */
+    int precision;    /* as tp_context_params.precision */
     bool keep_stages; /* keep per-view stage outputs for tp_vision_get_stage (tests, debugging) */
 } tp_vision_params;
 

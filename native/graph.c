@@ -18,6 +18,8 @@ struct tp_graph {
     int n_nodes;
     void *buffer;
     size_t arena_bytes, work_bytes, total_bytes;
+    void *work;          /* per-op scratch, sized for the thread count of the last compute */
+    int work_threads;    /* that thread count (0: not sized yet) */
     bool profile; /* TILEPASS_PROFILE set at plan time: per-op times on stderr after compute */
     double *node_ms;
 
@@ -42,6 +44,7 @@ void tp_graph_destroy(tp_graph *g) {
     free(g->outputs);
     free(g->nodes);
     free(g->buffer);
+    free(g->work);
     free(g->node_ms);
     free(g);
 }
@@ -230,7 +233,7 @@ tp_status tp_graph_plan(tp_graph *g) {
         if (t->view_src) last_use[t->view_src->id] = TP_MAX(last_use[t->view_src->id], n);
     }
 
-    size_t work = 0, total = 0;
+    size_t total = 0;
     tp_cpu_path path = tp_context_cpu_path(ctx);
     TP_UNUSED(path);
     bool ok = true;
@@ -241,7 +244,6 @@ tp_status tp_graph_plan(tp_graph *g) {
             size_t bytes = storage_bytes(t);
             ok = arena_alloc(&a, bytes, &offset[t->id]);
             total += align_up(bytes);
-            if (info->work_size) work = TP_MAX(work, info->work_size(t, TP_MAX_THREADS_PLAN));
         }
         /* free what dies here (inputs whose last reader is this node) */
         for (int s = 0; s < TP_MAX_SRC && ok; s++) {
@@ -261,11 +263,11 @@ tp_status tp_graph_plan(tp_graph *g) {
         return tp_ctx_set_error(ctx, TP_ERR_OUT_OF_MEMORY, "tp_graph_plan: out of memory");
     }
     g->arena_bytes = a.top;
-    g->work_bytes = align_up(work);
+    g->work_threads = 0; /* scratch is sized at compute time, for the pool's threads */
     g->total_bytes = total;
     free(g->buffer);
     g->buffer = NULL;
-    size_t need = g->arena_bytes + g->work_bytes;
+    size_t need = g->arena_bytes;
     if (need > 0 && posix_memalign(&g->buffer, TP_ALIGN, need) != 0) {
         g->buffer = NULL;
         free(last_use);
@@ -352,10 +354,11 @@ static void compute_worker(void *arg, int ith, int nth) {
     tp_compute_params p;
     p.ith = ith;
     p.nth = nth;
-    p.wdata = (char *)g->buffer + g->arena_bytes;
+    p.wdata = g->work;
     p.wsize = g->work_bytes;
     p.pool = job->pool;
     p.path = tp_context_cpu_path(g->ctx);
+    p.precision = tp_context_precision(g->ctx);
     p.error = &job->error;
     for (int n = 0; n < g->n_nodes; n++) {
         tp_tensor *t = g->nodes[n];
@@ -387,6 +390,24 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
     job.g = g;
     job.pool = pool;
     atomic_init(&job.error, 0);
+    int nth = tp_threadpool_n_threads(pool);
+    if (g->work_threads != nth) {
+        size_t work = 0;
+        for (int n = 0; n < g->n_nodes; n++) {
+            const tp_op_info *info = tp_op_get_info(g->nodes[n]->op);
+            if (info->kernel && info->work_size) work = TP_MAX(work, info->work_size(g->nodes[n], nth));
+        }
+        free(g->work);
+        g->work = NULL;
+        g->work_bytes = align_up(work);
+        if (g->work_bytes > 0 && posix_memalign(&g->work, TP_ALIGN, g->work_bytes) != 0) {
+            g->work = NULL;
+            g->work_threads = 0;
+            return tp_ctx_set_error(g->ctx, TP_ERR_OUT_OF_MEMORY,
+                                    "tp_graph_compute: cannot allocate %zu bytes of scratch", g->work_bytes);
+        }
+        g->work_threads = nth;
+    }
     if (g->profile) memset(g->node_ms, 0, (size_t)g->n_nodes * sizeof(double));
     tp_threadpool_run(pool, compute_worker, &job);
     if (g->profile) print_profile(g);

@@ -33,6 +33,7 @@ tp_vision_params tp_vision_default_params(void) {
     tp_vision_params p;
     p.n_threads = 1;
     p.cpu_path = -1;
+    p.precision = TP_PRECISION_F32;
     p.keep_stages = false;
     return p;
 }
@@ -56,6 +57,7 @@ tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vi
     if (st == TP_OK) {
         /* check every weight once now, so that encode cannot meet a bad file */
         tp_context_params cp = tp_context_default_params();
+        cp.precision = m->params.precision;
         tp_context *probe = NULL;
         st = tp_context_create(&cp, &probe, err);
         vision_weights w;
@@ -181,6 +183,7 @@ static tp_status build_graph(tp_vision_model *m, const view_group *groups, int n
     drop_graph(m);
     tp_context_params cp = tp_context_default_params();
     cp.cpu_path = m->params.cpu_path;
+    cp.precision = m->params.precision;
     tp_status st = tp_context_create(&cp, &m->ctx, err);
     if (st != TP_OK) return st;
     tp_context *ctx = m->ctx;
@@ -224,7 +227,6 @@ static tp_status build_graph(tp_vision_model *m, const view_group *groups, int n
         drop_graph(m);
         return st;
     }
-    m->last_compute_bytes = tp_graph_peak_bytes(m->graph);
     return TP_OK;
 }
 
@@ -312,6 +314,7 @@ tp_status tp_vision_encode(tp_vision_model *m, const tp_page_views *pages, int32
         tp_error_set(err, st, "%s: encoding: %s", m->path, tp_context_error(m->ctx));
         return st;
     }
+    m->last_compute_bytes = tp_graph_peak_bytes(m->graph);
     /* newline and separator as floats (they may be stored as F16 in some files) */
     const int64_t E = m->hp.n_embd;
     float *specials = malloc(2 * (size_t)E * sizeof(float));

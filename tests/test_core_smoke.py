@@ -54,3 +54,34 @@ def test_planner_reuses_dead_buffers(pool):
     one = 64 * 256 * 4
     assert ctx_graph.total_intermediate_bytes == 100 * one
     assert ctx_graph.peak_bytes <= 3 * one
+
+
+def test_planner_peak_for_a_24_layer_vit_is_far_below_its_intermediates():
+    """A ViT-shaped graph (24 pre-LN blocks: LN, fused qkv, attention, projection, MLP) keeps only a few
+    activations alive at once: the planned buffer is a small fraction of all intermediates."""
+    rng = np.random.default_rng(0)
+    C, H, N, F = 64, 4, 197, 256
+    ctx = Context()
+    x = ctx.tensor(rng.standard_normal((N, C)).astype(np.float32))
+    ones, zeros = ctx.tensor(np.ones(C, np.float32)), ctx.tensor(np.zeros(C, np.float32))
+    h = x
+    for _ in range(24):
+        w_qkv = ctx.tensor(rng.standard_normal((3 * C, C)).astype(np.float32) * 0.05)
+        w_o = ctx.tensor(rng.standard_normal((C, C)).astype(np.float32) * 0.05)
+        w_1 = ctx.tensor(rng.standard_normal((F, C)).astype(np.float32) * 0.05)
+        w_2 = ctx.tensor(rng.standard_normal((C, F)).astype(np.float32) * 0.05)
+        a = lib.tp_layer_norm(ctx.ptr, h, ones, zeros, 1e-5)
+        qkv = lib.tp_mul_mat(ctx.ptr, w_qkv, a)  # [3C, N]
+        ne = ffi.new("int64_t[4]", [C // H, H, N, 1])
+        nb = ffi.new("size_t[4]", [4, 4 * (C // H), 4 * 3 * C, 4 * 3 * C * N])
+        q, k, v = (lib.tp_permute(ctx.ptr, lib.tp_view(ctx.ptr, qkv, 4, ne, nb, 4 * C * i), 0, 2, 1, 3) for i in range(3))
+        opts = ffi.new("tp_attention_opts *", lib.tp_attention_default_opts())
+        o = lib.tp_attention(ctx.ptr, q, k, v, opts)
+        o = lib.tp_reshape(ctx.ptr, o, 2, ffi.new("int64_t[2]", [C, N]))
+        h = lib.tp_add(ctx.ptr, h, lib.tp_mul_mat(ctx.ptr, w_o, o))
+        m = lib.tp_mul_mat(ctx.ptr, w_2, lib.tp_gelu(ctx.ptr, lib.tp_mul_mat(ctx.ptr, w_1, lib.tp_layer_norm(ctx.ptr, h, ones, zeros, 1e-5))))
+        h = lib.tp_add(ctx.ptr, h, m)
+    g = ctx.compute([h], ThreadPool(2))
+    assert np.isfinite(to_numpy(h)).all()
+    print(f"24-layer ViT: peak {g.peak_bytes / 2**20:.2f} MiB of {g.total_intermediate_bytes / 2**20:.2f} MiB intermediates")
+    assert g.peak_bytes < 0.1 * g.total_intermediate_bytes
