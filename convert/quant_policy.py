@@ -1,0 +1,108 @@
+"""Which GGUF type each tensor gets, and the row quantisers.
+
+Policy (llama.cpp's): tensors llama.cpp keeps in F32 stay F32; everything else gets the type chosen
+with ``--outtype``. A row (innermost dimension) that is not a multiple of the type's block cannot be
+stored in that type and falls back: K-quants -> Q8_0 -> F16, Q8_0/Q4_0 -> F16.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGML_QUANT_SIZES, LlamaFileType
+from gguf import quants as gq
+
+from .errors import ConversionError
+
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "auto")
+
+_BY_NAME = {
+    "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0,
+    "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K,
+}
+# what the published files use
+AUTO_TEXT = QT.Q8_0
+AUTO_VISION = QT.F16
+
+K_QUANTS = (QT.Q4_K, QT.Q5_K, QT.Q6_K)
+_FILE_TYPE = {
+    QT.F32: LlamaFileType.ALL_F32, QT.F16: LlamaFileType.MOSTLY_F16, QT.BF16: LlamaFileType.MOSTLY_BF16,
+    QT.Q8_0: LlamaFileType.MOSTLY_Q8_0, QT.Q4_0: LlamaFileType.MOSTLY_Q4_0,
+    QT.Q4_K: LlamaFileType.MOSTLY_Q4_K_S, QT.Q5_K: LlamaFileType.MOSTLY_Q5_K_S, QT.Q6_K: LlamaFileType.MOSTLY_Q6_K,
+}
+
+
+def resolve_outtype(outtype: str, mmproj: bool) -> QT:
+    """The GGML type named by ``--outtype`` (``auto``: text Q8_0, vision F16)."""
+    key = outtype.lower()
+    if key == "auto":
+        return AUTO_VISION if mmproj else AUTO_TEXT
+    if key not in _BY_NAME:
+        raise ConversionError(None, f"unknown --outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
+    return _BY_NAME[key]
+
+
+def file_type(qtype: QT) -> int:
+    """``general.file_type`` (llama_ftype) for a file whose main type is ``qtype``."""
+    return int(_FILE_TYPE[qtype])
+
+
+def block_size(qtype: QT) -> int:
+    return GGML_QUANT_SIZES[qtype][0]
+
+
+def row_bytes(qtype: QT, n: int) -> int:
+    blk, size = GGML_QUANT_SIZES[qtype]
+    if n % blk:
+        raise ValueError(f"row of {n} is not a multiple of {qtype.name}'s block {blk}")
+    return n // blk * size
+
+
+@dataclass(frozen=True)
+class TypeChoice:
+    qtype: QT
+    note: str = ""  # why it differs from the chosen type ("" if it does not)
+
+
+def choose_type(chosen: QT, row_len: int, *, force_f32: bool = False, conv_f16_only: bool = False) -> TypeChoice:
+    """The type of one tensor.
+
+    ``force_f32``: llama.cpp keeps it in F32 (norms, biases, router, position tables, convs, ...).
+    ``conv_f16_only``: a convolution kernel llama.cpp stores F16 when converting to f16, else F32.
+    """
+    if force_f32:
+        return TypeChoice(QT.F32, "" if chosen == QT.F32 else "kept F32")
+    if conv_f16_only:
+        if chosen in (QT.F32, QT.F16):
+            return TypeChoice(chosen)
+        return TypeChoice(QT.F32, "conv kernel kept F32")
+    t = chosen
+    notes = []
+    if t in K_QUANTS and row_len % block_size(t):
+        notes.append(f"row {row_len} not a multiple of {block_size(t)}: {t.name}->Q8_0")
+        t = QT.Q8_0
+    if t in (QT.Q8_0, QT.Q4_0) and row_len % block_size(t):
+        notes.append(f"row {row_len} not a multiple of {block_size(t)}: {t.name}->F16")
+        t = QT.F16
+    return TypeChoice(t, "; ".join(notes))
+
+
+def quantize_rows(rows: np.ndarray, qtype: QT) -> np.ndarray:
+    """float32 [n_rows, row_len] -> the GGUF bytes (or F32/F16 values) of those rows."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if qtype == QT.F32:
+        return rows
+    if qtype == QT.F16:
+        return rows.astype(np.float16)
+    if qtype in (QT.BF16, QT.Q8_0, QT.Q4_0):
+        return gq.quantize(rows, qtype)
+    if qtype in K_QUANTS:
+        from .native_quant import quantize as native_quantize
+        return native_quantize(rows, qtype)
+    raise ConversionError(None, f"no quantiser for {qtype.name}")
+
+
+def dequantize(data: np.ndarray, qtype: QT) -> np.ndarray:
+    """The inverse, for checks: gguf.quants' independent numpy implementation."""
+    return gq.dequantize(data, qtype)

@@ -1,0 +1,272 @@
+"""Synthetic document pages for training a small DeepSeek-OCR v1 model.
+
+`make_page(seed)` renders one page with Pillow and the bundled DejaVu Sans font and returns the image together
+with its ground truth: markdown (headings, paragraphs, lists, HTML tables as DeepSeek-OCR writes them) and the
+grounded form `<|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|>\ncontent` with 0..999 coordinates.
+Everything is a pure function of the seed (and of `difficulty`, the curriculum knob; 1.0 is the evaluation
+distribution).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+HERE = Path(__file__).resolve().parent
+FONT_REGULAR = HERE / "DejaVuSans.ttf"
+FONT_BOLD = HERE / "DejaVuSans-Bold.ttf"
+
+
+@functools.lru_cache(maxsize=None)
+def words() -> tuple[str, ...]:
+    return tuple(w.strip() for w in (HERE / "words.txt").read_text().split() if w.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(FONT_BOLD if bold else FONT_REGULAR), size)
+
+
+@dataclass
+class Block:
+    kind: str  # title, sub_title, text, list, table
+    markdown: str
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # page pixels
+
+
+@dataclass
+class Page:
+    image: Image.Image
+    markdown: str
+    grounding: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------- text
+def _number(rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.35:
+        return str(rng.randint(1, 99))
+    if r < 0.55:
+        return str(rng.randint(1900, 2099))
+    if r < 0.75:
+        return f"{rng.randint(0, 99)}.{rng.randint(0, 9)}"
+    if r < 0.9:
+        return f"{rng.randint(1, 100)}%"
+    return str(rng.randint(100, 9999))
+
+
+def _word(rng: random.Random, p_number: float = 0.07) -> str:
+    if rng.random() < p_number:
+        return _number(rng)
+    return rng.choice(words())
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    out = []
+    for i in range(n):
+        w = _word(rng)
+        if i == 0:
+            w = w[:1].upper() + w[1:]
+        elif rng.random() < 0.03:
+            w = f"({w})"
+        out.append(w)
+        if 0 < i < n - 1 and rng.random() < 0.08:
+            out[-1] += rng.choice([",", ",", ",", ";", ":"])
+    return " ".join(out) + rng.choice([".", ".", ".", ".", "?", "!"])
+
+
+def _paragraph(rng: random.Random, n_words: int) -> str:
+    sents, left = [], n_words
+    while left > 0:
+        k = min(left, rng.randint(4, 14))
+        sents.append(_sentence(rng, max(2, k)))
+        left -= k
+    return " ".join(sents)
+
+
+def _title(rng: random.Random, lo: int, hi: int) -> str:
+    ws = [_word(rng, 0.05) for _ in range(rng.randint(lo, hi))]
+    return " ".join(w[:1].upper() + w[1:] for w in ws)
+
+
+# ----------------------------------------------------------------------------------------------- layout
+def _wrap(text: str, f: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    lines, cur = [], ""
+    for w in text.split(" "):
+        cand = w if not cur else cur + " " + w
+        if f.getlength(cand) <= width or not cur:
+            cur = cand
+        else:
+            lines.append(cur)
+            cur = w
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def make_page(seed: int, difficulty: float = 1.0) -> Page:
+    """Render one page. `difficulty` in [0, 1] scales text size down and amount of text up."""
+    rng = random.Random(seed)
+    d = min(max(difficulty, 0.0), 1.0)
+    # page geometry
+    W = rng.randint(700, 1500)
+    H = int(W * rng.uniform(0.7, 1.6))
+    scale = max(W, H) / 1024.0  # page pixels per pixel of the 1024 global view
+    f1024 = rng.uniform(30.0 - 10.0 * d, 32.0 - 2.0 * d)  # body font size as seen in the 1024 view
+    fs = max(10, int(round(f1024 * scale)))
+    body = font(fs)
+    line_h = int(fs * rng.uniform(1.25, 1.45))
+    mx = int(W * rng.uniform(0.04, 0.10))
+    my = int(H * rng.uniform(0.04, 0.08))
+    text_w = W - 2 * mx
+    bg = rng.randint(238, 255)
+    ink = rng.randint(0, 50)
+    img = Image.new("L", (W, H), bg)
+    draw = ImageDraw.Draw(img)
+
+    blocks: list[Block] = []
+    y = my
+    gap = int(line_h * rng.uniform(0.5, 1.0))
+    max_words = int(14 + 36 * d)
+    n_blocks = rng.randint(1, 2 + int(3 * d))
+
+    def fits(h: int) -> bool:
+        return y + h <= H - my
+
+    # planned block list
+    plan: list[str] = []
+    if rng.random() < 0.8:
+        plan.append("title")
+    for _ in range(n_blocks):
+        r = rng.random()
+        plan.append("text" if r < 0.55 else "sub_title" if r < 0.68 else "list" if r < 0.84 else "table")
+    if plan and plan[-1] == "sub_title":
+        plan.append("text")
+
+    for kind in plan:
+        if kind in ("title", "sub_title"):
+            big = kind == "title"
+            f = font(int(fs * (1.5 if big else 1.25)), bold=True)
+            text = _title(rng, 2, 5 if big else 4)
+            lines = _wrap(text, f, text_w)
+            lh = int(f.size * 1.3)
+            h = lh * len(lines)
+            if not fits(h):
+                break
+            x_off = mx
+            if big and rng.random() < 0.3:  # centred title
+                x_off = mx + max(0, (text_w - int(max(f.getlength(l) for l in lines))) // 2)
+            x1 = x_off + int(max(f.getlength(l) for l in lines))
+            for i, l in enumerate(lines):
+                draw.text((x_off, y + i * lh), l, font=f, fill=ink)
+            md = ("# " if big else "## ") + " ".join(lines)
+            blocks.append(Block(kind, md, (x_off, y, x1, y + h)))
+            y += h + gap
+        elif kind == "text":
+            text = _paragraph(rng, rng.randint(6, max_words))
+            lines = _wrap(text, body, text_w)
+            while lines and not fits(line_h * len(lines)):
+                lines = lines[:-1]
+            if not lines:
+                break
+            # never cut a paragraph in the middle of a sentence: truth is exactly what is drawn
+            for i, l in enumerate(lines):
+                draw.text((mx, y + i * line_h), l, font=body, fill=ink)
+            h = line_h * len(lines)
+            x1 = mx + int(max(body.getlength(l) for l in lines))
+            blocks.append(Block("text", " ".join(lines), (mx, y, x1, y + h)))
+            y += h + gap
+        elif kind == "list":
+            n = rng.randint(2, 4)
+            ordered = rng.random() < 0.4
+            items = [_sentence(rng, rng.randint(2, 6)).rstrip(".?!") for _ in range(n)]
+            indent = int(fs * 1.6)
+            if not fits(line_h * n):
+                break
+            md_lines, x1 = [], mx
+            for i, it in enumerate(items):
+                it = _wrap(it, body, text_w - indent)[0]
+                mark = f"{i + 1}." if ordered else "\u2022"
+                draw.text((mx, y + i * line_h), mark, font=body, fill=ink)
+                draw.text((mx + indent, y + i * line_h), it, font=body, fill=ink)
+                x1 = max(x1, mx + indent + int(body.getlength(it)))
+                md_lines.append((f"{i + 1}. " if ordered else "- ") + it)
+            h = line_h * n
+            blocks.append(Block("text", "\n".join(md_lines), (mx, y, x1, y + h)))
+            y += h + gap
+        else:  # table
+            rows, cols = rng.randint(2, 4), rng.randint(2, 4)
+            cells = [
+                [(_title(rng, 1, 1) if r == 0 else (_number(rng) if rng.random() < 0.4 else _word(rng, 0)))
+                 for _ in range(cols)]
+                for r in range(rows)
+            ]
+            pad = int(fs * 0.5)
+            widths = [max(int(body.getlength(cells[r][c])) for r in range(rows)) + 2 * pad for c in range(cols)]
+            if sum(widths) > text_w:
+                continue
+            rh = int(line_h * 1.3)
+            h = rh * rows
+            if not fits(h):
+                break
+            lw = max(1, fs // 14)
+            x = mx
+            xs = [x]
+            for wdt in widths:
+                x += wdt
+                xs.append(x)
+            for r in range(rows + 1):
+                draw.line([(xs[0], y + r * rh), (xs[-1], y + r * rh)], fill=ink, width=lw)
+            for xx in xs:
+                draw.line([(xx, y), (xx, y + h)], fill=ink, width=lw)
+            for r in range(rows):
+                for c in range(cols):
+                    draw.text((xs[c] + pad, y + r * rh + (rh - fs) // 2 - fs // 8), cells[r][c], font=body, fill=ink)
+            md = "<table>" + "".join(
+                "<tr>" + "".join(f"<td>{cells[r][c]}</td>" for c in range(cols)) + "</tr>" for r in range(rows)
+            ) + "</table>"
+            blocks.append(Block("table", md, (xs[0], y, xs[-1], y + h)))
+            y += h + gap
+
+    if not blocks:  # always at least one line of text
+        text = _sentence(rng, 3)
+        draw.text((mx, my), text, font=body, fill=ink)
+        blocks.append(Block("text", text, (mx, my, mx + int(body.getlength(text)), my + line_h)))
+
+    # degradations: slight rotation, blur, noise
+    if rng.random() < 0.4:
+        img = img.rotate(rng.uniform(-0.8, 0.8), resample=Image.BICUBIC, fillcolor=bg)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9) * scale))
+    if rng.random() < 0.4:
+        nrng = np.random.default_rng(seed & 0xFFFFFFFF)
+        a = np.asarray(img, dtype=np.int16) + nrng.normal(0, rng.uniform(2, 8), (H, W)).astype(np.int16)
+        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    img = img.convert("RGB")
+
+    md = "\n\n".join(b.markdown for b in blocks)
+    g = []
+    for b in blocks:
+        x0, y0, x1, y1 = b.box
+        c = [round(x0 / W * 999), round(y0 / H * 999), round(min(x1, W) / W * 999), round(min(y1, H) / H * 999)]
+        label = b.kind if b.kind in ("title", "sub_title", "table") else "text"
+        g.append(f"<|ref|>{label}<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{b.markdown}")
+    return Page(img, md, "\n\n".join(g), blocks)
+
+
+if __name__ == "__main__":  # python gen.py SEED OUT.png  -> writes OUT.png and OUT.md
+    import sys
+
+    p = make_page(int(sys.argv[1]))
+    out = Path(sys.argv[2])
+    p.image.save(out)
+    out.with_suffix(".md").write_text(p.markdown + "\n")
+    print(p.markdown)
+    print("----")
+    print(p.grounding)
