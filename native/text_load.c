@@ -4,6 +4,7 @@
  * tensors with every shape checked, and the token strings decoded to raw bytes. */
 #include "text_model.h"
 #include "tp_quants.h"
+#include "weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,32 +16,13 @@ static bool get_i64(const tp_gguf *g, const char *key, int64_t *out) {
 }
 
 static int get_int(const tp_gguf *g, const char *key, int fallback) {
-    int64_t v;
-    if (get_i64(g, key, &v) && v >= 0 && v < (1 << 30)) return (int)v;
-    return fallback;
+    return weights_get_int(g, key, 0, (1 << 30) - 1, fallback);
 }
 
 static float get_float(const tp_gguf *g, const char *key, float fallback) {
     float v;
     if (tp_gguf_get_f32(g, key, &v) == TP_OK && v == v) return v;
     return fallback;
-}
-
-static int64_t tensor_ne(const tp_gguf *g, const char *name, int dim) {
-    int64_t i = tp_gguf_find_tensor(g, name);
-    return i < 0 ? -1 : tp_gguf_tensor_ne(g, i, dim);
-}
-
-static int64_t tensor_nef(const tp_gguf *g, int dim, const char *fmt, int l) {
-    char name[128];
-    snprintf(name, sizeof name, fmt, l);
-    return tensor_ne(g, name, dim);
-}
-
-static bool has_tensorf(const tp_gguf *g, const char *fmt, int l) {
-    char name[128];
-    snprintf(name, sizeof name, fmt, l);
-    return tp_gguf_find_tensor(g, name) >= 0;
 }
 
 static bool str_equals(const char *s, size_t n, const char *want) {
@@ -62,14 +44,14 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
                      vision ? " (it is a vision/mmproj file)" : "");
         return TP_ERR_FORMAT;
     }
-    hp->n_embd = (int)tensor_ne(g, "token_embd.weight", 0);
-    hp->n_vocab = (int)tensor_ne(g, "token_embd.weight", 1);
+    hp->n_embd = (int)weights_tensor_ne(g, "token_embd.weight", 0);
+    hp->n_vocab = (int)weights_tensor_ne(g, "token_embd.weight", 1);
     if (hp->n_embd <= 0 || hp->n_vocab <= 0) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", path);
         return TP_ERR_FORMAT;
     }
     int counted = 0;
-    while (counted < TP_TEXT_MAX_LAYERS && has_tensorf(g, "blk.%d.attn_norm.weight", counted)) counted++;
+    while (counted < TP_TEXT_MAX_LAYERS && weights_has_tensorf(g, "blk.%d.attn_norm.weight", counted)) counted++;
     hp->n_layer = get_int(g, ARCH ".block_count", counted);
     if (hp->n_layer <= 0 || hp->n_layer > TP_TEXT_MAX_LAYERS) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: block count %d is out of range 1..%d", path, hp->n_layer,
@@ -84,7 +66,7 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
                      hp->n_head_kv);
         return TP_ERR_FORMAT;
     }
-    int64_t q_rows = tensor_ne(g, "blk.0.attn_q.weight", 1), v_rows = tensor_ne(g, "blk.0.attn_v.weight", 1);
+    int64_t q_rows = weights_tensor_ne(g, "blk.0.attn_q.weight", 1), v_rows = weights_tensor_ne(g, "blk.0.attn_v.weight", 1);
     if (q_rows <= 0 || v_rows <= 0 || q_rows % hp->n_head != 0 || v_rows % hp->n_head_kv != 0) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: blk.0.attn_q/attn_v are missing or not divisible by the head counts",
                      path);
@@ -106,18 +88,18 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
     /* the first MoE layer gives the expert shapes; each layer's kind comes from its own tensors */
     int first_moe = -1;
     for (int l = 0; l < hp->n_layer && first_moe < 0; l++)
-        if (has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) first_moe = l;
+        if (weights_has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) first_moe = l;
     hp->n_dense_lead = get_int(g, ARCH ".leading_dense_block_count", first_moe < 0 ? hp->n_layer : first_moe);
     for (int l = 0; l < hp->n_layer; l++)
-        if (!has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) {
-            hp->n_ff = (int)tensor_nef(g, 1, "blk.%d.ffn_gate.weight", l);
+        if (!weights_has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) {
+            hp->n_ff = (int)weights_tensor_nef(g, 1, "blk.%d.ffn_gate.weight", l);
             break;
         }
     if (first_moe >= 0) {
-        hp->n_expert = (int)tensor_nef(g, 2, "blk.%d.ffn_gate_exps.weight", first_moe);
-        hp->n_ff_exp = (int)tensor_nef(g, 1, "blk.%d.ffn_gate_exps.weight", first_moe);
-        hp->n_ff_shexp = has_tensorf(g, "blk.%d.ffn_gate_shexp.weight", first_moe)
-                             ? (int)tensor_nef(g, 1, "blk.%d.ffn_gate_shexp.weight", first_moe)
+        hp->n_expert = (int)weights_tensor_nef(g, 2, "blk.%d.ffn_gate_exps.weight", first_moe);
+        hp->n_ff_exp = (int)weights_tensor_nef(g, 1, "blk.%d.ffn_gate_exps.weight", first_moe);
+        hp->n_ff_shexp = weights_has_tensorf(g, "blk.%d.ffn_gate_shexp.weight", first_moe)
+                             ? (int)weights_tensor_nef(g, 1, "blk.%d.ffn_gate_shexp.weight", first_moe)
                              : 0;
         hp->n_expert_used = get_int(g, ARCH ".expert_used_count", 0);
         hp->n_expert_shared = get_int(g, ARCH ".expert_shared_count", hp->n_ff_shexp > 0 ? 1 : 0);
@@ -177,77 +159,37 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
 
 /* ---- weights ---- */
 
-typedef struct loader {
-    tp_gguf *g;
-    tp_context *ctx;
-    const char *path;
-    tp_error *err;
-    bool failed;
-} loader;
-
-/* Load `name` and check its shape (-1 = any dimension). */
-static tp_tensor *load(loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2) {
-    if (L->failed) return NULL;
-    int64_t idx = tp_gguf_find_tensor(L->g, name);
-    if (idx < 0) {
-        tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is missing", L->path, name);
-        L->failed = true;
-        return NULL;
-    }
-    int64_t want[4] = {ne0, ne1, ne2, 1};
-    for (int d = 0; d < 4; d++) {
-        int64_t have = tp_gguf_tensor_ne(L->g, idx, d);
-        if (want[d] >= 0 && have != want[d]) {
-            tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' has ne[%d] = %lld, the model needs %lld", L->path,
-                         name, d, (long long)have, (long long)want[d]);
-            L->failed = true;
-            return NULL;
-        }
-    }
-    tp_tensor *t = tp_gguf_load_tensor(L->g, L->ctx, name);
-    if (!t) {
-        tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, tp_context_error(L->ctx));
-        L->failed = true;
-    }
-    return t;
+/* Shapes with three checked dims (the fourth is always 1 here). */
+static tp_tensor *loadf(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne2, const char *fmt, int l) {
+    return weights_loadf(L, ne0, ne1, ne2, 1, fmt, l);
 }
 
-static tp_tensor *loadf(loader *L, int64_t ne0, int64_t ne1, int64_t ne2, const char *fmt, int l) {
-    char name[128];
-    snprintf(name, sizeof name, fmt, l);
-    return load(L, name, ne0, ne1, ne2);
-}
-
-/* Norm weights are used element-wise: they must be F32. */
-static void need_f32(loader *L, tp_tensor *t) {
-    if (L->failed || !t || t->type == TP_TYPE_F32) return;
-    tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is %s, expected f32", L->path, t->name,
-                 tp_type_name(t->type));
-    L->failed = true;
+static tp_tensor *load(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2) {
+    return weights_load(L, name, ne0, ne1, ne2, 1);
 }
 
 tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
                             text_weights *w, tp_error *err) {
     memset(w, 0, sizeof(*w));
-    loader L = {g, ctx, path, err, false};
+    weights_loader L = {g, ctx, path, err, false};
     const int64_t C = hp->n_embd, V = hp->n_vocab;
     const int64_t Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t VV = (int64_t)hp->n_head_kv * hp->head_dim_v, O = (int64_t)hp->n_head * hp->head_dim_v;
     w->tok_embd = load(&L, "token_embd.weight", C, V, 1);
     w->output_norm = load(&L, "output_norm.weight", C, 1, 1);
-    need_f32(&L, w->output_norm);
+    weights_need_f32(&L, w->output_norm);
     w->output = load(&L, "output.weight", C, V, 1);
     for (int l = 0; l < hp->n_layer && !L.failed; l++) {
         text_layer *ly = &w->layers[l];
         ly->attn_norm = loadf(&L, C, 1, 1, "blk.%d.attn_norm.weight", l);
-        need_f32(&L, ly->attn_norm);
+        weights_need_f32(&L, ly->attn_norm);
         ly->ffn_norm = loadf(&L, C, 1, 1, "blk.%d.ffn_norm.weight", l);
-        need_f32(&L, ly->ffn_norm);
+        weights_need_f32(&L, ly->ffn_norm);
         ly->wq = loadf(&L, C, Q, 1, "blk.%d.attn_q.weight", l);
         ly->wk = loadf(&L, C, KV, 1, "blk.%d.attn_k.weight", l);
         ly->wv = loadf(&L, C, VV, 1, "blk.%d.attn_v.weight", l);
         ly->wo = loadf(&L, O, C, 1, "blk.%d.attn_output.weight", l);
-        ly->moe = has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l);
+        ly->moe = weights_has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l);
         if (!ly->moe) {
             ly->ffn_gate = loadf(&L, C, hp->n_ff, 1, "blk.%d.ffn_gate.weight", l);
             ly->ffn_up = loadf(&L, C, hp->n_ff, 1, "blk.%d.ffn_up.weight", l);

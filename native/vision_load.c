@@ -2,20 +2,17 @@
  * llama.cpp's keys and tensor shapes, then llama.cpp's hard-coded values) and weight tensors,
  * every shape checked against the hyperparameters. */
 #include "vision_load.h"
+#include "weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 static int get_int(const tp_gguf *g, const char *key, int fallback) {
-    int64_t v;
-    if (tp_gguf_get_i64(g, key, &v) == TP_OK && v > 0 && v < (1 << 24)) return (int)v;
-    return fallback;
+    return weights_get_int(g, key, 1, (1 << 24) - 1, fallback);
 }
 
 static float get_float(const tp_gguf *g, const char *key, float fallback) {
-    float v;
-    if (tp_gguf_get_f32(g, key, &v) == TP_OK && v > 0.0f && v < 1.0f) return v;
-    return fallback;
+    return weights_get_float(g, key, 0.0f, 1.0f, fallback);
 }
 
 static bool str_equals(const tp_gguf *g, const char *key, const char *want) {
@@ -23,11 +20,6 @@ static bool str_equals(const tp_gguf *g, const char *key, const char *want) {
     size_t n;
     if (tp_gguf_get_str(g, key, &s, &n) != TP_OK) return false;
     return n == strlen(want) && memcmp(s, want, n) == 0;
-}
-
-static int64_t tensor_ne(const tp_gguf *g, const char *name, int dim) {
-    int64_t i = tp_gguf_find_tensor(g, name);
-    return i < 0 ? -1 : tp_gguf_tensor_ne(g, i, dim);
 }
 
 static int count_blocks(const tp_gguf *g, const char *fmt) {
@@ -64,15 +56,15 @@ tp_status vision_read_hparams(const tp_gguf *g, const char *path, vision_hparams
                      (int)(pn > 64 ? 64 : pn), pt);
         return TP_ERR_UNSUPPORTED;
     }
-    hp->sam_width = (int)tensor_ne(g, "v.sam.patch_embd.weight", 3);
-    hp->patch_size = (int)tensor_ne(g, "v.sam.patch_embd.weight", 0);
-    hp->sam_pos_grid = (int)tensor_ne(g, "v.sam.pos_embd.weight", 1);
+    hp->sam_width = (int)weights_tensor_ne(g, "v.sam.patch_embd.weight", 3);
+    hp->patch_size = (int)weights_tensor_ne(g, "v.sam.patch_embd.weight", 0);
+    hp->sam_pos_grid = (int)weights_tensor_ne(g, "v.sam.pos_embd.weight", 1);
     hp->sam_blocks = count_blocks(g, "v.sam.blk.%d.attn.qkv.weight");
-    hp->sam_out = (int)tensor_ne(g, "v.sam.net_3.weight", 3);
-    hp->clip_width = (int)tensor_ne(g, "v.position_embd.weight", 0);
+    hp->sam_out = (int)weights_tensor_ne(g, "v.sam.net_3.weight", 3);
+    hp->clip_width = (int)weights_tensor_ne(g, "v.position_embd.weight", 0);
     hp->clip_layers = count_blocks(g, "v.blk.%d.attn_qkv.weight");
-    int64_t n_pos = tensor_ne(g, "v.position_embd.weight", 1);
-    hp->n_embd = (int)tensor_ne(g, "mm.model.fc.weight", 1);
+    int64_t n_pos = weights_tensor_ne(g, "v.position_embd.weight", 1);
+    hp->n_embd = (int)weights_tensor_ne(g, "mm.model.fc.weight", 1);
     if (hp->sam_width <= 0 || hp->patch_size <= 0 || hp->sam_pos_grid <= 0 || hp->sam_blocks == 0 ||
         hp->sam_out <= 0 || hp->clip_width <= 0 || hp->clip_layers == 0 || n_pos <= 1 ||
         hp->n_embd <= 0) {
@@ -130,77 +122,34 @@ tp_status vision_read_hparams(const tp_gguf *g, const char *path, vision_hparams
 
 /* ---- weights ---- */
 
-typedef struct loader {
-    tp_gguf *g;
-    tp_context *ctx;
-    const char *path;
-    tp_error *err;
-    bool failed;
-} loader;
-
-/* Load `name` and check its shape (-1 = any). */
-static tp_tensor *load(loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) {
-    if (L->failed) return NULL;
-    int64_t idx = tp_gguf_find_tensor(L->g, name);
-    if (idx < 0) {
-        tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is missing", L->path, name);
-        L->failed = true;
-        return NULL;
-    }
-    int64_t want[4] = {ne0, ne1, ne2, ne3};
-    for (int d = 0; d < 4; d++) {
-        int64_t have = tp_gguf_tensor_ne(L->g, idx, d);
-        if (want[d] >= 0 && have != want[d]) {
-            tp_error_set(L->err, TP_ERR_FORMAT,
-                         "%s: tensor '%s' has ne[%d] = %lld, the model needs %lld", L->path, name, d,
-                         (long long)have, (long long)want[d]);
-            L->failed = true;
-            return NULL;
-        }
-    }
-    tp_tensor *t = tp_gguf_load_tensor(L->g, L->ctx, name);
-    if (!t) {
-        tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, tp_context_error(L->ctx));
-        L->failed = true;
-    }
-    return t;
-}
-
-static tp_tensor *loadf(loader *L, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const char *fmt,
-                        int i) {
-    char name[128];
-    snprintf(name, sizeof name, fmt, i);
-    return load(L, name, ne0, ne1, ne2, ne3);
-}
-
 tp_status vision_load_weights(tp_gguf *g, const char *path, const vision_hparams *hp, tp_context *ctx,
                               vision_weights *w, tp_error *err) {
     memset(w, 0, sizeof(*w));
-    loader L = {g, ctx, path, err, false};
+    weights_loader L = {g, ctx, path, err, false};
     const int64_t C = hp->sam_width, P = hp->patch_size, D = C / hp->sam_heads;
     const int64_t F = hp->clip_width, E = hp->n_embd;
-    w->patch_w = load(&L, "v.sam.patch_embd.weight", P, P, 3, C);
-    w->patch_b = load(&L, "v.sam.patch_embd.bias", C, 1, 1, 1);
-    w->pos_embd = load(&L, "v.sam.pos_embd.weight", C, hp->sam_pos_grid, hp->sam_pos_grid, 1);
+    w->patch_w = weights_load(&L, "v.sam.patch_embd.weight", P, P, 3, C);
+    w->patch_b = weights_load(&L, "v.sam.patch_embd.bias", C, 1, 1, 1);
+    w->pos_embd = weights_load(&L, "v.sam.pos_embd.weight", C, hp->sam_pos_grid, hp->sam_pos_grid, 1);
     const int64_t win_rows = 2 * hp->window_size - 1, global_rows = 2 * hp->sam_pos_grid - 1;
     for (int i = 0; i < hp->sam_blocks && !L.failed; i++) {
         sam_block *b = &w->sam[i];
-        b->ln1_w = loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.pre_ln.weight", i);
-        b->ln1_b = loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.pre_ln.bias", i);
-        b->ln2_w = loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.post_ln.weight", i);
-        b->ln2_b = loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.post_ln.bias", i);
-        b->qkv_w = loadf(&L, C, 3 * C, 1, 1, "v.sam.blk.%d.attn.qkv.weight", i);
-        b->qkv_b = loadf(&L, 3 * C, 1, 1, 1, "v.sam.blk.%d.attn.qkv.bias", i);
-        b->out_w = loadf(&L, C, C, 1, 1, "v.sam.blk.%d.attn.out.weight", i);
-        b->out_b = loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.attn.out.bias", i);
-        b->pos_h = loadf(&L, D, -1, 1, 1, "v.sam.blk.%d.attn.pos_h.weight", i);
-        b->pos_w = loadf(&L, D, -1, 1, 1, "v.sam.blk.%d.attn.pos_w.weight", i);
-        b->mlp1_w = loadf(&L, C, -1, 1, 1, "v.sam.blk.%d.mlp.lin1.weight", i);
-        b->mlp1_b = loadf(&L, -1, 1, 1, 1, "v.sam.blk.%d.mlp.lin1.bias", i);
+        b->ln1_w = weights_loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.pre_ln.weight", i);
+        b->ln1_b = weights_loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.pre_ln.bias", i);
+        b->ln2_w = weights_loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.post_ln.weight", i);
+        b->ln2_b = weights_loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.post_ln.bias", i);
+        b->qkv_w = weights_loadf(&L, C, 3 * C, 1, 1, "v.sam.blk.%d.attn.qkv.weight", i);
+        b->qkv_b = weights_loadf(&L, 3 * C, 1, 1, 1, "v.sam.blk.%d.attn.qkv.bias", i);
+        b->out_w = weights_loadf(&L, C, C, 1, 1, "v.sam.blk.%d.attn.out.weight", i);
+        b->out_b = weights_loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.attn.out.bias", i);
+        b->pos_h = weights_loadf(&L, D, -1, 1, 1, "v.sam.blk.%d.attn.pos_h.weight", i);
+        b->pos_w = weights_loadf(&L, D, -1, 1, 1, "v.sam.blk.%d.attn.pos_w.weight", i);
+        b->mlp1_w = weights_loadf(&L, C, -1, 1, 1, "v.sam.blk.%d.mlp.lin1.weight", i);
+        b->mlp1_b = weights_loadf(&L, -1, 1, 1, 1, "v.sam.blk.%d.mlp.lin1.bias", i);
         if (L.failed) break;
         int64_t mlp = b->mlp1_w->ne[1];
-        b->mlp2_w = loadf(&L, mlp, C, 1, 1, "v.sam.blk.%d.mlp.lin2.weight", i);
-        b->mlp2_b = loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.mlp.lin2.bias", i);
+        b->mlp2_w = weights_loadf(&L, mlp, C, 1, 1, "v.sam.blk.%d.mlp.lin2.weight", i);
+        b->mlp2_b = weights_loadf(&L, C, 1, 1, 1, "v.sam.blk.%d.mlp.lin2.bias", i);
         if (L.failed) break;
         /* a block is global when its relative-position table spans the whole grid */
         int64_t rows = b->pos_h->ne[1];
@@ -213,41 +162,41 @@ tp_status vision_load_weights(tp_gguf *g, const char *path, const vision_hparams
         b->global = rows != win_rows || win_rows == global_rows;
     }
     const int64_t N = hp->sam_out;
-    const int64_t neck = hp->sam_blocks > 0 ? tensor_ne(g, "v.sam.neck.0.weight", 3) : -1;
-    const int64_t mid = tensor_ne(g, "v.sam.net_2.weight", 3);
-    w->neck0_w = load(&L, "v.sam.neck.0.weight", 1, 1, C, neck);
-    w->neck1_w = load(&L, "v.sam.neck.1.weight", neck, 1, 1, 1);
-    w->neck1_b = load(&L, "v.sam.neck.1.bias", neck, 1, 1, 1);
-    w->neck2_w = load(&L, "v.sam.neck.2.weight", 3, 3, neck, neck);
-    w->neck3_w = load(&L, "v.sam.neck.3.weight", neck, 1, 1, 1);
-    w->neck3_b = load(&L, "v.sam.neck.3.bias", neck, 1, 1, 1);
-    w->net2_w = load(&L, "v.sam.net_2.weight", 3, 3, neck, mid);
-    w->net3_w = load(&L, "v.sam.net_3.weight", 3, 3, mid, N);
-    w->class_embd = load(&L, "v.class_embd", F, 1, 1, 1);
-    w->clip_pos = load(&L, "v.position_embd.weight", F, 1 + (int64_t)hp->clip_pos_grid * hp->clip_pos_grid, 1, 1);
-    w->pre_ln_w = load(&L, "v.pre_ln.weight", F, 1, 1, 1);
-    w->pre_ln_b = load(&L, "v.pre_ln.bias", F, 1, 1, 1);
+    const int64_t neck = hp->sam_blocks > 0 ? weights_tensor_ne(g, "v.sam.neck.0.weight", 3) : -1;
+    const int64_t mid = weights_tensor_ne(g, "v.sam.net_2.weight", 3);
+    w->neck0_w = weights_load(&L, "v.sam.neck.0.weight", 1, 1, C, neck);
+    w->neck1_w = weights_load(&L, "v.sam.neck.1.weight", neck, 1, 1, 1);
+    w->neck1_b = weights_load(&L, "v.sam.neck.1.bias", neck, 1, 1, 1);
+    w->neck2_w = weights_load(&L, "v.sam.neck.2.weight", 3, 3, neck, neck);
+    w->neck3_w = weights_load(&L, "v.sam.neck.3.weight", neck, 1, 1, 1);
+    w->neck3_b = weights_load(&L, "v.sam.neck.3.bias", neck, 1, 1, 1);
+    w->net2_w = weights_load(&L, "v.sam.net_2.weight", 3, 3, neck, mid);
+    w->net3_w = weights_load(&L, "v.sam.net_3.weight", 3, 3, mid, N);
+    w->class_embd = weights_load(&L, "v.class_embd", F, 1, 1, 1);
+    w->clip_pos = weights_load(&L, "v.position_embd.weight", F, 1 + (int64_t)hp->clip_pos_grid * hp->clip_pos_grid, 1, 1);
+    w->pre_ln_w = weights_load(&L, "v.pre_ln.weight", F, 1, 1, 1);
+    w->pre_ln_b = weights_load(&L, "v.pre_ln.bias", F, 1, 1, 1);
     for (int i = 0; i < hp->clip_layers && !L.failed; i++) {
         clip_layer *l = &w->clip[i];
-        l->ln1_w = loadf(&L, F, 1, 1, 1, "v.blk.%d.ln1.weight", i);
-        l->ln1_b = loadf(&L, F, 1, 1, 1, "v.blk.%d.ln1.bias", i);
-        l->ln2_w = loadf(&L, F, 1, 1, 1, "v.blk.%d.ln2.weight", i);
-        l->ln2_b = loadf(&L, F, 1, 1, 1, "v.blk.%d.ln2.bias", i);
-        l->qkv_w = loadf(&L, F, 3 * F, 1, 1, "v.blk.%d.attn_qkv.weight", i);
-        l->qkv_b = loadf(&L, 3 * F, 1, 1, 1, "v.blk.%d.attn_qkv.bias", i);
-        l->out_w = loadf(&L, F, F, 1, 1, "v.blk.%d.attn_out.weight", i);
-        l->out_b = loadf(&L, F, 1, 1, 1, "v.blk.%d.attn_out.bias", i);
-        l->fc1_w = loadf(&L, F, -1, 1, 1, "v.blk.%d.ffn_up.weight", i);
+        l->ln1_w = weights_loadf(&L, F, 1, 1, 1, "v.blk.%d.ln1.weight", i);
+        l->ln1_b = weights_loadf(&L, F, 1, 1, 1, "v.blk.%d.ln1.bias", i);
+        l->ln2_w = weights_loadf(&L, F, 1, 1, 1, "v.blk.%d.ln2.weight", i);
+        l->ln2_b = weights_loadf(&L, F, 1, 1, 1, "v.blk.%d.ln2.bias", i);
+        l->qkv_w = weights_loadf(&L, F, 3 * F, 1, 1, "v.blk.%d.attn_qkv.weight", i);
+        l->qkv_b = weights_loadf(&L, 3 * F, 1, 1, 1, "v.blk.%d.attn_qkv.bias", i);
+        l->out_w = weights_loadf(&L, F, F, 1, 1, "v.blk.%d.attn_out.weight", i);
+        l->out_b = weights_loadf(&L, F, 1, 1, 1, "v.blk.%d.attn_out.bias", i);
+        l->fc1_w = weights_loadf(&L, F, -1, 1, 1, "v.blk.%d.ffn_up.weight", i);
         if (L.failed) break;
         int64_t ffn = l->fc1_w->ne[1];
-        l->fc1_b = loadf(&L, ffn, 1, 1, 1, "v.blk.%d.ffn_up.bias", i);
-        l->fc2_w = loadf(&L, ffn, F, 1, 1, "v.blk.%d.ffn_down.weight", i);
-        l->fc2_b = loadf(&L, F, 1, 1, 1, "v.blk.%d.ffn_down.bias", i);
+        l->fc1_b = weights_loadf(&L, ffn, 1, 1, 1, "v.blk.%d.ffn_up.bias", i);
+        l->fc2_w = weights_loadf(&L, ffn, F, 1, 1, "v.blk.%d.ffn_down.weight", i);
+        l->fc2_b = weights_loadf(&L, F, 1, 1, 1, "v.blk.%d.ffn_down.bias", i);
     }
-    w->fc_w = load(&L, "mm.model.fc.weight", F + N, E, 1, 1);
-    w->fc_b = load(&L, "mm.model.fc.bias", E, 1, 1, 1);
-    w->newline = load(&L, "v.image_newline", E, 1, 1, 1);
-    w->separator = load(&L, "v.view_seperator", E, -1, 1, 1);
+    w->fc_w = weights_load(&L, "mm.model.fc.weight", F + N, E, 1, 1);
+    w->fc_b = weights_load(&L, "mm.model.fc.bias", E, 1, 1, 1);
+    w->newline = weights_load(&L, "v.image_newline", E, 1, 1, 1);
+    w->separator = weights_load(&L, "v.view_seperator", E, -1, 1, 1);
     if (L.failed) return err ? err->status : TP_ERR_FORMAT;
     return TP_OK;
 }

@@ -1,0 +1,71 @@
+/* weights.c - see weights.h. */
+#include "weights.h"
+
+#include <stdio.h>
+
+int weights_get_int(const tp_gguf *g, const char *key, int64_t lo, int64_t hi, int fallback) {
+    int64_t v;
+    if (tp_gguf_get_i64(g, key, &v) == TP_OK && v >= lo && v <= hi) return (int)v;
+    return fallback;
+}
+
+float weights_get_float(const tp_gguf *g, const char *key, float lo, float hi, float fallback) {
+    float v;
+    if (tp_gguf_get_f32(g, key, &v) == TP_OK && v > lo && v < hi) return v;
+    return fallback;
+}
+
+int64_t weights_tensor_ne(const tp_gguf *g, const char *name, int dim) {
+    int64_t i = tp_gguf_find_tensor(g, name);
+    return i < 0 ? -1 : tp_gguf_tensor_ne(g, i, dim);
+}
+
+int64_t weights_tensor_nef(const tp_gguf *g, int dim, const char *fmt, int i) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, i);
+    return weights_tensor_ne(g, name, dim);
+}
+
+bool weights_has_tensorf(const tp_gguf *g, const char *fmt, int i) {
+    return weights_tensor_nef(g, 0, fmt, i) >= 0;
+}
+
+tp_tensor *weights_load(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) {
+    if (L->failed) return NULL;
+    int64_t idx = tp_gguf_find_tensor(L->g, name);
+    if (idx < 0) {
+        tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is missing", L->path, name);
+        L->failed = true;
+        return NULL;
+    }
+    int64_t want[4] = {ne0, ne1, ne2, ne3};
+    for (int d = 0; d < 4; d++) {
+        int64_t have = tp_gguf_tensor_ne(L->g, idx, d);
+        if (want[d] >= 0 && have != want[d]) {
+            tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' has ne[%d] = %lld, the model needs %lld", L->path,
+                         name, d, (long long)have, (long long)want[d]);
+            L->failed = true;
+            return NULL;
+        }
+    }
+    tp_tensor *t = tp_gguf_load_tensor(L->g, L->ctx, name);
+    if (!t) {
+        tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, tp_context_error(L->ctx));
+        L->failed = true;
+    }
+    return t;
+}
+
+tp_tensor *weights_loadf(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const char *fmt,
+                         int i) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, i);
+    return weights_load(L, name, ne0, ne1, ne2, ne3);
+}
+
+void weights_need_f32(weights_loader *L, const tp_tensor *t) {
+    if (L->failed || !t || t->type == TP_TYPE_F32) return;
+    tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is %s, expected f32", L->path, t->name,
+                 tp_type_name(t->type));
+    L->failed = true;
+}

@@ -1,0 +1,33 @@
+/* weights.h - reading model hyperparameters and weight tensors from a GGUF: typed key lookups with
+ * fallbacks, and a loader that checks each tensor's shape and records the first failure (naming the
+ * file and the tensor). Shared by the vision and text model loaders. */
+#ifndef TP_WEIGHTS_H
+#define TP_WEIGHTS_H
+
+#include "tp_internal.h"
+
+/* An integer key in [lo, hi], else fallback. */
+int weights_get_int(const tp_gguf *g, const char *key, int64_t lo, int64_t hi, int fallback);
+/* A float key in (lo, hi), else fallback. */
+float weights_get_float(const tp_gguf *g, const char *key, float lo, float hi, float fallback);
+/* ne[dim] of a tensor, -1 when it is absent; the f variant formats the name with one int. */
+int64_t weights_tensor_ne(const tp_gguf *g, const char *name, int dim);
+int64_t weights_tensor_nef(const tp_gguf *g, int dim, const char *fmt, int i);
+bool weights_has_tensorf(const tp_gguf *g, const char *fmt, int i);
+
+typedef struct weights_loader {
+    tp_gguf *g;
+    tp_context *ctx;
+    const char *path;
+    tp_error *err;
+    bool failed; /* after the first failure every load returns NULL */
+} weights_loader;
+
+/* A leaf of L->ctx over the mapped tensor `name`, its ne checked against ne0..ne3 (-1 = any). */
+tp_tensor *weights_load(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+tp_tensor *weights_loadf(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const char *fmt,
+                         int i);
+/* Fail unless t is F32 (tensors used element-wise: norms, biases). */
+void weights_need_f32(weights_loader *L, const tp_tensor *t);
+
+#endif
