@@ -17,10 +17,11 @@ CFLAGS_REL    := $(CFLAGS_COMMON) -O3
 CFLAGS_SAN    := $(CFLAGS_COMMON) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDLIBS  := -lm -pthread
 
-# Files named *_avx2.c / *_avx512.c hold per-ISA kernels: only they get the ISA flags, and the
+# Files named *_avx2.c / *_avx512.c / *_amx.c hold per-ISA kernels: only they get the ISA flags, and the
 # library calls them only when CPUID says the CPU has them.
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
+ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-bf16 -mamx-int8
 
 SRCS    := $(wildcard native/*.c)
 HDRS    := $(wildcard native/*.h) include/tilepass.h
@@ -32,7 +33,7 @@ SANLIB  := $(BUILD)/san/libtilepass.so
 CTESTS_SRC := $(wildcard tests/c/test_*.c)
 CTESTS     := $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(CTESTS_SRC))
 
-isa_flags = $(if $(findstring _avx512,$(1)),$(ISA_AVX512),$(if $(findstring _avx2,$(1)),$(ISA_AVX2),))
+isa_flags = $(if $(findstring _amx,$(1)),$(ISA_AMX),$(if $(findstring _avx512,$(1)),$(ISA_AVX512),$(if $(findstring _avx2,$(1)),$(ISA_AVX2),)))
 
 .PHONY: all lib sanlib test ctest example pytest demo bench venv clean
 all: lib

@@ -20,11 +20,13 @@ class VisionEncoder:
     encode() turns images into their laid-out image-token embeddings ([n_tokens, n_embd] each),
     encoding every view of every image in one graph computation."""
 
-    def __init__(self, path: str | Path, n_threads: int = 1, cpu_path: int = -1, keep_stages: bool = False) -> None:
+    def __init__(self, path: str | Path, n_threads: int = 1, cpu_path: int = -1, keep_stages: bool = False,
+                 precision: int = 0) -> None:
         params = ffi.new("tp_vision_params *", lib.tp_vision_default_params())
         params.n_threads = n_threads
         params.cpu_path = cpu_path
         params.keep_stages = keep_stages
+        params.precision = precision  # 0 = F32, 1 = BF16 mul_mat (tp_precision)
         out = ffi.new("tp_vision_model **")
         err = new_error()
         check_error(lib.tp_vision_load(str(path).encode(), params, out, err), err)

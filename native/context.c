@@ -11,6 +11,7 @@ typedef struct tp_alloc_node {
 
 struct tp_context {
     tp_cpu_path path;
+    int precision; /* tp_precision */
     tp_status status;
     char message[1024];
     tp_tensor *tensors; /* newest first */
@@ -84,6 +85,7 @@ tp_status tp_ctx_set_error(tp_context *ctx, tp_status status, const char *fmt, .
 tp_context_params tp_context_default_params(void) {
     tp_context_params p;
     p.cpu_path = -1;
+    p.precision = TP_PRECISION_F32;
     return p;
 }
 
@@ -110,6 +112,11 @@ tp_status tp_context_create(const tp_context_params *params, tp_context **out, t
                      p.cpu_path);
         return TP_ERR_INVALID_ARGUMENT;
     }
+    if (p.precision != TP_PRECISION_F32 && p.precision != TP_PRECISION_BF16) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_context_create: precision %d is not 0 (f32) or 1 (bf16)",
+                     p.precision);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
     tp_context *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_context_create: out of memory");
@@ -117,6 +124,7 @@ tp_status tp_context_create(const tp_context_params *params, tp_context **out, t
     }
     tp_cpu_path path = p.cpu_path < 0 ? path_from_env(best) : (tp_cpu_path)p.cpu_path;
     ctx->path = path < best ? path : best;
+    ctx->precision = p.precision;
     *out = ctx;
     return TP_OK;
 }
@@ -161,6 +169,8 @@ void tp_context_clear_error(tp_context *ctx) {
 tp_cpu_path tp_context_cpu_path(const tp_context *ctx) {
     return ctx ? ctx->path : TP_CPU_SCALAR;
 }
+
+int tp_context_precision(const tp_context *ctx) { return ctx ? ctx->precision : TP_PRECISION_F32; }
 
 void *tp_ctx_alloc(tp_context *ctx, size_t size) {
     if (size > SIZE_MAX - 2 * TP_ALIGN) return NULL;

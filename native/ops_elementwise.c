@@ -96,69 +96,9 @@ static void unary_kernel(const tp_compute_params *p, tp_tensor *dst, unary_fn fn
 void tp_kernel_scale(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_scale); }
 void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_gelu_tanh); }
 
-/* ---- gelu (erf), quick_gelu, silu: branch-free loops over a row that the compiler vectorises
- * (no libm call per element). Both rest on exp of a non-positive argument and on
- * erfc(z) = t·exp(-z² + P(t)), t = 1/(1 + z/2) (Numerical Recipes' Chebyshev fit, fractional
- * error < 1.2e-7 for all z >= 0), so Φ(x) = erfc(-x/√2)/2 keeps its relative accuracy in the far
- * negative tail and 1 - erfc/2 its absolute accuracy on the positive side. ---- */
-
-/* exp(x) for x <= 0 (NaN -> NaN); x < -87 gives 0. Cephes-style range reduction + degree-6 polynomial
- * (the same scheme as ops_norm.c's softmax exp), relative error ~1e-7. */
-static inline float exp_nonpos(float x) {
-    float xc = x < -87.0f ? -87.0f : x;
-    float t = xc * 1.44269504088896341f + 12582912.0f;
-    float fn = t - 12582912.0f;
-    float r = xc - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    float r2 = r * r;
-    float poly = 1.9875691500e-4f;
-    poly = poly * r + 1.3981999507e-3f;
-    poly = poly * r + 8.3334519073e-3f;
-    poly = poly * r + 4.1665795894e-2f;
-    poly = poly * r + 1.6666665459e-1f;
-    poly = poly * r + 5.0000001201e-1f;
-    float e = poly * r2 + r + 1.0f;
-    /* 2^fn from t's bits: t = 1.5·2^23 + fn holds fn in its low mantissa bits (no float->int cast) */
-    uint32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    uint32_t bits = (tb - 0x4B400000u + 127u) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    float res = e * scale;
-    return x < -87.0f ? 0.0f : res;
-}
-
-/* σ(k·x)·x, with exp taken of -|k·x| only (no overflow, no division of infinities). */
-static void sigmoid_mul_row(float *y, int64_t n, float k) {
-    for (int64_t i = 0; i < n; i++) {
-        float x = y[i];
-        float kx = k * x;
-        float e = exp_nonpos(-fabsf(kx));
-        float num = kx >= 0.0f ? 1.0f : e;
-        y[i] = x * (num / (1.0f + e));
-    }
-}
-
-static void gelu_row(float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float x = y[i];
-        float z = fabsf(x) * 0.70710678118654752f;
-        float t = 1.0f / (1.0f + 0.5f * z);
-        float q = 0.17087277f;
-        q = q * t - 0.82215223f;
-        q = q * t + 1.48851587f;
-        q = q * t - 1.13520398f;
-        q = q * t + 0.27886807f;
-        q = q * t - 0.18628806f;
-        q = q * t + 0.09678418f;
-        q = q * t + 0.37409196f;
-        q = q * t + 1.00002368f;
-        q = q * t - 1.26551223f;
-        float half_erfc = 0.5f * t * exp_nonpos(q - z * z); /* Φ(-|x|) */
-        float phi = x >= 0.0f ? 1.0f - half_erfc : half_erfc;
-        y[i] = x * phi;
-    }
-}
+/* ---- gelu (erf), quick_gelu, silu: row loops in tp_act_rows.h ---- */
+#define TP_ACT_MADD(a, b, c) ((a) * (b) + (c))
+#include "tp_act_rows.h"
 
 enum { ACT_GELU, ACT_QUICK_GELU, ACT_SILU };
 
@@ -174,8 +114,18 @@ static void act_kernel(const tp_compute_params *p, tp_tensor *dst, int act) {
         float *out = (float *)dst->data + r * ne0;
         if (a->nb[0] == sizeof(float)) memcpy(out, ra, (size_t)ne0 * sizeof(float));
         else for (int64_t i = 0; i < ne0; i++) out[i] = *(const float *)(ra + i * a->nb[0]);
-        if (act == ACT_GELU) gelu_row(out, ne0);
-        else sigmoid_mul_row(out, ne0, act == ACT_SILU ? 1.0f : 1.702f);
+        float k = act == ACT_SILU ? 1.0f : 1.702f;
+        if (p->path == TP_CPU_AVX512) {
+            if (act == ACT_GELU) tp_act_gelu_row_avx512(out, ne0);
+            else tp_act_sigmoid_mul_row_avx512(out, ne0, k);
+        } else if (p->path == TP_CPU_AVX2) {
+            if (act == ACT_GELU) tp_act_gelu_row_avx2(out, ne0);
+            else tp_act_sigmoid_mul_row_avx2(out, ne0, k);
+        } else if (act == ACT_GELU) {
+            tp_act_gelu_row(out, ne0);
+        } else {
+            tp_act_sigmoid_mul_row(out, ne0, k);
+        }
     }
 }
 

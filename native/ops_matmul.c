@@ -2,21 +2,26 @@
  *
  * One op runs in two phases on all threads:
  *   1. the activations b (any strides) are converted once into the scratch area: F32 rows, F32 or
- *      BF16 panels of TP_MM_NR tokens packed for the GEMM micro-kernels, or 8-bit blocks (tp_block_q8a)
- *      for quantised weights; then a barrier;
+ *      BF16 panels of TP_MM_NR tokens packed for the GEMM micro-kernels, BF16 rows for the AMX
+ *      GEMM, or 8-bit blocks (tp_block_q8a) for quantised weights; then a barrier;
  *   2. the multiply: a packed, cache-blocked GEMM (many tokens, F32/F16/BF16 weights, SIMD paths),
- *      or dot products of weight rows (decode / scalar path / quantised weights with integer dots).
+ *      the AMX tile GEMM (matmul_amx.c), or dot products of weight rows (decode / scalar path /
+ *      quantised weights with integer dots).
+ * Precision: BF16 weights on the AVX512-BF16 GEMM always round the activations to BF16 (as ggml does).
+ * Under TP_PRECISION_BF16 with N >= MM_AMX_MIN_N, F32/F16 weights do too: on the AMX tile GEMM, else on
+ * the AVX512-BF16 vdpbf16ps GEMM; without either (or with fewer tokens), the F32 paths run.
  * Threads own disjoint output tiles whose rows start on 16-float (64-byte) boundaries. */
 #include "tp_kernels.h"
 #include "tp_matmul.h"
 
-typedef enum { ACT_F32_ROWS, ACT_F32_PACKED, ACT_BF16_PACKED, ACT_Q8A } act_kind;
+typedef enum { ACT_F32_ROWS, ACT_F32_PACKED, ACT_BF16_PACKED, ACT_BF16_AMX, ACT_Q8A } act_kind;
 
 typedef struct {
     act_kind act;
     tp_cpu_path path;
     bool vnni;
-    int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs) */
+    int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs, a multiple of 32 for AMX) */
+    int64_t Np;                  /* AMX: N padded to TP_AMX_NB */
     int64_t npanels;             /* packed: token panels per batch */
     size_t batch_bytes;          /* activation bytes per batch (64-aligned) */
     size_t act_bytes;            /* all batches */
@@ -25,11 +30,14 @@ typedef struct {
 
 #define MM_ROW_CHUNK 16 /* weight rows per work unit on the dot-product paths */
 #define MM_GEMM_MIN_N 8 /* fewer tokens than this: dot products (bandwidth-bound decode) */
+#define MM_AMX_MIN_N 32 /* TP_PRECISION_BF16: BF16 products (AMX or vdpbf16ps) from this many tokens */
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, mm_plan *pl) {
+static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, bool amx_ok, mm_plan *pl) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
+    const bool bf16_prec = precision == TP_PRECISION_BF16 && path == TP_CPU_AVX512 && b->ne[1] >= MM_AMX_MIN_N &&
+                           (a->type == TP_TYPE_F32 || a->type == TP_TYPE_F16 || a->type == TP_TYPE_BF16);
     memset(pl, 0, sizeof *pl);
     pl->path = path;
     pl->vnni = path == TP_CPU_AVX512 && tp_cpu_has_avx512_vnni();
@@ -43,9 +51,15 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, mm_plan *pl) {
         pl->act = ACT_Q8A;
         per_batch = (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(tp_block_q8a);
         thread = (size_t)pl->K * sizeof(float); /* a gathered strided activation row */
+    } else if (bf16_prec && amx_ok && pl->N >= MM_AMX_MIN_N) {
+        pl->act = ACT_BF16_AMX;
+        pl->Kp = (pl->K + TP_AMX_KT - 1) / TP_AMX_KT * TP_AMX_KT;
+        pl->Np = (pl->N + TP_AMX_NB - 1) / TP_AMX_NB * TP_AMX_NB;
+        per_batch = (size_t)pl->Np * (size_t)pl->Kp * sizeof(uint16_t);
+        thread = tp_amx_thread_bytes(pl->K, pl->Kp);
     } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N) {
         pl->npanels = (pl->N + TP_MM_NR - 1) / TP_MM_NR;
-        if (a->type == TP_TYPE_BF16 && path == TP_CPU_AVX512 && tp_cpu_has_avx512_bf16()) {
+        if ((a->type == TP_TYPE_BF16 || bf16_prec) && path == TP_CPU_AVX512 && tp_cpu_has_avx512_bf16()) {
             pl->act = ACT_BF16_PACKED;
             pl->Kp = (pl->K + 1) & ~(int64_t)1;
             per_batch = (size_t)pl->npanels * (size_t)pl->Kp * TP_MM_NR * sizeof(uint16_t);
@@ -66,10 +80,20 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, mm_plan *pl) {
     pl->thread_bytes = align64(thread);
 }
 
+static size_t mm_plan_bytes(const mm_plan *pl, int nth) { return pl->act_bytes + (size_t)nth * pl->thread_bytes + 64; }
+
 size_t tp_work_size_mul_mat(const tp_tensor *dst, int nth) {
     mm_plan pl;
-    mm_make_plan(dst, tp_context_cpu_path(dst->ctx), &pl);
-    return pl.act_bytes + (size_t)nth * pl.thread_bytes + 64;
+    const tp_cpu_path path = tp_context_cpu_path(dst->ctx);
+    const int prec = tp_context_precision(dst->ctx);
+    /* sized for the plan with and without AMX: the kernel asks tp_cpu_amx_usable() again */
+    mm_make_plan(dst, path, prec, false, &pl);
+    size_t bytes = mm_plan_bytes(&pl, nth);
+    if (prec == TP_PRECISION_BF16 && path == TP_CPU_AVX512 && tp_cpu_amx_usable()) {
+        mm_make_plan(dst, path, prec, true, &pl);
+        bytes = TP_MAX(bytes, mm_plan_bytes(&pl, nth));
+    }
+    return bytes;
 }
 
 static bool mm_weight_type_ok(tp_type t) {
@@ -144,6 +168,16 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
         }
         return;
     }
+    case ACT_BF16_AMX: {
+        tp_split_range(pl->nbatch * pl->Np, p->ith, p->nth, &u0, &u1);
+        for (int64_t u = u0; u < u1; u++) {
+            int64_t bi = u / pl->Np, n = u % pl->Np;
+            uint16_t *d = (uint16_t *)(act + (size_t)bi * pl->batch_bytes) + (size_t)n * (size_t)pl->Kp;
+            if (n < N) tp_amx_row_to_bf16(b_row(b, n, bi, tmp), K, pl->Kp, d);
+            else memset(d, 0, (size_t)pl->Kp * sizeof(uint16_t));
+        }
+        return;
+    }
     case ACT_F32_PACKED:
     case ACT_BF16_PACKED: {
         tp_split_range(pl->nbatch * pl->npanels, p->ith, p->nth, &u0, &u1);
@@ -209,7 +243,8 @@ static void pack_a_f32(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0,
     }
 }
 
-/* BF16 weights into [kc/2][MR][2] pairs; k0 and kc even except a final odd tail (zero padded). */
+/* BF16 weights (or F32/F16 rounded to BF16) into [kc/2][MR][2] pairs; k0 and kc even except a final odd
+ * tail (zero padded). */
 static void pack_a_bf16(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t mc, int64_t k0,
                         int64_t kc, uint16_t *Ap) {
     const int64_t M = a->ne[1], K = a->ne[0];
@@ -227,7 +262,14 @@ static void pack_a_bf16(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0
             const size_t s = a->nb[0];
             for (int64_t k = 0; k < 2 * kc2; k++) {
                 int64_t kk = k0 + k;
-                d[(k >> 1) * 2 * TP_MM_MR + (k & 1)] = kk < K ? *(const uint16_t *)(row + kk * s) : 0;
+                uint16_t v = 0;
+                if (kk < K) {
+                    const char *e = row + kk * s;
+                    if (a->type == TP_TYPE_BF16) v = *(const uint16_t *)e;
+                    else if (a->type == TP_TYPE_F16) v = tp_f32_to_bf16(tp_f16_to_f32(*(const uint16_t *)e));
+                    else v = tp_f32_to_bf16(*(const float *)e); /* F32 under TP_PRECISION_BF16 */
+                }
+                d[(k >> 1) * 2 * TP_MM_MR + (k & 1)] = v;
             }
         }
     }
@@ -362,13 +404,46 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Phase 2c: AMX tiles
+ * ------------------------------------------------------------------------------------------- */
+
+static void mm_gemm_amx(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
+                        char *scratch) {
+    const tp_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t M = pl->M, N = pl->N;
+    const int64_t m_blocks = (M + TP_AMX_MB - 1) / TP_AMX_MB, n_blocks = pl->Np / TP_AMX_NB;
+    /* 2-D grid gm × gn: split the weights' rows (each weight block packed once) while each thread keeps
+     * >= 4 blocks of 32 rows; the rest over tokens */
+    int gm = p->nth;
+    while (gm > 1 && (m_blocks < 4 * gm || p->nth % gm != 0)) gm--;
+    const int gn = p->nth / gm;
+    const int tm = p->ith % gm, tn = p->ith / gm;
+    int64_t bm0, bm1, bn0, bn1;
+    tp_split_range(m_blocks, tm, gm, &bm0, &bm1);
+    tp_split_range(n_blocks, tn, gn, &bn0, &bn1);
+    const int64_t m0 = bm0 * TP_AMX_MB, m1 = TP_MIN(M, bm1 * TP_AMX_MB);
+    const int64_t n0 = bn0 * TP_AMX_NB, n1 = TP_MIN(N, bn1 * TP_AMX_NB);
+    const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
+    for (int64_t bi = 0; bi < pl->nbatch; bi++) {
+        const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
+        const uint16_t *abase = (const uint16_t *)(act + (size_t)bi * pl->batch_bytes);
+        float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M;
+        tp_mm_amx_thread(a, i2 / r2, i3 / r3, m0, m1, abase, pl->Kp, n0, n1, cbase, M, scratch);
+    }
+}
+
 void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
     mm_plan pl;
-    mm_make_plan(dst, p->path, &pl);
+    const bool amx = p->precision == TP_PRECISION_BF16 && p->path == TP_CPU_AVX512 && tp_cpu_amx_usable();
+    mm_make_plan(dst, p->path, p->precision, amx, &pl);
+    if (amx && mm_plan_bytes(&pl, p->nth) > p->wsize) /* planned while TILEPASS_AMX=0 */
+        mm_make_plan(dst, p->path, p->precision, false, &pl);
     char *act = (char *)p->wdata;
     char *scratch = act + pl.act_bytes + (size_t)p->ith * pl.thread_bytes;
     mm_convert_acts(p, &pl, dst->src[1], act, (float *)scratch);
     tp_barrier(p->pool);
     if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) mm_gemm_packed(p, &pl, dst, act, scratch);
+    else if (pl.act == ACT_BF16_AMX) mm_gemm_amx(p, &pl, dst, act, scratch);
     else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
 }

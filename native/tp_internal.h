@@ -78,6 +78,7 @@ typedef struct tp_compute_params {
     size_t wsize;
     tp_threadpool *pool;
     tp_cpu_path path;
+    int precision; /* tp_precision of the context (tp_mul_mat) */
     /* a kernel that meets bad data (an index out of range) sets this (any thread, atomically) */
     atomic_int *error;
 } tp_compute_params;
@@ -161,6 +162,7 @@ void tp_barrier(tp_threadpool *pool);
 #define TP_MAX_THREADS_PLAN 64
 void *tp_ctx_alloc(tp_context *ctx, size_t size); /* zeroed, owned by ctx, freed with it */
 int tp_ctx_n_tensors(const tp_context *ctx);
+int tp_context_precision(const tp_context *ctx); /* tp_precision */
 void tp_ctx_attach_graph(tp_context *ctx, tp_graph *g);
 void tp_ctx_detach_graph(tp_context *ctx, tp_graph *g);
 void tp_graph_destroy(tp_graph *g); /* frees without detaching */

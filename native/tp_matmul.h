@@ -18,6 +18,29 @@
 /* CPU features beyond the path (cpu.c). */
 bool tp_cpu_has_avx512_bf16(void);
 bool tp_cpu_has_avx512_vnni(void);
+/* AMX-BF16 tiles usable by this process (amx.c): CPUID amx-bf16 + amx-tile, AVX512-BF16, and the
+ * kernel's permission for tile data (requested once); the environment TILEPASS_AMX=0 says no. */
+bool tp_cpu_amx_usable(void);
+
+/* AMX BF16 GEMM (matmul_amx.c), TP_PRECISION_BF16 with many tokens:
+ *   activations: bf16 rows [Np][Kp], Np = N rounded up to TP_AMX_NB tokens, Kp = K rounded up to
+ *                TP_AMX_KT, zero padded (packed once per op by all threads);
+ *   weights:     packed per thread, blocks of mc rows × Kp into 16-row × 32-k VNNI tiles. */
+#define TP_AMX_NB 32 /* tokens per block (2 A tiles of 16 rows) */
+#define TP_AMX_MB 32 /* weight rows per block (2 B tiles of 16 columns) */
+#define TP_AMX_KT 32 /* k per tile (32 bf16 = 64 bytes) */
+/* Weight rows per packed block for this Kp (a multiple of TP_AMX_MB; the block stays in L2). */
+int64_t tp_amx_block_rows(int64_t Kp);
+/* Scratch bytes per thread for tp_mm_amx_thread. */
+size_t tp_amx_thread_bytes(int64_t K, int64_t Kp);
+/* One F32 row of k values to bf16 (round to nearest even), zero padded to kp. */
+void tp_amx_row_to_bf16(const float *src, int64_t k, int64_t kp, uint16_t *dst);
+/* One thread's part of C = B·Aᵀ for one batch: weight rows [m0, m1) of `a` (F32/F16/BF16, at batch
+ * indices ia2, ia3) × tokens [n0, n1) (n0 a multiple of TP_AMX_NB) of acts (the batch's packed rows);
+ * C rows are tokens (ldc = M floats apart). scratch: tp_amx_thread_bytes, 64-byte aligned. */
+void tp_mm_amx_thread(const struct tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t m1,
+                      const uint16_t *acts, int64_t Kp, int64_t n0, int64_t n1, float *C, int64_t ldc,
+                      void *scratch);
 
 /* Micro-kernel: C[n*ldc + m] (+)= sum_k B[k*NR + n] * A[k*MR + m] for m < mr, n < nr.
  * A, B packed as above; kc k steps (pairs for bf16); accumulate = add to C instead of storing. */
