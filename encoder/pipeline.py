@@ -203,6 +203,9 @@ class OcrPipeline:
         """All pages in one pass; (embeddings, seconds)."""
         t0 = time.perf_counter()
         embs = self.vision.encode(list(prepared))
+        trim = getattr(self.vision, "trim", None)
+        if trim is not None:  # the decoder runs next: give the vision buffers and pages back
+            trim()
         return embs, time.perf_counter() - t0
 
     def prompt_ids(self, prompt: str, n_image_tokens: int) -> list[int]:

@@ -95,6 +95,10 @@ class VisionEncoder:
         )
         return out
 
+    def trim(self) -> None:
+        """Free the graph and buffers and drop the weights' resident pages until the next encode."""
+        lib.tp_vision_trim(self._model)
+
     @property
     def last_compute_bytes(self) -> int:
         return int(lib.tp_vision_last_compute_bytes(self._model))

@@ -467,6 +467,11 @@ tp_status tp_vision_get_stage(const tp_vision_model *m, const char *stage, int32
 /* Bytes of the compute buffer of the last encode graph (its peak intermediate memory). */
 size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
 
+/* Free the cached graph and its buffers and let the OS drop the mapped weights' resident pages
+ * (they are read from the file again by the next encode). Call it between encoding and a long
+ * decode to lower the process's peak memory. Stage outputs are gone afterwards. */
+void tp_vision_trim(tp_vision_model *m);
+
 /* ---------------------------------------------------------------------------------------------
  * Text models (a "text" GGUF). Today: the DeepSeek-V2-style MoE decoder of DeepSeek-OCR
  * (general.architecture = deepseek2-ocr). One model holds one sequence and its KV cache.

@@ -12,6 +12,7 @@
  * detection and lookups in O(log n), so a hostile file with millions of keys cannot make open
  * quadratic).
  */
+#define _DEFAULT_SOURCE /* madvise(MADV_DONTNEED): posix_madvise ignores DONTNEED on glibc */
 #include "tp_internal.h"
 
 #include <errno.h>
@@ -871,4 +872,9 @@ tp_tensor *tp_gguf_load_tensor(tp_gguf *g, tp_context *ctx, const char *name) {
     if (!out) return NULL;
     tp_tensor_set_name(out, t->name);
     return out;
+}
+
+void tp_gguf_drop_pages(tp_gguf *g) {
+    /* a read-only private file mapping: dropped pages are read from the file again when touched */
+    if (g && g->map && g->size > 0) madvise(g->map, g->size, MADV_DONTNEED);
 }

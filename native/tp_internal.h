@@ -157,6 +157,9 @@ static inline void tp_split_range(int64_t n, int ith, int nth, int64_t *start, i
 /* All nth threads of the current computation wait here. */
 void tp_barrier(tp_threadpool *pool);
 
+/* Let the OS drop the resident pages of a GGUF mapping (gguf.c). */
+void tp_gguf_drop_pages(tp_gguf *g);
+
 /* ---- context internals used by graphs ---- */
 /* Threads a computation may use (scratch sizes are planned for this many). */
 #define TP_MAX_THREADS_PLAN 64

@@ -370,3 +370,10 @@ tp_status tp_vision_get_stage(const tp_vision_model *m, const char *stage, int32
 }
 
 size_t tp_vision_last_compute_bytes(const tp_vision_model *m) { return m ? m->last_compute_bytes : 0; }
+
+void tp_vision_trim(tp_vision_model *m) {
+    if (!m) return;
+    drop_graph(m);
+    m->n_views = 0;
+    tp_gguf_drop_pages(m->gguf);
+}

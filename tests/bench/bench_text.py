@@ -37,12 +37,29 @@ def _blocks(qtype, n_rows: int, n_per_row: int, rng) -> np.ndarray:
     return raw.reshape(n_rows, -1)
 
 
-def write_text_gguf(path: Path, qtype) -> int:
+def _copy_tokenizer(w, source: Path) -> None:
+    """The tokenizer keys of another text GGUF (so that the CLI can run on the synthetic file)."""
+    import gguf
+
+    r = gguf.GGUFReader(str(source))
+    for key, field in r.fields.items():
+        if not key.startswith("tokenizer.") or key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+            continue
+        vt = field.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, field.contents(), vt, sub_type=field.types[-1])
+        else:
+            w.add_key_value(key, field.contents(), vt)
+
+
+def write_text_gguf(path: Path, qtype, tokenizer_from: Path | None = None) -> int:
     """Returns the bytes one decoded token reads (attention + dense/shared + 6 experts + lm_head)."""
     import gguf
 
     rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(str(path), ARCH)
+    if tokenizer_from is not None:
+        _copy_tokenizer(w, tokenizer_from)
     for k, v in (("block_count", N_LAYER), ("context_length", 8192), ("embedding_length", N_EMBD),
                  ("feed_forward_length", FFN), ("attention.head_count", N_HEAD), ("attention.head_count_kv", N_HEAD),
                  ("leading_dense_block_count", 1), ("vocab_size", N_VOCAB), ("expert_count", N_EXP),
