@@ -2,7 +2,7 @@
 per --outtype, on a synthetic DeepSeek-OCR checkpoint in the original layout (bf16, sharded, full
 129280-token vocabulary; a few hundred MB).
 
-    .venv/bin/python bench/bench_convert.py [--size-mb 300] [--outtypes f16,q8_0,...] [--json out.json]
+    .venv/bin/python tests/bench/bench_convert.py [--size-mb 300] [--outtypes f16,q8_0,...] [--json out.json]
 
 Each conversion runs in a fresh process (``python -m convert`` semantics via ``convert.convert``) so that
 its peak RSS (``ru_maxrss``) is its own; ``baseline`` is the RSS of a process that only imported the
@@ -62,7 +62,7 @@ def build(model_dir: Path, size_mb: float) -> Path:
             "reference_models as rm; rm.build_synthetic_ocr(Path(sys.argv[1]), b.bench_dims(float(sys.argv[2])), "
             "n_shards=3, dtype='bf16', scale=0.05)")
     subprocess.run([sys.executable, "-c", code, str(model_dir), str(size_mb), str(REPO / "tests"),
-                    str(REPO / "bench")], check=True, cwd=REPO)
+                    str(REPO / "tests" / "bench")], check=True, cwd=REPO)
     return model_dir
 
 
