@@ -148,12 +148,13 @@ int tp_threadpool_n_threads(const tp_threadpool *pool);
 typedef struct tp_context tp_context;
 typedef struct tp_tensor tp_tensor;
 
-/* Arithmetic precision of tp_mul_mat in a context. */
+/* Arithmetic precision of tp_mul_mat and tp_attention in a context. */
 typedef enum tp_precision {
     TP_PRECISION_F32 = 0, /* F32 activations (the default) */
-    TP_PRECISION_BF16 = 1 /* F32/F16/BF16 weights and the activations may be rounded to BF16 and
-                           * multiplied with F32 accumulation (AMX tiles or AVX512-BF16 where the CPU
-                           * has them, for many-token products; otherwise as F32) */
+    TP_PRECISION_BF16 = 1 /* products of >= 32 tokens may round their inputs to BF16 and accumulate in
+                           * F32: tp_mul_mat's F32/F16/BF16 weights and activations (AMX tiles, else
+                           * AVX512-BF16), tp_attention's q·scale, k, probabilities and v (AMX tiles,
+                           * head sizes multiples of 32/16); otherwise, and on CPUs without them, F32 */
 } tp_precision;
 
 typedef struct tp_context_params {

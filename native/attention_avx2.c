@@ -166,3 +166,49 @@ void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, floa
         for (int e = 0; e < ne; e++) Ot[(size_t)(e0 + e) * ldo] = buf[e];
     }
 }
+
+/* ---- decode (one query per head, all heads of a key block at once; contracts at the scalar
+ * versions in ops_attention.c) ---- */
+void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                         int nc, int H, int nq, int D);
+void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                         int nc, int H, int nq, int D) {
+    const int dfull = D & ~15;
+    for (int c = 0; c < nc; c++) {
+        const float *kc = K + (size_t)c * ldk;
+        float *srow = St + (size_t)c * lds;
+        for (int h = 0; h < H; h++) {
+            const float *kr = kc + (size_t)(h / group) * ldh, *qh = Q + (size_t)h * D;
+            __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+            int d = 0;
+            for (; d < dfull; d += 16) {
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(kr + d), _mm256_loadu_ps(qh + d), a);
+                b = _mm256_fmadd_ps(_mm256_loadu_ps(kr + d + 8), _mm256_loadu_ps(qh + d + 8), b);
+            }
+            float s = hsum256(_mm256_add_ps(a, b));
+            for (; d < D; d++) s += kr[d] * qh[d];
+            srow[h] = s;
+        }
+        for (int h = H; h < nq; h++) srow[h] = 0.0f;
+    }
+}
+
+void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                         int nc, int H, int Dv);
+void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                         int nc, int H, int Dv) {
+    const int efull = Dv & ~7;
+    for (int c = 0; c < nc; c++) {
+        const float *vc = V + (size_t)c * ldv;
+        const float *pr = Pt + (size_t)c * ldp;
+        for (int h = 0; h < H; h++) {
+            const float pf = pr[h];
+            const __m256 p = _mm256_set1_ps(pf);
+            const float *vr = vc + (size_t)(h / group) * ldh;
+            float *o = O + (size_t)h * Dv;
+            int e = 0;
+            for (; e < efull; e += 8) _mm256_storeu_ps(o + e, _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + e), _mm256_loadu_ps(o + e)));
+            for (; e < Dv; e++) o[e] += pf * vr[e];
+        }
+    }
+}

@@ -184,3 +184,50 @@ void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, fl
         for (int e = 0; e < ne; e++) Ot[(size_t)(e0 + e) * ldo] = buf[e];
     }
 }
+
+/* ---- decode (one query per head, all heads of a key block at once; contracts at the scalar
+ * versions in ops_attention.c): keys are read in memory order, every head of a key row in turn. ---- */
+void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                           int nc, int H, int nq, int D);
+void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                           int nc, int H, int nq, int D) {
+    const int dfull = D & ~31;
+    for (int c = 0; c < nc; c++) {
+        const float *kc = K + (size_t)c * ldk;
+        float *srow = St + (size_t)c * lds;
+        for (int h = 0; h < H; h++) {
+            const float *kr = kc + (size_t)(h / group) * ldh, *qh = Q + (size_t)h * D;
+            __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+            int d = 0;
+            for (; d < dfull; d += 32) {
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d), _mm512_loadu_ps(qh + d), a);
+                b = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d + 16), _mm512_loadu_ps(qh + d + 16), b);
+            }
+            for (; d < D; d += 16) {
+                const __mmask16 m = (__mmask16)(D - d >= 16 ? 0xFFFF : (1u << (D - d)) - 1);
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, kr + d), _mm512_maskz_loadu_ps(m, qh + d), a);
+            }
+            srow[h] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+        }
+        for (int h = H; h < nq; h++) srow[h] = 0.0f;
+    }
+}
+
+void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                           int nc, int H, int Dv);
+void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                           int nc, int H, int Dv) {
+    for (int c = 0; c < nc; c++) {
+        const float *vc = V + (size_t)c * ldv;
+        const float *pr = Pt + (size_t)c * ldp;
+        for (int h = 0; h < H; h++) {
+            const __m512 p = _mm512_set1_ps(pr[h]);
+            const float *vr = vc + (size_t)(h / group) * ldh;
+            float *o = O + (size_t)h * Dv;
+            for (int e = 0; e < Dv; e += 16) {
+                const __mmask16 m = (__mmask16)(Dv - e >= 16 ? 0xFFFF : (1u << (Dv - e)) - 1);
+                _mm512_mask_storeu_ps(o + e, m, _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, vr + e), _mm512_maskz_loadu_ps(m, o + e)));
+            }
+        }
+    }
+}

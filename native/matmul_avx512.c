@@ -312,6 +312,204 @@ static inline void qdot_q6_K(const tp_block_q6_K *wrow, const tp_block_q8a *x, i
     for (int t = 0; t < nt; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * corr[t];
 }
 
+/* ---- VNNI fast paths (Q8_0, Q4_K, Q4_0): the activations of a group of up to 4 tokens are first
+ * repacked per K segment into contiguous, 64-byte aligned int8 runs (in the order the unpacked
+ * weights come out), with each block's d and d·Σq as float arrays; then every weight row is
+ * streamed once for the group: one vpdpbusd per 64 weights and token, the per-block scales as a
+ * lane vector (one vpermps from the 8 scales of 8 blocks), and the offset/min corrections as one
+ * 8-float FMA per 8 blocks. Integer block sums are exact; only the float accumulation order
+ * differs from the portable path. */
+#define QSEG 128 /* activation blocks per segment (4096 values, a multiple of 8 blocks) */
+
+typedef struct {
+    _Alignas(64) int8_t qs[QT][QSEG * 32];
+    _Alignas(64) float xd[QT][QSEG];
+    _Alignas(64) float xs[QT][QSEG]; /* d · (sum of the block's 32 quants) */
+} qx_pack;
+
+enum { QX_PLAIN, QX_Q4K, QX_Q40 };
+
+/* Repack blocks [b0, b0 + nbs) of nt tokens. QX_Q4K: per 8 blocks the order 0,2,1,3,4,6,5,7;
+ * QX_Q40: per 4 blocks the first halves (16 quants) of the 4 blocks, then the second halves. */
+static void qx_repack(const tp_block_q8a *x, int64_t ldx, int nt, int64_t b0, int64_t nbs, int order, qx_pack *pk) {
+    static const int q4k_pos[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    for (int t = 0; t < nt; t++) {
+        const tp_block_q8a *xb = x + t * ldx + b0;
+        for (int64_t j = 0; j < nbs; j++) {
+            pk->xd[t][j] = xb[j].d;
+            pk->xs[t][j] = xb[j].d * (float)(xb[j].s[0] + xb[j].s[1]);
+            const __m256i q = _mm256_loadu_si256((const __m256i *)xb[j].qs);
+            if (order == QX_Q40) {
+                int8_t *dst = pk->qs[t] + (j & ~(int64_t)3) * 32 + (j & 3) * 16;
+                _mm_store_si128((__m128i *)dst, _mm256_castsi256_si128(q));
+                _mm_store_si128((__m128i *)(dst + 64), _mm256_extracti128_si256(q, 1));
+            } else {
+                const int64_t pos = order == QX_Q4K ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
+                _mm256_store_si256((__m256i *)(pk->qs[t] + pos * 32), q);
+            }
+        }
+    }
+}
+
+static inline __m512 lanes_of8(__m256 s8, __m512i idx) { return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(s8)); }
+
+static inline __m256 h2f8_gather(const void *base, __m256i offs) {
+#ifdef QGATHER
+    const __m256i g = _mm256_i32gather_epi32((const int *)base, offs, 1);
+    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g));
+#else
+    (void)offs;
+    const tp_block_q8_0 *b = base;
+    __m128i h = _mm_cvtsi32_si128(b[0].d);
+    h = _mm_insert_epi16(h, b[1].d, 1);
+    h = _mm_insert_epi16(h, b[2].d, 2);
+    h = _mm_insert_epi16(h, b[3].d, 3);
+    h = _mm_insert_epi16(h, b[4].d, 4);
+    h = _mm_insert_epi16(h, b[5].d, 5);
+    h = _mm_insert_epi16(h, b[6].d, 6);
+    h = _mm_insert_epi16(h, b[7].d, 7);
+    return _mm256_cvtph_ps(h);
+#endif
+}
+
+/* Q8_0 over nbs blocks (w already at the segment): weights ^ 0x80 are unsigned, so
+ * Σ w·x = vpdpbusd(w + 128, x) − 128 Σ x per block. */
+static void qv_q8_0(const tp_block_q8_0 *w, const qx_pack *pk, int nt, int64_t nbs, float *out) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m256i offs = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
+    __m512 acc[QT];
+    __m256 corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= nbs; j += 8) {
+        const tp_block_q8_0 *wb = w + j;
+        _mm_prefetch((const char *)(wb + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 192, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 256, _MM_HINT_T0);
+        const __m256 dw = h2f8_gather(wb, offs);
+        const __m512i w0 = _mm512_xor_si512(load2x256(wb[0].qs, wb[1].qs), flip);
+        const __m512i w1 = _mm512_xor_si512(load2x256(wb[2].qs, wb[3].qs), flip);
+        const __m512i w2 = _mm512_xor_si512(load2x256(wb[4].qs, wb[5].qs), flip);
+        const __m512i w3 = _mm512_xor_si512(load2x256(wb[6].qs, wb[7].qs), flip);
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = pk->qs[t] + j * 32;
+            const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(pk->xd[t] + j));
+            corr[t] = _mm256_fmadd_ps(dw, _mm256_load_ps(pk->xs[t] + j), corr[t]);
+            const __m512i z = _mm512_setzero_si512();
+            const __m512i p0 = _mm512_dpbusd_epi32(z, w0, _mm512_load_si512((const void *)xq));
+            const __m512i p1 = _mm512_dpbusd_epi32(z, w1, _mm512_load_si512((const void *)(xq + 64)));
+            const __m512i p2 = _mm512_dpbusd_epi32(z, w2, _mm512_load_si512((const void *)(xq + 128)));
+            const __m512i p3 = _mm512_dpbusd_epi32(z, w3, _mm512_load_si512((const void *)(xq + 192)));
+            __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc[t]);
+            __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
+            b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), b);
+            acc[t] = _mm512_add_ps(a, b);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(acc[t]);
+        __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(corr[t]), _mm256_extractf128_ps(corr[t], 1));
+        c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
+        c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
+        sum -= 128.0f * _mm_cvtss_f32(c4);
+        for (int64_t jj = j; jj < nbs; jj++) { /* tail blocks */
+            const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[jj].qs), _mm512_castsi512_si256(flip));
+            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv,
+                                                  _mm256_load_si256((const __m256i *)(pk->qs[t] + jj * 32)));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            const float dw = h2f(w[jj].d);
+            sum += dw * (pk->xd[t][jj] * (float)_mm_cvtsi128_si32(s4) - 128.0f * pk->xs[t][jj]);
+        }
+        out[t] += sum;
+    }
+}
+
+/* Q4_K over nsb super-blocks: Σ_j d·sc_j·xd_j·Σ(q·x) − dmin·m_j·xd_j·Σx per sub-block j; the
+ * activations are in QX_Q4K order so the low/high nibbles of 64 bytes meet 64 contiguous bytes. */
+static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t nsb, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(5));
+    const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+    __m512 acc[QT];
+    __m256 corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const tp_block_q4_K *b = w + i;
+        _mm_prefetch((const char *)(b + 2), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 2) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 2) + 128, _MM_HINT_T0);
+        uint32_t u[4];
+        memcpy(u, b->scales, 12);
+        u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
+        const uint32_t uaux = u[1] & kmask1;
+        u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+        u[2] = uaux;
+        u[0] &= kmask1;
+        const __m128i smv = _mm_loadu_si128((const __m128i *)u); /* 8 scales, 8 mins */
+        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(h2f(b->d)));
+        const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(smv, smv))),
+                                        _mm256_set1_ps(h2f(b->dmin)));
+        const __m512i v0 = _mm512_loadu_si512((const void *)b->qs), v1 = _mm512_loadu_si512((const void *)(b->qs + 64));
+        const __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+        const __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = pk->qs[t] + i * 256;
+            const __m256 s8 = _mm256_mul_ps(scf, _mm256_load_ps(pk->xd[t] + 8 * i));
+            corr[t] = _mm256_fmadd_ps(mf, _mm256_load_ps(pk->xs[t] + 8 * i), corr[t]);
+            const __m512i z = _mm512_setzero_si512();
+            const __m512i p0 = _mm512_dpbusd_epi32(z, n0, _mm512_load_si512((const void *)xq));
+            const __m512i p1 = _mm512_dpbusd_epi32(z, n1, _mm512_load_si512((const void *)(xq + 64)));
+            const __m512i p2 = _mm512_dpbusd_epi32(z, n2, _mm512_load_si512((const void *)(xq + 128)));
+            const __m512i p3 = _mm512_dpbusd_epi32(z, n3, _mm512_load_si512((const void *)(xq + 192)));
+            __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc[t]);
+            __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
+            c = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), c);
+            acc[t] = _mm512_add_ps(a, c);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(corr[t]), _mm256_extractf128_ps(corr[t], 1));
+        c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
+        c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
+        out[t] += _mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(c4);
+    }
+}
+
+/* Rows × tokens through the VNNI fast paths (type Q8_0 or Q4_K; k a multiple of the block). */
+static void qdot_fast(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t ldx,
+                      int64_t ntok, int64_t k, float *out, int64_t ldo) {
+    qx_pack pk;
+    const int64_t nb = k / TP_QK;
+    const int order = type == TP_TYPE_Q4_K ? QX_Q4K : QX_PLAIN;
+    for (int64_t n0 = 0; n0 < ntok; n0 += QT) {
+        const int nt = (int)TP_MIN(QT, ntok - n0);
+        for (int64_t r = 0; r < nrows; r++)
+            for (int t = 0; t < nt; t++) out[(n0 + t) * ldo + r] = 0.0f;
+        for (int64_t b0 = 0; b0 < nb; b0 += QSEG) {
+            const int64_t nbs = TP_MIN(QSEG, nb - b0);
+            qx_repack(x + n0 * ldx, ldx, nt, b0, nbs, order, &pk);
+            for (int64_t r = 0; r < nrows; r++) {
+                const char *row = (const char *)A + (size_t)r * lda;
+                float tmp[QT] = {0};
+                if (type == TP_TYPE_Q4_K) qv_q4_K((const tp_block_q4_K *)row + b0 / 8, &pk, nt, nbs / 8, tmp);
+                else qv_q8_0((const tp_block_q8_0 *)row + b0, &pk, nt, nbs, tmp);
+                for (int t = 0; t < nt; t++) out[(n0 + t) * ldo + r] += tmp[t];
+            }
+        }
+    }
+}
+
 static inline void qdot_row(tp_type type, const char *row, const tp_block_q8a *x, int64_t ldx, int nt, int64_t k,
                             bool vnni, float *out) {
     switch (type) {
@@ -338,6 +536,10 @@ static void qdot_row1(tp_type type, const char *row, const tp_block_q8a *x, int6
  * (ldx blocks apart). */
 void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
                        int64_t ldx, int64_t ntok, int64_t k, float *out, int64_t ldo, bool vnni) {
+    if (vnni && (type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_K)) {
+        qdot_fast(type, A, lda, nrows, x, ldx, ntok, k, out, ldo);
+        return;
+    }
     for (int64_t r = 0; r < nrows; r++) {
         const char *row = (const char *)A + (size_t)r * lda;
         int64_t n = 0;

@@ -18,8 +18,14 @@
  *
  * Sources: q, k, v in src[0..2]; the optional bias, rel_h, rel_w and segments take the slots
  * src[3..5] in that order as present (op_params say which slot holds which), so at most three of
- * the four can be combined in one call (TP_ERR_UNSUPPORTED otherwise). */
+ * the four can be combined in one call (TP_ERR_UNSUPPORTED otherwise).
+ *
+ * TP_PRECISION_BF16 with AMX (attention_amx.c; D a multiple of 32, Dv of 16, k/v rows unit-stride):
+ * all threads first convert K to BF16 rows and V to BF16 transposed (Vt[e][key]) in the shared
+ * scratch, then St = K·Qt and Ot += Vt·P run on tiles with q·scale and P rounded to BF16 (F32
+ * accumulation); the softmax, masks and additive terms stay F32. Single-query tiles keep the F32 forms. */
 #include "tp_kernels.h"
+#include "tp_matmul.h"
 
 #include <math.h>
 
@@ -40,6 +46,15 @@ void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, i
 void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
 void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
 void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
+/* AMX (attention_amx.c) */
+void tp_attn_amx_begin(void);
+void tp_attn_amx_end(void);
+void tp_attn_amx_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
+void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq, int D);
+void tp_attn_amx_pv(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_amx_rows_to_bf16(const float *src, int64_t n, uint16_t *dst);
+void tp_attn_amx_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
+                              int Dv, uint16_t *Pp);
 
 tp_attention_opts tp_attention_default_opts(void) {
     tp_attention_opts o;
@@ -157,7 +172,11 @@ static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 typedef struct att_dims {
     int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
     int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride), else 0 */
+    bool amx;              /* BF16 precision on AMX tiles */
+    int64_t Nkp;           /* amx: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
+    size_t shared;         /* amx: bytes of those copies (all batches and kv heads) */
 } att_dims;
+#define ATT_AMX_PAD 32
 
 /* Rows of a tensor usable in place as float rows ld floats apart (unit element stride). */
 static bool unit_rows(const tp_tensor *t) { return t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0; }
@@ -171,6 +190,7 @@ typedef struct att_scratch {
     float *RHt; /* [Kh][ATT_QT]: rel_h of the tile transposed */
     float *RWt; /* [Kw][ATT_QT] */
     float *q1;  /* [D]: the query of a one-query tile, scaled */
+    uint16_t *Qp, *Pp; /* amx: Qt and P as BF16 pair tiles */
     float *m, *l;
     int32_t *lo, *hi; /* per-query key range */
 } att_scratch;
@@ -179,10 +199,12 @@ static size_t per_thread_bytes(const att_dims *d) {
     const size_t f = sizeof(float);
     return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dv * ATT_QT) +
            pad64(f * ATT_KB * (size_t)d->Kpack) + pad64(f * ATT_KB * (size_t)d->Vpack) + pad64(f * (size_t)d->Kh * ATT_QT) +
-           pad64(f * (size_t)d->Kw * ATT_QT) + pad64(f * (size_t)d->D) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT);
+           pad64(f * (size_t)d->Kw * ATT_QT) + pad64(f * (size_t)d->D) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT) +
+           (d->amx ? pad64(2 * (size_t)d->D * ATT_QT) + pad64(2 * (size_t)ATT_KB * ATT_QT) : 0);
 }
 
-static att_dims dims_of(const tp_tensor *dst) {
+/* amx: the caller's verdict on BF16 precision + AVX-512 + tp_cpu_amx_usable() */
+static att_dims dims_of(const tp_tensor *dst, bool amx) {
     att_dims d;
     d.D = dst->src[0]->ne[0];
     d.Dv = dst->src[2]->ne[0];
@@ -190,17 +212,34 @@ static att_dims dims_of(const tp_tensor *dst) {
     d.Kw = dst->op_params[AP_RELW] >= 0 ? dst->src[dst->op_params[AP_RELW]]->ne[0] : 0;
     d.Kpack = unit_rows(dst->src[1]) ? 0 : d.D;
     d.Vpack = unit_rows(dst->src[2]) ? 0 : d.Dv;
+    d.amx = amx && d.D % 32 == 0 && d.Dv % 16 == 0 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
+    d.Nkp = 0;
+    d.shared = 0;
+    if (d.amx) {
+        const tp_tensor *k = dst->src[1];
+        d.Nkp = k->ne[1] + ATT_AMX_PAD;
+        d.shared = 2 * pad64(2 * (size_t)(k->ne[2] * k->ne[3]) * (size_t)d.Nkp * (size_t)TP_MAX(d.D, d.Dv));
+    }
     return d;
 }
 
+static bool amx_wanted(tp_cpu_path path, int precision) {
+    return precision == TP_PRECISION_BF16 && path == TP_CPU_AVX512 && tp_cpu_amx_usable();
+}
+
 size_t tp_work_size_attention(const tp_tensor *dst, int nth) {
-    att_dims d = dims_of(dst);
-    return 64 + (size_t)nth * per_thread_bytes(&d);
+    att_dims d = dims_of(dst, false);
+    size_t bytes = 64 + (size_t)nth * per_thread_bytes(&d);
+    if (amx_wanted(tp_context_cpu_path(dst->ctx), tp_context_precision(dst->ctx))) {
+        att_dims da = dims_of(dst, true);
+        bytes = TP_MAX(bytes, 64 + da.shared + (size_t)nth * per_thread_bytes(&da));
+    }
+    return bytes;
 }
 
 static att_scratch carve(void *wdata, int ith, const att_dims *d) {
     const size_t f = sizeof(float);
-    char *base = (char *)wdata + 64 + (size_t)ith * per_thread_bytes(d);
+    char *base = (char *)wdata + 64 + d->shared + (size_t)ith * per_thread_bytes(d);
     att_scratch s;
     s.Qt = (float *)base; base += pad64(f * (size_t)d->D * ATT_QT);
     s.St = (float *)base; base += pad64(f * ATT_KB * ATT_QT);
@@ -213,7 +252,12 @@ static att_scratch carve(void *wdata, int ith, const att_dims *d) {
     s.m = (float *)base; base += pad64(f * ATT_QT);
     s.l = (float *)base; base += pad64(f * ATT_QT);
     s.lo = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
-    s.hi = (int32_t *)base;
+    s.hi = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
+    s.Qp = s.Pp = NULL;
+    if (d->amx) {
+        s.Qp = (uint16_t *)base; base += pad64(2 * (size_t)d->D * ATT_QT);
+        s.Pp = (uint16_t *)base;
+    }
     return s;
 }
 
@@ -330,6 +374,119 @@ static void segment_of(const tp_tensor *sg, int64_t i, int32_t *start, int32_t *
 #undef SEG
 }
 
+/* ---- decode: one query per head (Nq = 1, B = 1, no bias / rel-pos / segments) ----
+ * Flash-decoding: each thread takes a contiguous range of keys for all heads at once (the cache rows
+ * hold every head of a key side by side, so K and V are streamed once in memory order), keeps per
+ * head the online-softmax state (m, l) and an unnormalised output O[h][Dv] in its own scratch
+ * (Qt holds the scaled queries [H][D], St the logits [key][head], Ot the outputs [H][Dv]); after a
+ * barrier every thread merges its share of heads over all threads' partials:
+ *   out = Σ_i e^(m_i − M) O_i / Σ_i e^(m_i − M) l_i,  M = max_i m_i. The softmax step is the
+ * vector one of the tiles, run over heads instead of queries. */
+void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                           int nc, int H, int nq, int D);
+void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                           int nc, int H, int Dv);
+void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                         int nc, int H, int nq, int D);
+void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                         int nc, int H, int Dv);
+
+/* St[c][h] = Σ_d K[c·ldk + (h/group)·ldh + d] · Q[h·D + d] for h < H; 0 for H <= h < nq. */
+static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                          int nc, int H, int nq, int D) {
+    for (int c = 0; c < nc; c++) {
+        for (int h = 0; h < nq; h++) {
+            float s = 0.0f;
+            if (h < H) {
+                const float *kr = K + (size_t)c * ldk + (size_t)(h / group) * ldh, *qh = Q + (size_t)h * D;
+                for (int d = 0; d < D; d++) s += kr[d] * qh[d];
+            }
+            St[(size_t)c * lds + h] = s;
+        }
+    }
+}
+
+/* O[h·Dv + e] += Σ_c Pt[c·ldp + h] · V[c·ldv + (h/group)·ldh + e], in order of c. */
+static void dec_pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                          int nc, int H, int Dv) {
+    for (int c = 0; c < nc; c++)
+        for (int h = 0; h < H; h++) {
+            const float pr = Pt[(size_t)c * ldp + h];
+            const float *vr = V + (size_t)c * ldv + (size_t)(h / group) * ldh;
+            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * vr[e];
+        }
+}
+
+static bool decode_path_ok(const tp_tensor *dst, const att_dims *d, bool extras) {
+    const tp_tensor *q = dst->src[0];
+    return !extras && q->ne[1] == 1 && q->ne[3] == 1 && q->ne[2] <= ATT_QT && d->Kpack == 0 && d->Vpack == 0 &&
+           dst->src[1]->nb[2] % sizeof(float) == 0 && dst->src[2]->nb[2] % sizeof(float) == 0;
+}
+
+static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims, const att_fns *fns,
+                             float scale) {
+    const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
+    const int D = (int)dims->D, Dv = (int)dims->Dv;
+    const int H = (int)q->ne[2], nq = (int)round16(H), group = (int)(q->ne[2] / k->ne[2]);
+    const int64_t Nk = k->ne[1];
+    void (*qk)(const float *, size_t, size_t, int, const float *, float *, int, int, int, int, int) = dec_qk_scalar;
+    void (*pv)(const float *, int, const float *, size_t, size_t, int, float *, int, int, int) = dec_pv_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+    if (p->path >= TP_CPU_AVX512) qk = tp_attn_dec_qk_avx512, pv = tp_attn_dec_pv_avx512;
+    else if (p->path == TP_CPU_AVX2) qk = tp_attn_dec_qk_avx2, pv = tp_attn_dec_pv_avx2;
+#endif
+    att_scratch sc = carve(p->wdata, p->ith, dims);
+    for (int h = 0; h < H; h++) {
+        const char *qr = tp_row_ptr(q, 0, h, 0);
+        for (int d = 0; d < D; d++) sc.Qt[(size_t)h * D + d] = *(const float *)(qr + (size_t)d * q->nb[0]) * scale;
+    }
+    for (int h = 0; h < nq; h++) sc.m[h] = -INFINITY, sc.l[h] = 0.0f;
+    memset(sc.Ot, 0, sizeof(float) * (size_t)H * (size_t)Dv);
+    const size_t ldk = k->nb[1] / sizeof(float), ldhk = k->nb[2] / sizeof(float);
+    const size_t ldv = v->nb[1] / sizeof(float), ldhv = v->nb[2] / sizeof(float);
+    int64_t j0, j1;
+    tp_split_range(Nk, p->ith, p->nth, &j0, &j1);
+    for (int64_t jb = j0; jb < j1; jb += ATT_KB) {
+        const int nc = (int)TP_MIN((int64_t)ATT_KB, j1 - jb);
+        qk((const float *)((const char *)k->data + (size_t)jb * k->nb[1]), ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc,
+           H, nq, D);
+        float mo[ATT_QT];
+        memcpy(mo, sc.m, sizeof(float) * (size_t)H);
+        fns->softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, 0); /* Ot rescaled below, [H][Dv] here */
+        for (int h = 0; h < H; h++) {
+            const float ms = sc.m[h] == -INFINITY ? 0.0f : sc.m[h];
+            const float alpha = exp_flush(mo[h] - ms);
+            if (alpha != 1.0f)
+                for (int e = 0; e < Dv; e++) sc.Ot[(size_t)h * Dv + e] *= alpha;
+        }
+        pv(sc.St, ATT_QT, (const float *)((const char *)v->data + (size_t)jb * v->nb[1]), ldv, ldhv, group, sc.Ot, nc,
+           H, Dv);
+    }
+    tp_barrier(p->pool);
+    int64_t h0, h1;
+    tp_split_range(H, p->ith, p->nth, &h0, &h1);
+    for (int64_t h = h0; h < h1; h++) {
+        float M = -INFINITY;
+        for (int i = 0; i < p->nth; i++) {
+            const att_scratch o = carve(p->wdata, i, dims);
+            M = o.m[h] > M ? o.m[h] : M;
+        }
+        float *out = (float *)dst->data + (size_t)h * Dv;
+        float l = 0.0f;
+        for (int e = 0; e < Dv; e++) out[e] = 0.0f;
+        if (M != -INFINITY)
+            for (int i = 0; i < p->nth; i++) {
+                const att_scratch o = carve(p->wdata, i, dims);
+                const float w = exp_flush(o.m[h] - M);
+                if (w == 0.0f) continue;
+                l += w * o.l[h];
+                for (int e = 0; e < Dv; e++) out[e] += w * o.Ot[(size_t)h * Dv + e];
+            }
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (int e = 0; e < Dv; e++) out[e] *= inv;
+    }
+}
+
 void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
     const tp_tensor *bias = dst->op_params[AP_BIAS] >= 0 ? dst->src[dst->op_params[AP_BIAS]] : NULL;
@@ -338,7 +495,9 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     const tp_tensor *seg = dst->op_params[AP_SEG] >= 0 ? dst->src[dst->op_params[AP_SEG]] : NULL;
     const bool causal = dst->op_params[AP_CAUSAL] != 0;
     const float scale = tp_get_op_param_f32(dst, AP_SCALE);
-    const att_dims dims = dims_of(dst);
+    att_dims dims = dims_of(dst, amx_wanted(p->path, p->precision));
+    if (dims.amx && 64 + dims.shared + (size_t)p->nth * per_thread_bytes(&dims) > p->wsize)
+        dims = dims_of(dst, false); /* planned while TILEPASS_AMX=0 */
     const int D = (int)dims.D, Dv = (int)dims.Dv;
     const int64_t Nq = q->ne[1], H = q->ne[2], B = q->ne[3], Nk = k->ne[1], Hkv = k->ne[2];
     const int64_t group = H / Hkv;
@@ -353,16 +512,45 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         return;
     }
 
+    if (!dims.amx && decode_path_ok(dst, &dims, bias || rel_h || seg)) {
+        attention_decode(p, dst, &dims, &fns, scale);
+        return;
+    }
+
     /* tiles of ATT_QT queries (a multiple of 16; the last one shorter) */
     const int64_t n_tiles = (Nq + ATT_QT - 1) / ATT_QT;
     const int64_t n_items = B * H * n_tiles;
 
     atomic_int_fast64_t *counter = (atomic_int_fast64_t *)p->wdata;
     if (p->ith == 0) atomic_store(counter, 0);
+    /* amx: K as BF16 rows [b][hk][Nkp][D], V as BF16 transposed [b][hk][Dv][Nkp], zero padded */
+    uint16_t *K16 = NULL, *Vt16 = NULL;
+    if (dims.amx) {
+        K16 = (uint16_t *)((char *)p->wdata + 64);
+        Vt16 = (uint16_t *)((char *)K16 + dims.shared / 2);
+        const int64_t Nkp = dims.Nkp, n_chunks = (Nkp + 63) / 64;
+        int64_t u0, u1;
+        tp_split_range(B * Hkv * n_chunks, p->ith, p->nth, &u0, &u1);
+        for (int64_t u = u0; u < u1; u++) {
+            const int64_t bh = u / n_chunks, c0 = (u % n_chunks) * 64, c1 = TP_MIN(c0 + 64, Nkp);
+            const int64_t hk = bh % Hkv, b = bh / Hkv;
+            uint16_t *kd = K16 + (size_t)bh * (size_t)Nkp * (size_t)D;
+            uint16_t *vd = Vt16 + (size_t)bh * (size_t)Dv * (size_t)Nkp;
+            for (int64_t c = c0; c < c1; c++) {
+                if (c < Nk) tp_attn_amx_rows_to_bf16((const float *)tp_row_ptr(k, c, hk, b), D, kd + (size_t)c * D);
+                else memset(kd + (size_t)c * D, 0, sizeof(uint16_t) * (size_t)D);
+            }
+            for (int64_t c = c0; c < c1; c++) {
+                const float *vr = c < Nk ? (const float *)tp_row_ptr(v, c, hk, b) : NULL;
+                for (int e = 0; e < Dv; e++) vd[(size_t)e * Nkp + c] = vr ? tp_f32_to_bf16(vr[e]) : 0;
+            }
+        }
+    }
     tp_barrier(p->pool);
 
     att_scratch sc = carve(p->wdata, p->ith, &dims);
     const bool k_unit = dims.Kpack == 0, v_unit = dims.Vpack == 0;
+    if (dims.amx) tp_attn_amx_begin();
 
     for (;;) {
         int64_t item = atomic_fetch_add(counter, 1);
@@ -384,6 +572,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         }
         if (one)
             for (int d = 0; d < D; d++) sc.q1[d] = sc.Qt[(size_t)d * ATT_QT];
+        const bool tiles = dims.amx && !one;
+        if (tiles) tp_attn_amx_pack_pairs(sc.Qt, ATT_QT, D, D, nq, sc.Qp);
         /* per-query key ranges; the tile's key range is their union */
         int64_t jlo = Nk, jhi = 0;
         for (int r = 0; r < nq; r++) {
@@ -435,7 +625,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Kb = sc.Kp;
                 ldk = (size_t)D;
             }
-            if (one)
+            if (tiles)
+                tp_attn_amx_qk(K16 + ((size_t)(b * Hkv + hk) * (size_t)dims.Nkp + (size_t)j0) * (size_t)D, (size_t)D,
+                               sc.Qp, sc.St, ATT_QT, nc, nq, D);
+            else if (one)
                 fns.qk1(Kb, ldk, sc.q1, sc.St, ATT_QT, nc, D);
             else
                 fns.qk(Kb, ldk, sc.Qt, ATT_QT, sc.St, ATT_QT, nc, nq, D);
@@ -468,7 +661,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 for (int c = 0; c < nc; c++)
                     if (c < lo || c >= hi) sc.St[(size_t)c * ATT_QT + r] = -INFINITY;
             }
-            fns.softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv);
+            if (tiles) /* also packs the probabilities for the P·V tiles */
+                tp_attn_amx_softmax_pack(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv, sc.Pp);
+            else
+                fns.softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv);
 
             const float *Vb;
             size_t ldv;
@@ -483,7 +679,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Vb = sc.Vp;
                 ldv = (size_t)Dv;
             }
-            if (one)
+            if (tiles) {
+                tp_attn_amx_pv(Vt16 + (size_t)(b * Hkv + hk) * (size_t)Dv * (size_t)dims.Nkp + (size_t)j0,
+                               (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dv);
+            } else if (one)
                 fns.pv1(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, Dv);
             else
                 fns.pv(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, nq, Dv);
@@ -496,4 +695,5 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
             for (int e = 0; e < Dv; e++) out[e] = sc.Ot[(size_t)e * ATT_QT + r] * inv;
         }
     }
+    if (dims.amx) tp_attn_amx_end();
 }

@@ -22,6 +22,7 @@ typedef struct {
     bool vnni;
     int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs, a multiple of 32 for AMX) */
     int64_t Np;                  /* AMX: N padded to TP_AMX_NB */
+    bool merged;                 /* AMX: weights shared by all batches: one GEMM over N·nbatch tokens */
     int64_t npanels;             /* packed: token panels per batch */
     size_t batch_bytes;          /* activation bytes per batch (64-aligned) */
     size_t act_bytes;            /* all batches */
@@ -54,7 +55,10 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     } else if (bf16_prec && amx_ok && pl->N >= MM_AMX_MIN_N) {
         pl->act = ACT_BF16_AMX;
         pl->Kp = (pl->K + TP_AMX_KT - 1) / TP_AMX_KT * TP_AMX_KT;
-        pl->Np = (pl->N + TP_AMX_NB - 1) / TP_AMX_NB * TP_AMX_NB;
+        /* dst is contiguous, so with one weight matrix the batches are just more token rows */
+        pl->merged = a->ne[2] * a->ne[3] == 1 && pl->nbatch > 1;
+        const int64_t rows = pl->merged ? pl->N * pl->nbatch : pl->N;
+        pl->Np = (rows + TP_AMX_NB - 1) / TP_AMX_NB * TP_AMX_NB;
         per_batch = (size_t)pl->Np * (size_t)pl->Kp * sizeof(uint16_t);
         thread = tp_amx_thread_bytes(pl->K, pl->Kp);
     } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N) {
@@ -76,7 +80,7 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     }
     thread = TP_MAX(thread, (size_t)pl->K * sizeof(float)); /* also holds a gathered strided b row */
     pl->batch_bytes = align64(per_batch);
-    pl->act_bytes = pl->batch_bytes * (size_t)pl->nbatch;
+    pl->act_bytes = pl->batch_bytes * (size_t)(pl->merged ? 1 : pl->nbatch);
     pl->thread_bytes = align64(thread);
 }
 
@@ -169,12 +173,16 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
         return;
     }
     case ACT_BF16_AMX: {
-        tp_split_range(pl->nbatch * pl->Np, p->ith, p->nth, &u0, &u1);
+        const int64_t nb = pl->merged ? 1 : pl->nbatch, rows = pl->merged ? N * pl->nbatch : N;
+        tp_split_range(nb * pl->Np, p->ith, p->nth, &u0, &u1);
+        const int64_t KT = pl->Kp / TP_AMX_KT;
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->Np, n = u % pl->Np;
-            uint16_t *d = (uint16_t *)(act + (size_t)bi * pl->batch_bytes) + (size_t)n * (size_t)pl->Kp;
-            if (n < N) tp_amx_row_to_bf16(b_row(b, n, bi, tmp), K, pl->Kp, d);
-            else memset(d, 0, (size_t)pl->Kp * sizeof(uint16_t));
+            uint16_t *d = (uint16_t *)(act + (size_t)bi * pl->batch_bytes) +
+                          ((size_t)(n / 16) * (size_t)KT * 512 + (size_t)(n % 16) * 32); /* A-tile layout */
+            if (n < rows) tp_amx_row_to_tiles(pl->merged ? b_row(b, n % N, n / N, tmp) : b_row(b, n, bi, tmp), K, pl->Kp, d);
+            else
+                for (int64_t t = 0; t < KT; t++) memset(d + (size_t)t * 512, 0, 32 * sizeof(uint16_t));
         }
         return;
     }
@@ -411,7 +419,7 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
 static void mm_gemm_amx(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
                         char *scratch) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t M = pl->M, N = pl->N;
+    const int64_t M = pl->M, N = pl->merged ? pl->N * pl->nbatch : pl->N, nbatch = pl->merged ? 1 : pl->nbatch;
     const int64_t m_blocks = (M + TP_AMX_MB - 1) / TP_AMX_MB, n_blocks = pl->Np / TP_AMX_NB;
     /* 2-D grid gm × gn: split the weights' rows (each weight block packed once) while each thread keeps
      * >= 4 blocks of 32 rows; the rest over tokens */
@@ -425,7 +433,7 @@ static void mm_gemm_amx(const tp_compute_params *p, const mm_plan *pl, tp_tensor
     const int64_t m0 = bm0 * TP_AMX_MB, m1 = TP_MIN(M, bm1 * TP_AMX_MB);
     const int64_t n0 = bn0 * TP_AMX_NB, n1 = TP_MIN(N, bn1 * TP_AMX_NB);
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
-    for (int64_t bi = 0; bi < pl->nbatch; bi++) {
+    for (int64_t bi = 0; bi < nbatch; bi++) {
         const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
         const uint16_t *abase = (const uint16_t *)(act + (size_t)bi * pl->batch_bytes);
         float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M;

@@ -23,8 +23,9 @@ bool tp_cpu_has_avx512_vnni(void);
 bool tp_cpu_amx_usable(void);
 
 /* AMX BF16 GEMM (matmul_amx.c), TP_PRECISION_BF16 with many tokens:
- *   activations: bf16 rows [Np][Kp], Np = N rounded up to TP_AMX_NB tokens, Kp = K rounded up to
- *                TP_AMX_KT, zero padded (packed once per op by all threads);
+ *   activations: bf16 A tiles, Np = N rounded up to TP_AMX_NB tokens, Kp = K rounded up to TP_AMX_KT,
+ *                zero padded (packed once per op by all threads): token n, element k at
+ *                [((n/16)·(Kp/32) + k/32)·512 + (n%16)·32 + k%32], so each 16×32 tile is 1 KiB contiguous;
  *   weights:     packed per thread, blocks of mc rows × Kp into 16-row × 32-k VNNI tiles. */
 #define TP_AMX_NB 32 /* tokens per block (2 A tiles of 16 rows) */
 #define TP_AMX_MB 32 /* weight rows per block (2 B tiles of 16 columns) */
@@ -35,8 +36,10 @@ int64_t tp_amx_block_rows(int64_t Kp);
 size_t tp_amx_thread_bytes(int64_t K, int64_t Kp);
 /* One F32 row of k values to bf16 (round to nearest even), zero padded to kp. */
 void tp_amx_row_to_bf16(const float *src, int64_t k, int64_t kp, uint16_t *dst);
+/* The same into A-tile layout: 32-element chunks 512 bf16 apart (dst = the row's first chunk). */
+void tp_amx_row_to_tiles(const float *src, int64_t k, int64_t kp, uint16_t *dst);
 /* One thread's part of C = B·Aᵀ for one batch: weight rows [m0, m1) of `a` (F32/F16/BF16, at batch
- * indices ia2, ia3) × tokens [n0, n1) (n0 a multiple of TP_AMX_NB) of acts (the batch's packed rows);
+ * indices ia2, ia3) × tokens [n0, n1) (n0 a multiple of TP_AMX_NB) of acts (the batch's packed tiles);
  * C rows are tokens (ldc = M floats apart). scratch: tp_amx_thread_bytes, 64-byte aligned. */
 void tp_mm_amx_thread(const struct tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t m1,
                       const uint16_t *acts, int64_t Kp, int64_t n0, int64_t n1, float *C, int64_t ldc,

@@ -131,7 +131,8 @@ def transformers_config(vocab_size: int, ids: dict, size: dict | None = None):
             sam_config=dict(hidden_size=s["sam_width"], num_hidden_layers=s["sam_layers"],
                             num_attention_heads=s["sam_heads"], global_attn_indexes=list(s["sam_global"]),
                             output_channels=s["sam_neck"], downsample_channels=list(s["sam_down"]),
-                            mlp_dim=s["sam_mlp"], image_size=1024, patch_size=16, window_size=14),
+                            mlp_dim=s["sam_mlp"], image_size=1024, patch_size=16, window_size=14,
+                            initializer_range=0.02),
             encoder_config=dict(hidden_size=s["sam_down"][-1], num_hidden_layers=s["clip_layers"],
                                 num_attention_heads=s["clip_heads"], intermediate_size=s["clip_mlp"],
                                 image_size=224, patch_size=14),
@@ -236,7 +237,7 @@ def load_model(model_dir, dtype=None, device="cpu"):
     return m.to(device).eval()
 
 
-def save_bundle(model, tok_dir, out_dir, max_shard="15MB"):
+def save_bundle(model, tok_dir, out_dir, max_shard="15MB", copy_tokenizer=True):
     """Save bf16 safetensors (original tensor names), original-layout config.json, tokenizer files."""
     import shutil
 
@@ -252,6 +253,7 @@ def save_bundle(model, tok_dir, out_dir, max_shard="15MB"):
     model.to(dtype)
     (out_dir / "transformers_config.json").write_text((out_dir / "config.json").read_text())
     (out_dir / "config.json").write_text(json.dumps(original_layout_config(model.config), indent=1) + "\n")
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    (out_dir / "generation_config.json").unlink(missing_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json") if copy_tokenizer else ():
         if (Path(tok_dir) / name).exists():
             shutil.copy(Path(tok_dir) / name, out_dir / name)

@@ -1,0 +1,225 @@
+"""Train the small DeepSeek-OCR v1 (transformers UnlimitedOcr, all layers full attention) on synthetic pages.
+
+Time-boxed and resumable:
+    python examples/ocrtrain/train.py --minutes 8 --total-minutes 16 --state /tmp/ocr/state.pt \
+        --bundle $OUT/model --log $OUT/train.log
+run it again with the same --state to continue; the learning-rate schedule follows trained time over
+--total-minutes. Data is rendered on the fly by DataLoader workers; each batch is one mode (tiny/base/gundam).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (PROMPT_FREE, PROMPT_GROUNDING, build_ids, load_tokenizer, make_views, n_image_tokens,  # noqa: E402
+                    normalize, save_bundle, special_ids, transformers_config)
+from gen import make_page  # noqa: E402
+
+TRAIN_SEED_MAX = 1_900_000_000  # evaluation uses seeds >= 2_000_000_000
+MODE_W = {"tiny": 0.2, "base": 0.45, "gundam": 0.35}
+MODE_BS = {"tiny": 48, "base": 24, "gundam": 12}
+
+
+class PageBatches(torch.utils.data.IterableDataset):
+    def __init__(self, tok_dir, salt, progress, bs_scale=1.0, p_grounding=0.3):
+        self.tok_dir, self.salt, self.progress, self.bs_scale, self.pg = tok_dir, salt, progress, bs_scale, p_grounding
+
+    def __iter__(self):
+        wi = torch.utils.data.get_worker_info()
+        wid = wi.id if wi else 0
+        tok = load_tokenizer(self.tok_dir)
+        ids = special_ids(tok)
+        rng = random.Random(self.salt * 7919 + wid)
+        k = 0
+        while True:
+            prog = self.progress.value
+            mode = rng.choices(list(MODE_W), weights=list(MODE_W.values()))[0]
+            bs = max(1, int(MODE_BS[mode] * self.bs_scale))
+            d = min(1.0, 0.15 + prog * 2.5)
+            if mode == "tiny":
+                d = min(d, 0.2)
+            samples = []
+            for _ in range(bs):
+                seed = (self.salt * 1_000_003 + wid * 100_000_007 + k * 613) % TRAIN_SEED_MAX
+                k += 1
+                p = make_page(seed, difficulty=d * rng.uniform(0.8, 1.0) if rng.random() < 0.3 else d)
+                g, tiles, grid = make_views(p.image, mode)
+                grounding = rng.random() < self.pg
+                inp, lab = build_ids(tok, n_image_tokens(g.shape[-1], grid),
+                                     PROMPT_GROUNDING if grounding else PROMPT_FREE,
+                                     p.grounding if grounding else p.markdown, ids)
+                samples.append((g, tiles, grid, inp, lab))
+            L = max(len(s[3]) for s in samples)
+            inp = torch.full((bs, L), ids["pad"], dtype=torch.long)
+            lab = torch.full((bs, L), -100, dtype=torch.long)
+            att = torch.zeros((bs, L), dtype=torch.long)
+            for i, s in enumerate(samples):
+                inp[i, :len(s[3])] = torch.tensor(s[3])
+                lab[i, :len(s[4])] = torch.tensor(s[4])
+                att[i, :len(s[3])] = 1
+            batch = {"mode": mode, "pixel_values": torch.from_numpy(np.stack([s[0] for s in samples])),
+                     "input_ids": inp, "labels": lab, "attention_mask": att}
+            if any(s[1] is not None for s in samples):
+                batch["pixel_values_local"] = torch.from_numpy(np.concatenate([s[1] for s in samples if s[1] is not None]))
+                batch["num_local_patches"] = [0 if s[1] is None else len(s[1]) for s in samples]
+                batch["patches_grid"] = [list(s[2]) for s in samples]
+            yield batch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tok", default=str(Path(__file__).resolve().parents[1] / "model"))
+    ap.add_argument("--state", default="/tmp/ocrtrain/state.pt")
+    ap.add_argument("--init", default=None, help="start weights from a bundled checkpoint dir (no optimizer state)")
+    ap.add_argument("--bundle", default=None, help="write the bf16 checkpoint here at the end")
+    ap.add_argument("--log", default=None)
+    ap.add_argument("--no-tok-copy", action="store_true", help="bundle without tokenizer files")
+    ap.add_argument("--minutes", type=float, default=8.0)
+    ap.add_argument("--total-minutes", type=float, default=16.0)
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--bs-scale", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between held-out CER checks")
+    ap.add_argument("--eval-pages", type=int, default=24)
+    ap.add_argument("--final-eval-pages", type=int, default=0)
+    ap.add_argument("--size", default="{}", help="JSON overrides of common.DEFAULT_SIZE")
+    a = ap.parse_args()
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if a.log:
+        Path(a.log).parent.mkdir(parents=True, exist_ok=True)
+    logf = open(a.log, "a") if a.log else None
+
+    def log(**kw):
+        line = json.dumps(kw)
+        print(line, flush=True)
+        if logf:
+            logf.write(line + "\n")
+            logf.flush()
+
+    tok = load_tokenizer(a.tok)
+    ids = special_ids(tok)
+    from transformers import UnlimitedOcrForConditionalGeneration
+
+    state = torch.load(a.state, map_location="cpu", weights_only=False) if a.state and os.path.exists(a.state) else None
+    if state is not None:
+        cfg = transformers_config(tok.get_vocab_size(), ids, state["size"])
+        size = state["size"]
+    else:
+        size = json.loads(a.size)
+        cfg = transformers_config(tok.get_vocab_size(), ids, size)
+    cfg.text_config.initializer_range = 0.02
+    torch.manual_seed(0)
+    if a.init and state is None:
+        from common import load_model
+
+        model = load_model(a.init)
+    else:
+        model = UnlimitedOcrForConditionalGeneration(cfg)
+    model.to(dev).train()
+    nparam = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n and "embed" not in n]
+    nodecay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": nodecay, "weight_decay": 0.0}],
+                            lr=a.lr, betas=(0.9, 0.95), fused=dev == "cuda")
+    step, trained_s, salt = 0, 0.0, 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, trained_s, salt = state["step"], state["trained_s"], state["salt"] + 1
+    log(event="start", params=nparam, step=step, trained_s=round(trained_s, 1), device=dev,
+        gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=size)
+
+    total_s = a.total_minutes * 60
+    progress = mp.Value("d", trained_s / total_s)
+    ds = PageBatches(a.tok, salt, progress, a.bs_scale)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=a.workers, pin_memory=dev == "cuda",
+                                     prefetch_factor=4 if a.workers else None, persistent_workers=False)
+
+    def save_state():
+        if not a.state:
+            return
+        Path(a.state).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "trained_s": trained_s,
+                    "salt": salt, "size": size}, a.state + ".tmp")
+        os.replace(a.state + ".tmp", a.state)
+
+    def held_out(n, modes=("base", "gundam")):
+        from evaluate import evaluate
+
+        model.eval()
+        r = evaluate(model, tok, n, modes, dev, amp=dev == "cuda")
+        model.train()
+        return {m: round(v["cer"], 4) for m, v in r.items()}
+
+    t_run = time.time()
+    t_last = time.time()
+    t_eval = time.time()
+    warm = 300
+    losses = {m: [] for m in MODE_W}
+    for batch in dl:
+        now = time.time()
+        trained_s += now - t_last
+        t_last = now
+        prog = min(1.0, trained_s / total_s)
+        progress.value = prog
+        lr = a.lr * min(1.0, (step + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        mode = batch.pop("mode")
+        kw = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        kw["pixel_values"] = normalize(kw["pixel_values"])
+        if "pixel_values_local" in kw:
+            kw["pixel_values_local"] = normalize(kw["pixel_values_local"])
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+            out = model(**kw)
+        loss = out.loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses[mode].append(loss.item())
+        if step % 50 == 0 or step <= 3:
+            log(step=step, t=round(trained_s, 1), lr=round(lr, 6), gn=round(float(gn), 3), prog=round(prog, 3),
+                **{f"loss_{m}": round(float(np.mean(v)), 4) for m, v in losses.items() if v})
+            losses = {m: [] for m in MODE_W}
+        done = (time.time() - t_run > a.minutes * 60) or prog >= 1.0 or (a.max_steps and step >= a.max_steps)
+        if a.eval_every > 0 and (time.time() - t_eval > a.eval_every * 60) and not done:
+            t0 = time.time()
+            log(step=step, eval=held_out(a.eval_pages))
+            t_eval = time.time()
+            t_last += time.time() - t0  # eval time is not training time
+        if done:
+            break
+    save_state()
+    log(event="saved", step=step, trained_s=round(trained_s, 1), run_s=round(time.time() - t_run, 1))
+    if a.bundle:
+        save_bundle(model, a.tok, a.bundle, copy_tokenizer=not a.no_tok_copy)
+        log(event="bundled", dir=a.bundle)
+    if a.final_eval_pages:
+        from evaluate import evaluate
+
+        model.eval()
+        r = evaluate(model, tok, a.final_eval_pages, ("base", "gundam"), dev, amp=dev == "cuda")
+        log(event="final_eval", **r)
+    os._exit(0)  # do not wait for the data workers
+
+
+if __name__ == "__main__":
+    main()

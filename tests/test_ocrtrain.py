@@ -1,0 +1,126 @@
+"""Fast CPU tests of examples/ocrtrain: generator, tokenizer, model build/forward, bundled checkpoint layout."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "ocrtrain"))
+MODEL = ROOT / "examples" / "model"
+
+import common  # noqa: E402
+import gen  # noqa: E402
+
+SMALL = dict(sam_width=32, sam_layers=2, sam_heads=2, sam_global=(1,), sam_mlp=64, sam_neck=16, sam_down=(16, 32),
+             clip_layers=1, clip_heads=4, clip_mlp=64, text_hidden=32, text_layers=2, text_heads=4,
+             text_dense_mlp=48, experts=4, expert_mlp=16, topk=2, shared=1)
+
+
+def test_generator_deterministic():
+    a, b, c = gen.make_page(123), gen.make_page(123), gen.make_page(124)
+    assert a.markdown == b.markdown and a.grounding == b.grounding
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert a.markdown != c.markdown
+    assert "<|ref|>" in a.grounding and "<|det|>[[" in a.grounding
+    for blk in a.blocks:
+        assert blk.markdown in a.markdown
+
+
+def test_grounding_coordinates_in_range():
+    import re
+
+    for s in range(5):
+        p = gen.make_page(s)
+        for box in re.findall(r"<\|det\|>\[\[(.*?)\]\]<\|/det\|>", p.grounding):
+            v = [int(x) for x in box.split(",")]
+            assert len(v) == 4 and all(0 <= x <= 999 for x in v) and v[0] <= v[2] and v[1] <= v[3]
+
+
+def test_tokenizer_special_tokens_round_trip():
+    tok = common.load_tokenizer(MODEL)
+    ids = common.special_ids(tok)
+    for s in common.SPECIALS:
+        i = tok.token_to_id(s)
+        assert i is not None and tok.encode(s, add_special_tokens=False).ids == [i]
+    cfg = json.loads((MODEL / "tokenizer_config.json").read_text())
+    assert {int(k): v["content"] for k, v in cfg["added_tokens_decoder"].items()}[ids["image"]] == "<image>"
+    p = gen.make_page(7)
+    for text in (p.markdown, p.grounding):
+        assert tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False) == text
+
+
+def test_views_and_token_counts():
+    p = gen.make_page(3)
+    g, t, grid = common.make_views(p.image, "tiny")
+    assert g.shape == (3, 512, 512) and t is None and common.n_image_tokens(512) == 73
+    g, t, grid = common.make_views(p.image, "base")
+    assert g.shape == (3, 1024, 1024) and common.n_image_tokens(1024) == 273
+    g, t, grid = common.make_views(p.image, "gundam")
+    assert t.shape == (grid[0] * grid[1], 3, 640, 640)
+    assert common.tile_grid(1240, 1754) == (2, 3) and common.tile_grid(1000, 1000) == (2, 2)
+    assert common.tile_grid(1920, 1080) == (4, 2)
+
+
+def test_small_model_forward_and_original_config(tmp_path):
+    torch = pytest.importorskip("torch")
+    from transformers import UnlimitedOcrForConditionalGeneration
+
+    tok = common.load_tokenizer(MODEL)
+    ids = common.special_ids(tok)
+    cfg = common.transformers_config(tok.get_vocab_size(), ids, SMALL)
+    model = UnlimitedOcrForConditionalGeneration(cfg).eval()
+    p = gen.make_page(5)
+    g, tiles, grid = common.make_views(p.image, "gundam")
+    inp, lab = common.build_ids(tok, common.n_image_tokens(1024, grid), common.PROMPT_FREE, p.markdown, ids)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([inp]), labels=torch.tensor([lab]),
+                    pixel_values=common.normalize(torch.from_numpy(g[None])),
+                    pixel_values_local=common.normalize(torch.from_numpy(tiles)),
+                    num_local_patches=[len(tiles)], patches_grid=[list(grid)])
+    assert out.logits.shape == (1, len(inp), tok.get_vocab_size()) and torch.isfinite(out.loss)
+    common.save_bundle(model, MODEL, tmp_path)
+    d = json.loads((tmp_path / "config.json").read_text())
+    assert "language_config" in d and "sam_vit_b" in d["vision_config"]["width"]
+    m2 = common.load_model(tmp_path)
+    with torch.no_grad():
+        o2 = m2(input_ids=torch.tensor([inp]), pixel_values=common.normalize(torch.from_numpy(g[None])),
+                pixel_values_local=common.normalize(torch.from_numpy(tiles)),
+                num_local_patches=[len(tiles)], patches_grid=[list(grid)])
+    ref = model.to(torch.bfloat16).float()(input_ids=torch.tensor([inp]),
+                                           pixel_values=common.normalize(torch.from_numpy(g[None])),
+                                           pixel_values_local=common.normalize(torch.from_numpy(tiles)),
+                                           num_local_patches=[len(tiles)], patches_grid=[list(grid)])
+    assert torch.allclose(o2.logits, ref.logits, atol=1e-3)
+
+
+def test_edit_distance():
+    from evaluate import edit_distance
+
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3 and edit_distance("ab", "ab") == 0
+
+
+def test_bundled_checkpoint_layout():
+    from safetensors import safe_open
+
+    shards = sorted(MODEL.glob("model*.safetensors"))
+    assert shards and all(f.stat().st_size <= 16 * 1024 * 1024 for f in shards)
+    assert sum(f.stat().st_size for f in MODEL.iterdir()) <= 24 * 1024 * 1024
+    names = {}
+    for f in shards:
+        with safe_open(str(f), "np") as s:
+            for k in s.keys():
+                names[k] = s.get_slice(k).get_dtype()
+    assert set(names.values()) == {"BF16"}
+    for must in ("model.sam_model.patch_embed.proj.weight", "model.view_seperator", "model.image_newline",
+                 "model.projector.layers.weight", "lm_head.weight", "model.embed_tokens.weight",
+                 "model.vision_model.transformer.layers.0.self_attn.qkv_proj.weight",
+                 "model.layers.1.mlp.experts.0.gate_proj.weight", "model.layers.1.mlp.shared_experts.up_proj.weight",
+                 "model.layers.1.mlp.gate.weight", "model.sam_model.net_3.weight"):
+        assert must in names, must
+    cfg = json.loads((MODEL / "config.json").read_text())
+    assert cfg["model_type"] == "deepseek_vl_v2" and cfg["language_config"]["vocab_size"] == \
+        common.load_tokenizer(MODEL).get_vocab_size()
+    assert (MODEL / "tokenizer.json").exists() and (MODEL / "tokenizer_config.json").exists()
