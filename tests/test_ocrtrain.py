@@ -102,12 +102,18 @@ def test_edit_distance():
     assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3 and edit_distance("ab", "ab") == 0
 
 
-def test_bundled_checkpoint_layout():
+def test_bundle_checkpoint_layout(tmp_path):
+    """The demo model's architecture (default size), saved by save_bundle: bf16 shards within the size
+    limits, the original tensor names, the original config layout and the bundled tokenizer."""
     from safetensors import safe_open
+    from transformers import UnlimitedOcrForConditionalGeneration
 
-    shards = sorted(MODEL.glob("model*.safetensors"))
+    tok = common.load_tokenizer(MODEL)
+    model = UnlimitedOcrForConditionalGeneration(common.transformers_config(tok.get_vocab_size(), common.special_ids(tok)))
+    common.save_bundle(model.to(__import__("torch").bfloat16), MODEL, tmp_path)
+    shards = sorted(tmp_path.glob("model*.safetensors"))
     assert shards and all(f.stat().st_size <= 16 * 1024 * 1024 for f in shards)
-    assert sum(f.stat().st_size for f in MODEL.iterdir()) <= 24 * 1024 * 1024
+    assert sum(f.stat().st_size for f in tmp_path.iterdir()) <= 24 * 1024 * 1024
     names = {}
     for f in shards:
         with safe_open(str(f), "np") as s:
@@ -120,7 +126,6 @@ def test_bundled_checkpoint_layout():
                  "model.layers.1.mlp.experts.0.gate_proj.weight", "model.layers.1.mlp.shared_experts.up_proj.weight",
                  "model.layers.1.mlp.gate.weight", "model.sam_model.net_3.weight"):
         assert must in names, must
-    cfg = json.loads((MODEL / "config.json").read_text())
-    assert cfg["model_type"] == "deepseek_vl_v2" and cfg["language_config"]["vocab_size"] == \
-        common.load_tokenizer(MODEL).get_vocab_size()
-    assert (MODEL / "tokenizer.json").exists() and (MODEL / "tokenizer_config.json").exists()
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "deepseek_vl_v2" and cfg["language_config"]["vocab_size"] == tok.get_vocab_size()
+    assert (tmp_path / "tokenizer.json").exists() and (tmp_path / "tokenizer_config.json").exists()
