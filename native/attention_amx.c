@@ -12,6 +12,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include "tp_attention.h"
 
 typedef struct {
     uint8_t palette_id;
@@ -21,14 +22,6 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-void tp_attn_amx_begin(void);
-void tp_attn_amx_end(void);
-void tp_attn_amx_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
-void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq, int D);
-void tp_attn_amx_pv(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_amx_rows_to_bf16(const float *src, int64_t n, uint16_t *dst);
-void tp_attn_amx_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
-                              int Dv, uint16_t *Pp);
 
 void tp_attn_amx_begin(void) {
     tile_config cfg;

@@ -4,10 +4,8 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
+#include "tp_attention.h"
 
-void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
-void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
 
 #define INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
@@ -123,7 +121,6 @@ static float hsum256(__m256 v) {
 }
 
 /* One query (nr = 1): St[c][0] = K[c] · q (q contiguous, D floats), lanes 1..15 of St set to 0. */
-void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
 void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D) {
     const int dfull = D & ~7;
     for (int c = 0; c < nc; c++) {
@@ -141,7 +138,6 @@ void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int
 }
 
 /* One query: Ot[e][0] += Σ_c Pt[c][0] · V[c][e]. */
-void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
 void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv) {
     float buf[64];
     for (int e0 = 0; e0 < Dv; e0 += 64) {
@@ -170,8 +166,6 @@ void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, floa
 /* ---- decode (one query per head, all heads of a key block at once; contracts at the scalar
  * versions in ops_attention.c) ---- */
 void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                         int nc, int H, int nq, int D);
-void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                          int nc, int H, int nq, int D) {
     const int dfull = D & ~15;
     for (int c = 0; c < nc; c++) {
@@ -193,8 +187,6 @@ void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, cons
     }
 }
 
-void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                         int nc, int H, int Dv);
 void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
                          int nc, int H, int Dv) {
     const int efull = Dv & ~7;

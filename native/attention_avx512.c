@@ -4,10 +4,8 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
+#include "tp_attention.h"
 
-void tp_attn_qk_avx512(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
-void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
 
 #define INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
@@ -132,7 +130,6 @@ void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float 
 }
 
 /* One query (nr = 1): St[c][0] = K[c] · q (q contiguous, D floats), lanes 1..15 of St set to 0. */
-void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
 void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D) {
     const int dfull = D & ~15;
     const __mmask16 tail = (__mmask16)((1u << (D & 15)) - 1);
@@ -162,7 +159,6 @@ INLINE void pv1_chunk(const float *Pt, int ldp, const float *vb, size_t ldv, flo
     UNROLL for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(buf + 16 * v, v == NV - 1 ? last : 0xFFFF, acc[v]);
 }
 
-void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
 void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv) {
     float buf[128] __attribute__((aligned(64)));
     for (int e0 = 0; e0 < Dv; e0 += 128) {
@@ -188,8 +184,6 @@ void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, fl
 /* ---- decode (one query per head, all heads of a key block at once; contracts at the scalar
  * versions in ops_attention.c): keys are read in memory order, every head of a key row in turn. ---- */
 void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                           int nc, int H, int nq, int D);
-void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                            int nc, int H, int nq, int D) {
     const int dfull = D & ~31;
     for (int c = 0; c < nc; c++) {
@@ -213,8 +207,6 @@ void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, co
     }
 }
 
-void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                           int nc, int H, int Dv);
 void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
                            int nc, int H, int Dv) {
     for (int c = 0; c < nc; c++) {

@@ -26,6 +26,7 @@
  * accumulation); the softmax, masks and additive terms stay F32. Single-query tiles keep the F32 forms. */
 #include "tp_kernels.h"
 #include "tp_matmul.h"
+#include "tp_attention.h"
 
 #include <math.h>
 
@@ -33,28 +34,6 @@
 #define ATT_KB 128 /* keys per block (multiple of 16) */
 
 enum { AP_SCALE, AP_CAUSAL, AP_BIAS, AP_RELH, AP_RELW, AP_SEG };
-
-/* ---- per-ISA microkernels (attention_avx2.c / attention_avx512.c); contracts at the scalar versions ---- */
-void tp_attn_qk_avx512(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
-void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
-void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
-void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
-/* the single-query forms (decode): dot products along D, V rows along Dv */
-void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
-void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
-void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
-void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
-/* AMX (attention_amx.c) */
-void tp_attn_amx_begin(void);
-void tp_attn_amx_end(void);
-void tp_attn_amx_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
-void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq, int D);
-void tp_attn_amx_pv(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_amx_rows_to_bf16(const float *src, int64_t n, uint16_t *dst);
-void tp_attn_amx_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
-                              int Dv, uint16_t *Pp);
 
 tp_attention_opts tp_attention_default_opts(void) {
     tp_attention_opts o;
@@ -382,15 +361,6 @@ static void segment_of(const tp_tensor *sg, int64_t i, int32_t *start, int32_t *
  * barrier every thread merges its share of heads over all threads' partials:
  *   out = Σ_i e^(m_i − M) O_i / Σ_i e^(m_i − M) l_i,  M = max_i m_i. The softmax step is the
  * vector one of the tiles, run over heads instead of queries. */
-void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                           int nc, int H, int nq, int D);
-void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                           int nc, int H, int Dv);
-void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                         int nc, int H, int nq, int D);
-void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                         int nc, int H, int Dv);
-
 /* St[c][h] = Σ_d K[c·ldk + (h/group)·ldh + d] · Q[h·D + d] for h < H; 0 for H <= h < nq. */
 static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                           int nc, int H, int nq, int D) {

@@ -544,29 +544,39 @@ float tp_vec_dot_q8a(tp_type type, const void *w, const tp_block_q8a *a, int64_t
  * Public API
  * ------------------------------------------------------------------------------------------- */
 
-tp_status tp_quantize(int type, const float *src, int64_t n_rows, int64_t n_per_row, void *dst,
-                      size_t dst_size, size_t *written, tp_error *err) {
-    if (written) *written = 0;
+/* The checks tp_quantize and tp_dequantize share: a float/quantised type, buffers, whole blocks per
+ * row, and a buffer of `size` bytes holding every row. Sets *row_bytes on success. */
+static tp_status check_rows(const char *who, const char *buf_name, int type, const void *src, const void *dst,
+                            int64_t n_rows, int64_t n_per_row, size_t size, size_t *row_bytes, tp_error *err) {
     if (!tp_type_is_valid(type) || type == TP_TYPE_I32) {
-        tp_error_set(err, TP_ERR_TYPE, "tp_quantize: type %d is not a float or quantised type", type);
+        tp_error_set(err, TP_ERR_TYPE, "%s: type %d is not a float or quantised type", who, type);
         return TP_ERR_TYPE;
     }
     if (!src || !dst || n_rows < 0 || n_per_row <= 0) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_quantize: NULL buffer or bad sizes (%lld rows of %lld)",
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: NULL buffer or bad sizes (%lld rows of %lld)", who,
                      (long long)n_rows, (long long)n_per_row);
         return TP_ERR_INVALID_ARGUMENT;
     }
-    size_t row_bytes = tp_type_row_bytes(type, n_per_row);
-    if (row_bytes == 0) {
-        tp_error_set(err, TP_ERR_SHAPE, "tp_quantize: row length %lld is not a multiple of %s's block of %lld",
+    *row_bytes = tp_type_row_bytes(type, n_per_row);
+    if (*row_bytes == 0) {
+        tp_error_set(err, TP_ERR_SHAPE, "%s: row length %lld is not a multiple of %s's block of %lld", who,
                      (long long)n_per_row, tp_type_name(type), (long long)tp_type_block_elements(type));
         return TP_ERR_SHAPE;
     }
-    if ((uint64_t)n_rows > SIZE_MAX / row_bytes || (size_t)n_rows * row_bytes > dst_size) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_quantize: %lld rows of %s need %zu bytes each, dst has %zu",
-                     (long long)n_rows, tp_type_name(type), row_bytes, dst_size);
+    if ((uint64_t)n_rows > SIZE_MAX / *row_bytes || (size_t)n_rows * *row_bytes > size) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: %lld rows of %s need %zu bytes each, %s has %zu", who,
+                     (long long)n_rows, tp_type_name(type), *row_bytes, buf_name, size);
         return TP_ERR_INVALID_ARGUMENT;
     }
+    return TP_OK;
+}
+
+tp_status tp_quantize(int type, const float *src, int64_t n_rows, int64_t n_per_row, void *dst,
+                      size_t dst_size, size_t *written, tp_error *err) {
+    if (written) *written = 0;
+    size_t row_bytes = 0;
+    tp_status st = check_rows("tp_quantize", "dst", type, src, dst, n_rows, n_per_row, dst_size, &row_bytes, err);
+    if (st != TP_OK) return st;
     for (int64_t r = 0; r < n_rows; r++)
         tp_row_from_f32((tp_type)type, src + r * n_per_row, (char *)dst + (size_t)r * row_bytes, n_per_row);
     if (written) *written = (size_t)n_rows * row_bytes;
@@ -575,26 +585,9 @@ tp_status tp_quantize(int type, const float *src, int64_t n_rows, int64_t n_per_
 
 tp_status tp_dequantize(int type, const void *src, size_t src_size, int64_t n_rows, int64_t n_per_row,
                         float *dst, tp_error *err) {
-    if (!tp_type_is_valid(type) || type == TP_TYPE_I32) {
-        tp_error_set(err, TP_ERR_TYPE, "tp_dequantize: type %d is not a float or quantised type", type);
-        return TP_ERR_TYPE;
-    }
-    if (!src || !dst || n_rows < 0 || n_per_row <= 0) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_dequantize: NULL buffer or bad sizes (%lld rows of %lld)",
-                     (long long)n_rows, (long long)n_per_row);
-        return TP_ERR_INVALID_ARGUMENT;
-    }
-    size_t row_bytes = tp_type_row_bytes(type, n_per_row);
-    if (row_bytes == 0) {
-        tp_error_set(err, TP_ERR_SHAPE, "tp_dequantize: row length %lld is not a multiple of %s's block of %lld",
-                     (long long)n_per_row, tp_type_name(type), (long long)tp_type_block_elements(type));
-        return TP_ERR_SHAPE;
-    }
-    if ((uint64_t)n_rows > SIZE_MAX / row_bytes || (size_t)n_rows * row_bytes > src_size) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_dequantize: %lld rows of %s need %zu bytes each, src has %zu",
-                     (long long)n_rows, tp_type_name(type), row_bytes, src_size);
-        return TP_ERR_INVALID_ARGUMENT;
-    }
+    size_t row_bytes = 0;
+    tp_status st = check_rows("tp_dequantize", "src", type, src, dst, n_rows, n_per_row, src_size, &row_bytes, err);
+    if (st != TP_OK) return st;
     for (int64_t r = 0; r < n_rows; r++)
         tp_row_to_f32((tp_type)type, (const char *)src + (size_t)r * row_bytes, dst + r * n_per_row, n_per_row);
     return TP_OK;

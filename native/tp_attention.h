@@ -1,0 +1,40 @@
+/* tp_attention.h - the attention op's per-ISA microkernels (attention_avx2.c, attention_avx512.c,
+ * attention_amx.c), declared once for the driver (ops_attention.c) and the kernel files. The
+ * contracts are documented at the scalar versions in ops_attention.c. */
+#ifndef TP_ATTENTION_H
+#define TP_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void tp_attn_qk_avx512(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
+void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
+void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+/* the single-query forms (decode): dot products along D, V rows along Dv */
+void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
+void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
+void tp_attn_qk1_avx2(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
+void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
+/* AMX (attention_amx.c) */
+void tp_attn_amx_begin(void);
+void tp_attn_amx_end(void);
+void tp_attn_amx_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
+void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq, int D);
+void tp_attn_amx_pv(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq, int Dv);
+void tp_attn_amx_rows_to_bf16(const float *src, int64_t n, uint16_t *dst);
+void tp_attn_amx_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
+                              int Dv, uint16_t *Pp);
+/* decode (one query per head, KV split across threads) */
+void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                           int nc, int H, int nq, int D);
+void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                           int nc, int H, int Dv);
+void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                         int nc, int H, int nq, int D);
+void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
+                         int nc, int H, int Dv);
+
+#endif
