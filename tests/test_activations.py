@@ -28,11 +28,6 @@ PATHS = list(range(int(lib.tp_cpu_best_path()) + 1))
 PATH_IDS = [ffi.string(lib.tp_cpu_path_name(p)).decode() for p in PATHS]
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
 ACTS = {
     "gelu": (lambda c, t: lib.tp_gelu(c, t), lambda x: torch.nn.functional.gelu(x)),
     "quick_gelu": (lambda c, t: lib.tp_quick_gelu(c, t), lambda x: x * torch.sigmoid(1.702 * x)),

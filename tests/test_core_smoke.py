@@ -8,11 +8,6 @@ from encoder.graph import Context, ThreadPool, to_numpy
 from encoder.native import TilepassError, ffi, lib
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
 def test_add_broadcast_and_permute(pool):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((3, 5, 7, 9)).astype(np.float32)

@@ -6,6 +6,7 @@ import pytest
 
 from encoder.graph import Context, ThreadPool, to_numpy
 from encoder.native import TilepassError, ffi, lib
+from tp_testing import rel_err  # noqa: E402
 
 F32, F16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, I32, BF16 = 0, 1, 2, 8, 12, 13, 14, 26, 30
 PATHS = list(range(int(lib.tp_cpu_best_path()) + 1))
@@ -17,15 +18,6 @@ TYPE_NAMES = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", 
 #  - BF16 weights on the AVX512-BF16 GEMM round the activations to BF16 (as ggml does): ~2^-9 each;
 #  - quantised weights multiply 8-bit activation blocks (d = max|x|/127): <= 1/254 of each block's max.
 TOL = {F32: 1e-5, F16: 1e-5, BF16: 1.5e-2, Q8_0: 2e-2, Q4_0: 2e-2, Q4_K: 2e-2, Q5_K: 2e-2, Q6_K: 2e-2}
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
-def rel_err(got, ref):
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
 def run_mm(path, pool, w, x, wtype, view=None):

@@ -24,6 +24,7 @@ import torch
 
 from encoder.graph import Context, ThreadPool, to_numpy
 from encoder.native import check_error, ffi, lib, new_error
+from tp_testing import rel_err  # noqa: E402
 
 F32, F16, BF16 = 0, 1, 30
 PRECISION_F32, PRECISION_BF16 = 0, 1
@@ -52,15 +53,6 @@ def make_ctx(cpu_path: int = -1, precision: int = PRECISION_BF16) -> Context:
     ctx.ptr = ffi.gc(out[0], lib.tp_context_free)
     ctx._keep = []
     return ctx
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
-def rel_err(got, ref):
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
 def bf16_round(a: np.ndarray) -> np.ndarray:

@@ -10,17 +10,9 @@ import torch.nn.functional as F
 
 from encoder.graph import Context, ThreadPool, to_numpy
 from encoder.native import ffi, lib
+from tp_testing import rel_err  # noqa: E402
 
 PATHS = {"scalar": 0, "avx2": 1, "avx512": 2}
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
-def rel_err(got, ref):
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
 def sdpa_ref(q, k, v, mask=None, scale=None):

@@ -7,15 +7,7 @@ import torch.nn.functional as F
 
 from encoder.graph import Context, ThreadPool, shape, to_numpy
 from encoder.native import ffi, lib
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
-def rel_err(got, ref):
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+from tp_testing import rel_err  # noqa: E402
 
 
 def run_conv(pool, x_nhwc, w_oihw, bias, stride, pad, ktype=None, permuted_input=False):

@@ -13,11 +13,6 @@ from encoder.native import TilepassError, ffi, lib
 F16, BF16, I32 = 1, 30, 26
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
 def permuted_view(ctx, x, perm, tp_type=None):
     """A non-contiguous tp view whose logical contents equal the 4-D array x."""
     base = np.ascontiguousarray(x.transpose(perm))

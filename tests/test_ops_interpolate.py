@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from encoder.graph import Context, ThreadPool, shape, to_numpy
 from encoder.native import ffi, lib
+from tp_testing import rel_err  # noqa: E402
 
 MODES = {
     "bilinear": (lib.TP_INTERP_BILINEAR, dict(mode="bilinear")),
@@ -14,15 +15,6 @@ MODES = {
     "bicubic_aa": (lib.TP_INTERP_BICUBIC_AA, dict(mode="bicubic", antialias=True)),
     "bilinear_aa": (lib.TP_INTERP_BILINEAR_AA, dict(mode="bilinear", antialias=True)),
 }
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
-def rel_err(got, ref):
-    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
 def torch_ref(x_nchw, size, kw):

@@ -8,18 +8,9 @@ import torch.nn.functional as F
 
 from encoder.graph import Context, ThreadPool, to_numpy, shape
 from encoder.native import ffi, lib
+from tp_testing import rel_err  # noqa: E402
 
 TOL = 1e-5
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
-def rel_err(out, ref):
-    ref = np.asarray(ref, np.float64)
-    return float(np.max(np.abs(np.asarray(out, np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
 def permuted_view(ctx, x, perm):

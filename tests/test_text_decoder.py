@@ -37,11 +37,6 @@ def rel(a: np.ndarray, ref: np.ndarray) -> float:
 # tp_mul_mat_id and tp_cpy
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def pool(request):
-    return ThreadPool(request.param)
-
-
 @pytest.mark.parametrize("n_x", [1, 3])
 @pytest.mark.parametrize("wtype", ["f32", "f16", "q8_0"])
 @pytest.mark.parametrize("cpu_path", [-1, 0], ids=["best", "scalar"])

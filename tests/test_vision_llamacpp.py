@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 
 from encoder.vision import VisionEncoder
+from tp_testing import rel_err  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "llamacpp-tiny-v1"
-
-
-def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
 @pytest.fixture(scope="module")

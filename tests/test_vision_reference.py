@@ -19,6 +19,7 @@ from encoder.vision import VisionEncoder
 import sys
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_models import get_tiny_ocr  # noqa: E402
+from tp_testing import rel_err  # noqa: E402
 
 F32_TOL = 1e-4
 COSINE_FLOOR = {"f16": 0.999, "bf16": 0.999, "q8_0": 0.999}
@@ -39,10 +40,6 @@ def page_image(width: int, height: int, seed: int = 0) -> Image.Image:
         y += max(6, height // 25)
     d.ellipse([width // 3, height // 3, width // 2, height // 2], fill=(200, 60, 40))
     return img
-
-
-def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
