@@ -67,7 +67,7 @@ $(VENV)/.stamp: pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q "torch==2.13.0" "transformers==5.23.0" "numpy>=1.26" "pytest>=8" \
-	    "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=10"
+	    "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13"
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $@
 venv: $(VENV)/.stamp

@@ -1,13 +1,15 @@
 /* Image -> text through the public C API only (include/tilepass.h + libtilepass), no Python.
  *
- *   c_api_example TEXT.gguf VISION.gguf [IMAGE.ppm | -] [N_TOKENS] [PROMPT_ID ...]
+ *   c_api_example [--mode tiny|small|base|large|gundam|auto] TEXT.gguf VISION.gguf [IMAGE.ppm | -]
+ *                 [N_TOKENS] [PROMPT_ID ...]
  *
  * - loads the text model and the vision model;
  * - takes an RGB image: a binary PPM (P6, 8-bit) file, or "-" / nothing for a generated test page;
- * - builds the page with the simplest preprocessing, DeepSeek-OCR's "base" mode done with bilinear
- *   resampling (the Python side uses PIL bicubic): scale to fit the global view keeping the aspect
- *   ratio, centre on a grey (pad colour) square, normalise (x/255 - mean)/std;
- * - encodes it, builds the input ids [BOS] + [<image>] * n_image_tokens + PROMPT_IDs (default: the
+ * - hands its RGB bytes and size to tp_vision_encode_rgb, which preprocesses it exactly as the Python
+ *   side does (mode from --mode, default gundam: a 1024 global view plus 640 tiles for a page larger
+ *   than a tile; sizes, tile limits, pad colour and normalisation from the vision file) and encodes all
+ *   its views in one pass; the token array it returns belongs to us (tp_vision_tokens_free);
+ * - builds the input ids [BOS] + [<image>] * n_image_tokens + PROMPT_IDs (default: the
  *   ids of "\n<|grounding|>", looked up in the file's vocabulary; tokenise a longer prompt with
  *   the Python tokenizer and pass its ids), greedy-decodes up to N_TOKENS (default 32) tokens,
  *   stopping at EOS, and prints the UTF-8 text on stdout (token bytes are written as they come;
@@ -62,9 +64,10 @@ static int read_ppm(const char *path, image_u8 *img) {
     img->w = vals[0];
     img->h = vals[1];
     maxval = vals[2];
-    if (img->w <= 0 || img->h <= 0 || img->w > 20000 || img->h > 20000 || maxval != 255) {
-        fprintf(stderr, "%s: unsupported PPM (%dx%d, maxval %d; need 8-bit, at most 20000 per side)\n", path,
-                img->w, img->h, maxval);
+    /* the library refuses images over TP_IMAGE_MAX_PIXELS: check before allocating the pixels */
+    if (img->w <= 0 || img->h <= 0 || (int64_t)img->w * img->h > TP_IMAGE_MAX_PIXELS || maxval != 255) {
+        fprintf(stderr, "%s: unsupported PPM (%dx%d, maxval %d; need 8-bit, at most %d pixels)\n", path,
+                img->w, img->h, maxval, TP_IMAGE_MAX_PIXELS);
         fclose(f);
         return -1;
     }
@@ -100,39 +103,13 @@ static int make_test_page(image_u8 *img) {
     return 0;
 }
 
-/* "base" mode: aspect-preserving bilinear resize into size x size, centred, pad colour around;
- * output HWC floats normalised with mean/std. */
-static float *base_view(const image_u8 *img, int size, int pad, const float mean[3], const float std_[3]) {
-    float *out = malloc((size_t)size * size * 3 * sizeof(float));
-    if (!out) return NULL;
-    double scale = (double)size / (img->w > img->h ? img->w : img->h);
-    int nw = (int)(img->w * scale + 0.5), nh = (int)(img->h * scale + 0.5);
-    if (nw < 1) nw = 1;
-    if (nh < 1) nh = 1;
-    int ox = (size - nw) / 2, oy = (size - nh) / 2;
-    for (int y = 0; y < size; y++) {
-        for (int x = 0; x < size; x++) {
-            float rgb[3] = {(float)pad, (float)pad, (float)pad};
-            int ix = x - ox, iy = y - oy;
-            if (ix >= 0 && ix < nw && iy >= 0 && iy < nh) {
-                /* sample centre of the target pixel in source coordinates */
-                double sx = (ix + 0.5) * img->w / (double)nw - 0.5, sy = (iy + 0.5) * img->h / (double)nh - 0.5;
-                if (sx < 0) sx = 0;
-                if (sy < 0) sy = 0;
-                int x0 = (int)sx, y0 = (int)sy;
-                int x1 = x0 + 1 < img->w ? x0 + 1 : x0, y1 = y0 + 1 < img->h ? y0 + 1 : y0;
-                double fx = sx - x0, fy = sy - y0;
-                for (int c = 0; c < 3; c++) {
-                    double a = img->rgb[((size_t)y0 * img->w + x0) * 3 + c], b = img->rgb[((size_t)y0 * img->w + x1) * 3 + c];
-                    double d = img->rgb[((size_t)y1 * img->w + x0) * 3 + c], e = img->rgb[((size_t)y1 * img->w + x1) * 3 + c];
-                    rgb[c] = (float)((a * (1 - fx) + b * fx) * (1 - fy) + (d * (1 - fx) + e * fx) * fy);
-                }
-            }
-            for (int c = 0; c < 3; c++)
-                out[((size_t)y * size + x) * 3 + c] = (rgb[c] / 255.0f - mean[c]) / std_[c];
-        }
-    }
-    return out;
+static int parse_mode(const char *name) {
+    static const char *const names[] = {"tiny", "small", "base", "large", "gundam", "auto"};
+    static const int modes[] = {TP_IMAGE_MODE_TINY, TP_IMAGE_MODE_SMALL, TP_IMAGE_MODE_BASE,
+                                TP_IMAGE_MODE_LARGE, TP_IMAGE_MODE_GUNDAM, TP_IMAGE_MODE_AUTO};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) return modes[i];
+    return -1;
 }
 
 /* Id of a token whose stored text is exactly `text` ("Ċ" is byte-level BPE's "\n"), or -1. */
@@ -158,8 +135,19 @@ static int32_t find_token(const char *gguf_path, const char *text) {
 }
 
 int main(int argc, char **argv) {
+    int mode = TP_IMAGE_MODE_GUNDAM;
+    if (argc > 2 && strcmp(argv[1], "--mode") == 0) {
+        mode = parse_mode(argv[2]);
+        if (mode < 0) {
+            fprintf(stderr, "unknown mode '%s' (tiny, small, base, large, gundam, auto)\n", argv[2]);
+            return 1;
+        }
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: %s TEXT.gguf VISION.gguf [IMAGE.ppm | -] [N_TOKENS] [PROMPT_ID ...]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--mode M] TEXT.gguf VISION.gguf [IMAGE.ppm | -] [N_TOKENS] [PROMPT_ID ...]\n",
+                argv[0]);
         return 1;
     }
     const char *text_path = argv[1], *vision_path = argv[2];
@@ -172,7 +160,7 @@ int main(int argc, char **argv) {
     tp_vision_model *vm = NULL;
     tp_text_model *tm = NULL;
     image_u8 img = {0};
-    float *view = NULL, *embd = NULL, *logits = NULL;
+    float *embd = NULL, *logits = NULL; /* embd: from tp_vision_encode_rgb, freed with tp_vision_tokens_free */
     int32_t *ids = NULL;
 
     tp_vision_params vp = tp_vision_default_params();
@@ -201,27 +189,19 @@ int main(int argc, char **argv) {
     }
 
     if (strcmp(image_path, "-") == 0 ? make_test_page(&img) : read_ppm(image_path, &img)) goto done;
-    view = base_view(&img, vi.image_size, vi.pad_color, vi.image_mean, vi.image_std);
-    if (!view) goto done;
 
-    tp_page_views page;
-    memset(&page, 0, sizeof page);
-    page.global_view = view;
-    page.global_size = vi.image_size;
-    page.n_tiles = 0;
-    page.tiles = NULL;
-    int64_t n_img = tp_vision_page_n_tokens(vm, &page);
-    if (n_img <= 0) {
-        fprintf(stderr, "the model cannot encode a %dx%d view\n", vi.image_size, vi.image_size);
-        goto done;
-    }
-    embd = malloc((size_t)n_img * vi.n_embd * sizeof(float));
-    if (!embd) goto done;
-    float *outs[1] = {embd};
-    if (tp_vision_encode(vm, &page, 1, outs, &err) != TP_OK) {
+    /* RGB bytes + size in, image tokens out: the model's preprocessing values, our mode */
+    tp_preprocess_params pp;
+    tp_vision_preprocess_params(vm, &pp);
+    pp.mode = mode;
+    tp_rgb_image rgb = {img.rgb, img.w, img.h, (size_t)img.w * 3};
+    int64_t n_img = 0;
+    if (tp_vision_encode_rgb(vm, &rgb, 1, &pp, &embd, &n_img, &err) != TP_OK) {
         fprintf(stderr, "encode: %s\n", err.message);
         goto done;
     }
+    free(img.rgb); /* the library keeps no pointer to the pixels */
+    img.rgb = NULL;
 
     /* input ids */
     int n_prompt = argc > 5 ? argc - 5 : 2;
@@ -273,8 +253,7 @@ int main(int argc, char **argv) {
 done:
     free(logits);
     free(ids);
-    free(embd);
-    free(view);
+    tp_vision_tokens_free(embd);
     free(img.rgb);
     tp_text_free(tm);
     tp_vision_free(vm);

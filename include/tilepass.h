@@ -526,6 +526,109 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
  * UTF-8 sequence (a streaming caller joins pieces before printing). NULL if id is out of range. */
 const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len);
 
+/* ---------------------------------------------------------------------------------------------
+ * Images as RGB bytes (no Python needed). DeepSeek-OCR v1 preprocessing exactly as the Python
+ * side (encoder/preprocess.py, Pillow) does it, pixel for pixel:
+ *   - tiny / small: stretch to 512 / 640 (aspect ratio not kept);
+ *   - base / large: ImageOps.pad to global_size / 1280 (aspect-preserving resize, centred on
+ *     pad_color, offsets rounded as Python's round());
+ *   - gundam: the base view, plus, when the image is wider or taller than a tile, the whole image
+ *     resized (no padding) to a cols × rows canvas of tiles (tp_image_tile_grid) cut in raster
+ *     order; a 1 × 1 grid (min_tiles == 1) means no tiles;
+ *   - auto: gundam when the image exceeds a tile in either direction, else base;
+ *   - every resize is Pillow's Image.resize(..., BICUBIC) (antialiased, fixed-point, a = -0.5);
+ *   - normalisation in float32: (x / 255 - mean) / std, HWC (channels innermost), the layout
+ *     tp_page_views takes.
+ * Results equal encoder/preprocess.py's arrays bit for bit (tests/test_c_preprocess.py).
+ * ------------------------------------------------------------------------------------------- */
+
+/* The largest image accepted, in pixels (width · height): encoder/images.py's MAX_PIXELS. */
+#define TP_IMAGE_MAX_PIXELS 40000000
+/* The largest max_tiles accepted: encoder/tiling.py's MAX_TILES_LIMIT. */
+#define TP_IMAGE_MAX_TILES 64
+/* The largest view or tile side accepted (the encoder's limit too). */
+#define TP_IMAGE_MAX_SIDE 4096
+
+typedef enum tp_image_mode {
+    TP_IMAGE_MODE_TINY = 0,   /* stretch to 512 × 512, no tiles */
+    TP_IMAGE_MODE_SMALL = 1,  /* stretch to 640 × 640, no tiles */
+    TP_IMAGE_MODE_BASE = 2,   /* pad to global_size, no tiles */
+    TP_IMAGE_MODE_LARGE = 3,  /* pad to 1280, no tiles */
+    TP_IMAGE_MODE_GUNDAM = 4, /* pad to global_size + tile_size tiles when the image exceeds a tile */
+    TP_IMAGE_MODE_AUTO = 5    /* gundam if width or height > tile_size, else base */
+} tp_image_mode;
+
+/* An 8-bit RGB image in caller memory: `height` rows of `width` pixels of 3 bytes (R, G, B), row r
+ * starting at rgb + r · stride. stride 0 means width · 3 (packed rows); otherwise stride >= width · 3.
+ * The library only reads it during the call and keeps no pointer to it. */
+typedef struct tp_rgb_image {
+    const uint8_t *rgb;
+    int32_t width;
+    int32_t height;
+    size_t stride;
+} tp_rgb_image;
+
+typedef struct tp_preprocess_params {
+    int mode;                /* a tp_image_mode (default TP_IMAGE_MODE_GUNDAM, as tilepass-cli) */
+    int32_t global_size;     /* side of the base / gundam view, 1..TP_IMAGE_MAX_SIDE (1024) */
+    int32_t tile_size;       /* side of a gundam tile, 1..TP_IMAGE_MAX_SIDE (640) */
+    int32_t min_tiles;       /* gundam grid: 1 <= min_tiles <= max_tiles <= TP_IMAGE_MAX_TILES (2) */
+    int32_t max_tiles;       /* (9) */
+    int32_t pad_color;       /* grey level of the padding, 0..255 (127) */
+    float image_mean[3];     /* (0.5, 0.5, 0.5) */
+    float image_std[3];      /* (0.5, 0.5, 0.5); finite and non-zero */
+} tp_preprocess_params;
+
+/* DeepSeek-OCR v1's values (the numbers in parentheses above). */
+tp_preprocess_params tp_preprocess_default_params(void);
+/* The values a vision model's file gives (tp_vision_info: image_size, tile_size, tile limits, pad
+ * colour, mean, std) with mode TP_IMAGE_MODE_GUNDAM. */
+tp_status tp_vision_preprocess_params(const tp_vision_model *m, tp_preprocess_params *out);
+
+/* The gundam (cols, rows) tile grid of a width × height image: of every grid with
+ * min_tiles <= cols·rows <= max_tiles (ordered by tile count, then cols), the one whose cols/rows is
+ * closest to width/height; on an exact tie the later one when width·height > 0.5·tile_size²·cols·rows
+ * (encoder/tiling.py). The caller decides whether to tile at all (gundam: width or height > tile). */
+tp_status tp_image_tile_grid(int32_t width, int32_t height, int32_t min_tiles, int32_t max_tiles,
+                             int32_t tile_size, int32_t *cols, int32_t *rows, tp_error *err);
+
+/* Resize an RGB image to out_width × out_height exactly as Pillow's
+ * Image.resize((out_width, out_height), Image.BICUBIC) does for an RGB image. dst receives out_height
+ * packed rows of out_width · 3 bytes; dst_size must be at least that. Both images are limited to
+ * TP_IMAGE_MAX_PIXELS. */
+tp_status tp_rgb_resize(const tp_rgb_image *src, int32_t out_width, int32_t out_height, uint8_t *dst,
+                        size_t dst_size, tp_error *err);
+
+/* A preprocessed page: it owns the float pixels of its views. */
+typedef struct tp_page tp_page;
+
+/* Preprocess one RGB image (params NULL = tp_preprocess_default_params()). Refused with
+ * TP_ERR_INVALID_ARGUMENT and a message: a NULL image or pixel pointer, a zero or negative size,
+ * more than TP_IMAGE_MAX_PIXELS pixels, a stride below width · 3, parameters out of range.
+ * On success *out is a new page the caller owns and releases with tp_page_free; on failure NULL. */
+tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params *params, tp_page **out,
+                           tp_error *err);
+/* NULL is ignored. Invalidates the pointers tp_page_get_views returned. */
+void tp_page_free(tp_page *page);
+/* The page's views, ready for tp_vision_encode / tp_vision_page_n_tokens: global view
+ * [global_size, global_size, 3] and tiles [n_tiles, tile_size, tile_size, 3] floats (HWC), grid
+ * (grid_cols, grid_rows), or n_tiles = 0, tiles = NULL and a 0 × 0 grid. The struct and the pixels
+ * belong to the page and stay valid until tp_page_free. NULL for a NULL page. */
+const tp_page_views *tp_page_get_views(const tp_page *page);
+/* The mode used (auto resolved to gundam or base); -1 for a NULL page. */
+int tp_page_mode(const tp_page *page);
+
+/* Preprocess n_images RGB images with params (NULL = tp_vision_preprocess_params of m) and encode
+ * them all in one pass (tp_vision_encode). out_tokens and out_n_tokens have n_images entries.
+ * On success out_tokens[i] is a new row-major [out_n_tokens[i], n_embd] float array that the
+ * caller owns and releases with tp_vision_tokens_free. On failure every out_tokens[i] is NULL,
+ * every out_n_tokens[i] is 0 and nothing stays allocated; the message names the failing image. */
+tp_status tp_vision_encode_rgb(tp_vision_model *m, const tp_rgb_image *images, int32_t n_images,
+                               const tp_preprocess_params *params, float **out_tokens,
+                               int64_t *out_n_tokens, tp_error *err);
+/* Release an array tp_vision_encode_rgb returned. NULL is ignored. */
+void tp_vision_tokens_free(float *tokens);
+
 /* TP_CDEF_END */
 
 #ifdef __cplusplus

@@ -432,6 +432,19 @@ static void qv_q8_0(const tp_block_q8_0 *w, const qx_pack *pk, int nt, int64_t n
     }
 }
 
+/* The 6-bit scales and mins of a Q4_K/Q5_K super-block (12 bytes; 16 are read, the block goes on) as
+ * bytes: scales 0..7, then mins 0..7 (tp_get_scale_min_k4, in vector form). */
+static inline __m128i q4k_scales_mins(const uint8_t *scales) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i top = _mm_srli_epi16(_mm_and_si128(b, _mm_set1_epi8((char)0xC0)), 2);
+    const __m128i lo = _mm_and_si128(a, _mm_set1_epi8(0x3F));
+    const __m128i hs = _mm_or_si128(_mm_and_si128(a, _mm_set1_epi8(0x0F)), top);
+    const __m128i hm = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), _mm_set1_epi8(0x0F)), top);
+    return _mm_mask_blend_epi8(0xF000, _mm_mask_blend_epi8(0x00F0, lo, hs), hm);
+}
+
 /* Q4_K over nsb super-blocks: Σ_j d·sc_j·xd_j·Σ(q·x) − dmin·m_j·xd_j·Σx per sub-block j; the
  * activations are in QX_Q4K order so the low/high nibbles of 64 bytes meet 64 contiguous bytes. */
 static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t nsb, float *out) {
@@ -439,7 +452,6 @@ static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t n
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
                   i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(5));
-    const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
     __m512 acc[QT];
     __m256 corr[QT];
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
@@ -448,14 +460,7 @@ static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t n
         _mm_prefetch((const char *)(b + 2), _MM_HINT_T0);
         _mm_prefetch((const char *)(b + 2) + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)(b + 2) + 128, _MM_HINT_T0);
-        uint32_t u[4];
-        memcpy(u, b->scales, 12);
-        u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
-        const uint32_t uaux = u[1] & kmask1;
-        u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
-        u[2] = uaux;
-        u[0] &= kmask1;
-        const __m128i smv = _mm_loadu_si128((const __m128i *)u); /* 8 scales, 8 mins */
+        const __m128i smv = q4k_scales_mins(b->scales); /* 8 scales, 8 mins */
         const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(h2f(b->d)));
         const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(smv, smv))),
                                         _mm256_set1_ps(h2f(b->dmin)));
@@ -551,6 +556,180 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
         for (; n < ntok; n++) {
             qdot_row1(type, row, x + n * ldx, k, vnni, tmp);
             out[n * ldo + r] = tmp[0];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Int8 GEMM for quantised weights (VNNI): many tokens against packed weight panels
+ *
+ * A panel holds TP_QG_ROWS (32) weight rows over all of k in row-interleaved form: per block of
+ * 32 k, 8 groups of 4 k, each group two 64-byte vectors (rows 0..15, 16..31) of 16 rows × 4
+ * unsigned bytes, then 32 float scales and 32 float biases. A block of row r contributes
+ *     dx · (scale_r · Σ u·x + bias_r · Σx)
+ * to the dot with an activation block (dx, int8 x): Q8_0 stores u = w + 128, scale d, bias −128 d;
+ * Q4_0 u = q, scale d, bias −8 d; Q4_K/Q5_K u = q, scale d·sc_j, bias −dmin·m_j. The integer sums
+ * are exact; one vpdpbusd takes 4 k of 16 rows for one token (the token's 4 bytes broadcast), so
+ * the float work is one convert and 3 FMAs per 32 k × 16 rows × token.
+ * ------------------------------------------------------------------------------------------- */
+
+#define QG_BLOCK_BYTES (8 * 128 + 2 * TP_QG_ROWS * (int)sizeof(float))
+
+bool tp_qgemm_type_ok(tp_type type) {
+    return type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_0 || type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K;
+}
+
+size_t tp_qgemm_panel_bytes(int64_t k) { return (size_t)(k / TP_QK) * QG_BLOCK_BYTES; }
+
+/* One weight row as unsigned levels u[k], and per 32-block scale and bias. */
+static void qg_unpack_row(tp_type type, const char *row, int64_t k, uint8_t *u, float *sc, float *bi) {
+    const int64_t nb = k / TP_QK;
+    switch (type) {
+    case TP_TYPE_Q8_0: {
+        const tp_block_q8_0 *w = (const tp_block_q8_0 *)row;
+        const __m256i flip = _mm256_set1_epi8((char)0x80);
+        for (int64_t j = 0; j < nb; j++) {
+            _mm256_storeu_si256((__m256i *)(u + 32 * j),
+                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[j].qs), flip));
+            sc[j] = h2f(w[j].d);
+            bi[j] = -128.0f * sc[j];
+        }
+        return;
+    }
+    case TP_TYPE_Q4_0: {
+        const tp_block_q4_0 *w = (const tp_block_q4_0 *)row;
+        for (int64_t j = 0; j < nb; j++) {
+            for (int l = 0; l < 16; l++) {
+                u[32 * j + l] = (uint8_t)(w[j].qs[l] & 0xF);
+                u[32 * j + 16 + l] = (uint8_t)(w[j].qs[l] >> 4);
+            }
+            sc[j] = h2f(w[j].d);
+            bi[j] = -8.0f * sc[j];
+        }
+        return;
+    }
+    default: { /* Q4_K, Q5_K */
+        const bool q5 = type == TP_TYPE_Q5_K;
+        for (int64_t i = 0; i < k / TP_QK_K; i++) {
+            const uint8_t *qs, *qh = NULL, *scales;
+            float d, dmin;
+            if (q5) {
+                const tp_block_q5_K *w = (const tp_block_q5_K *)row + i;
+                qs = w->qs, qh = w->qh, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
+            } else {
+                const tp_block_q4_K *w = (const tp_block_q4_K *)row + i;
+                qs = w->qs, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
+            }
+            uint8_t *ub = u + 256 * i;
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    uint8_t lo = (uint8_t)(qs[32 * c + l] & 0xF), hi = (uint8_t)(qs[32 * c + l] >> 4);
+                    if (qh) {
+                        lo = (uint8_t)(lo | (((qh[l] >> (2 * c)) & 1) << 4));
+                        hi = (uint8_t)(hi | (((qh[l] >> (2 * c + 1)) & 1) << 4));
+                    }
+                    ub[64 * c + l] = lo;
+                    ub[64 * c + 32 + l] = hi;
+                }
+            for (int j = 0; j < 8; j++) {
+                uint8_t s, m;
+                tp_get_scale_min_k4(j, scales, &s, &m);
+                sc[8 * i + j] = d * (float)s;
+                bi[8 * i + j] = -dmin * (float)m;
+            }
+        }
+        return;
+    }
+    }
+}
+
+void tp_qgemm_pack_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, int64_t k, uint8_t *panel,
+                          void *tmp) {
+    const int64_t nb = k / TP_QK;
+    uint8_t *u = tmp;
+    float *sc = (float *)(u + ((k + 63) & ~(int64_t)63)), *bi = sc + nb;
+    for (int r = 0; r < TP_QG_ROWS; r++) {
+        const int half = r / 16, lane = r % 16;
+        if (r < nrows) {
+            qg_unpack_row(type, (const char *)A + (size_t)r * lda, k, u, sc, bi);
+        } else {
+            memset(u, 0, (size_t)k);
+            for (int64_t j = 0; j < nb; j++) sc[j] = bi[j] = 0.0f;
+        }
+        for (int64_t j = 0; j < nb; j++) {
+            uint8_t *pb = panel + (size_t)j * QG_BLOCK_BYTES;
+            for (int g = 0; g < 8; g++) memcpy(pb + g * 128 + half * 64 + lane * 4, u + 32 * j + 4 * g, 4);
+            float *f = (float *)(pb + 8 * 128);
+            f[r] = sc[j];
+            f[TP_QG_ROWS + r] = bi[j];
+        }
+    }
+}
+
+size_t tp_qgemm_pack_tmp_bytes(int64_t k) {
+    return (size_t)((k + 63) & ~(int64_t)63) + 2 * (size_t)(k / TP_QK) * sizeof(float) + 64;
+}
+
+static inline __attribute__((always_inline)) void qg_kernel(const uint8_t *panel, int64_t nb, const tp_block_q8a *x,
+                                                            int64_t ldx, const float *xs, const int nt,
+                                                            float *const *out, __mmask16 k0, __mmask16 k1) {
+    __m512 f[4][2];
+    for (int t = 0; t < nt; t++) f[t][0] = f[t][1] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nb; j++) {
+        const uint8_t *pj = panel + (size_t)j * QG_BLOCK_BYTES;
+        _mm_prefetch((const char *)(pj + 2 * QG_BLOCK_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pj + 2 * QG_BLOCK_BYTES) + 64, _MM_HINT_T0);
+        __m512i a[4][2];
+        for (int t = 0; t < nt; t++) a[t][0] = a[t][1] = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g++) {
+            const __m512i w0 = _mm512_load_si512((const void *)(pj + g * 128));
+            const __m512i w1 = _mm512_load_si512((const void *)(pj + g * 128 + 64));
+            for (int t = 0; t < nt; t++) {
+                int32_t v;
+                memcpy(&v, x[t * ldx + j].qs + 4 * g, 4);
+                const __m512i xb = _mm512_set1_epi32(v);
+                a[t][0] = _mm512_dpbusd_epi32(a[t][0], w0, xb);
+                a[t][1] = _mm512_dpbusd_epi32(a[t][1], w1, xb);
+            }
+        }
+        const float *sf = (const float *)(pj + 8 * 128);
+        const __m512 sc0 = _mm512_load_ps(sf), sc1 = _mm512_load_ps(sf + 16);
+        const __m512 b0 = _mm512_load_ps(sf + 32), b1 = _mm512_load_ps(sf + 48);
+        for (int t = 0; t < nt; t++) {
+            const __m512 dx = _mm512_set1_ps(x[t * ldx + j].d), dxs = _mm512_set1_ps(xs[t * nb + j]);
+            f[t][0] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][0]), sc0), dx, f[t][0]);
+            f[t][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][1]), sc1), dx, f[t][1]);
+            f[t][0] = _mm512_fmadd_ps(b0, dxs, f[t][0]);
+            f[t][1] = _mm512_fmadd_ps(b1, dxs, f[t][1]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        _mm512_mask_storeu_ps(out[t], k0, f[t][0]);
+        _mm512_mask_storeu_ps(out[t] + 16, k1, f[t][1]);
+    }
+}
+
+void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x, const float *xs,
+                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx) {
+    const int64_t nb = k / TP_QK;
+    const size_t pbytes = tp_qgemm_panel_bytes(k);
+    for (int64_t n0 = 0; n0 < ntok; n0 += 4) {
+        const int nt = (int)TP_MIN(4, ntok - n0);
+        const tp_block_q8a *xt = x + n0 * nb;
+        const float *xst = xs + n0 * nb;
+        for (int64_t r0 = 0; r0 < nrows; r0 += TP_QG_ROWS) {
+            const uint8_t *pn = panels + (size_t)(r0 / TP_QG_ROWS) * pbytes;
+            float *o[4];
+            for (int t = 0; t < nt; t++)
+                o[t] = out + (size_t)(out_idx ? out_idx[n0 + t] : n0 + t) * (size_t)ldo + r0;
+            const int rr = (int)TP_MIN(TP_QG_ROWS, nrows - r0);
+            const __mmask16 k0 = mask16(rr), k1 = mask16(rr - 16);
+            switch (nt) {
+            case 4: qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1); break;
+            case 3: qg_kernel(pn, nb, xt, nb, xst, 3, o, k0, k1); break;
+            case 2: qg_kernel(pn, nb, xt, nb, xst, 2, o, k0, k1); break;
+            default: qg_kernel(pn, nb, xt, nb, xst, 1, o, k0, k1); break;
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ typedef struct {
     act_kind act;
     tp_cpu_path path;
     bool vnni;
+    bool qgemm;                  /* ACT_Q8A on the VNNI int8 GEMM (packed weight panels) */
+    size_t xs_off;               /* qgemm: offset in a batch of the d·Σq table [N][K/32] */
     int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs, a multiple of 32 for AMX) */
     int64_t Np;                  /* AMX: N padded to TP_AMX_NB */
     bool merged;                 /* AMX: weights shared by all batches: one GEMM over N·nbatch tokens */
@@ -29,9 +31,11 @@ typedef struct {
     size_t thread_bytes;         /* per-thread scratch (64-aligned) */
 } mm_plan;
 
-#define MM_ROW_CHUNK 16 /* weight rows per work unit on the dot-product paths */
+#define MM_ROW_CHUNK 64 /* weight rows per work unit on the dot-product paths */
 #define MM_GEMM_MIN_N 8 /* fewer tokens than this: dot products (bandwidth-bound decode) */
 #define MM_AMX_MIN_N 32 /* TP_PRECISION_BF16: BF16 products (AMX or vdpbf16ps) from this many tokens */
+#define MM_QGEMM_MIN_N 6 /* quantised weights: the int8 GEMM from this many tokens */
+#define MM_QGEMM_ROWS (2 * TP_QG_ROWS) /* weight rows per int8 GEMM work unit (packed per thread) */
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
@@ -52,6 +56,12 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
         pl->act = ACT_Q8A;
         per_batch = (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(tp_block_q8a);
         thread = (size_t)pl->K * sizeof(float); /* a gathered strided activation row */
+        pl->qgemm = pl->vnni && pl->N >= MM_QGEMM_MIN_N && tp_qgemm_type_ok(a->type);
+        if (pl->qgemm) {
+            pl->xs_off = align64(per_batch);
+            per_batch = pl->xs_off + (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(float);
+            thread = TP_MAX(thread, 2 * tp_qgemm_panel_bytes(pl->K) + tp_qgemm_pack_tmp_bytes(pl->K));
+        }
     } else if (bf16_prec && amx_ok && pl->N >= MM_AMX_MIN_N) {
         pl->act = ACT_BF16_AMX;
         pl->Kp = (pl->K + TP_AMX_KT - 1) / TP_AMX_KT * TP_AMX_KT;
@@ -168,6 +178,10 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
                 if (pl->path == TP_CPU_AVX512) tp_quantize_row_q8a_avx512(src, d, K);
                 else if (pl->path == TP_CPU_AVX2) tp_quantize_row_q8a_avx2(src, d, K);
                 else tp_quantize_row_q8a(src, d, K);
+                if (pl->qgemm) {
+                    float *xs = (float *)(base + pl->xs_off) + n * (K / TP_QK);
+                    for (int64_t j = 0; j < K / TP_QK; j++) xs[j] = d[j].d * (float)(d[j].s[0] + d[j].s[1]);
+                }
             }
         }
         return;
@@ -412,6 +426,33 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
     }
 }
 
+/* Quantised weights × many tokens on the int8 GEMM: units of MM_QGEMM_ROWS weight rows, each packed
+ * once into the thread's scratch and multiplied with every token of the batch. */
+static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act, char *scratch) {
+    const tp_tensor *a = dst->src[0], *b = dst->src[1];
+    const int64_t M = pl->M, N = pl->N, K = pl->K;
+    const int64_t units = (M + MM_QGEMM_ROWS - 1) / MM_QGEMM_ROWS;
+    const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
+    const size_t pbytes = tp_qgemm_panel_bytes(K);
+    uint8_t *panels = (uint8_t *)scratch;
+    void *tmp = scratch + 2 * pbytes;
+    int64_t u0, u1;
+    tp_split_range(pl->nbatch * units, p->ith, p->nth, &u0, &u1);
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t bi = u / units, m0 = (u % units) * MM_QGEMM_ROWS;
+        const int64_t nrows = TP_MIN(MM_QGEMM_ROWS, M - m0);
+        const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
+        const char *arow = tp_row_ptr(a, m0, i2 / r2, i3 / r3);
+        for (int64_t r = 0; r < nrows; r += TP_QG_ROWS)
+            tp_qgemm_pack_avx512(a->type, arow + (size_t)r * a->nb[1], a->nb[1], TP_MIN(TP_QG_ROWS, nrows - r), K,
+                                 panels + (size_t)(r / TP_QG_ROWS) * pbytes, tmp);
+        const char *abase = act + (size_t)bi * pl->batch_bytes;
+        float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M + m0;
+        tp_qgemm_avx512(panels, nrows, K, (const tp_block_q8a *)abase, (const float *)(abase + pl->xs_off), N, cbase,
+                        M, NULL);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Phase 2c: AMX tiles
  * ------------------------------------------------------------------------------------------- */
@@ -453,5 +494,6 @@ void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
     tp_barrier(p->pool);
     if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) mm_gemm_packed(p, &pl, dst, act, scratch);
     else if (pl.act == ACT_BF16_AMX) mm_gemm_amx(p, &pl, dst, act, scratch);
+    else if (pl.qgemm) mm_qgemm(p, &pl, dst, act, scratch);
     else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
 }

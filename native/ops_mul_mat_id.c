@@ -14,8 +14,9 @@
 #include "tp_kernels.h"
 #include "tp_matmul.h"
 
-#define MMID_ROW_CHUNK 16
-#define MMID_TOK_CHUNK 64 /* tokens per quantised SIMD call (per-thread scratch of 64 x 16 floats) */
+#define MMID_ROW_CHUNK 64 /* = 2 TP_QG_ROWS panels of the int8 GEMM */
+#define MMID_TOK_CHUNK 64 /* tokens per quantised SIMD call (per-thread scratch of 64 x 64 floats) */
+#define MMID_QGEMM_MIN 4  /* tokens of one expert from which the int8 GEMM (packed panels) is used */
 
 typedef struct {
     bool quant;
@@ -25,6 +26,7 @@ typedef struct {
     size_t off_pairs;    /* int32 [n_pairs] pair index (t * n_used + s), grouped by expert */
     size_t off_units;    /* int64 [E + 1] first work unit of each expert */
     size_t off_act;      /* [n_pairs] activations in grouped order */
+    size_t off_xs;       /* quant: float [n_pairs][K/32] d·Σq per activation block (int8 GEMM) */
     size_t thread_off;   /* per-thread scratch (K floats) */
     size_t thread_bytes;
 } mmid_plan;
@@ -52,8 +54,12 @@ static void mmid_make_plan(const tp_tensor *dst, mmid_plan *pl) {
     off = align64(off + (size_t)(pl->E + 1) * sizeof(int64_t));
     pl->off_act = off;
     off = align64(off + (size_t)pl->n_pairs * pl->act_row);
+    pl->off_xs = off;
+    if (pl->quant) off = align64(off + (size_t)pl->n_pairs * (size_t)(pl->K / TP_QK) * sizeof(float));
     pl->thread_off = off;
-    pl->thread_bytes = align64((size_t)TP_MAX(pl->K, MMID_TOK_CHUNK * MMID_ROW_CHUNK) * sizeof(float));
+    size_t tb = align64((size_t)TP_MAX(pl->K, MMID_TOK_CHUNK * MMID_ROW_CHUNK) * sizeof(float));
+    if (pl->quant) tb += 2 * tp_qgemm_panel_bytes(pl->K) + tp_qgemm_pack_tmp_bytes(pl->K);
+    pl->thread_bytes = align64(tb);
 }
 
 size_t tp_work_size_mul_mat_id(const tp_tensor *dst, int nth) {
@@ -165,9 +171,12 @@ void tp_kernel_mul_mat_id(const tp_compute_params *p, tp_tensor *dst) {
         }
         char *d = act + (size_t)i * pl.act_row;
         if (pl.quant) {
-            if (p->path == TP_CPU_AVX512) tp_quantize_row_q8a_avx512(src, (tp_block_q8a *)d, K);
-            else if (p->path == TP_CPU_AVX2) tp_quantize_row_q8a_avx2(src, (tp_block_q8a *)d, K);
-            else tp_quantize_row_q8a(src, (tp_block_q8a *)d, K);
+            tp_block_q8a *qd = (tp_block_q8a *)d;
+            if (p->path == TP_CPU_AVX512) tp_quantize_row_q8a_avx512(src, qd, K);
+            else if (p->path == TP_CPU_AVX2) tp_quantize_row_q8a_avx2(src, qd, K);
+            else tp_quantize_row_q8a(src, qd, K);
+            float *xs = (float *)(ws + pl.off_xs) + i * (K / TP_QK);
+            for (int64_t j = 0; j < K / TP_QK; j++) xs[j] = qd[j].d * (float)(qd[j].s[0] + qd[j].s[1]);
         } else {
             memcpy(d, src, (size_t)K * sizeof(float));
         }
@@ -176,6 +185,7 @@ void tp_kernel_mul_mat_id(const tp_compute_params *p, tp_tensor *dst) {
 
     /* phase 3: per expert, chunks of rows against all its tokens */
     const bool vnni = p->path == TP_CPU_AVX512 && tp_cpu_has_avx512_vnni();
+    const bool qgemm = pl.quant && vnni && tp_qgemm_type_ok(w->type);
     const bool simd_rows = !pl.quant && p->path != TP_CPU_SCALAR && tp_rows_contiguous(w);
     tp_split_range(units[E], p->ith, p->nth, &u0, &u1);
     int64_t e = 0;
@@ -197,6 +207,18 @@ void tp_kernel_mul_mat_id(const tp_compute_params *p, tp_tensor *dst) {
                     ((float *)dst->data)[(size_t)pairs[i] * (size_t)M + (size_t)(m0 + r)] =
                         dot_f32(wr, (const float *)(act + (size_t)i * pl.act_row), K);
             }
+            continue;
+        }
+        if (qgemm && offs[e + 1] - offs[e] >= MMID_QGEMM_MIN) {
+            /* many tokens: the rows packed once into panels, then the int8 GEMM writes every token's row */
+            const size_t pbytes = tp_qgemm_panel_bytes(K);
+            uint8_t *panels = (uint8_t *)(tmp + MMID_TOK_CHUNK * MMID_ROW_CHUNK);
+            for (int64_t r = 0; r < nrows; r += TP_QG_ROWS)
+                tp_qgemm_pack_avx512(w->type, arow + (size_t)r * w->nb[1], w->nb[1], TP_MIN(TP_QG_ROWS, nrows - r), K,
+                                     panels + (size_t)(r / TP_QG_ROWS) * pbytes, panels + 2 * pbytes);
+            tp_qgemm_avx512(panels, nrows, K, (const tp_block_q8a *)(act + (size_t)offs[e] * pl.act_row),
+                            (const float *)(ws + pl.off_xs) + offs[e] * (K / TP_QK), offs[e + 1] - offs[e],
+                            (float *)dst->data + m0, M, pairs + offs[e]);
             continue;
         }
         if (pl.quant && p->path == TP_CPU_AVX512) {

@@ -6,11 +6,14 @@
  * each graph sees it as leaves over that memory, writes its new rows with tp_cpy and attends over
  * the first n_past + n rows. A graph lives in a fresh context per batch (weights are leaves over the
  * mapped file, so creating them costs no copy). */
+#define _DEFAULT_SOURCE /* madvise(MADV_POPULATE_READ) */
 #include "text_model.h"
 #include "tp_quants.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct tp_text_model {
     char path[1024];
@@ -27,6 +30,40 @@ struct tp_text_model {
     tp_type embd_type;
     size_t embd_row_bytes;
 };
+
+/* Map every weight page now (as llama.cpp's MAP_POPULATE does), so that the first batch does not pay
+ * the page faults of the whole file: the weights' address range is populated in one call where the
+ * kernel can (Linux 5.14+), else touched page by page. */
+static void span(const tp_tensor *t, uintptr_t *lo, uintptr_t *hi) {
+    if (!t) return;
+    uintptr_t a = (uintptr_t)tp_tensor_data(t);
+    *lo = TP_MIN(*lo, a);
+    *hi = TP_MAX(*hi, a + tp_tensor_nbytes(t));
+}
+
+static void populate_weights(const text_weights *w, int n_layer) {
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    span(w->tok_embd, &lo, &hi);
+    span(w->output_norm, &lo, &hi);
+    span(w->output, &lo, &hi);
+    for (int l = 0; l < n_layer; l++) {
+        const text_layer *ly = &w->layers[l];
+        const tp_tensor *t[] = {ly->attn_norm, ly->wq,        ly->wk,      ly->wv,        ly->wo,      ly->ffn_norm,
+                                ly->ffn_gate,  ly->ffn_up,    ly->ffn_down, ly->gate_inp, ly->gate_exps, ly->up_exps,
+                                ly->down_exps, ly->gate_sh,   ly->up_sh,   ly->down_sh};
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) span(t[i], &lo, &hi);
+    }
+    if (hi <= lo) return;
+    const long page_l = sysconf(_SC_PAGESIZE);
+    const uintptr_t page = page_l > 0 ? (uintptr_t)page_l : 4096;
+    lo &= ~(page - 1);
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)lo, hi - lo, MADV_POPULATE_READ) == 0) return;
+#endif
+    volatile unsigned char sink = 0;
+    for (uintptr_t a = lo; a < hi; a += page) sink ^= *(const volatile unsigned char *)a;
+    (void)sink;
+}
 
 tp_text_params tp_text_default_params(void) {
     tp_text_params p;
@@ -87,6 +124,7 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
         if (st == TP_OK && !w) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
         if (st == TP_OK) st = text_load_weights(m->gguf, path, &m->hp, probe, w, err);
         if (st == TP_OK) {
+            populate_weights(w, m->hp.n_layer);
             m->embd_type = w->tok_embd->type;
             m->embd_data = tp_tensor_data(w->tok_embd);
             m->embd_row_bytes = w->tok_embd->nb[1];

@@ -71,4 +71,23 @@ void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, con
 void tp_quantize_row_q8a_avx512(const float *x, tp_block_q8a *y, int64_t n);
 void tp_quantize_row_q8a_avx2(const float *x, tp_block_q8a *y, int64_t n);
 
+/* Int8 GEMM for quantised weights on VNNI (matmul_avx512.c): weight rows are packed into panels of
+ * TP_QG_ROWS rows (row-interleaved unsigned levels with per-32-block float scale and bias), then
+ * every panel is multiplied with the tokens' activation blocks by vpdpbusd.
+ *   tp_qgemm_type_ok:       Q8_0, Q4_0, Q4_K, Q5_K;
+ *   tp_qgemm_panel_bytes:   bytes of one panel for rows of k (64-byte multiple);
+ *   tp_qgemm_pack_avx512:   nrows <= TP_QG_ROWS rows (lda bytes apart) into panel (64-byte aligned;
+ *                           missing rows zero); tmp: tp_qgemm_pack_tmp_bytes(k) bytes;
+ *   tp_qgemm_avx512:        nrows rows of consecutive panels × ntok tokens: x [ntok][k/32] blocks,
+ *                           xs [ntok][k/32] = d·(s[0] + s[1]) per block; token n's results go to
+ *                           out + (out_idx ? out_idx[n] : n)·ldo, rows contiguous. */
+#define TP_QG_ROWS 32
+bool tp_qgemm_type_ok(tp_type type);
+size_t tp_qgemm_panel_bytes(int64_t k);
+size_t tp_qgemm_pack_tmp_bytes(int64_t k);
+void tp_qgemm_pack_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, int64_t k, uint8_t *panel,
+                          void *tmp);
+void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x, const float *xs,
+                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx);
+
 #endif

@@ -84,15 +84,27 @@ def greedy(model, tok, images, mode, prompt=PROMPT_FREE, max_new=600, device="cp
     return out
 
 
+def _sum_over_ranks(a: int, b: int, device) -> tuple[int, int]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([a, b], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return int(t[0].item()), int(t[1].item())
+
+
 def evaluate(model, tok, n_pages=200, modes=("base", "gundam"), device="cpu", seed0=EVAL_SEED0, amp=False,
-             grounding=False, show=0, max_new=600):
-    pages = [make_page(seed0 + i) for i in range(n_pages)]
+             grounding=False, show=0, max_new=600, rank=0, world=1):
+    """CER per mode; with world > 1 each rank reads every world-th page and the sums are all-reduced."""
+    pages = [make_page(seed0 + i) for i in range(n_pages) if i % world == rank]
     res = {}
     for mode in modes:
         t = time.time()
         preds = greedy(model, tok, [p.image for p in pages], mode, device=device, amp=amp, max_new=max_new)
         dist = sum(edit_distance(pr, p.markdown) for pr, p in zip(preds, pages))
         tot = sum(len(p.markdown) for p in pages)
+        if world > 1:
+            dist, tot = _sum_over_ranks(dist, tot, device)
         res[mode] = {"cer": dist / tot, "pages": n_pages, "chars": tot, "seconds": round(time.time() - t, 1)}
         for k in range(show):
             print(f"--- {mode} page {k} truth:\n{pages[k].markdown}\n--- pred:\n{preds[k]}")
@@ -103,6 +115,8 @@ def evaluate(model, tok, n_pages=200, modes=("base", "gundam"), device="cpu", se
                            amp=amp, max_new=max_new + 300)
             strip = lambda s: re.sub(r"<\|ref\|>.*?<\|/ref\|><\|det\|>.*?<\|/det\|>\n", "", s)  # noqa: E731
             dist = sum(edit_distance(strip(pr), p.markdown) for pr, p in zip(preds, pages))
+            if world > 1:
+                dist, _ = _sum_over_ranks(dist, 0, device)
             res[mode]["cer_grounding_text"] = dist / tot
     return res
 

@@ -260,6 +260,38 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
     return Page(img, md, "\n\n".join(g), blocks)
 
 
+def make_card(seed: int) -> Page:
+    """A curriculum page: 1-4 short lines in a large font (40-70 px as seen in the 1024 view), nothing else.
+    Reading these needs no layout, only the link between glyphs and tokens, which full pages learn slowly."""
+    rng = random.Random(seed)
+    W = rng.randint(700, 1500)
+    H = int(W * rng.uniform(0.7, 1.6))
+    scale = max(W, H) / 1024.0
+    fs = max(10, int(round(rng.uniform(40.0, 70.0) * scale)))
+    f = font(fs, bold=rng.random() < 0.3)
+    bg, ink = rng.randint(238, 255), rng.randint(0, 50)
+    img = Image.new("L", (W, H), bg)
+    draw = ImageDraw.Draw(img)
+    mx, y = int(W * rng.uniform(0.04, 0.2)), int(H * rng.uniform(0.04, 0.3))
+    lines = []
+    for _ in range(rng.randint(1, 4)):
+        text = " ".join(_word(rng) for _ in range(rng.randint(1, 3)))
+        if mx + f.getlength(text) > W - 10 or y + fs * 1.4 > H - 10:
+            break
+        draw.text((mx, y), text, font=f, fill=ink)
+        lines.append(text)
+        y += int(fs * 1.4)
+    if not lines:
+        lines = ["a"]
+        draw.text((mx, 10), "a", font=f, fill=ink)
+    img = img.convert("RGB")
+    md = " ".join(lines)
+    box = (mx, 0, W, y)
+    c = [round(box[0] / W * 999), 0, 999, round(min(y, H) / H * 999)]
+    return Page(img, md, f"<|ref|>text<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{md}",
+                [Block("text", md, box)])
+
+
 if __name__ == "__main__":  # python gen.py SEED OUT.png  -> writes OUT.png and OUT.md
     import sys
 

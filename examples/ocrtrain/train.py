@@ -1,6 +1,9 @@
 """Train the small DeepSeek-OCR v1 (transformers UnlimitedOcr, all layers full attention) on synthetic pages.
 
-Time-boxed and resumable:
+Time-boxed and resumable; one process per GPU under torchrun (gradients all-reduced by hand, so experts a
+batch does not route to need no special handling):
+    torchrun --nproc-per-node 4 examples/ocrtrain/train.py ...
+
     python examples/ocrtrain/train.py --minutes 8 --total-minutes 16 --state /tmp/ocr/state.pt \
         --bundle $OUT/model --log $OUT/train.log
 run it again with the same --state to continue; the learning-rate schedule follows trained time over
@@ -25,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (PROMPT_FREE, PROMPT_GROUNDING, build_ids, load_tokenizer, make_views, n_image_tokens,  # noqa: E402
                     normalize, save_bundle, special_ids, transformers_config)
-from gen import make_page  # noqa: E402
+from gen import make_card, make_page  # noqa: E402
 
 TRAIN_SEED_MAX = 1_900_000_000  # evaluation uses seeds >= 2_000_000_000
-MODE_W = {"tiny": 0.2, "base": 0.45, "gundam": 0.35}
+MODE_W = {"tiny": 0.1, "base": 0.5, "gundam": 0.4}
 MODE_BS = {"tiny": 48, "base": 24, "gundam": 12}
 
 
@@ -54,7 +57,10 @@ class PageBatches(torch.utils.data.IterableDataset):
             for _ in range(bs):
                 seed = (self.salt * 1_000_003 + wid * 100_000_007 + k * 613) % TRAIN_SEED_MAX
                 k += 1
-                p = make_page(seed, difficulty=d * rng.uniform(0.8, 1.0) if rng.random() < 0.3 else d)
+                if rng.random() < max(0.0, 0.6 - 1.2 * prog):  # curriculum: large-print cards first
+                    p = make_card(seed)
+                else:
+                    p = make_page(seed, difficulty=d * rng.uniform(0.8, 1.0) if rng.random() < 0.3 else d)
                 g, tiles, grid = make_views(p.image, mode)
                 grounding = rng.random() < self.pg
                 inp, lab = build_ids(tok, n_image_tokens(g.shape[-1], grid),
@@ -78,13 +84,42 @@ class PageBatches(torch.utils.data.IterableDataset):
             yield batch
 
 
+def feature_regulariser(projected: list) -> torch.Tensor:
+    """Penalty on the projected image features: their per-image mean over tokens (a constant the decoder could
+    use as a free bias) and any mean square above 1. Without it, training from scratch finds the degenerate
+    solution first: SAM's convolutions align into a huge image-independent vector (features of std ~1000
+    differing by ~0.2 between pages), which bf16 then rounds the page away from. Training only; the
+    architecture is unchanged."""
+    reg = projected[0].new_zeros((), dtype=torch.float32)
+    for f in projected:  # [views, tokens, width]
+        f = f.float()
+        reg = reg + f.mean(1).pow(2).mean() + torch.relu(f.pow(2).mean() - 1.0)
+    return reg
+
+
+def all_reduce_grads(model, world):
+    """Average gradients over ranks in one flat buffer; a parameter without a gradient (an expert no token of
+    this rank's batch chose) contributes zeros."""
+    import torch.distributed as dist
+
+    params = list(model.parameters())
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    off = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[off:off + n].view_as(p).to(p.dtype)
+        off += n
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tok", default=str(Path(__file__).resolve().parents[1] / "model"))
     ap.add_argument("--state", default="/tmp/ocrtrain/state.pt")
     ap.add_argument("--init", default=None, help="start weights from a bundled checkpoint dir (no optimizer state)")
     ap.add_argument("--bundle", default=None, help="write the bf16 checkpoint here at the end")
-    ap.add_argument("--log", default=None)
+    ap.add_argument("--logfile", default=None)
     ap.add_argument("--no-tok-copy", action="store_true", help="bundle without tokenizer files")
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--total-minutes", type=float, default=16.0)
@@ -92,20 +127,34 @@ def main():
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--bs-scale", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--feat-reg", type=float, default=1.0,
+                    help="weight of the image-feature regulariser (see feature_regulariser)")
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between held-out CER checks")
     ap.add_argument("--eval-pages", type=int, default=24)
     ap.add_argument("--final-eval-pages", type=int, default=0)
+    ap.add_argument("--final-eval-modes", nargs="+", default=["base", "gundam"])
     ap.add_argument("--size", default="{}", help="JSON overrides of common.DEFAULT_SIZE")
     a = ap.parse_args()
 
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if world > 1:
+        import torch.distributed as dist
+
+        if dev == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if dev == "cuda" else "gloo")
+    if dev == "cuda":
+        dev = f"cuda:{torch.cuda.current_device()}"
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    if a.log:
-        Path(a.log).parent.mkdir(parents=True, exist_ok=True)
-    logf = open(a.log, "a") if a.log else None
+    if a.logfile and rank == 0:
+        Path(a.logfile).parent.mkdir(parents=True, exist_ok=True)
+    logf = open(a.logfile, "a") if a.logfile and rank == 0 else None
 
     def log(**kw):
+        if rank:
+            return
         line = json.dumps(kw)
         print(line, flush=True)
         if logf:
@@ -136,23 +185,31 @@ def main():
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n and "embed" not in n]
     nodecay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": nodecay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.95), fused=dev == "cuda")
+                            lr=a.lr, betas=(0.9, 0.95), fused=dev.startswith("cuda"))
     step, trained_s, salt = 0, 0.0, 1
+    warm, step0 = 300, 0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, trained_s, salt = state["step"], state["trained_s"], state["salt"] + 1
+    elif a.init and (Path(a.init) / "trainer.json").exists():
+        # weights only (the bundle): continue the schedule, re-warm the fresh optimizer moments briefly
+        t = json.loads((Path(a.init) / "trainer.json").read_text())
+        step, trained_s, salt = t["step"], t["trained_s"], t["salt"] + 1
+        warm, step0 = 50, step
+    elif a.init:
+        warm = 100  # trained weights, fresh schedule
     log(event="start", params=nparam, step=step, trained_s=round(trained_s, 1), device=dev,
-        gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=size)
+        gpu=torch.cuda.get_device_name() if dev != "cpu" else None, world=world, size=size)
 
     total_s = a.total_minutes * 60
     progress = mp.Value("d", trained_s / total_s)
-    ds = PageBatches(a.tok, salt, progress, a.bs_scale)
-    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=a.workers, pin_memory=dev == "cuda",
+    ds = PageBatches(a.tok, salt * 64 + rank, progress, a.bs_scale)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=a.workers, pin_memory=dev != "cpu",
                                      prefetch_factor=4 if a.workers else None, persistent_workers=False)
 
     def save_state():
-        if not a.state:
+        if not a.state or rank:
             return
         Path(a.state).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "trained_s": trained_s,
@@ -163,22 +220,24 @@ def main():
         from evaluate import evaluate
 
         model.eval()
-        r = evaluate(model, tok, n, modes, dev, amp=dev == "cuda")
+        r = evaluate(model, tok, n, modes, dev, amp=dev != "cpu", rank=rank, world=world)
         model.train()
         return {m: round(v["cer"], 4) for m, v in r.items()}
 
     t_run = time.time()
     t_last = time.time()
     t_eval = time.time()
-    warm = 300
     losses = {m: [] for m in MODE_W}
+    regs, rmss = [], []
+    projected: list = []
+    model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, o: projected.append(o))
     for batch in dl:
         now = time.time()
         trained_s += now - t_last
         t_last = now
         prog = min(1.0, trained_s / total_s)
         progress.value = prog
-        lr = a.lr * min(1.0, (step + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+        lr = a.lr * min(1.0, (step - step0 + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
         for g in opt.param_groups:
             g["lr"] = lr
         mode = batch.pop("mode")
@@ -186,20 +245,33 @@ def main():
         kw["pixel_values"] = normalize(kw["pixel_values"])
         if "pixel_values_local" in kw:
             kw["pixel_values_local"] = normalize(kw["pixel_values_local"])
-        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+        with torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16, enabled=dev != "cpu"):
             out = model(**kw)
-        loss = out.loss
+        reg = feature_regulariser(projected)
+        feat_rms = float(torch.cat([f.detach().float().reshape(-1) for f in projected]).pow(2).mean().sqrt())
+        projected.clear()
+        loss = out.loss + a.feat_reg * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1:
+            all_reduce_grads(model, world)
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        losses[mode].append(loss.item())
+        losses[mode].append(out.loss.item())
+        regs.append(reg.item())
+        rmss.append(feat_rms)
         if step % 50 == 0 or step <= 3:
             log(step=step, t=round(trained_s, 1), lr=round(lr, 6), gn=round(float(gn), 3), prog=round(prog, 3),
+                reg=round(float(np.mean(regs)), 4), feat_rms=round(float(np.mean(rmss)), 3),
                 **{f"loss_{m}": round(float(np.mean(v)), 4) for m, v in losses.items() if v})
             losses = {m: [] for m in MODE_W}
+            regs, rmss = [], []
         done = (time.time() - t_run > a.minutes * 60) or prog >= 1.0 or (a.max_steps and step >= a.max_steps)
+        if world > 1:  # every rank stops at the same step (rank 0's clock decides)
+            flag = torch.tensor([1.0 if done else 0.0], device=dev)
+            dist.broadcast(flag, 0)
+            done = bool(flag.item())
         if a.eval_every > 0 and (time.time() - t_eval > a.eval_every * 60) and not done:
             t0 = time.time()
             log(step=step, eval=held_out(a.eval_pages))
@@ -209,15 +281,18 @@ def main():
             break
     save_state()
     log(event="saved", step=step, trained_s=round(trained_s, 1), run_s=round(time.time() - t_run, 1))
-    if a.bundle:
+    if a.bundle and rank == 0:
         save_bundle(model, a.tok, a.bundle, copy_tokenizer=not a.no_tok_copy)
+        (Path(a.bundle) / "trainer.json").write_text(json.dumps({"step": step, "trained_s": trained_s, "salt": salt}))
         log(event="bundled", dir=a.bundle)
     if a.final_eval_pages:
         from evaluate import evaluate
 
         model.eval()
-        r = evaluate(model, tok, a.final_eval_pages, ("base", "gundam"), dev, amp=dev == "cuda")
+        r = evaluate(model, tok, a.final_eval_pages, tuple(a.final_eval_modes), dev, amp=dev != "cpu", rank=rank, world=world)
         log(event="final_eval", **r)
+    if world > 1:
+        dist.barrier()
     os._exit(0)  # do not wait for the data workers
 
 

@@ -74,10 +74,14 @@ def write_text_gguf(path: Path, qtype, tokenizer_from: Path | None = None) -> in
 
     def q(name: str, rows: int, cols: int, experts: int = 0, used: int = 0) -> None:
         nonlocal active
-        data = _blocks(qtype, rows * max(experts, 1), cols, rng)
+        # llama.cpp's Q4_K_M-like fallback: rows that are not whole super-blocks (ffn_down of the dense
+        # MLP, 6848, and of the experts, 896) are written as Q8_0
+        bs = gguf.GGML_QUANT_SIZES[qtype][0]
+        tq = qtype if cols % bs == 0 else gguf.GGMLQuantizationType.Q8_0
+        data = _blocks(tq, rows * max(experts, 1), cols, rng)
         if experts:
             data = data.reshape(experts, rows, -1)
-        w.add_tensor(name, data, raw_dtype=qtype)
+        w.add_tensor(name, data, raw_dtype=tq)
         per_row = data.shape[-1]
         active += (used if experts else 1) * rows * per_row if name != "token_embd.weight" else per_row
 
