@@ -133,7 +133,7 @@ class OcrPipeline:
 
     def __init__(self, text_path: str | os.PathLike, vision_path: str | os.PathLike, n_threads: int = 1,
                  n_ctx: int = 0, *, check_files: bool = True, text_model: Any = None, vision_model: Any = None,
-                 tokenizer: Tokenizer | None = None) -> None:
+                 tokenizer: Tokenizer | None = None, vision_precision: int = 0) -> None:
         if check_files:
             check_model_files(text_path, vision_path)
         from .native import TilepassError
@@ -142,7 +142,7 @@ class OcrPipeline:
             if vision_model is None:
                 from .vision import VisionEncoder
 
-                vision_model = VisionEncoder(vision_path, n_threads=n_threads)
+                vision_model = VisionEncoder(vision_path, n_threads=n_threads, precision=vision_precision)
         except TilepassError as e:
             raise PipelineError(f"{os.fspath(vision_path)}: cannot load the vision model: {e}") from None
         self.vision = vision_model

@@ -24,6 +24,21 @@ static tp_tensor *binary_op(tp_context *ctx, const char *name, tp_op op, tp_tens
 tp_tensor *tp_add(tp_context *ctx, tp_tensor *a, tp_tensor *b) { return binary_op(ctx, "tp_add", TP_OP_ADD, a, b); }
 tp_tensor *tp_mul(tp_context *ctx, tp_tensor *a, tp_tensor *b) { return binary_op(ctx, "tp_mul", TP_OP_MUL, a, b); }
 
+static void binary_row_contiguous(float *restrict out, const float *restrict x, const float *restrict y,
+                                  int64_t n, bool y_scalar, bool is_add) {
+    if (y_scalar) {
+        const float c = y[0];
+        if (is_add)
+            for (int64_t i = 0; i < n; i++) out[i] = x[i] + c;
+        else
+            for (int64_t i = 0; i < n; i++) out[i] = x[i] * c;
+    } else if (is_add) {
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
+    } else {
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] * y[i];
+    }
+}
+
 /* dst = a (op) b over rows split across threads; b broadcast where its dims are 1. */
 static void binary_kernel(const tp_compute_params *p, tp_tensor *dst, bool is_add) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
@@ -38,6 +53,11 @@ static void binary_kernel(const tp_compute_params *p, tp_tensor *dst, bool is_ad
         const char *rb = tp_row_ptr(b, i1 % b->ne[1], i2 % b->ne[2], i3 % b->ne[3]);
         float *out = (float *)dst->data + r * ne0;
         size_t sa = a->nb[0], sb = b_bcast0 ? 0 : b->nb[0];
+        if (sa == sizeof(float) && (sb == sizeof(float) || sb == 0)) {
+            /* the common case (residuals, biases): unit stride, so the loops vectorise */
+            binary_row_contiguous(out, (const float *)ra, (const float *)rb, ne0, sb == 0, is_add);
+            continue;
+        }
         if (is_add) {
             for (int64_t i = 0; i < ne0; i++)
                 out[i] = *(const float *)(ra + i * sa) + *(const float *)(rb + i * sb);

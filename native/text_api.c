@@ -29,11 +29,15 @@ struct tp_text_model {
     const char *embd_data;
     tp_type embd_type;
     size_t embd_row_bytes;
+    /* the weights' address range in the mapping, made resident at the first eval (not at load: a
+     * pipeline loads the text model, then encodes images, and its peak must not hold both at once) */
+    uintptr_t weights_lo, weights_hi;
+    bool weights_resident;
 };
 
-/* Map every weight page now (as llama.cpp's MAP_POPULATE does), so that the first batch does not pay
- * the page faults of the whole file: the weights' address range is populated in one call where the
- * kernel can (Linux 5.14+), else touched page by page. */
+/* Map every weight page before the first batch (as llama.cpp's MAP_POPULATE does), so that it does not
+ * pay the page faults of the whole file one by one: the weights' address range is populated in one
+ * call where the kernel can (Linux 5.14+), else touched page by page. */
 static void span(const tp_tensor *t, uintptr_t *lo, uintptr_t *hi) {
     if (!t) return;
     uintptr_t a = (uintptr_t)tp_tensor_data(t);
@@ -41,7 +45,7 @@ static void span(const tp_tensor *t, uintptr_t *lo, uintptr_t *hi) {
     *hi = TP_MAX(*hi, a + tp_tensor_nbytes(t));
 }
 
-static void populate_weights(const text_weights *w, int n_layer) {
+static void weights_span(const text_weights *w, int n_layer, uintptr_t *lo_out, uintptr_t *hi_out) {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     span(w->tok_embd, &lo, &hi);
     span(w->output_norm, &lo, &hi);
@@ -53,6 +57,11 @@ static void populate_weights(const text_weights *w, int n_layer) {
                                 ly->down_exps, ly->gate_sh,   ly->up_sh,   ly->down_sh};
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) span(t[i], &lo, &hi);
     }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+static void populate_range(uintptr_t lo, uintptr_t hi) {
     if (hi <= lo) return;
     const long page_l = sysconf(_SC_PAGESIZE);
     const uintptr_t page = page_l > 0 ? (uintptr_t)page_l : 4096;
@@ -124,7 +133,7 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
         if (st == TP_OK && !w) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
         if (st == TP_OK) st = text_load_weights(m->gguf, path, &m->hp, probe, w, err);
         if (st == TP_OK) {
-            populate_weights(w, m->hp.n_layer);
+            weights_span(w, m->hp.n_layer, &m->weights_lo, &m->weights_hi);
             m->embd_type = w->tok_embd->type;
             m->embd_data = tp_tensor_data(w->tok_embd);
             m->embd_row_bytes = w->tok_embd->nb[1];
@@ -275,6 +284,10 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
                      "tp_text_eval: %d tokens after %d would overflow the KV cache of %d (reset, or load with a larger n_ctx)",
                      (int)n, (int)m->n_past, (int)m->n_ctx);
         return TP_ERR_INVALID_ARGUMENT;
+    }
+    if (!m->weights_resident) {
+        populate_range(m->weights_lo, m->weights_hi);
+        m->weights_resident = true;
     }
     int64_t n_img = 0;
     for (int32_t i = 0; i < n; i++) {

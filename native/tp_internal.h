@@ -141,8 +141,23 @@ void tp_row_to_f32(tp_type type, const void *src, float *dst, int64_t n);
 void tp_row_from_f32(tp_type type, const float *src, void *dst, int64_t n);
 float tp_f16_to_f32(uint16_t h);
 uint16_t tp_f32_to_f16(float f);
-float tp_bf16_to_f32(uint16_t h);
-uint16_t tp_f32_to_bf16(float f); /* round to nearest even, NaN kept */
+
+/* BF16 <-> F32 inline: they sit in the inner loops of packing for the BF16 GEMM and attention. */
+static inline float tp_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+/* Round to nearest even, NaN kept (quiet). */
+static inline uint16_t tp_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof(x));
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
 
 /* Split n items over nth threads: [*start, *end) for thread ith. */
 static inline void tp_split_range(int64_t n, int ith, int nth, int64_t *start, int64_t *end) {

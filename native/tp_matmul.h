@@ -12,8 +12,8 @@
 #define TP_MM_NR 12
 #define TP_MM_MR 32
 #define TP_MM_MC 256
-#define TP_MM_KC 256      /* F32 k-block */
-#define TP_MM_KC_BF16 512 /* BF16 k-block (256 pairs) */
+#define TP_MM_KC 512       /* F32 k-block */
+#define TP_MM_KC_BF16 1024 /* BF16 k-block (512 pairs): K <= 1024 in one pass, no C reloads */
 
 /* CPU features beyond the path (cpu.c). */
 bool tp_cpu_has_avx512_bf16(void);

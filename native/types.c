@@ -98,21 +98,6 @@ uint16_t tp_f32_to_f16(float f) {
     return (uint16_t)(sign | half);
 }
 
-float tp_bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof(f));
-    return f;
-}
-
-uint16_t tp_f32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof(x));
-    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
-    x += 0x7fff + ((x >> 16) & 1);
-    return (uint16_t)(x >> 16);
-}
-
 void tp_row_to_f32(tp_type type, const void *src, float *dst, int64_t n) {
     switch (type) {
     case TP_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return;

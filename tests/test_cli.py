@@ -262,3 +262,19 @@ def test_matches_live_transformers_generate(converted_tiny, tmp_path, capsys, ng
     _LIVE[ngram] = ours
     if ngram and 0 in _LIVE:
         assert ours != _LIVE[0], "the rule banned nothing: the comparison would not test it"
+
+
+def test_bf16_precision_flag(tmp_path, capsys):
+    """--precision bf16 runs the same pipeline with BF16 vision products: same prompt, a full page of
+    tokens; the greedy tokens of this tiny random model agree with the recorded F32 reference at the start
+    (its logits are nearly flat, so later tokens may flip; the encoder's own BF16 cosine is proven in
+    test_mul_mat_bf16.py)."""
+    ref = np.load(FIXTURE / "reference.npz")
+    out = tmp_path / "page.json"
+    rc, stdout, err = run_cli(base_args("--image", PAGE, "--mode", "gundam", "-n", "16", "--no-repeat-ngram", "0",
+                                        "--json", "--raw", "--precision", "bf16", "-o", out), capsys)
+    assert rc == 3 and stdout == ""
+    page = json.loads(out.read_text())
+    assert page["tokens"]["prompt"] == int(ref["input_len_gundam"])
+    assert len(page["token_ids"]) == 16
+    assert page["token_ids"][:4] == ref["greedy16_gundam"].tolist()[:4]
