@@ -57,7 +57,7 @@ $(SANLIB): $(SOBJS)
 	$(CC) -shared -fsanitize=address,undefined -o $@.tmp $^ $(LDLIBS) && mv $@.tmp $@
 
 # C tests link the sanitizer build of the library and only use the public header.
-$(BUILD)/ctest/%: tests/c/%.c $(SANLIB) include/tilepass.h
+$(BUILD)/ctest/%: tests/c/%.c tests/c/tp_check.h $(SANLIB) include/tilepass.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
 	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)

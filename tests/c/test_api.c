@@ -2,22 +2,12 @@
  * with a message and never crashes; a small graph computes the right numbers. Built against
  * the ASan+UBSan library by `make test`. */
 #include "tilepass.h"
+#include "tp_check.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-static int n_pass, n_fail;
-
-#define CHECK(cond, what)                                                                          \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            n_pass++;                                                                              \
-        } else {                                                                                   \
-            n_fail++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, what);                         \
-        }                                                                                          \
-    } while (0)
 
 static void test_version(void) {
     char want[32];

@@ -3,23 +3,13 @@
  * padding lands where ImageOps.pad puts it; the spec's tile grids; bad input is refused with a
  * status and a message. (Pixel-exact equality with Pillow is tests/test_c_preprocess.py's job.) */
 #include "tilepass.h"
+#include "tp_check.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int n_pass, n_fail;
-
-#define CHECK(cond, what)                                                                          \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            n_pass++;                                                                              \
-        } else {                                                                                   \
-            n_fail++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, what);                         \
-        }                                                                                          \
-    } while (0)
 
 static float norm(int v) { return ((float)v / 255.0f - 0.5f) / 0.5f; }
 
