@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("f32", "bf16"), default="f32",
                    help="vision arithmetic: f32 (default, exact) or bf16 (BF16 products with F32 sums where the CPU "
                         "has AVX512-BF16/AMX: about 2-3x faster, cosine >= 0.999 to f32; elsewhere the same as f32)")
+    p.add_argument("--kv-type", choices=("auto", "f16", "f32"), default="auto",
+                   help="KV cache element type (default auto: f32 for an F32 text file, else f16 as llama.cpp)")
     p.add_argument("--temp", type=_float("--temp", 0.0), default=0.0, help="temperature (default 0: greedy)")
     p.add_argument("--top-k", type=_positive_int("--top-k", 0), default=0, help="top-k sampling (0: off)")
     p.add_argument("--top-p", type=_float("--top-p", 0.0, 1.0, lo_open=True), default=1.0, help="top-p sampling (1: off)")
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     t0 = time.perf_counter()
     try:
         pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
-                           vision_precision=1 if args.precision == "bf16" else 0)
+                           vision_precision=1 if args.precision == "bf16" else 0, kv_type=args.kv_type)
     except (PipelineError, TokenizerError) as e:
         raise CliError(str(e)) from None
     rep.info(f"models loaded in {time.perf_counter() - t0:.2f} s (text width {pipe.n_embd}, vocab {pipe.n_vocab}, "

@@ -133,7 +133,7 @@ class OcrPipeline:
 
     def __init__(self, text_path: str | os.PathLike, vision_path: str | os.PathLike, n_threads: int = 1,
                  n_ctx: int = 0, *, check_files: bool = True, text_model: Any = None, vision_model: Any = None,
-                 tokenizer: Tokenizer | None = None, vision_precision: int = 0) -> None:
+                 tokenizer: Tokenizer | None = None, vision_precision: int = 0, kv_type: str | None = None) -> None:
         if check_files:
             check_model_files(text_path, vision_path)
         from .native import TilepassError
@@ -153,7 +153,7 @@ class OcrPipeline:
                     from .text_model import TextModel
                 except ImportError as e:
                     raise PipelineError(f"the text decoder is not available in this build ({e})") from None
-                text_model = TextModel(text_path, n_threads=n_threads, n_ctx=n_ctx)
+                text_model = TextModel(text_path, n_threads=n_threads, n_ctx=n_ctx, kv_type=kv_type)
         except TilepassError as e:
             raise PipelineError(f"{os.fspath(text_path)}: cannot load the text model: {e}") from None
         self.text = text_model

@@ -29,15 +29,22 @@ class TextModel:
 
     eval(ids, embd) appends tokens to the sequence (image-token positions take the rows of ``embd``
     in order) and returns logits: ``[n_vocab]`` for the last position, or ``[n, n_vocab]`` with
-    ``all_logits=True``."""
+    ``all_logits=True``.
+
+    kv_type: the KV cache's element type, "f16", "f32" or "auto" (None; F32 for F32 weights, else F16)."""
+
+    KV_TYPES = {"auto": -1, "f32": 0, "f16": 1}
 
     def __init__(self, path: str | Path, n_threads: int = 1, n_ctx: int = 0, n_batch: int = 0,
-                 cpu_path: int = -1) -> None:
+                 cpu_path: int = -1, kv_type: str | None = None) -> None:
+        if (kv_type or "auto") not in self.KV_TYPES:
+            raise ValueError(f"kv_type must be one of {sorted(self.KV_TYPES)} (got {kv_type!r})")
         params = ffi.new("tp_text_params *", lib.tp_text_default_params())
         params.n_threads = n_threads
         params.cpu_path = cpu_path
         params.n_ctx = n_ctx
         params.n_batch = n_batch
+        params.kv_type = self.KV_TYPES[kv_type or "auto"]
         out = ffi.new("tp_text_model **")
         err = new_error()
         check_error(lib.tp_text_load(str(path).encode(), params, out, err), err)

@@ -295,7 +295,7 @@ tp_tensor *tp_rope_neox(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot
 tp_tensor *tp_top_k(tp_context *ctx, tp_tensor *a, int k);
 
 /* Fused attention, online softmax (never an n×n buffer).
- *   q: [D, Nq, H, B], k: [D, Nk, Hkv, B], v: [Dv, Nk, Hkv, B] (any strides, F32; H % Hkv == 0).
+ *   q: [D, Nq, H, B], k: [D, Nk, Hkv, B], v: [Dv, Nk, Hkv, B] (any strides; q F32, k and v F32 or F16 — the F16 KV cache; H % Hkv == 0).
  *   Result: [Dv, H, Nq, B] (so that a reshape gives [Dv·H, Nq, B]).
  *   logits[i, j] = scale · q_i·k_j + bias[j, i, h, b] + rel_h[j / rel_w.ne0, i, h, b] + rel_w[j % rel_w.ne0, i, h, b]
  * Options (NULL members are off):
@@ -485,6 +485,12 @@ typedef struct tp_text_params {
     int cpu_path;   /* as tp_context_params.cpu_path */
     int32_t n_ctx;  /* KV-cache length; 0 = the model's context length */
     int32_t n_batch;/* prompt tokens evaluated per graph (prefill batch); 0 = 512 */
+    /* KV-cache element type: TP_TYPE_F16 (half the memory and the bytes attention reads per token;
+     * llama.cpp's default; keys/values rounded to half precision, logits typically within ~1e-3
+     * relative of the F32 cache's), TP_TYPE_F32, or -1 (the default) = auto: F32 when the text
+     * weights are F32 (exact parity with a float reference), F16 otherwise. Anything else:
+     * TP_ERR_INVALID_ARGUMENT. */
+    int32_t kv_type;
 } tp_text_params;
 
 tp_text_params tp_text_default_params(void);

@@ -204,3 +204,56 @@ void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, s
         }
     }
 }
+
+/* ---- an F16 KV cache (F16C conversion on load; sums in the order of the F32 forms) ---- */
+
+static inline __m256 ld8h(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+static inline float h1(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+void tp_attn_dec_qk_f16_avx2(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                             int nc, int H, int nq, int D) {
+    const int dfull = D & ~15;
+    for (int c = 0; c < nc; c++) {
+        const uint16_t *kc = K + (size_t)c * ldk;
+        float *srow = St + (size_t)c * lds;
+        for (int h = 0; h < H; h++) {
+            const uint16_t *kr = kc + (size_t)(h / group) * ldh;
+            const float *qh = Q + (size_t)h * D;
+            __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+            int d = 0;
+            for (; d < dfull; d += 16) {
+                a = _mm256_fmadd_ps(ld8h(kr + d), _mm256_loadu_ps(qh + d), a);
+                b = _mm256_fmadd_ps(ld8h(kr + d + 8), _mm256_loadu_ps(qh + d + 8), b);
+            }
+            float s = hsum256(_mm256_add_ps(a, b));
+            for (; d < D; d++) s += h1(kr[d]) * qh[d];
+            srow[h] = s;
+        }
+        for (int h = H; h < nq; h++) srow[h] = 0.0f;
+    }
+}
+
+void tp_attn_dec_pv_f16_avx2(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
+                             int nc, int H, int Dv) {
+    const int efull = Dv & ~7;
+    for (int c = 0; c < nc; c++) {
+        const uint16_t *vc = V + (size_t)c * ldv;
+        const float *pr = Pt + (size_t)c * ldp;
+        for (int h = 0; h < H; h++) {
+            const float pf = pr[h];
+            const __m256 p = _mm256_set1_ps(pf);
+            const uint16_t *vr = vc + (size_t)(h / group) * ldh;
+            float *o = O + (size_t)h * Dv;
+            int e = 0;
+            for (; e < efull; e += 8) _mm256_storeu_ps(o + e, _mm256_fmadd_ps(p, ld8h(vr + e), _mm256_loadu_ps(o + e)));
+            for (; e < Dv; e++) o[e] += pf * h1(vr[e]);
+        }
+    }
+}
+
+void tp_attn_f16_to_f32_avx2(const uint16_t *src, float *dst, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8h(src + i));
+    for (; i < n; i++) dst[i] = h1(src[i]);
+}

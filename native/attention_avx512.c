@@ -223,3 +223,59 @@ void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv,
         }
     }
 }
+
+/* ---- an F16 KV cache (F16C conversion on load; sums in the order of the F32 forms) ---- */
+
+static inline __m512 ld16h(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline __m512 ld16h_mask(__mmask16 m, const uint16_t *p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+
+void tp_attn_dec_qk_f16_avx512(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                               int nc, int H, int nq, int D) {
+    const int dfull = D & ~31;
+    for (int c = 0; c < nc; c++) {
+        const uint16_t *kc = K + (size_t)c * ldk;
+        float *srow = St + (size_t)c * lds;
+        for (int h = 0; h < H; h++) {
+            const uint16_t *kr = kc + (size_t)(h / group) * ldh;
+            const float *qh = Q + (size_t)h * D;
+            __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+            int d = 0;
+            for (; d < dfull; d += 32) {
+                a = _mm512_fmadd_ps(ld16h(kr + d), _mm512_loadu_ps(qh + d), a);
+                b = _mm512_fmadd_ps(ld16h(kr + d + 16), _mm512_loadu_ps(qh + d + 16), b);
+            }
+            for (; d < D; d += 16) {
+                const __mmask16 m = (__mmask16)(D - d >= 16 ? 0xFFFF : (1u << (D - d)) - 1);
+                a = _mm512_fmadd_ps(ld16h_mask(m, kr + d), _mm512_maskz_loadu_ps(m, qh + d), a);
+            }
+            srow[h] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+        }
+        for (int h = H; h < nq; h++) srow[h] = 0.0f;
+    }
+}
+
+void tp_attn_dec_pv_f16_avx512(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
+                               int nc, int H, int Dv) {
+    for (int c = 0; c < nc; c++) {
+        const uint16_t *vc = V + (size_t)c * ldv;
+        const float *pr = Pt + (size_t)c * ldp;
+        for (int h = 0; h < H; h++) {
+            const __m512 p = _mm512_set1_ps(pr[h]);
+            const uint16_t *vr = vc + (size_t)(h / group) * ldh;
+            float *o = O + (size_t)h * Dv;
+            for (int e = 0; e < Dv; e += 16) {
+                const __mmask16 m = (__mmask16)(Dv - e >= 16 ? 0xFFFF : (1u << (Dv - e)) - 1);
+                _mm512_mask_storeu_ps(o + e, m, _mm512_fmadd_ps(p, ld16h_mask(m, vr + e), _mm512_maskz_loadu_ps(m, o + e)));
+            }
+        }
+    }
+}
+
+void tp_attn_f16_to_f32_avx512(const uint16_t *src, float *dst, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16h(src + i));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, ld16h_mask(m, src + i));
+    }
+}

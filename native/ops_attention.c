@@ -23,7 +23,11 @@
  * TP_PRECISION_BF16 with AMX (attention_amx.c; D a multiple of 32, Dv of 16, k/v rows unit-stride):
  * all threads first convert K to BF16 rows and V to BF16 transposed (Vt[e][key]) in the shared
  * scratch, then St = K·Qt and Ot += Vt·P run on tiles with q·scale and P rounded to BF16 (F32
- * accumulation); the softmax, masks and additive terms stay F32. Single-query tiles keep the F32 forms. */
+ * accumulation); the softmax, masks and additive terms stay F32. Single-query tiles keep the F32 forms.
+ *
+ * K and V may be F16 (a half-precision KV cache): the decode form reads the F16 rows directly
+ * (F16C conversion in the vector paths), the tiled form converts each block of keys to F32 in the
+ * thread's pack buffer (as for strided rows); AMX then is not used. */
 #include "tp_kernels.h"
 #include "tp_matmul.h"
 #include "tp_attention.h"
@@ -51,8 +55,9 @@ tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *
     for (int i = 0; i < 4; i++)
         if (opt_t[i] && !TP_CHECK_INPUTS(ctx, "tp_attention", opt_t[i])) return NULL;
     char s1[96], s2[96], s3[96];
-    if (q->type != TP_TYPE_F32 || k->type != TP_TYPE_F32 || v->type != TP_TYPE_F32) {
-        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_attention: q, k, v must be F32 (got %s, %s, %s)",
+    if (q->type != TP_TYPE_F32 || (k->type != TP_TYPE_F32 && k->type != TP_TYPE_F16) ||
+        (v->type != TP_TYPE_F32 && v->type != TP_TYPE_F16)) {
+        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_attention: q must be F32, k and v F32 or F16 (got %s, %s, %s)",
                          tp_type_name(q->type), tp_type_name(k->type), tp_type_name(v->type));
         return NULL;
     }
@@ -150,7 +155,8 @@ static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
 typedef struct att_dims {
     int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
-    int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride), else 0 */
+    int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride F32: F16, or strided), else 0 */
+    bool k16, v16;         /* k / v are F16 (a KV cache in half precision) */
     bool amx;              /* BF16 precision on AMX tiles */
     int64_t Nkp;           /* amx: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
     size_t shared;         /* amx: bytes of those copies (all batches and kv heads) */
@@ -158,7 +164,37 @@ typedef struct att_dims {
 #define ATT_AMX_PAD 32
 
 /* Rows of a tensor usable in place as float rows ld floats apart (unit element stride). */
-static bool unit_rows(const tp_tensor *t) { return t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0; }
+static bool unit_rows(const tp_tensor *t) {
+    return t->type == TP_TYPE_F32 && t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0;
+}
+/* Rows with unit element stride in their own type (F32 or F16), rows and heads whole elements apart. */
+static bool unit_rows_any(const tp_tensor *t) {
+    const size_t es = t->type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
+    return t->nb[0] == es && t->nb[1] % es == 0 && t->nb[2] % es == 0;
+}
+
+/* One row of n elements (F32 or F16, element stride nb0 bytes) as floats; F16 rows with unit stride
+ * go through the path's F16C converter. */
+static void row_f32(const char *src, tp_type type, size_t nb0, int n, float *dst, tp_cpu_path path) {
+    TP_UNUSED(path);
+    if (type == TP_TYPE_F16) {
+        if (nb0 == sizeof(uint16_t)) {
+#if defined(__x86_64__) || defined(__i386__)
+            if (path >= TP_CPU_AVX512) {
+                tp_attn_f16_to_f32_avx512((const uint16_t *)src, dst, n);
+                return;
+            }
+            if (path == TP_CPU_AVX2) {
+                tp_attn_f16_to_f32_avx2((const uint16_t *)src, dst, n);
+                return;
+            }
+#endif
+        }
+        for (int i = 0; i < n; i++) dst[i] = tp_f16_to_f32(*(const uint16_t *)(src + (size_t)i * nb0));
+        return;
+    }
+    for (int i = 0; i < n; i++) dst[i] = *(const float *)(src + (size_t)i * nb0);
+}
 
 typedef struct att_scratch {
     float *Qt;  /* [D][ATT_QT]: the query tile transposed, scaled */
@@ -191,6 +227,8 @@ static att_dims dims_of(const tp_tensor *dst, bool amx) {
     d.Kw = dst->op_params[AP_RELW] >= 0 ? dst->src[dst->op_params[AP_RELW]]->ne[0] : 0;
     d.Kpack = unit_rows(dst->src[1]) ? 0 : d.D;
     d.Vpack = unit_rows(dst->src[2]) ? 0 : d.Dv;
+    d.k16 = dst->src[1]->type == TP_TYPE_F16;
+    d.v16 = dst->src[2]->type == TP_TYPE_F16;
     d.amx = amx && d.D % 32 == 0 && d.Dv % 16 == 0 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
     d.Nkp = 0;
     d.shared = 0;
@@ -387,10 +425,37 @@ static void dec_pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, 
         }
 }
 
+/* The same over an F16 cache (ldk, ldv, ldh in elements). */
+static void dec_qk_f16_scalar(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                              int nc, int H, int nq, int D) {
+    for (int c = 0; c < nc; c++) {
+        for (int h = 0; h < nq; h++) {
+            float s = 0.0f;
+            if (h < H) {
+                const uint16_t *kr = K + (size_t)c * ldk + (size_t)(h / group) * ldh;
+                const float *qh = Q + (size_t)h * D;
+                for (int d = 0; d < D; d++) s += tp_f16_to_f32(kr[d]) * qh[d];
+            }
+            St[(size_t)c * lds + h] = s;
+        }
+    }
+}
+
+static void dec_pv_f16_scalar(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
+                              int nc, int H, int Dv) {
+    for (int c = 0; c < nc; c++)
+        for (int h = 0; h < H; h++) {
+            const float pr = Pt[(size_t)c * ldp + h];
+            const uint16_t *vr = V + (size_t)c * ldv + (size_t)(h / group) * ldh;
+            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * tp_f16_to_f32(vr[e]);
+        }
+}
+
 static bool decode_path_ok(const tp_tensor *dst, const att_dims *d, bool extras) {
     const tp_tensor *q = dst->src[0];
-    return !extras && q->ne[1] == 1 && q->ne[3] == 1 && q->ne[2] <= ATT_QT && d->Kpack == 0 && d->Vpack == 0 &&
-           dst->src[1]->nb[2] % sizeof(float) == 0 && dst->src[2]->nb[2] % sizeof(float) == 0;
+    TP_UNUSED(d);
+    return !extras && q->ne[1] == 1 && q->ne[3] == 1 && q->ne[2] <= ATT_QT && unit_rows_any(dst->src[1]) &&
+           unit_rows_any(dst->src[2]);
 }
 
 static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims, const att_fns *fns,
@@ -401,9 +466,17 @@ static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const a
     const int64_t Nk = k->ne[1];
     void (*qk)(const float *, size_t, size_t, int, const float *, float *, int, int, int, int, int) = dec_qk_scalar;
     void (*pv)(const float *, int, const float *, size_t, size_t, int, float *, int, int, int) = dec_pv_scalar;
+    void (*qk16)(const uint16_t *, size_t, size_t, int, const float *, float *, int, int, int, int, int) =
+        dec_qk_f16_scalar;
+    void (*pv16)(const float *, int, const uint16_t *, size_t, size_t, int, float *, int, int, int) = dec_pv_f16_scalar;
 #if defined(__x86_64__) || defined(__i386__)
-    if (p->path >= TP_CPU_AVX512) qk = tp_attn_dec_qk_avx512, pv = tp_attn_dec_pv_avx512;
-    else if (p->path == TP_CPU_AVX2) qk = tp_attn_dec_qk_avx2, pv = tp_attn_dec_pv_avx2;
+    if (p->path >= TP_CPU_AVX512) {
+        qk = tp_attn_dec_qk_avx512, pv = tp_attn_dec_pv_avx512;
+        qk16 = tp_attn_dec_qk_f16_avx512, pv16 = tp_attn_dec_pv_f16_avx512;
+    } else if (p->path == TP_CPU_AVX2) {
+        qk = tp_attn_dec_qk_avx2, pv = tp_attn_dec_pv_avx2;
+        qk16 = tp_attn_dec_qk_f16_avx2, pv16 = tp_attn_dec_pv_f16_avx2;
+    }
 #endif
     att_scratch sc = carve(p->wdata, p->ith, dims);
     for (int h = 0; h < H; h++) {
@@ -412,14 +485,16 @@ static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const a
     }
     for (int h = 0; h < nq; h++) sc.m[h] = -INFINITY, sc.l[h] = 0.0f;
     memset(sc.Ot, 0, sizeof(float) * (size_t)H * (size_t)Dv);
-    const size_t ldk = k->nb[1] / sizeof(float), ldhk = k->nb[2] / sizeof(float);
-    const size_t ldv = v->nb[1] / sizeof(float), ldhv = v->nb[2] / sizeof(float);
+    const size_t esk = dims->k16 ? sizeof(uint16_t) : sizeof(float), esv = dims->v16 ? sizeof(uint16_t) : sizeof(float);
+    const size_t ldk = k->nb[1] / esk, ldhk = k->nb[2] / esk;
+    const size_t ldv = v->nb[1] / esv, ldhv = v->nb[2] / esv;
     int64_t j0, j1;
     tp_split_range(Nk, p->ith, p->nth, &j0, &j1);
     for (int64_t jb = j0; jb < j1; jb += ATT_KB) {
         const int nc = (int)TP_MIN((int64_t)ATT_KB, j1 - jb);
-        qk((const float *)((const char *)k->data + (size_t)jb * k->nb[1]), ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc,
-           H, nq, D);
+        const char *kb = (const char *)k->data + (size_t)jb * k->nb[1];
+        if (dims->k16) qk16((const uint16_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
+        else qk((const float *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
         float mo[ATT_QT];
         memcpy(mo, sc.m, sizeof(float) * (size_t)H);
         fns->softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, 0); /* Ot rescaled below, [H][Dv] here */
@@ -429,8 +504,9 @@ static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const a
             if (alpha != 1.0f)
                 for (int e = 0; e < Dv; e++) sc.Ot[(size_t)h * Dv + e] *= alpha;
         }
-        pv(sc.St, ATT_QT, (const float *)((const char *)v->data + (size_t)jb * v->nb[1]), ldv, ldhv, group, sc.Ot, nc,
-           H, Dv);
+        const char *vb = (const char *)v->data + (size_t)jb * v->nb[1];
+        if (dims->v16) pv16(sc.St, ATT_QT, (const uint16_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
+        else pv(sc.St, ATT_QT, (const float *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
     }
     tp_barrier(p->pool);
     int64_t h0, h1;
@@ -588,10 +664,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Kb = (const float *)(kbase + (size_t)j0 * k->nb[1]);
                 ldk = k->nb[1] / sizeof(float);
             } else {
-                for (int c = 0; c < nc; c++) {
-                    const char *kr = kbase + (size_t)(j0 + c) * k->nb[1];
-                    for (int d = 0; d < D; d++) sc.Kp[(size_t)c * D + d] = *(const float *)(kr + (size_t)d * k->nb[0]);
-                }
+                for (int c = 0; c < nc; c++)
+                    row_f32(kbase + (size_t)(j0 + c) * k->nb[1], k->type, k->nb[0], D, sc.Kp + (size_t)c * D, p->path);
                 Kb = sc.Kp;
                 ldk = (size_t)D;
             }
@@ -642,10 +716,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Vb = (const float *)(vbase + (size_t)j0 * v->nb[1]);
                 ldv = v->nb[1] / sizeof(float);
             } else {
-                for (int c = 0; c < nc; c++) {
-                    const char *vr = vbase + (size_t)(j0 + c) * v->nb[1];
-                    for (int e = 0; e < Dv; e++) sc.Vp[(size_t)c * Dv + e] = *(const float *)(vr + (size_t)e * v->nb[0]);
-                }
+                for (int c = 0; c < nc; c++)
+                    row_f32(vbase + (size_t)(j0 + c) * v->nb[1], v->type, v->nb[0], Dv, sc.Vp + (size_t)c * Dv, p->path);
                 Vb = sc.Vp;
                 ldv = (size_t)Dv;
             }

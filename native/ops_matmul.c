@@ -3,7 +3,9 @@
  * One op runs in two phases on all threads:
  *   1. the activations b (any strides) are converted once into the scratch area: F32 rows, F32 or
  *      BF16 panels of TP_MM_NR tokens packed for the GEMM micro-kernels, BF16 rows for the AMX
- *      GEMM, or 8-bit blocks (tp_block_q8a) for quantised weights; then a barrier;
+ *      GEMM, or 8-bit blocks (tp_block_q8a) for quantised weights; then a barrier (a single token
+ *      on the dot-product paths instead is converted by every thread into its own scratch: a
+ *      microsecond of duplicated work, one barrier less per decode matmul);
  *   2. the multiply: a packed, cache-blocked GEMM (many tokens, F32/F16/BF16 weights, SIMD paths),
  *      the AMX tile GEMM (matmul_amx.c), or dot products of weight rows (decode / scalar path /
  *      quantised weights with integer dots).
@@ -25,6 +27,7 @@ typedef struct {
     int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs, a multiple of 32 for AMX) */
     int64_t Np;                  /* AMX: N padded to TP_AMX_NB */
     bool merged;                 /* AMX: weights shared by all batches: one GEMM over N·nbatch tokens */
+    bool private_act;            /* one token (decode): every thread converts it into its own scratch, no barrier */
     int64_t npanels;             /* packed: token panels per batch */
     size_t batch_bytes;          /* activation bytes per batch (64-aligned) */
     size_t act_bytes;            /* all batches */
@@ -92,6 +95,13 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     pl->batch_bytes = align64(per_batch);
     pl->act_bytes = pl->batch_bytes * (size_t)(pl->merged ? 1 : pl->nbatch);
     pl->thread_bytes = align64(thread);
+    /* one token, one batch, on the dot-product paths: converting it (K values) costs less than the
+     * barrier that sharing it would need, so each thread converts it into the end of its own scratch */
+    pl->private_act = pl->N == 1 && pl->nbatch == 1 && (pl->act == ACT_F32_ROWS || (pl->act == ACT_Q8A && !pl->qgemm));
+    if (pl->private_act) {
+        pl->thread_bytes += pl->batch_bytes;
+        pl->act_bytes = 0;
+    }
 }
 
 static size_t mm_plan_bytes(const mm_plan *pl, int nth) { return pl->act_bytes + (size_t)nth * pl->thread_bytes + 64; }
@@ -490,8 +500,16 @@ void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
         mm_make_plan(dst, p->path, p->precision, false, &pl);
     char *act = (char *)p->wdata;
     char *scratch = act + pl.act_bytes + (size_t)p->ith * pl.thread_bytes;
-    mm_convert_acts(p, &pl, dst->src[1], act, (float *)scratch);
-    tp_barrier(p->pool);
+    if (pl.private_act) {
+        tp_compute_params self = *p;
+        self.ith = 0;
+        self.nth = 1;
+        act = scratch + pl.thread_bytes - pl.batch_bytes;
+        mm_convert_acts(&self, &pl, dst->src[1], act, (float *)scratch);
+    } else {
+        mm_convert_acts(p, &pl, dst->src[1], act, (float *)scratch);
+        tp_barrier(p->pool);
+    }
     if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) mm_gemm_packed(p, &pl, dst, act, scratch);
     else if (pl.act == ACT_BF16_AMX) mm_gemm_amx(p, &pl, dst, act, scratch);
     else if (pl.qgemm) mm_qgemm(p, &pl, dst, act, scratch);

@@ -2,7 +2,8 @@
  * tokens in batches (one graph per batch of up to n_batch tokens; the embeddings, with image rows
  * spliced in, are assembled on the host), and give token bytes.
  *
- * The KV cache is model-owned F32 memory, [head_dim, n_head_kv, n_ctx] per layer for K and for V;
+ * The KV cache is model-owned memory (F32 or F16, tp_text_params.kv_type), [head_dim, n_head_kv, n_ctx]
+ * per layer for K and for V;
  * each graph sees it as leaves over that memory, writes its new rows with tp_cpy and attends over
  * the first n_past + n rows. A graph lives in a fresh context per batch (weights are leaves over the
  * mapped file, so creating them costs no copy). */
@@ -24,7 +25,8 @@ struct tp_text_model {
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
     int32_t n_past;
-    float **kcache, **vcache; /* [n_layer] */
+    tp_type kv_type;          /* TP_TYPE_F32 or TP_TYPE_F16 */
+    void **kcache, **vcache; /* [n_layer] */
     /* the token embedding table, read on the host */
     const char *embd_data;
     tp_type embd_type;
@@ -80,6 +82,7 @@ tp_text_params tp_text_default_params(void) {
     p.cpu_path = -1;
     p.n_ctx = 0;
     p.n_batch = 0;
+    p.kv_type = -1;
     return p;
 }
 
@@ -115,6 +118,12 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
                      p.n_ctx, p.n_batch);
         return TP_ERR_INVALID_ARGUMENT;
     }
+    if (p.kv_type != -1 && p.kv_type != TP_TYPE_F32 && p.kv_type != TP_TYPE_F16) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "tp_text_load: kv_type %d must be TP_TYPE_F32 (%d), TP_TYPE_F16 (%d) or -1 (auto)", (int)p.kv_type,
+                     (int)TP_TYPE_F32, (int)TP_TYPE_F16);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
     tp_text_model *m = calloc(1, sizeof(*m));
     if (!m) {
         tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_text_load: out of memory");
@@ -137,6 +146,9 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
             m->embd_type = w->tok_embd->type;
             m->embd_data = tp_tensor_data(w->tok_embd);
             m->embd_row_bytes = w->tok_embd->nb[1];
+            /* auto: an F32 cache for F32 weights (float-reference parity), else F16 */
+            m->kv_type = p.kv_type >= 0 ? (tp_type)p.kv_type
+                         : w->layers[0].wq->type == TP_TYPE_F32 ? TP_TYPE_F32 : TP_TYPE_F16;
         }
         free(w);
         tp_context_free(probe);
@@ -148,14 +160,15 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
         if (m->n_ctx <= 0) st = fail(m, err, TP_ERR_INVALID_ARGUMENT, "the context length is 0");
     }
     if (st == TP_OK) {
-        m->kcache = calloc((size_t)m->hp.n_layer, sizeof(float *));
-        m->vcache = calloc((size_t)m->hp.n_layer, sizeof(float *));
+        m->kcache = calloc((size_t)m->hp.n_layer, sizeof(void *));
+        m->vcache = calloc((size_t)m->hp.n_layer, sizeof(void *));
+        const size_t es = m->kv_type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
         size_t kn = (size_t)m->hp.head_dim * (size_t)m->hp.n_head_kv * (size_t)m->n_ctx;
         size_t vn = (size_t)m->hp.head_dim_v * (size_t)m->hp.n_head_kv * (size_t)m->n_ctx;
         if (!m->kcache || !m->vcache) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
         for (int l = 0; l < m->hp.n_layer && st == TP_OK; l++) {
-            m->kcache[l] = calloc(kn, sizeof(float));
-            m->vcache[l] = calloc(vn, sizeof(float));
+            m->kcache[l] = calloc(kn, es);
+            m->vcache[l] = calloc(vn, es);
             if (!m->kcache[l] || !m->vcache[l]) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "cannot allocate the KV cache (%d tokens)", m->n_ctx);
@@ -242,10 +255,9 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     }
     for (int l = 0; l < hp->n_layer; l++) {
         int64_t kne[3] = {hp->head_dim, hp->n_head_kv, m->n_ctx}, vne[3] = {hp->head_dim_v, hp->n_head_kv, m->n_ctx};
-        kc[l] = tp_new_tensor_external(ctx, TP_TYPE_F32, 3, kne, m->kcache[l],
-                                       (size_t)(kne[0] * kne[1] * kne[2]) * sizeof(float));
-        vc[l] = tp_new_tensor_external(ctx, TP_TYPE_F32, 3, vne, m->vcache[l],
-                                       (size_t)(vne[0] * vne[1] * vne[2]) * sizeof(float));
+        const size_t es = m->kv_type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
+        kc[l] = tp_new_tensor_external(ctx, m->kv_type, 3, kne, m->kcache[l], (size_t)(kne[0] * kne[1] * kne[2]) * es);
+        vc[l] = tp_new_tensor_external(ctx, m->kv_type, 3, vne, m->vcache[l], (size_t)(vne[0] * vne[1] * vne[2]) * es);
     }
     tp_graph *g = tp_graph_new(ctx);
     tp_tensor *out = NULL;

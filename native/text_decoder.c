@@ -5,8 +5,9 @@
  *   weights, each expert evaluated once for all its tokens through tp_mul_mat_id, shared experts
  *   added) -> residual;
  *   then the final RMSNorm and lm_head on the rows whose logits are wanted.
- * The KV cache of a layer is [head_dim, n_head_kv, n_ctx]: a token's keys are contiguous, so the
- * n new tokens are one contiguous block. */
+ * The KV cache of a layer is [head_dim, n_head_kv, n_ctx] (F32 or F16; tp_cpy rounds the new rows to
+ * F16 and attention reads F16 rows directly): a token's keys are contiguous, so the n new tokens are
+ * one contiguous block. */
 #include "text_model.h"
 
 #include <math.h>
@@ -71,7 +72,7 @@ tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp
         /* write the new keys/values at rows n_past.. of the cache */
         tp_tensor *kc = kcache[l], *vc = vcache[l];
         int64_t kne[3] = {D, Hkv, n}, vne[3] = {Dv, Hkv, n};
-        size_t knb[3] = {sizeof(float), kc->nb[1], kc->nb[2]}, vnb[3] = {sizeof(float), vc->nb[1], vc->nb[2]};
+        size_t knb[3] = {kc->nb[0], kc->nb[1], kc->nb[2]}, vnb[3] = {vc->nb[0], vc->nb[1], vc->nb[2]};
         tp_tensor *kw = tp_cpy(ctx, k, tp_view(ctx, kc, 3, kne, knb, (size_t)n_past * kc->nb[2]));
         tp_tensor *vw = tp_cpy(ctx, v, tp_view(ctx, vc, 3, vne, vnb, (size_t)n_past * vc->nb[2]));
         tp_graph_add_output(g, kw);
@@ -79,7 +80,7 @@ tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp
 
         /* attend over all n_kv cached positions: [D, n_kv, Hkv] views ordered after the writes */
         int64_t kall_ne[3] = {D, n_kv, Hkv}, vall_ne[3] = {Dv, n_kv, Hkv};
-        size_t kall_nb[3] = {sizeof(float), kc->nb[2], kc->nb[1]}, vall_nb[3] = {sizeof(float), vc->nb[2], vc->nb[1]};
+        size_t kall_nb[3] = {kc->nb[0], kc->nb[2], kc->nb[1]}, vall_nb[3] = {vc->nb[0], vc->nb[2], vc->nb[1]};
         tp_tensor *kall = tp_view(ctx, kc, 3, kall_ne, kall_nb, 0);
         tp_tensor *vall = tp_view(ctx, vc, 3, vall_ne, vall_nb, 0);
         if (!kall || !vall || !kw || !vw) return NULL;

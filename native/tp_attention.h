@@ -36,5 +36,16 @@ void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, cons
                          int nc, int H, int nq, int D);
 void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
                          int nc, int H, int Dv);
+/* the same over an F16 KV cache (ldk, ldv, ldh in elements), and F16 rows to F32 (F16C) */
+void tp_attn_dec_qk_f16_avx512(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                               int nc, int H, int nq, int D);
+void tp_attn_dec_pv_f16_avx512(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
+                               int nc, int H, int Dv);
+void tp_attn_dec_qk_f16_avx2(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                             int nc, int H, int nq, int D);
+void tp_attn_dec_pv_f16_avx2(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
+                             int nc, int H, int Dv);
+void tp_attn_f16_to_f32_avx512(const uint16_t *src, float *dst, int n);
+void tp_attn_f16_to_f32_avx2(const uint16_t *src, float *dst, int n);
 
 #endif

@@ -137,7 +137,7 @@ def fixture_ref():
 @pytest.mark.parametrize("mode", MODES)
 def test_llamacpp_fixture(fixture_ref, mode):
     ref = fixture_ref
-    m = TextModel(FIX / "text-f16.gguf", n_threads=2, n_ctx=1100, n_batch=256)
+    m = TextModel(FIX / "text-f16.gguf", n_threads=2, n_ctx=1100, n_batch=256, kv_type="f32")  # the reference is F32 arithmetic
     assert m.info.image_token_id == 128815 and m.info.bos_id == 0 and m.info.eos_id == 1
     feats = ref[f"features_{mode}"]
     ids = [0] + [128815] * len(feats) + [int(t) for t in ref["prompt_text_ids"]]
