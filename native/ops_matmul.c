@@ -26,7 +26,7 @@ typedef struct {
     size_t xs_off;               /* qgemm: offset in a batch of the d·Σq table [N][K/32] */
     int64_t K, M, N, nbatch, Kp; /* Kp: K padded (even for BF16 pairs, a multiple of 32 for AMX) */
     int64_t Np;                  /* AMX: N padded to TP_AMX_NB */
-    bool merged;                 /* AMX: weights shared by all batches: one GEMM over N·nbatch tokens */
+    bool merged;                 /* weights shared by all batches: one GEMM over N·nbatch tokens (AMX, packed) */
     bool private_act;            /* one token (decode): every thread converts it into its own scratch, no barrier */
     int64_t npanels;             /* packed: token panels per batch */
     size_t batch_bytes;          /* activation bytes per batch (64-aligned) */
@@ -75,7 +75,11 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
         per_batch = (size_t)pl->Np * (size_t)pl->Kp * sizeof(uint16_t);
         thread = tp_amx_thread_bytes(pl->K, pl->Kp);
     } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N) {
-        pl->npanels = (pl->N + TP_MM_NR - 1) / TP_MM_NR;
+        /* as for AMX: one weight matrix for every batch (SAM's windows) is one GEMM over all their tokens,
+         * so the weights are packed once instead of once per batch */
+        pl->merged = a->ne[2] * a->ne[3] == 1 && pl->nbatch > 1;
+        const int64_t rows = pl->merged ? pl->N * pl->nbatch : pl->N;
+        pl->npanels = (rows + TP_MM_NR - 1) / TP_MM_NR;
         if ((a->type == TP_TYPE_BF16 || bf16_prec) && path == TP_CPU_AVX512 && tp_cpu_has_avx512_bf16()) {
             pl->act = ACT_BF16_PACKED;
             pl->Kp = (pl->K + 1) & ~(int64_t)1;
@@ -212,13 +216,14 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
     }
     case ACT_F32_PACKED:
     case ACT_BF16_PACKED: {
-        tp_split_range(pl->nbatch * pl->npanels, p->ith, p->nth, &u0, &u1);
+        const int64_t nb = pl->merged ? 1 : pl->nbatch, rows = pl->merged ? N * pl->nbatch : N;
+        tp_split_range(nb * pl->npanels, p->ith, p->nth, &u0, &u1);
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->npanels, np = u % pl->npanels;
             char *base = act + (size_t)bi * pl->batch_bytes;
             for (int j = 0; j < TP_MM_NR; j++) {
                 int64_t n = np * TP_MM_NR + j;
-                const float *src = n < N ? b_row(b, n, bi, tmp) : NULL;
+                const float *src = n >= rows ? NULL : pl->merged ? b_row(b, n % N, n / N, tmp) : b_row(b, n, bi, tmp);
                 if (pl->act == ACT_F32_PACKED) {
                     float *d = (float *)base + (size_t)np * (size_t)K * TP_MM_NR + j;
                     if (src)
@@ -310,7 +315,8 @@ static void pack_a_bf16(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0
 static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
                            char *scratch) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t M = pl->M, N = pl->N, K = pl->K;
+    const int64_t M = pl->M, K = pl->K;
+    const int64_t N = pl->merged ? pl->N * pl->nbatch : pl->N, nbatch = pl->merged ? 1 : pl->nbatch;
     const bool bf16 = pl->act == ACT_BF16_PACKED;
     const int64_t m_panels = (M + TP_MM_MR - 1) / TP_MM_MR;
     /* 2-D thread grid gm × gn: split the weights' rows while each thread keeps >= 2 micro-panels */
@@ -326,7 +332,7 @@ static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_ten
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
     const int64_t KC = bf16 ? TP_MM_KC_BF16 : TP_MM_KC;
 
-    for (int64_t bi = 0; bi < pl->nbatch; bi++) {
+    for (int64_t bi = 0; bi < nbatch; bi++) {
         const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
         const char *abase = act + (size_t)bi * pl->batch_bytes;
         float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M;

@@ -246,3 +246,20 @@ def test_vision_encoder_bf16_precision_cosine(vision_setup, model, outtype, reco
         worst = min(worst, c)
         assert c >= 0.999, f"{model} {outtype} {mode}: cosine {c:.6f}"
     record_property(f"cosine_bf16_precision_{model}_{outtype}", worst)
+
+
+@pytest.mark.parametrize("precision", [PRECISION_F32, PRECISION_BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("view", [None, "transposed"], ids=["contig", "x_transposed"])
+def test_one_weight_matrix_many_batches(precision, view, pool):
+    """One weight matrix for every batch of b (SAM's windows): the packed GEMM runs it as one GEMM over all
+    batches' tokens (weights packed once); each batch's rows must land in its own slice of dst."""
+    rng = np.random.default_rng(11)
+    K, M, N = 70, 45, 37  # >= 32 tokens (BF16 from 32 on), not a multiple of the 12-token panel
+    w = rng.standard_normal((M, K)).astype(np.float32)
+    x = rng.standard_normal((2, 3, N, K)).astype(np.float32)
+    got, wd = run(w, x, F16, pool, precision=precision, view=view)
+    if precision == PRECISION_BF16 and HAS_BF16:
+        ref = bf16_reference(wd, x)
+    else:
+        ref = x.astype(np.float64) @ wd.astype(np.float64).T
+    assert rel_err(got, ref) < 1e-5
