@@ -28,6 +28,12 @@ static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xFFFF : n <
 
 #define MM_DECL(j) __m512 c##j##0 = _mm512_setzero_ps(), c##j##1 = _mm512_setzero_ps();
 
+/* one k step of the F32 kernels: column j of the B panel times both 16-row halves of A */
+#define MM_STEP(j)                                                                                 \
+    bv = _mm512_set1_ps(b[j]);                                                                     \
+    c##j##0 = _mm512_fmadd_ps(a0, bv, c##j##0);                                                    \
+    c##j##1 = _mm512_fmadd_ps(a1, bv, c##j##1);
+
 /* The last panel of N often holds few tokens (257 = 21·12 + 5 for CLIP): half the work there. */
 static void mm_kernel_f32_n6(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int mr, int nr,
                              bool accumulate) {
@@ -36,12 +42,7 @@ static void mm_kernel_f32_n6(int64_t kc, const float *A, const float *B, float *
         const __m512 a0 = _mm512_loadu_ps(A + k * 32), a1 = _mm512_loadu_ps(A + k * 32 + 16);
         const float *b = B + k * TP_MM_NR;
         __m512 bv;
-#define MM_STEP(j)                                                                                 \
-    bv = _mm512_set1_ps(b[j]);                                                                     \
-    c##j##0 = _mm512_fmadd_ps(a0, bv, c##j##0);                                                    \
-    c##j##1 = _mm512_fmadd_ps(a1, bv, c##j##1);
         MM_STEP(0) MM_STEP(1) MM_STEP(2) MM_STEP(3) MM_STEP(4) MM_STEP(5)
-#undef MM_STEP
     }
     const __mmask16 k0 = mask16(mr), k1 = mask16(mr - 16);
     MM_STORE_ROW(0) MM_STORE_ROW(1) MM_STORE_ROW(2) MM_STORE_ROW(3) MM_STORE_ROW(4) MM_STORE_ROW(5)
@@ -59,18 +60,14 @@ void tp_mm_kernel_f32_avx512(int64_t kc, const float *A, const float *B, float *
         const __m512 a0 = _mm512_loadu_ps(A + k * 32), a1 = _mm512_loadu_ps(A + k * 32 + 16);
         const float *b = B + k * TP_MM_NR;
         __m512 bv;
-#define MM_STEP(j)                                                                                 \
-    bv = _mm512_set1_ps(b[j]);                                                                     \
-    c##j##0 = _mm512_fmadd_ps(a0, bv, c##j##0);                                                    \
-    c##j##1 = _mm512_fmadd_ps(a1, bv, c##j##1);
         MM_STEP(0) MM_STEP(1) MM_STEP(2) MM_STEP(3) MM_STEP(4) MM_STEP(5)
         MM_STEP(6) MM_STEP(7) MM_STEP(8) MM_STEP(9) MM_STEP(10) MM_STEP(11)
-#undef MM_STEP
     }
     const __mmask16 k0 = mask16(mr), k1 = mask16(mr - 16);
     MM_STORE_ROW(0) MM_STORE_ROW(1) MM_STORE_ROW(2) MM_STORE_ROW(3) MM_STORE_ROW(4) MM_STORE_ROW(5)
     MM_STORE_ROW(6) MM_STORE_ROW(7) MM_STORE_ROW(8) MM_STORE_ROW(9) MM_STORE_ROW(10) MM_STORE_ROW(11)
 }
+#undef MM_STEP
 
 void tp_mm_kernel_bf16_avx512(int64_t kc2, const uint16_t *A, const uint16_t *B, float *C, int64_t ldc,
                               int mr, int nr, bool accumulate) {

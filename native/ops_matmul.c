@@ -42,6 +42,10 @@ typedef struct {
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
+/* token rows and batches a GEMM runs over: with merged batches, all of them in one */
+static inline int64_t mm_rows(const mm_plan *pl) { return pl->merged ? pl->N * pl->nbatch : pl->N; }
+static inline int64_t mm_batches(const mm_plan *pl) { return pl->merged ? 1 : pl->nbatch; }
+
 static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, bool amx_ok, mm_plan *pl) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
     const bool bf16_prec = precision == TP_PRECISION_BF16 && path == TP_CPU_AVX512 && b->ne[1] >= MM_AMX_MIN_N &&
@@ -55,6 +59,9 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     pl->nbatch = b->ne[2] * b->ne[3];
     pl->Kp = pl->K;
     size_t per_batch, thread = 0;
+    /* one weight matrix for every batch of b (SAM's windows): on the GEMM paths the batches are just more
+     * token rows (dst is contiguous), so the weights are packed once, not once per batch */
+    const bool one_weight = a->ne[2] * a->ne[3] == 1 && pl->nbatch > 1;
     if (tp_is_quantized(a->type)) {
         pl->act = ACT_Q8A;
         per_batch = (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(tp_block_q8a);
@@ -68,18 +75,13 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     } else if (bf16_prec && amx_ok && pl->N >= MM_AMX_MIN_N) {
         pl->act = ACT_BF16_AMX;
         pl->Kp = (pl->K + TP_AMX_KT - 1) / TP_AMX_KT * TP_AMX_KT;
-        /* dst is contiguous, so with one weight matrix the batches are just more token rows */
-        pl->merged = a->ne[2] * a->ne[3] == 1 && pl->nbatch > 1;
-        const int64_t rows = pl->merged ? pl->N * pl->nbatch : pl->N;
-        pl->Np = (rows + TP_AMX_NB - 1) / TP_AMX_NB * TP_AMX_NB;
+        pl->merged = one_weight;
+        pl->Np = (mm_rows(pl) + TP_AMX_NB - 1) / TP_AMX_NB * TP_AMX_NB;
         per_batch = (size_t)pl->Np * (size_t)pl->Kp * sizeof(uint16_t);
         thread = tp_amx_thread_bytes(pl->K, pl->Kp);
     } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N) {
-        /* as for AMX: one weight matrix for every batch (SAM's windows) is one GEMM over all their tokens,
-         * so the weights are packed once instead of once per batch */
-        pl->merged = a->ne[2] * a->ne[3] == 1 && pl->nbatch > 1;
-        const int64_t rows = pl->merged ? pl->N * pl->nbatch : pl->N;
-        pl->npanels = (rows + TP_MM_NR - 1) / TP_MM_NR;
+        pl->merged = one_weight;
+        pl->npanels = (mm_rows(pl) + TP_MM_NR - 1) / TP_MM_NR;
         if ((a->type == TP_TYPE_BF16 || bf16_prec) && path == TP_CPU_AVX512 && tp_cpu_has_avx512_bf16()) {
             pl->act = ACT_BF16_PACKED;
             pl->Kp = (pl->K + 1) & ~(int64_t)1;
@@ -97,7 +99,7 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     }
     thread = TP_MAX(thread, (size_t)pl->K * sizeof(float)); /* also holds a gathered strided b row */
     pl->batch_bytes = align64(per_batch);
-    pl->act_bytes = pl->batch_bytes * (size_t)(pl->merged ? 1 : pl->nbatch);
+    pl->act_bytes = pl->batch_bytes * (size_t)mm_batches(pl);
     pl->thread_bytes = align64(thread);
     /* one token, one batch, on the dot-product paths: converting it (K values) costs less than the
      * barrier that sharing it would need, so each thread converts it into the end of its own scratch */
@@ -172,6 +174,11 @@ static inline const float *b_row(const tp_tensor *b, int64_t n, int64_t bi, floa
     return tmp;
 }
 
+/* token row n of batch bi, or of the merged batches (n runs over all of them) */
+static const float *mm_token_row(const tp_tensor *b, const mm_plan *pl, int64_t n, int64_t bi, float *tmp) {
+    return pl->merged ? b_row(b, n % pl->N, n / pl->N, tmp) : b_row(b, n, bi, tmp);
+}
+
 static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const tp_tensor *b, char *act,
                             float *tmp) {
     const int64_t K = pl->K, N = pl->N;
@@ -201,14 +208,14 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
         return;
     }
     case ACT_BF16_AMX: {
-        const int64_t nb = pl->merged ? 1 : pl->nbatch, rows = pl->merged ? N * pl->nbatch : N;
-        tp_split_range(nb * pl->Np, p->ith, p->nth, &u0, &u1);
+        const int64_t rows = mm_rows(pl);
+        tp_split_range(mm_batches(pl) * pl->Np, p->ith, p->nth, &u0, &u1);
         const int64_t KT = pl->Kp / TP_AMX_KT;
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->Np, n = u % pl->Np;
             uint16_t *d = (uint16_t *)(act + (size_t)bi * pl->batch_bytes) +
                           ((size_t)(n / 16) * (size_t)KT * 512 + (size_t)(n % 16) * 32); /* A-tile layout */
-            if (n < rows) tp_amx_row_to_tiles(pl->merged ? b_row(b, n % N, n / N, tmp) : b_row(b, n, bi, tmp), K, pl->Kp, d);
+            if (n < rows) tp_amx_row_to_tiles(mm_token_row(b, pl, n, bi, tmp), K, pl->Kp, d);
             else
                 for (int64_t t = 0; t < KT; t++) memset(d + (size_t)t * 512, 0, 32 * sizeof(uint16_t));
         }
@@ -216,14 +223,14 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
     }
     case ACT_F32_PACKED:
     case ACT_BF16_PACKED: {
-        const int64_t nb = pl->merged ? 1 : pl->nbatch, rows = pl->merged ? N * pl->nbatch : N;
-        tp_split_range(nb * pl->npanels, p->ith, p->nth, &u0, &u1);
+        const int64_t rows = mm_rows(pl);
+        tp_split_range(mm_batches(pl) * pl->npanels, p->ith, p->nth, &u0, &u1);
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->npanels, np = u % pl->npanels;
             char *base = act + (size_t)bi * pl->batch_bytes;
             for (int j = 0; j < TP_MM_NR; j++) {
                 int64_t n = np * TP_MM_NR + j;
-                const float *src = n >= rows ? NULL : pl->merged ? b_row(b, n % N, n / N, tmp) : b_row(b, n, bi, tmp);
+                const float *src = n < rows ? mm_token_row(b, pl, n, bi, tmp) : NULL;
                 if (pl->act == ACT_F32_PACKED) {
                     float *d = (float *)base + (size_t)np * (size_t)K * TP_MM_NR + j;
                     if (src)
@@ -316,7 +323,7 @@ static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_ten
                            char *scratch) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
     const int64_t M = pl->M, K = pl->K;
-    const int64_t N = pl->merged ? pl->N * pl->nbatch : pl->N, nbatch = pl->merged ? 1 : pl->nbatch;
+    const int64_t N = mm_rows(pl), nbatch = mm_batches(pl);
     const bool bf16 = pl->act == ACT_BF16_PACKED;
     const int64_t m_panels = (M + TP_MM_MR - 1) / TP_MM_MR;
     /* 2-D thread grid gm × gn: split the weights' rows while each thread keeps >= 2 micro-panels */
@@ -476,7 +483,7 @@ static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *d
 static void mm_gemm_amx(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
                         char *scratch) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t M = pl->M, N = pl->merged ? pl->N * pl->nbatch : pl->N, nbatch = pl->merged ? 1 : pl->nbatch;
+    const int64_t M = pl->M, N = mm_rows(pl), nbatch = mm_batches(pl);
     const int64_t m_blocks = (M + TP_AMX_MB - 1) / TP_AMX_MB, n_blocks = pl->Np / TP_AMX_NB;
     /* 2-D grid gm × gn: split the weights' rows (each weight block packed once) while each thread keeps
      * >= 4 blocks of 32 rows; the rest over tokens */

@@ -3,9 +3,6 @@ equals the attention over the same values held as F32 (the only difference is th
 cache to half precision), and the text decoder with kv_type f16 against f32 on the llama.cpp tiny
 fixture: logits within 5e-4 (max-abs error / max-abs; measured <= 7.5e-5), greedy tokens identical."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,14 +10,9 @@ from encoder.graph import Context, to_numpy
 from encoder.native import ffi, lib
 from encoder.text_model import TextModel
 from test_ops_attention import PATHS, rand, rel_err
+from test_text_decoder import FIX, MODES
 
 F16 = 1
-ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
-if not FIX.exists():
-    FIX = Path("/work/shared/fixtures/llamacpp-tiny-v1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-MODES = ("tiny", "base", "gundam")
 KV_LOGIT_TOL = 5e-4  # measured 2.4e-5 .. 7.5e-5 (tiny / base / gundam prompts of 82 / 282 / 912 tokens)
 
 
