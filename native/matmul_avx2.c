@@ -164,17 +164,9 @@ void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, con
             float sum = 0.0f;
             const bool q5 = type == TP_TYPE_Q5_K;
             for (int64_t i = 0; i < k / TP_QK_K; i++) {
-                const uint8_t *qs, *qh = NULL, *scales;
-                float d, dmin;
-                if (q5) {
-                    const tp_block_q5_K *w = (const tp_block_q5_K *)row + i;
-                    qs = w->qs, qh = w->qh, scales = w->scales;
-                    d = h2f(w->d), dmin = h2f(w->dmin);
-                } else {
-                    const tp_block_q4_K *w = (const tp_block_q4_K *)row + i;
-                    qs = w->qs, scales = w->scales;
-                    d = h2f(w->d), dmin = h2f(w->dmin);
-                }
+                const tp_k45_block blk = tp_k45_block_at(row, i, q5);
+                const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
+                const float d = h2f(blk.d), dmin = h2f(blk.dmin);
                 const tp_block_q8a *xb = x + 8 * i;
                 const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
                 for (int j = 0; j < 8; j++) {

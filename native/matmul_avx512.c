@@ -260,15 +260,9 @@ static inline void qdot_q45_K(const void *wrow, bool q5, const tp_block_q8a *x, 
     float corr[QT];
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
     for (int64_t i = 0; i < nsb; i++) {
-        const uint8_t *qs, *qh = NULL, *scales;
-        float d, dmin;
-        if (q5) {
-            const tp_block_q5_K *w = (const tp_block_q5_K *)wrow + i;
-            qs = w->qs, qh = w->qh, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
-        } else {
-            const tp_block_q4_K *w = (const tp_block_q4_K *)wrow + i;
-            qs = w->qs, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
-        }
+        const tp_k45_block blk = tp_k45_block_at(wrow, i, q5);
+        const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
+        const float d = h2f(blk.d), dmin = h2f(blk.dmin);
         uint8_t sc[8], m[8];
         for (int j = 0; j < 8; j++) tp_get_scale_min_k4(j, scales, &sc[j], &m[j]);
         __m512i hv = _mm512_setzero_si512();
@@ -830,15 +824,9 @@ static void qg_unpack_row(tp_type type, const char *row, int64_t k, uint8_t *u, 
     default: { /* Q4_K, Q5_K */
         const bool q5 = type == TP_TYPE_Q5_K;
         for (int64_t i = 0; i < k / TP_QK_K; i++) {
-            const uint8_t *qs, *qh = NULL, *scales;
-            float d, dmin;
-            if (q5) {
-                const tp_block_q5_K *w = (const tp_block_q5_K *)row + i;
-                qs = w->qs, qh = w->qh, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
-            } else {
-                const tp_block_q4_K *w = (const tp_block_q4_K *)row + i;
-                qs = w->qs, scales = w->scales, d = h2f(w->d), dmin = h2f(w->dmin);
-            }
+            const tp_k45_block blk = tp_k45_block_at(row, i, q5);
+            const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
+            const float d = h2f(blk.d), dmin = h2f(blk.dmin);
             uint8_t *ub = u + 256 * i;
             for (int c = 0; c < 4; c++)
                 for (int l = 0; l < 32; l++) {

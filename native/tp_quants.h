@@ -37,6 +37,25 @@ typedef struct {
     uint8_t qs[128];
 } tp_block_q5_K; /* 176 bytes */
 
+/* Q4_K and Q5_K blocks differ only by Q5_K's high bits: the fields of block i of a row of either
+ * (qh NULL for Q4_K; d and dmin as stored, F16). */
+typedef struct {
+    const uint8_t *qs, *qh, *scales;
+    uint16_t d, dmin;
+} tp_k45_block;
+
+static inline tp_k45_block tp_k45_block_at(const void *row, int64_t i, bool q5) {
+    tp_k45_block b;
+    if (q5) {
+        const tp_block_q5_K *w = (const tp_block_q5_K *)row + i;
+        b.qs = w->qs, b.qh = w->qh, b.scales = w->scales, b.d = w->d, b.dmin = w->dmin;
+    } else {
+        const tp_block_q4_K *w = (const tp_block_q4_K *)row + i;
+        b.qs = w->qs, b.qh = NULL, b.scales = w->scales, b.d = w->d, b.dmin = w->dmin;
+    }
+    return b;
+}
+
 typedef struct {
     uint8_t ql[128];
     uint8_t qh[64];
