@@ -319,6 +319,22 @@ static void pack_a_bf16(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0
     }
 }
 
+/* The same panels as pack_a_f32 / pack_a_bf16, by the AVX-512 transposing pack (contiguous rows). */
+static void pack_a_avx512(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t mc, int64_t k0,
+                          int64_t kc, bool bf16, char *Ap) {
+    const int64_t M = a->ne[1];
+    const size_t panel_bytes = bf16 ? (size_t)((kc + 1) / 2) * 2 * TP_MM_MR * sizeof(uint16_t)
+                                    : (size_t)kc * TP_MM_MR * sizeof(float);
+    for (int64_t mp = 0; mp < mc; mp += TP_MM_MR) {
+        const char *rows[TP_MM_MR];
+        for (int r = 0; r < TP_MM_MR; r++) {
+            const int64_t m = m0 + mp + r;
+            rows[r] = mp + r < mc && m < M ? tp_row_ptr(a, m, ia2, ia3) : NULL;
+        }
+        tp_mm_pack_panel_avx512(a->type, rows, a->ne[0], k0, kc, bf16, Ap + (size_t)(mp / TP_MM_MR) * panel_bytes);
+    }
+}
+
 static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
                            char *scratch) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
@@ -338,6 +354,7 @@ static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_ten
     const int64_t m_begin = pm0 * TP_MM_MR, m_end = TP_MIN(M, pm1 * TP_MM_MR);
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
     const int64_t KC = bf16 ? TP_MM_KC_BF16 : TP_MM_KC;
+    const bool fast_pack = pl->path == TP_CPU_AVX512 && a->nb[0] == tp_type_block_bytes(a->type);
 
     for (int64_t bi = 0; bi < nbatch; bi++) {
         const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
@@ -347,7 +364,8 @@ static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_ten
             const int64_t mc = TP_MIN(TP_MM_MC, m_end - m0);
             for (int64_t k0 = 0; k0 < K; k0 += KC) {
                 const int64_t kc = TP_MIN(KC, K - k0);
-                if (bf16) pack_a_bf16(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (uint16_t *)scratch);
+                if (fast_pack) pack_a_avx512(a, i2 / r2, i3 / r3, m0, mc, k0, kc, bf16, scratch);
+                else if (bf16) pack_a_bf16(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (uint16_t *)scratch);
                 else pack_a_f32(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (float *)scratch);
                 for (int64_t np = pn0; np < pn1; np++) {
                     const int nr = (int)TP_MIN(TP_MM_NR, N - np * TP_MM_NR);

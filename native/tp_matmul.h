@@ -45,6 +45,12 @@ void tp_mm_amx_thread(const struct tp_tensor *a, int64_t ia2, int64_t ia3, int64
                       const uint16_t *acts, int64_t Kp, int64_t n0, int64_t n1, float *C, int64_t ldc,
                       void *scratch);
 
+/* Pack TP_MM_MR weight rows (type F32/F16/BF16, elements contiguous; rows[r] NULL: a zero row) for
+ * k in [k0, k0 + kc) into the F32 kernel's panel [kc][MR] floats, or (bf16) the BF16 kernel's
+ * [(kc+1)/2][MR][2] values rounded to BF16 (bf16 needs AVX512-BF16). Elements at k >= K read as zero. */
+void tp_mm_pack_panel_avx512(tp_type type, const char *const rows[TP_MM_MR], int64_t K, int64_t k0, int64_t kc,
+                             bool bf16, void *panel);
+
 /* Micro-kernel: C[n*ldc + m] (+)= sum_k B[k*NR + n] * A[k*MR + m] for m < mr, n < nr.
  * A, B packed as above; kc k steps (pairs for bf16); accumulate = add to C instead of storing. */
 void tp_mm_kernel_f32_avx512(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int mr,
