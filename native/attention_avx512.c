@@ -4,6 +4,8 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include "tp_attention.h"
 
 
@@ -78,6 +80,21 @@ void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, flo
         case 3: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 3); break;
         case 2: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 2); break;
         default: pv_all(Pt + r, ldp, V, ldv, Ot + r, ldo, nc, Dv, 1); break;
+        }
+    }
+}
+
+void tp_attn_add_rel_avx512(float *St, int lds, int nc, int nq, const float *RHt, const float *RWt, int ldr, int jh,
+                            int jw, int Kw) {
+    for (int c = 0; c < nc; c++) {
+        float *srow = St + (size_t)c * lds;
+        const float *a = RHt + (size_t)jh * ldr, *w = RWt + (size_t)jw * ldr;
+        for (int r = 0; r < nq; r += 16)
+            _mm512_storeu_ps(srow + r, _mm512_add_ps(_mm512_loadu_ps(srow + r),
+                                                     _mm512_add_ps(_mm512_loadu_ps(a + r), _mm512_loadu_ps(w + r))));
+        if (++jw == Kw) {
+            jw = 0;
+            jh++;
         }
     }
 }
@@ -277,5 +294,185 @@ void tp_attn_f16_to_f32_avx512(const uint16_t *src, float *dst, int n) {
     if (i < n) {
         const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(dst + i, m, ld16h_mask(m, src + i));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * TP_PRECISION_BF16 operands (q·scale, K, P and V rounded to BF16, F32 accumulation), shared by the
+ * AMX tiles (attention_amx.c) and the vdpbf16ps kernels below (AVX512-BF16 without AMX).
+ * Pair tiles: tile (kt, rt) at dst + (kt·nq/16 + rt)·512 holds rows 32kt..32kt+31 × columns
+ * 16rt..16rt+15 as [row/2][col][row%2] (AMX's VNNI B layout; one 64-byte row = one vector of 16
+ * columns, each lane a pair of rows: vdpbf16ps's operand too).
+ * ------------------------------------------------------------------------------------------- */
+
+/* n floats to bf16 (round to nearest even). */
+void tp_attn_bf16_rows(const float *src, int64_t n, uint16_t *dst) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    for (; i < n; i++) {
+        __m128bh h = _mm_cvtneps_pbh(_mm_set_ss(src[i]));
+        uint16_t u;
+        memcpy(&u, &h, sizeof u);
+        dst[i] = u;
+    }
+}
+
+/* src rows (lds floats apart, nq a multiple of 16 columns) to B tiles of pairs: tile (kt, rt) at
+ * dst + (kt·nq/16 + rt)·512 holds rows 32kt..32kt+31 × columns 16rt..16rt+15 as [row/2][col][row%2].
+ * Rows nrows..nrows_pad-1 (nrows_pad a multiple of 32) are zeros. */
+void tp_attn_bf16_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst) {
+    const int nqt = nq / 16;
+    /* output word 2i <- i (row c), 2i+1 <- 16 + i (row c+1) of cvtne2ps(row c+1, row c) */
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int c = 0; c < nrows_pad; c += 2) {
+        const int kt = c / 32, kp = (c % 32) / 2;
+        const float *r0 = src + (size_t)c * lds, *r1 = r0 + lds;
+        for (int rt = 0; rt < nqt; rt++) {
+            __m512 a = c < nrows ? _mm512_loadu_ps(r0 + rt * 16) : zero;
+            __m512 b = c + 1 < nrows ? _mm512_loadu_ps(r1 + rt * 16) : zero;
+            __m512i v = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+            _mm512_storeu_si512((void *)(dst + ((size_t)kt * nqt + rt) * 512 + kp * 32), v);
+        }
+    }
+}
+
+/* The online-softmax step of ops_attention.c (same contract as tp_attn_softmax_avx512: per query r,
+ * m' = max(m, max_c St[c][r]), l = l·e^(m−m') + Σ_c e^(St−m'), Ot[e][r] ·= e^(m−m')) fused with the BF16
+ * packing of the probabilities: they go straight into Pp as pair tiles (see tp_attn_bf16_pack_pairs,
+ * rows nc..round32(nc) zero) and St is only read. */
+void tp_attn_bf16_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
+                              int Dv, uint16_t *Pp) {
+    const int nqt = nq / 16, ncp = (nc + 31) & ~31;
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int rt = 0; rt < nqt; rt++) {
+        const int r = rt * 16;
+        __m512 mx0 = _mm512_set1_ps(-INFINITY), mx1 = mx0;
+        int c = 0;
+        for (; c + 2 <= nc; c += 2) {
+            mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(St + (size_t)c * lds + r));
+            mx1 = _mm512_max_ps(mx1, _mm512_loadu_ps(St + (size_t)(c + 1) * lds + r));
+        }
+        if (c < nc) mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(St + (size_t)c * lds + r));
+        const __m512 mo = _mm512_loadu_ps(m + r);
+        const __m512 mn = _mm512_max_ps(mo, _mm512_max_ps(mx0, mx1));
+        const __m512 msafe = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ),
+                                                _mm512_setzero_ps());
+        const __m512 alpha = exp512(_mm512_sub_ps(mo, msafe));
+        __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+        for (c = 0; c < ncp; c += 2) {
+            __m512 e0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps();
+            if (c < nc) e0 = exp512(_mm512_sub_ps(_mm512_loadu_ps(St + (size_t)c * lds + r), msafe));
+            if (c + 1 < nc) e1 = exp512(_mm512_sub_ps(_mm512_loadu_ps(St + (size_t)(c + 1) * lds + r), msafe));
+            sum0 = _mm512_add_ps(sum0, e0);
+            sum1 = _mm512_add_ps(sum1, e1);
+            __m512i v = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+            _mm512_storeu_si512((void *)(Pp + ((size_t)(c / 32) * nqt + rt) * 512 + ((c % 32) / 2) * 32), v);
+        }
+        _mm512_storeu_ps(l + r, _mm512_fmadd_ps(_mm512_loadu_ps(l + r), alpha, _mm512_add_ps(sum0, sum1)));
+        _mm512_storeu_ps(m + r, mn);
+        if (_mm512_cmp_ps_mask(alpha, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ) != 0)
+            for (int e = 0; e < Dv; e++) {
+                float *o = Ot + (size_t)e * ldo + r;
+                _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), alpha));
+            }
+    }
+}
+
+static inline __m512 dpbf16(__m512 acc, __m512i a, __m512i b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+
+static inline __m512i bcast_pair(const uint16_t *p) {
+    uint32_t u;
+    memcpy(&u, p, sizeof u);
+    return _mm512_set1_epi32((int)u);
+}
+
+/* St[c][16·v + i] for C keys × NV vectors of queries: K rows (BF16, ldk apart) · Q pair tiles */
+INLINE void bqk_tile(const uint16_t *K, size_t ldk, const uint16_t *Qp, int nqt, float *St, int lds, int D, const int C,
+                     const int NV) {
+    __m512 acc[6][4];
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int v = 0; v < NV; v++) acc[c][v] = _mm512_setzero_ps();
+    for (int kt = 0; kt < D / 32; kt++) {
+        const uint16_t *qt = Qp + (size_t)kt * (size_t)nqt * 512;
+        for (int kp = 0; kp < 16; kp++) {
+            const int d = kt * 32 + 2 * kp;
+            __m512i qv[4];
+            UNROLL for (int v = 0; v < NV; v++) qv[v] = _mm512_loadu_si512((const void *)(qt + (size_t)v * 512 + kp * 32));
+            UNROLL for (int c = 0; c < C; c++) {
+                const __m512i kb = bcast_pair(K + (size_t)c * ldk + d);
+                UNROLL for (int v = 0; v < NV; v++) acc[c][v] = dpbf16(acc[c][v], kb, qv[v]);
+            }
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(St + (size_t)c * lds + 16 * v, acc[c][v]);
+}
+
+INLINE void bqk_all(const uint16_t *K, size_t ldk, const uint16_t *Qp, int nqt, float *St, int lds, int nc, int D,
+                    const int NV) {
+    int c = 0;
+    for (; c + 6 <= nc; c += 6) bqk_tile(K + (size_t)c * ldk, ldk, Qp, nqt, St + (size_t)c * lds, lds, D, 6, NV);
+    for (; c + 2 <= nc; c += 2) bqk_tile(K + (size_t)c * ldk, ldk, Qp, nqt, St + (size_t)c * lds, lds, D, 2, NV);
+    if (c < nc) bqk_tile(K + (size_t)c * ldk, ldk, Qp, nqt, St + (size_t)c * lds, lds, D, 1, NV);
+}
+
+/* St[c][r] = Σ_d K[c][d]·Q[d][r] for c < nc, r < nq (a multiple of 16, at most 64); D a multiple of 32. */
+void tp_attn_bf16_qk_avx512(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq,
+                            int D) {
+    const int nqt = nq / 16;
+    switch (nqt) {
+    case 4: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 4); break;
+    case 3: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 3); break;
+    case 2: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 2); break;
+    default: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 1); break;
+    }
+}
+
+/* Ot[e][16·v + i] += Σ_c Vt[e][c]·P[c][..] for E values × NV vectors of queries, c < ncp (a multiple of 32) */
+INLINE void bpv_tile(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, int nqt, float *Ot, int ldo, int ncp,
+                     const int E, const int NV) {
+    __m512 acc[6][4];
+    UNROLL for (int e = 0; e < E; e++)
+        UNROLL for (int v = 0; v < NV; v++) acc[e][v] = _mm512_loadu_ps(Ot + (size_t)e * ldo + 16 * v);
+    for (int kt = 0; kt < ncp / 32; kt++) {
+        const uint16_t *pt = Pp + (size_t)kt * (size_t)nqt * 512;
+        for (int kp = 0; kp < 16; kp++) {
+            const int c = kt * 32 + 2 * kp;
+            __m512i pv[4];
+            UNROLL for (int v = 0; v < NV; v++) pv[v] = _mm512_loadu_si512((const void *)(pt + (size_t)v * 512 + kp * 32));
+            UNROLL for (int e = 0; e < E; e++) {
+                const __m512i vb = bcast_pair(Vt + (size_t)e * ldvt + c);
+                UNROLL for (int v = 0; v < NV; v++) acc[e][v] = dpbf16(acc[e][v], vb, pv[v]);
+            }
+        }
+    }
+    UNROLL for (int e = 0; e < E; e++)
+        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(Ot + (size_t)e * ldo + 16 * v, acc[e][v]);
+}
+
+INLINE void bpv_all(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, int nqt, float *Ot, int ldo, int ncp, int Dv,
+                    const int NV) {
+    int e = 0;
+    for (; e + 6 <= Dv; e += 6) bpv_tile(Vt + (size_t)e * ldvt, ldvt, Pp, nqt, Ot + (size_t)e * ldo, ldo, ncp, 6, NV);
+    for (; e + 2 <= Dv; e += 2) bpv_tile(Vt + (size_t)e * ldvt, ldvt, Pp, nqt, Ot + (size_t)e * ldo, ldo, ncp, 2, NV);
+    if (e < Dv) bpv_tile(Vt + (size_t)e * ldvt, ldvt, Pp, nqt, Ot + (size_t)e * ldo, ldo, ncp, 1, NV);
+}
+
+/* Ot[e][r] += Σ_c Vt[e][c]·P[c][r] over c < round32(nc) (P pairs zero past nc; Vt columns there must be
+ * finite); e < Dv, r < nq (a multiple of 16, at most 64). */
+void tp_attn_bf16_pv_avx512(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq,
+                            int Dv) {
+    const int nqt = nq / 16, ncp = (nc + 31) & ~31;
+    switch (nqt) {
+    case 4: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 4); break;
+    case 3: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 3); break;
+    case 2: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 2); break;
+    default: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 1); break;
     }
 }

@@ -20,10 +20,11 @@
  * src[3..5] in that order as present (op_params say which slot holds which), so at most three of
  * the four can be combined in one call (TP_ERR_UNSUPPORTED otherwise).
  *
- * TP_PRECISION_BF16 with AMX (attention_amx.c; D a multiple of 32, Dv of 16, k/v rows unit-stride):
- * all threads first convert K to BF16 rows and V to BF16 transposed (Vt[e][key]) in the shared
- * scratch, then St = K·Qt and Ot += Vt·P run on tiles with q·scale and P rounded to BF16 (F32
- * accumulation); the softmax, masks and additive terms stay F32. Single-query tiles keep the F32 forms.
+ * TP_PRECISION_BF16 on AVX-512 with AMX or AVX512-BF16 (D a multiple of 32, Dv of 16, k/v rows
+ * unit-stride): all threads first convert K to BF16 rows and V to BF16 transposed (Vt[e][key]) in the
+ * shared scratch, then St = K·Qt and Ot += Vt·P run with q·scale and P rounded to BF16 (F32
+ * accumulation) on AMX tiles (attention_amx.c), else on vdpbf16ps (attention_avx512.c); the softmax,
+ * masks and additive terms stay F32. Single-query tiles keep the F32 forms.
  *
  * K and V may be F16 (a half-precision KV cache): the decode form reads the F16 rows directly
  * (F16C conversion in the vector paths), the tiled form converts each block of keys to F32 in the
@@ -157,9 +158,9 @@ typedef struct att_dims {
     int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
     int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride F32: F16, or strided), else 0 */
     bool k16, v16;         /* k / v are F16 (a KV cache in half precision) */
-    bool amx;              /* BF16 precision on AMX tiles */
-    int64_t Nkp;           /* amx: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
-    size_t shared;         /* amx: bytes of those copies (all batches and kv heads) */
+    bool bf16;             /* BF16 precision: BF16 operands, products on AMX tiles or vdpbf16ps */
+    int64_t Nkp;           /* bf16: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
+    size_t shared;         /* bf16: bytes of those copies (all batches and kv heads) */
 } att_dims;
 #define ATT_AMX_PAD 32
 
@@ -205,7 +206,7 @@ typedef struct att_scratch {
     float *RHt; /* [Kh][ATT_QT]: rel_h of the tile transposed */
     float *RWt; /* [Kw][ATT_QT] */
     float *q1;  /* [D]: the query of a one-query tile, scaled */
-    uint16_t *Qp, *Pp; /* amx: Qt and P as BF16 pair tiles */
+    uint16_t *Qp, *Pp; /* bf16: Qt and P as BF16 pair tiles */
     float *m, *l;
     int32_t *lo, *hi; /* per-query key range */
 } att_scratch;
@@ -215,11 +216,11 @@ static size_t per_thread_bytes(const att_dims *d) {
     return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dv * ATT_QT) +
            pad64(f * ATT_KB * (size_t)d->Kpack) + pad64(f * ATT_KB * (size_t)d->Vpack) + pad64(f * (size_t)d->Kh * ATT_QT) +
            pad64(f * (size_t)d->Kw * ATT_QT) + pad64(f * (size_t)d->D) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT) +
-           (d->amx ? pad64(2 * (size_t)d->D * ATT_QT) + pad64(2 * (size_t)ATT_KB * ATT_QT) : 0);
+           (d->bf16 ? pad64(2 * (size_t)d->D * ATT_QT) + pad64(2 * (size_t)ATT_KB * ATT_QT) : 0);
 }
 
-/* amx: the caller's verdict on BF16 precision + AVX-512 + tp_cpu_amx_usable() */
-static att_dims dims_of(const tp_tensor *dst, bool amx) {
+/* bf16: the caller's verdict on BF16 precision + AVX-512 + (AMX or AVX512-BF16) */
+static att_dims dims_of(const tp_tensor *dst, bool bf16) {
     att_dims d;
     d.D = dst->src[0]->ne[0];
     d.Dv = dst->src[2]->ne[0];
@@ -229,10 +230,10 @@ static att_dims dims_of(const tp_tensor *dst, bool amx) {
     d.Vpack = unit_rows(dst->src[2]) ? 0 : d.Dv;
     d.k16 = dst->src[1]->type == TP_TYPE_F16;
     d.v16 = dst->src[2]->type == TP_TYPE_F16;
-    d.amx = amx && d.D % 32 == 0 && d.Dv % 16 == 0 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
+    d.bf16 = bf16 && d.D % 32 == 0 && d.Dv % 16 == 0 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
     d.Nkp = 0;
     d.shared = 0;
-    if (d.amx) {
+    if (d.bf16) {
         const tp_tensor *k = dst->src[1];
         d.Nkp = k->ne[1] + ATT_AMX_PAD;
         d.shared = 2 * pad64(2 * (size_t)(k->ne[2] * k->ne[3]) * (size_t)d.Nkp * (size_t)TP_MAX(d.D, d.Dv));
@@ -240,14 +241,15 @@ static att_dims dims_of(const tp_tensor *dst, bool amx) {
     return d;
 }
 
-static bool amx_wanted(tp_cpu_path path, int precision) {
-    return precision == TP_PRECISION_BF16 && path == TP_CPU_AVX512 && tp_cpu_amx_usable();
+static bool bf16_wanted(tp_cpu_path path, int precision) {
+    return precision == TP_PRECISION_BF16 && path == TP_CPU_AVX512 &&
+           (tp_cpu_amx_usable() || tp_cpu_has_avx512_bf16());
 }
 
 size_t tp_work_size_attention(const tp_tensor *dst, int nth) {
     att_dims d = dims_of(dst, false);
     size_t bytes = 64 + (size_t)nth * per_thread_bytes(&d);
-    if (amx_wanted(tp_context_cpu_path(dst->ctx), tp_context_precision(dst->ctx))) {
+    if (bf16_wanted(tp_context_cpu_path(dst->ctx), tp_context_precision(dst->ctx))) {
         att_dims da = dims_of(dst, true);
         bytes = TP_MAX(bytes, 64 + da.shared + (size_t)nth * per_thread_bytes(&da));
     }
@@ -271,7 +273,7 @@ static att_scratch carve(void *wdata, int ith, const att_dims *d) {
     s.lo = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
     s.hi = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
     s.Qp = s.Pp = NULL;
-    if (d->amx) {
+    if (d->bf16) {
         s.Qp = (uint16_t *)base; base += pad64(2 * (size_t)d->D * ATT_QT);
         s.Pp = (uint16_t *)base;
     }
@@ -541,9 +543,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     const tp_tensor *seg = dst->op_params[AP_SEG] >= 0 ? dst->src[dst->op_params[AP_SEG]] : NULL;
     const bool causal = dst->op_params[AP_CAUSAL] != 0;
     const float scale = tp_get_op_param_f32(dst, AP_SCALE);
-    att_dims dims = dims_of(dst, amx_wanted(p->path, p->precision));
-    if (dims.amx && 64 + dims.shared + (size_t)p->nth * per_thread_bytes(&dims) > p->wsize)
-        dims = dims_of(dst, false); /* planned while TILEPASS_AMX=0 */
+    att_dims dims = dims_of(dst, bf16_wanted(p->path, p->precision));
+    if (dims.bf16 && 64 + dims.shared + (size_t)p->nth * per_thread_bytes(&dims) > p->wsize)
+        dims = dims_of(dst, false); /* planned for another path */
+    const bool amx = dims.bf16 && tp_cpu_amx_usable();
     const int D = (int)dims.D, Dv = (int)dims.Dv;
     const int64_t Nq = q->ne[1], H = q->ne[2], B = q->ne[3], Nk = k->ne[1], Hkv = k->ne[2];
     const int64_t group = H / Hkv;
@@ -558,7 +561,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         return;
     }
 
-    if (!dims.amx && decode_path_ok(dst, &dims, bias || rel_h || seg)) {
+    if (!dims.bf16 && decode_path_ok(dst, &dims, bias || rel_h || seg)) {
         attention_decode(p, dst, &dims, &fns, scale);
         return;
     }
@@ -569,9 +572,9 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
 
     atomic_int_fast64_t *counter = (atomic_int_fast64_t *)p->wdata;
     if (p->ith == 0) atomic_store(counter, 0);
-    /* amx: K as BF16 rows [b][hk][Nkp][D], V as BF16 transposed [b][hk][Dv][Nkp], zero padded */
+    /* bf16: K as BF16 rows [b][hk][Nkp][D], V as BF16 transposed [b][hk][Dv][Nkp], zero padded */
     uint16_t *K16 = NULL, *Vt16 = NULL;
-    if (dims.amx) {
+    if (dims.bf16) {
         K16 = (uint16_t *)((char *)p->wdata + 64);
         Vt16 = (uint16_t *)((char *)K16 + dims.shared / 2);
         const int64_t Nkp = dims.Nkp, n_chunks = (Nkp + 63) / 64;
@@ -583,7 +586,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
             uint16_t *kd = K16 + (size_t)bh * (size_t)Nkp * (size_t)D;
             uint16_t *vd = Vt16 + (size_t)bh * (size_t)Dv * (size_t)Nkp;
             for (int64_t c = c0; c < c1; c++) {
-                if (c < Nk) tp_attn_amx_rows_to_bf16((const float *)tp_row_ptr(k, c, hk, b), D, kd + (size_t)c * D);
+                if (c < Nk) tp_attn_bf16_rows((const float *)tp_row_ptr(k, c, hk, b), D, kd + (size_t)c * D);
                 else memset(kd + (size_t)c * D, 0, sizeof(uint16_t) * (size_t)D);
             }
             for (int64_t c = c0; c < c1; c++) {
@@ -596,7 +599,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
 
     att_scratch sc = carve(p->wdata, p->ith, &dims);
     const bool k_unit = dims.Kpack == 0, v_unit = dims.Vpack == 0;
-    if (dims.amx) tp_attn_amx_begin();
+    if (amx) tp_attn_amx_begin();
 
     for (;;) {
         int64_t item = atomic_fetch_add(counter, 1);
@@ -618,8 +621,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         }
         if (one)
             for (int d = 0; d < D; d++) sc.q1[d] = sc.Qt[(size_t)d * ATT_QT];
-        const bool tiles = dims.amx && !one;
-        if (tiles) tp_attn_amx_pack_pairs(sc.Qt, ATT_QT, D, D, nq, sc.Qp);
+        const bool tiles = dims.bf16 && !one;
+        if (tiles) tp_attn_bf16_pack_pairs(sc.Qt, ATT_QT, D, D, nq, sc.Qp);
         /* per-query key ranges; the tile's key range is their union */
         int64_t jlo = Nk, jhi = 0;
         for (int r = 0; r < nq; r++) {
@@ -669,9 +672,11 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 Kb = sc.Kp;
                 ldk = (size_t)D;
             }
-            if (tiles)
-                tp_attn_amx_qk(K16 + ((size_t)(b * Hkv + hk) * (size_t)dims.Nkp + (size_t)j0) * (size_t)D, (size_t)D,
-                               sc.Qp, sc.St, ATT_QT, nc, nq, D);
+            if (tiles) {
+                const uint16_t *kb16 = K16 + ((size_t)(b * Hkv + hk) * (size_t)dims.Nkp + (size_t)j0) * (size_t)D;
+                if (amx) tp_attn_amx_qk(kb16, (size_t)D, sc.Qp, sc.St, ATT_QT, nc, nq, D);
+                else tp_attn_bf16_qk_avx512(kb16, (size_t)D, sc.Qp, sc.St, ATT_QT, nc, nq, D);
+            }
             else if (one)
                 fns.qk1(Kb, ldk, sc.q1, sc.St, ATT_QT, nc, D);
             else
@@ -684,7 +689,10 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                     for (int c = 0; c < nc; c++) sc.St[(size_t)c * ATT_QT + r] += br[c];
                 }
             }
-            if (rel_h) {
+            if (rel_h && p->path >= TP_CPU_AVX512) {
+                tp_attn_add_rel_avx512(sc.St, ATT_QT, nc, nq, sc.RHt, sc.RWt, ATT_QT, (int)(j0 / dims.Kw),
+                                       (int)(j0 % dims.Kw), (int)dims.Kw);
+            } else if (rel_h) {
                 const int64_t Kw = dims.Kw;
                 int64_t jh = j0 / Kw, jw = j0 % Kw;
                 for (int c = 0; c < nc; c++) {
@@ -706,7 +714,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                     if (c < lo || c >= hi) sc.St[(size_t)c * ATT_QT + r] = -INFINITY;
             }
             if (tiles) /* also packs the probabilities for the P·V tiles */
-                tp_attn_amx_softmax_pack(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv, sc.Pp);
+                tp_attn_bf16_softmax_pack(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv, sc.Pp);
             else
                 fns.softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, Dv);
 
@@ -722,8 +730,9 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 ldv = (size_t)Dv;
             }
             if (tiles) {
-                tp_attn_amx_pv(Vt16 + (size_t)(b * Hkv + hk) * (size_t)Dv * (size_t)dims.Nkp + (size_t)j0,
-                               (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dv);
+                const uint16_t *vt16 = Vt16 + (size_t)(b * Hkv + hk) * (size_t)Dv * (size_t)dims.Nkp + (size_t)j0;
+                if (amx) tp_attn_amx_pv(vt16, (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dv);
+                else tp_attn_bf16_pv_avx512(vt16, (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dv);
             } else if (one)
                 fns.pv1(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, Dv);
             else
@@ -737,5 +746,5 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
             for (int e = 0; e < Dv; e++) out[e] = sc.Ot[(size_t)e * ATT_QT + r] * inv;
         }
     }
-    if (dims.amx) tp_attn_amx_end();
+    if (amx) tp_attn_amx_end();
 }

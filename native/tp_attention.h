@@ -13,6 +13,10 @@ void tp_attn_softmax_avx512(float *St, int lds, int nc, int nq, float *m, float 
 void tp_attn_qk_avx2(const float *K, size_t ldk, const float *Qt, int ldq, float *St, int lds, int nc, int nq, int D);
 void tp_attn_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int nq, int Dv);
 void tp_attn_softmax_avx2(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv);
+/* St[c][r] += RHt[jh][r] + RWt[jw][r] for key j0 + c = jh·Kw + jw (SAM's decomposed rel-pos), r < nq (a
+ * multiple of 16); (jh, jw) of c = 0 given */
+void tp_attn_add_rel_avx512(float *St, int lds, int nc, int nq, const float *RHt, const float *RWt, int ldr, int jh,
+                            int jw, int Kw);
 /* the single-query forms (decode): dot products along D, V rows along Dv */
 void tp_attn_qk1_avx512(const float *K, size_t ldk, const float *q, float *St, int lds, int nc, int D);
 void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, float *Ot, int ldo, int nc, int Dv);
@@ -21,12 +25,17 @@ void tp_attn_pv1_avx2(const float *Pt, int ldp, const float *V, size_t ldv, floa
 /* AMX (attention_amx.c) */
 void tp_attn_amx_begin(void);
 void tp_attn_amx_end(void);
-void tp_attn_amx_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
 void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq, int D);
 void tp_attn_amx_pv(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq, int Dv);
-void tp_attn_amx_rows_to_bf16(const float *src, int64_t n, uint16_t *dst);
-void tp_attn_amx_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
-                              int Dv, uint16_t *Pp);
+/* BF16 precision operands (attention_avx512.c, AVX512-BF16) and the vdpbf16ps products without AMX */
+void tp_attn_bf16_rows(const float *src, int64_t n, uint16_t *dst);
+void tp_attn_bf16_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
+void tp_attn_bf16_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
+                               int Dv, uint16_t *Pp);
+void tp_attn_bf16_qk_avx512(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq,
+                            int D);
+void tp_attn_bf16_pv_avx512(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq,
+                            int Dv);
 /* decode (one query per head, KV split across threads) */
 void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                            int nc, int H, int nq, int D);

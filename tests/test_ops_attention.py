@@ -230,3 +230,44 @@ def test_attention_errors():
     opts.rel_h = ctx.tensor(np.zeros((1, 2, 6, 2), np.float32))
     assert lib.tp_attention(ctx.ptr, q, q, q, opts) == ffi.NULL  # rel_w missing
     assert lib.tp_context_status(ctx.ptr) == lib.TP_ERR_INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "B,H,Nq,Nk,rel,causal",
+    [(2, 3, 37, 53, False, False), (1, 2, 130, 300, False, True), (2, 2, 196, 196, True, False),
+     (1, 1, 257, 257, False, False)],
+)
+def test_attention_bf16_precision(pool, B, H, Nq, Nk, rel, causal):
+    """TP_PRECISION_BF16 (heads of 64: AMX tiles, else vdpbf16ps on AVX512-BF16): q·scale, K, V and the
+    probabilities rounded to BF16, F32 accumulation. Against SDPA on BF16-rounded q·scale, K and V (the
+    probabilities' rounding is the rest of the difference); without BF16 arithmetic, the exact F32 result."""
+    from test_mul_mat_bf16 import HAS_BF16, PRECISION_BF16, bf16_round, make_ctx
+
+    rng = np.random.default_rng(Nq + Nk)
+    D = 64
+    q, k, v = rand(rng, B, H, Nq, D), rand(rng, B, H, Nk, D), rand(rng, B, H, Nk, D)
+    ctx = make_ctx(precision=PRECISION_BF16)
+    opts = ffi.new("tp_attention_opts *", lib.tp_attention_default_opts())
+    opts.causal = causal
+    mask = None
+    if rel:  # SAM's decomposed rel-pos: Nk = 14 x 14
+        rh, rw = rand(rng, B, H, Nq, 14), rand(rng, B, H, Nq, 14)
+        opts.rel_h, opts.rel_w = ctx.tensor(rh), ctx.tensor(rw)
+        j = np.arange(Nk)
+        mask = np.ascontiguousarray(rh[..., j // 14] + rw[..., j % 14])
+    if causal:
+        mask = np.where(np.arange(Nk)[None, :] <= np.arange(Nq)[:, None] + (Nk - Nq), 0.0, -np.inf).astype(np.float32)
+    out = lib.tp_attention(ctx.ptr, ctx.tensor(q), ctx.tensor(k), ctx.tensor(v), opts)
+    ctx.check()
+    ctx.compute([out], pool)
+    got = to_numpy(out)
+    exact = sdpa_ref(q, k, v, mask)
+    if not HAS_BF16:
+        assert rel_err(got, exact) < 1e-5
+        return
+    scale = 1.0 / np.sqrt(D)
+    ref = sdpa_ref(bf16_round(q * scale), bf16_round(k), bf16_round(v), mask, scale=1.0)
+    err, err_exact = rel_err(got, ref), rel_err(got, exact)
+    print(f"bf16 attention B{B} H{H} Nq{Nq} Nk{Nk}: rel err {err:.2e} vs bf16-operand SDPA, {err_exact:.2e} vs F32")
+    assert err < 4e-3
+    assert err_exact > 1e-6  # BF16 arithmetic really ran
