@@ -2,8 +2,10 @@
 
 run(n_threads) -> rows {name, ours_ms, peer, peer_ms, ratio (peer/ours: > 1 = we are faster), gflops, ...}.
   - F32 GEMM: SAM qkv 2304×768 over 4096 tokens, CLIP ffn 4096×1024 over 257 tokens, decode GEMV
-    1280×1280 (one token): beside numpy and torch; GFLOP/s and the share of the FMA peak;
-  - BF16 / F16 weights on the same shapes: against our own F32 (peer = "ours_f32");
+    1280×1280 (one token): beside numpy and torch; GFLOP/s and the share of the FMA peak (measured by
+    tests/bench/peak.c on AVX-512 CPUs: 512-bit FMA chains on every thread);
+  - BF16 / F16 weights on the same shapes: against our own F32 (peer = "ours_f32"); BF16 also against the
+    vdpbf16ps peak (peak.c);
   - Q8_0 / Q4_K GEMV (one token), rows × cols 1280×1280, 6848×1280, 129280×1280 (gemv_TYPE_MxK): GB/s
     of weights read, cold (copies cycled past the cache), against tests/bench/stream.c run in the same
     sitting with the same threads (ratio = pct_stream / 100), and 1 → n-thread scaling (speedup);
@@ -82,8 +84,22 @@ class _MulMat:
         self.g.compute(self.pool)
 
 
-def _fma_peak_gflops(n_threads: int) -> float:
-    """2 FMA units × 16 lanes × 2 flops per cycle per core at the nominal clock (cpuinfo MHz)."""
+_PEAKS: dict[int, tuple[float, float]] = {}
+
+
+def _machine_peaks(n_threads: int) -> tuple[float, float]:
+    """(F32 FMA, BF16 vdpbf16ps) GFLOP/s of n_threads, measured by tests/bench/peak.c (512-bit FMA chains,
+    best of 5) on an AVX-512 CPU; elsewhere 2 FMA units × 8 lanes × 2 flops × cpuinfo's clock, and no BF16."""
+    if n_threads in _PEAKS:
+        return _PEAKS[n_threads]
+    if lib.tp_cpu_best_path() == 2:
+        exe = Path(tempfile.gettempdir()) / "tilepass-peak"
+        src = Path(__file__).resolve().parent / "peak.c"
+        subprocess.run(["cc", "-O2", "-mavx512f", "-mavx512bf16", "-pthread", str(src), "-o", str(exe)], check=True)
+        out = subprocess.run([str(exe), str(n_threads)], check=True, capture_output=True, text=True).stdout
+        vals = dict(line.split() for line in out.strip().splitlines())
+        _PEAKS[n_threads] = (float(vals["fma"]), float(vals["bf16"]))
+        return _PEAKS[n_threads]
     mhz = 2000.0
     try:
         for line in open("/proc/cpuinfo"):
@@ -92,8 +108,12 @@ def _fma_peak_gflops(n_threads: int) -> float:
                 break
     except OSError:
         pass
-    lanes = 16 if lib.tp_cpu_best_path() == 2 else 8
-    return n_threads * mhz * 1e-3 * 2 * lanes * 2
+    _PEAKS[n_threads] = (n_threads * mhz * 1e-3 * 2 * 8 * 2, 0.0)
+    return _PEAKS[n_threads]
+
+
+def _fma_peak_gflops(n_threads: int) -> float:
+    return _machine_peaks(n_threads)[0]
 
 
 def _stream_read_gbs(n_threads: int) -> float:
@@ -161,7 +181,7 @@ def gemv_rows(n_threads: int, rng, pool, pool1, qtypes=GEMV_QTYPES) -> list[dict
 def run(n_threads: int = 2) -> list[dict]:
     rows: list[dict] = []
     rng = np.random.default_rng(0)
-    peak = _fma_peak_gflops(n_threads)
+    peak, bf16_peak = _machine_peaks(n_threads)
     torch.set_num_threads(n_threads)
     have_blas_threads = _openblas_set_threads(n_threads)
     pool = ThreadPool(n_threads)
@@ -192,6 +212,8 @@ def run(n_threads: int = 2) -> list[dict]:
             rows.append({"name": f"mul_mat_{TNAME[wtype]}_{name}", "shape": shape, "ours_ms": ms, "peer": "ours_f32",
                          "peer_ms": ours, "ratio": ours / ms, "gflops": flop / (ms * 1e-3) / 1e9,
                          "peak_frac": flop / (ms * 1e-3) / 1e9 / peak})
+            if wtype == BF16 and bf16_peak > 0:
+                rows[-1].update(bf16_peak_gflops=bf16_peak, bf16_peak_frac=flop / (ms * 1e-3) / 1e9 / bf16_peak)
             if wtype == BF16:
                 xt16 = xt.to(torch.bfloat16)
                 with torch.inference_mode():
