@@ -26,7 +26,7 @@ class VisionEncoder:
         params.n_threads = n_threads
         params.cpu_path = cpu_path
         params.keep_stages = keep_stages
-        params.precision = precision  # 0 = F32, 1 = BF16 mul_mat (tp_precision)
+        params.precision = precision  # 0 = F32, 1 = BF16 products (tp_precision), -1 = auto (by the file's weights)
         out = ffi.new("tp_vision_model **")
         err = new_error()
         check_error(lib.tp_vision_load(str(path).encode(), params, out, err), err)
@@ -34,6 +34,7 @@ class VisionEncoder:
         info = ffi.new("tp_vision_info *")
         lib.tp_vision_get_info(self._model, info)
         self.n_embd = int(info.n_embd)
+        self.precision = int(info.precision)  # what the model computes with (auto resolved)
         self.geometry = ViewGeometry(
             global_size=int(info.image_size),
             tile_size=int(info.tile_size),

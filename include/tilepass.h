@@ -154,7 +154,8 @@ typedef enum tp_precision {
     TP_PRECISION_BF16 = 1 /* products of >= 32 tokens may round their inputs to BF16 and accumulate in
                            * F32: tp_mul_mat's F32/F16/BF16 weights and activations (AMX tiles, else
                            * AVX512-BF16), tp_attention's q·scale, k, probabilities and v (AMX tiles,
-                           * head sizes multiples of 32/16); otherwise, and on CPUs without them, F32 */
+                           * else AVX512-BF16; head sizes multiples of 32/16); otherwise, and on CPUs
+                           * without them, F32 */
 } tp_precision;
 
 typedef struct tp_context_params {
@@ -409,7 +410,11 @@ typedef struct tp_vision_model tp_vision_model;
 typedef struct tp_vision_params {
     int n_threads;    /* threads of the model's pool (1..64) */
     int cpu_path;     /* as tp_context_params.cpu_path */
-    int precision;    /* as tp_context_params.precision */
+    /* as tp_context_params.precision (default TP_PRECISION_F32), or -1 = auto: TP_PRECISION_F32 when
+     * the file's weights are F32 (exact parity with a float reference), TP_PRECISION_BF16 when they are
+     * already rounded (F16, BF16, quantised): about 2x faster where the CPU has AVX512-BF16 or AMX, tokens
+     * within cosine 0.999 of F32; tp_vision_get_info reports the choice */
+    int precision;
     bool keep_stages; /* keep per-view stage outputs for tp_vision_get_stage (tests, debugging) */
 } tp_vision_params;
 
@@ -427,6 +432,7 @@ typedef struct tp_vision_info {
     int32_t n_embd;       /* width of the output tokens (1280) */
     float image_mean[3];
     float image_std[3];
+    int32_t precision;    /* the tp_precision the model computes with (auto resolved) */
 } tp_vision_info;
 
 /* One page's views. global_view: [global_size, global_size, 3] floats (row-major HWC);

@@ -54,14 +54,21 @@ tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vi
     m->params = params ? *params : tp_vision_default_params();
     tp_status st = tp_gguf_open(path, &m->gguf, err);
     if (st == TP_OK) st = vision_read_hparams(m->gguf, path, &m->hp, err);
+    if (st == TP_OK && m->params.precision != -1 && m->params.precision != TP_PRECISION_F32 &&
+        m->params.precision != TP_PRECISION_BF16) {
+        st = TP_ERR_INVALID_ARGUMENT;
+        tp_error_set(err, st, "tp_vision_load: precision %d is not -1 (auto), 0 (f32) or 1 (bf16)", m->params.precision);
+    }
     if (st == TP_OK) {
         /* check every weight once now, so that encode cannot meet a bad file */
-        tp_context_params cp = tp_context_default_params();
-        cp.precision = m->params.precision;
         tp_context *probe = NULL;
-        st = tp_context_create(&cp, &probe, err);
+        st = tp_context_create(NULL, &probe, err);
         vision_weights w;
         if (st == TP_OK) st = vision_load_weights(m->gguf, path, &m->hp, probe, &w, err);
+        /* auto: an F32 file asks for F32 arithmetic; a file already rounded (F16/BF16/quantised) gets
+         * the BF16 products, as the KV cache's auto gets F16 (see tilepass.h) */
+        if (st == TP_OK && m->params.precision == -1)
+            m->params.precision = w.sam[0].qkv_w->type == TP_TYPE_F32 ? TP_PRECISION_F32 : TP_PRECISION_BF16;
         tp_context_free(probe);
     }
     if (st == TP_OK) {
@@ -110,6 +117,7 @@ tp_status tp_vision_get_info(const tp_vision_model *m, tp_vision_info *out) {
         out->image_mean[c] = hp->mean[c];
         out->image_std[c] = hp->std[c];
     }
+    out->precision = m->params.precision;
     return TP_OK;
 }
 

@@ -263,3 +263,18 @@ def test_one_weight_matrix_many_batches(precision, view, pool):
     else:
         ref = x.astype(np.float64) @ wd.astype(np.float64).T
     assert rel_err(got, ref) < 1e-5
+
+
+def test_vision_precision_auto(vision_setup):
+    """precision -1 (auto, the CLI's default): F32 arithmetic for an F32 file, BF16 products for a file
+    already rounded to F16; an explicit precision is kept; anything else is refused."""
+    from encoder.native import TilepassError
+    from encoder.vision import VisionEncoder
+
+    _, files = vision_setup["heads16"]
+    assert VisionEncoder(files["f32"], precision=-1).precision == PRECISION_F32
+    assert VisionEncoder(files["f16"], precision=-1).precision == PRECISION_BF16
+    assert VisionEncoder(files["f16"]).precision == PRECISION_F32
+    assert VisionEncoder(files["f32"], precision=PRECISION_BF16).precision == PRECISION_BF16
+    with pytest.raises(TilepassError, match="precision 7"):
+        VisionEncoder(files["f32"], precision=7)
