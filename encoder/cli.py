@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vision arithmetic: f32 (exact) or bf16 (BF16 products with F32 sums where the CPU has "
                         "AVX512-BF16/AMX: about 2x faster, cosine >= 0.999 to f32; elsewhere the same as f32); "
                         "default auto: f32 for an F32 vision file, else bf16 (as --kv-type auto)")
-    p.add_argument("--kv-type", choices=("auto", "f16", "f32"), default="auto",
-                   help="KV cache element type (default auto: f32 for an F32 text file, else f16 as llama.cpp)")
+    p.add_argument("--kv-type", choices=("auto", "f16", "f32", "q8_0"), default="auto",
+                   help="KV cache element type (default auto: f32 for an F32 text file, else f16 as llama.cpp; q8_0 "
+                        "halves f16's memory and the bytes attention reads per token)")
     p.add_argument("--temp", type=_float("--temp", 0.0), default=0.0, help="temperature (default 0: greedy)")
     p.add_argument("--top-k", type=_positive_int("--top-k", 0), default=0, help="top-k sampling (0: off)")
     p.add_argument("--top-p", type=_float("--top-p", 0.0, 1.0, lo_open=True), default=1.0, help="top-p sampling (1: off)")

@@ -31,9 +31,10 @@ class TextModel:
     in order) and returns logits: ``[n_vocab]`` for the last position, or ``[n, n_vocab]`` with
     ``all_logits=True``.
 
-    kv_type: the KV cache's element type, "f16", "f32" or "auto" (None; F32 for F32 weights, else F16)."""
+    kv_type: the KV cache's element type, "f16", "f32", "q8_0" (llama.cpp's -ctk/-ctv q8_0: half the bytes of
+    f16; head sizes must be multiples of 32) or "auto" (None; F32 for F32 weights, else F16)."""
 
-    KV_TYPES = {"auto": -1, "f32": 0, "f16": 1}
+    KV_TYPES = {"auto": -1, "f32": 0, "f16": 1, "q8_0": 8}
 
     def __init__(self, path: str | Path, n_threads: int = 1, n_ctx: int = 0, n_batch: int = 0,
                  cpu_path: int = -1, kv_type: str | None = None) -> None:

@@ -493,8 +493,9 @@ typedef struct tp_text_params {
     int32_t n_batch;/* prompt tokens evaluated per graph (prefill batch); 0 = 512 */
     /* KV-cache element type: TP_TYPE_F16 (half the memory and the bytes attention reads per token;
      * llama.cpp's default; keys/values rounded to half precision, logits typically within ~1e-3
-     * relative of the F32 cache's), TP_TYPE_F32, or -1 (the default) = auto: F32 when the text
-     * weights are F32 (exact parity with a float reference), F16 otherwise. Anything else:
+     * relative of the F32 cache's), TP_TYPE_F32, TP_TYPE_Q8_0 (llama.cpp's q8_0 cache: about half
+     * of F16's bytes; head sizes must be multiples of 32), or -1 (the default) = auto: F32 when the
+     * text weights are F32 (exact parity with a float reference), F16 otherwise. Anything else:
      * TP_ERR_INVALID_ARGUMENT. */
     int32_t kv_type;
 } tp_text_params;

@@ -84,6 +84,20 @@ void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, flo
     }
 }
 
+/* n (a multiple of 32) elements of Q8_0 blocks (an f16 scale, then 32 int8) as floats: q·d, as
+ * tp_dequantize_row. */
+void tp_attn_q8_0_to_f32_avx512(const void *src, float *dst, int n) {
+    const uint8_t *b = src;
+    for (int i = 0; i < n; i += 32, b += 34) {
+        uint16_t h;
+        memcpy(&h, b, sizeof h);
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)(b + 2)), q1 = _mm_loadu_si128((const __m128i *)(b + 18));
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
+        _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+    }
+}
+
 void tp_attn_add_rel_avx512(float *St, int lds, int nc, int nq, const float *RHt, const float *RWt, int ldr, int jh,
                             int jw, int Kw) {
     for (int c = 0; c < nc; c++) {
@@ -283,6 +297,53 @@ void tp_attn_dec_pv_f16_avx512(const float *Pt, int ldp, const uint16_t *V, size
             for (int e = 0; e < Dv; e += 16) {
                 const __mmask16 m = (__mmask16)(Dv - e >= 16 ? 0xFFFF : (1u << (Dv - e)) - 1);
                 _mm512_mask_storeu_ps(o + e, m, _mm512_fmadd_ps(p, ld16h_mask(m, vr + e), _mm512_maskz_loadu_ps(m, o + e)));
+            }
+        }
+    }
+}
+
+/* The same over a Q8_0 cache (ldk, ldv, ldh in bytes; D, Dv multiples of 32): each block's 32 int8 are
+ * widened to floats and its scale applied once per block. */
+static inline __m512 q8_lo(const uint8_t *blk) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))); }
+static inline __m512 q8_hi(const uint8_t *blk) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))); }
+static inline float q8_scale(const uint8_t *blk) {
+    uint16_t h;
+    memcpy(&h, blk, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+void tp_attn_dec_qk_q8_avx512(const uint8_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                              int nc, int H, int nq, int D) {
+    for (int c = 0; c < nc; c++) {
+        const uint8_t *kc = K + (size_t)c * ldk;
+        float *srow = St + (size_t)c * lds;
+        for (int h = 0; h < H; h++) {
+            const uint8_t *kr = kc + (size_t)(h / group) * ldh;
+            const float *qh = Q + (size_t)h * D;
+            __m512 a = _mm512_setzero_ps();
+            for (int d = 0; d < D; d += 32, kr += 34) {
+                const __m512 t = _mm512_fmadd_ps(q8_hi(kr), _mm512_loadu_ps(qh + d + 16),
+                                                 _mm512_mul_ps(q8_lo(kr), _mm512_loadu_ps(qh + d)));
+                a = _mm512_fmadd_ps(t, _mm512_set1_ps(q8_scale(kr)), a);
+            }
+            srow[h] = _mm512_reduce_add_ps(a);
+        }
+        for (int h = H; h < nq; h++) srow[h] = 0.0f;
+    }
+}
+
+void tp_attn_dec_pv_q8_avx512(const float *Pt, int ldp, const uint8_t *V, size_t ldv, size_t ldh, int group, float *O,
+                              int nc, int H, int Dv) {
+    for (int c = 0; c < nc; c++) {
+        const uint8_t *vc = V + (size_t)c * ldv;
+        const float *pr = Pt + (size_t)c * ldp;
+        for (int h = 0; h < H; h++) {
+            const uint8_t *vr = vc + (size_t)(h / group) * ldh;
+            float *o = O + (size_t)h * Dv;
+            for (int e = 0; e < Dv; e += 32, vr += 34) {
+                const __m512 p = _mm512_set1_ps(pr[h] * q8_scale(vr));
+                _mm512_storeu_ps(o + e, _mm512_fmadd_ps(p, q8_lo(vr), _mm512_loadu_ps(o + e)));
+                _mm512_storeu_ps(o + e + 16, _mm512_fmadd_ps(p, q8_hi(vr), _mm512_loadu_ps(o + e + 16)));
             }
         }
     }

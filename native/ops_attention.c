@@ -37,6 +37,7 @@
 
 #define ATT_QT 64  /* max queries per work item */
 #define ATT_KB 128 /* keys per block (multiple of 16) */
+#define ATT_DEC_Q8 32 /* keys per chunk of a decode over a Q8_0 cache (dequantised, all heads, to L1/L2) */
 
 enum { AP_SCALE, AP_CAUSAL, AP_BIAS, AP_RELH, AP_RELW, AP_SEG };
 
@@ -48,6 +49,12 @@ tp_attention_opts tp_attention_default_opts(void) {
 
 static bool dim_fits(int64_t n, int64_t want) { return n == 1 || n == want; }
 
+/* k / v element types: F32, F16, or Q8_0 (a quantised KV cache) whose rows are whole blocks */
+static bool kv_type_ok(const tp_tensor *t) {
+    return t->type == TP_TYPE_F32 || t->type == TP_TYPE_F16 ||
+           (t->type == TP_TYPE_Q8_0 && t->ne[0] % TP_QK == 0 && t->nb[0] == sizeof(tp_block_q8_0));
+}
+
 tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v,
                         const tp_attention_opts *opts) {
     if (!TP_CHECK_INPUTS(ctx, "tp_attention", q, k, v)) return NULL;
@@ -56,9 +63,9 @@ tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *
     for (int i = 0; i < 4; i++)
         if (opt_t[i] && !TP_CHECK_INPUTS(ctx, "tp_attention", opt_t[i])) return NULL;
     char s1[96], s2[96], s3[96];
-    if (q->type != TP_TYPE_F32 || (k->type != TP_TYPE_F32 && k->type != TP_TYPE_F16) ||
-        (v->type != TP_TYPE_F32 && v->type != TP_TYPE_F16)) {
-        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_attention: q must be F32, k and v F32 or F16 (got %s, %s, %s)",
+    if (q->type != TP_TYPE_F32 || !kv_type_ok(k) || !kv_type_ok(v)) {
+        tp_ctx_set_error(ctx, TP_ERR_TYPE,
+                         "tp_attention: q must be F32, k and v F32, F16 or Q8_0 with rows of whole blocks (got %s, %s, %s)",
                          tp_type_name(q->type), tp_type_name(k->type), tp_type_name(v->type));
         return NULL;
     }
@@ -158,6 +165,7 @@ typedef struct att_dims {
     int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
     int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride F32: F16, or strided), else 0 */
     bool k16, v16;         /* k / v are F16 (a KV cache in half precision) */
+    int64_t Kdec, Vdec;    /* decode over a Q8_0 k / v: floats of ATT_DEC_Q8 keys × all kv heads, else 0 */
     bool bf16;             /* BF16 precision: BF16 operands, products on AMX tiles or vdpbf16ps */
     int64_t Nkp;           /* bf16: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
     size_t shared;         /* bf16: bytes of those copies (all batches and kv heads) */
@@ -168,8 +176,10 @@ typedef struct att_dims {
 static bool unit_rows(const tp_tensor *t) {
     return t->type == TP_TYPE_F32 && t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0;
 }
-/* Rows with unit element stride in their own type (F32 or F16), rows and heads whole elements apart. */
+/* Rows with unit element stride in their own type (F32 or F16), rows and heads whole elements apart;
+ * Q8_0 rows are whole blocks (kv_type_ok). */
 static bool unit_rows_any(const tp_tensor *t) {
+    if (t->type == TP_TYPE_Q8_0) return true;
     const size_t es = t->type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
     return t->nb[0] == es && t->nb[1] % es == 0 && t->nb[2] % es == 0;
 }
@@ -178,6 +188,16 @@ static bool unit_rows_any(const tp_tensor *t) {
  * go through the path's F16C converter. */
 static void row_f32(const char *src, tp_type type, size_t nb0, int n, float *dst, tp_cpu_path path) {
     TP_UNUSED(path);
+    if (type == TP_TYPE_Q8_0) { /* whole blocks (kv_type_ok) */
+#if defined(__x86_64__) || defined(__i386__)
+        if (path >= TP_CPU_AVX512) {
+            tp_attn_q8_0_to_f32_avx512(src, dst, n);
+            return;
+        }
+#endif
+        tp_dequantize_row(TP_TYPE_Q8_0, src, dst, n);
+        return;
+    }
     if (type == TP_TYPE_F16) {
         if (nb0 == sizeof(uint16_t)) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -211,10 +231,14 @@ typedef struct att_scratch {
     int32_t *lo, *hi; /* per-query key range */
 } att_scratch;
 
+/* Kp / Vp: a block of packed rows (tiles), or the dequantised keys / values of a Q8_0 decode chunk */
+static size_t kp_floats(const att_dims *d) { return TP_MAX((size_t)ATT_KB * (size_t)d->Kpack, (size_t)d->Kdec); }
+static size_t vp_floats(const att_dims *d) { return TP_MAX((size_t)ATT_KB * (size_t)d->Vpack, (size_t)d->Vdec); }
+
 static size_t per_thread_bytes(const att_dims *d) {
     const size_t f = sizeof(float);
     return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dv * ATT_QT) +
-           pad64(f * ATT_KB * (size_t)d->Kpack) + pad64(f * ATT_KB * (size_t)d->Vpack) + pad64(f * (size_t)d->Kh * ATT_QT) +
+           pad64(f * kp_floats(d)) + pad64(f * vp_floats(d)) + pad64(f * (size_t)d->Kh * ATT_QT) +
            pad64(f * (size_t)d->Kw * ATT_QT) + pad64(f * (size_t)d->D) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT) +
            (d->bf16 ? pad64(2 * (size_t)d->D * ATT_QT) + pad64(2 * (size_t)ATT_KB * ATT_QT) : 0);
 }
@@ -230,6 +254,10 @@ static att_dims dims_of(const tp_tensor *dst, bool bf16) {
     d.Vpack = unit_rows(dst->src[2]) ? 0 : d.Dv;
     d.k16 = dst->src[1]->type == TP_TYPE_F16;
     d.v16 = dst->src[2]->type == TP_TYPE_F16;
+    const int64_t hkv = dst->src[1]->ne[2];
+    const bool one_query = dst->src[0]->ne[1] == 1;
+    d.Kdec = one_query && dst->src[1]->type == TP_TYPE_Q8_0 ? ATT_DEC_Q8 * hkv * d.D : 0;
+    d.Vdec = one_query && dst->src[2]->type == TP_TYPE_Q8_0 ? ATT_DEC_Q8 * hkv * d.Dv : 0;
     d.bf16 = bf16 && d.D % 32 == 0 && d.Dv % 16 == 0 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
     d.Nkp = 0;
     d.shared = 0;
@@ -263,8 +291,8 @@ static att_scratch carve(void *wdata, int ith, const att_dims *d) {
     s.Qt = (float *)base; base += pad64(f * (size_t)d->D * ATT_QT);
     s.St = (float *)base; base += pad64(f * ATT_KB * ATT_QT);
     s.Ot = (float *)base; base += pad64(f * (size_t)d->Dv * ATT_QT);
-    s.Kp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->Kpack);
-    s.Vp = (float *)base; base += pad64(f * ATT_KB * (size_t)d->Vpack);
+    s.Kp = (float *)base; base += pad64(f * kp_floats(d));
+    s.Vp = (float *)base; base += pad64(f * vp_floats(d));
     s.RHt = (float *)base; base += pad64(f * (size_t)d->Kh * ATT_QT);
     s.RWt = (float *)base; base += pad64(f * (size_t)d->Kw * ATT_QT);
     s.q1 = (float *)base; base += pad64(f * (size_t)d->D);
@@ -460,6 +488,15 @@ static bool decode_path_ok(const tp_tensor *dst, const att_dims *d, bool extras)
            unit_rows_any(dst->src[2]);
 }
 
+/* Keys [j0, j0 + nc) of a Q8_0 k or v, every kv head, as floats: dst[c][hk][0..ne0). */
+static void dequant_chunk(const tp_tensor *t, int64_t j0, int nc, float *dst, tp_cpu_path path) {
+    const int64_t n = t->ne[0], hkv = t->ne[2];
+    for (int c = 0; c < nc; c++)
+        for (int64_t hk = 0; hk < hkv; hk++)
+            row_f32(tp_row_ptr(t, j0 + c, hk, 0), TP_TYPE_Q8_0, 0, (int)n, dst + ((size_t)c * (size_t)hkv + (size_t)hk) * (size_t)n,
+                    path);
+}
+
 static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims, const att_fns *fns,
                              float scale) {
     const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
@@ -487,14 +524,34 @@ static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const a
     }
     for (int h = 0; h < nq; h++) sc.m[h] = -INFINITY, sc.l[h] = 0.0f;
     memset(sc.Ot, 0, sizeof(float) * (size_t)H * (size_t)Dv);
-    const size_t esk = dims->k16 ? sizeof(uint16_t) : sizeof(float), esv = dims->v16 ? sizeof(uint16_t) : sizeof(float);
-    const size_t ldk = k->nb[1] / esk, ldhk = k->nb[2] / esk;
-    const size_t ldv = v->nb[1] / esv, ldhv = v->nb[2] / esv;
+    /* element strides. A Q8_0 k / v: on AVX-512 read in place (strides in bytes), else from its
+     * dequantised chunk ([key][kv head][D] floats) */
+    const int Hkv = (int)k->ne[2];
+#if defined(__x86_64__) || defined(__i386__)
+    const bool q8_fused = p->path >= TP_CPU_AVX512;
+#else
+    const bool q8_fused = false;
+#endif
+    const bool kdq = dims->Kdec && !q8_fused, vdq = dims->Vdec && !q8_fused;
+    const size_t esk = dims->k16 ? sizeof(uint16_t) : dims->Kdec ? 1 : sizeof(float);
+    const size_t esv = dims->v16 ? sizeof(uint16_t) : dims->Vdec ? 1 : sizeof(float);
+    const size_t ldk = kdq ? (size_t)Hkv * (size_t)D : k->nb[1] / esk, ldhk = kdq ? (size_t)D : k->nb[2] / esk;
+    const size_t ldv = vdq ? (size_t)Hkv * (size_t)Dv : v->nb[1] / esv, ldhv = vdq ? (size_t)Dv : v->nb[2] / esv;
+    const int64_t step = kdq || vdq ? ATT_DEC_Q8 : ATT_KB;
     int64_t j0, j1;
     tp_split_range(Nk, p->ith, p->nth, &j0, &j1);
-    for (int64_t jb = j0; jb < j1; jb += ATT_KB) {
-        const int nc = (int)TP_MIN((int64_t)ATT_KB, j1 - jb);
+    for (int64_t jb = j0; jb < j1; jb += step) {
+        const int nc = (int)TP_MIN(step, j1 - jb);
         const char *kb = (const char *)k->data + (size_t)jb * k->nb[1];
+        if (kdq) {
+            dequant_chunk(k, jb, nc, sc.Kp, p->path);
+            kb = (const char *)sc.Kp;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        if (dims->Kdec && q8_fused)
+            tp_attn_dec_qk_q8_avx512((const uint8_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
+        else
+#endif
         if (dims->k16) qk16((const uint16_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
         else qk((const float *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
         float mo[ATT_QT];
@@ -507,6 +564,15 @@ static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const a
                 for (int e = 0; e < Dv; e++) sc.Ot[(size_t)h * Dv + e] *= alpha;
         }
         const char *vb = (const char *)v->data + (size_t)jb * v->nb[1];
+        if (vdq) {
+            dequant_chunk(v, jb, nc, sc.Vp, p->path);
+            vb = (const char *)sc.Vp;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        if (dims->Vdec && q8_fused)
+            tp_attn_dec_pv_q8_avx512(sc.St, ATT_QT, (const uint8_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
+        else
+#endif
         if (dims->v16) pv16(sc.St, ATT_QT, (const uint16_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
         else pv(sc.St, ATT_QT, (const float *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
     }

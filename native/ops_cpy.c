@@ -1,4 +1,5 @@
-/* ops_cpy.c - tp_cpy: write a tensor into (a view of) a persistent leaf, e.g. a KV cache.
+/* ops_cpy.c - tp_cpy: write a tensor into (a view of) a persistent leaf, e.g. a KV cache (F32, F16 or
+ * Q8_0: rows rounded / quantised on the way in).
  *
  * The result aliases dst: it has dst's shape and strides and its view_src/view_offs point at dst's
  * storage, so the planner gives it dst's data (it still reserves arena bytes of the result's size,
@@ -6,6 +7,7 @@
  * takes the result (or a view of it) as a source, or lists it as an extra source, which orders it
  * after the copy. Only leaves may be written (their data outlives the graph). */
 #include "tp_kernels.h"
+#include "tp_quants.h"
 
 tp_tensor *tp_cpy(tp_context *ctx, tp_tensor *src, tp_tensor *dst) {
     if (!TP_CHECK_INPUTS(ctx, "tp_cpy", src, dst)) return NULL;
@@ -14,8 +16,14 @@ tp_tensor *tp_cpy(tp_context *ctx, tp_tensor *src, tp_tensor *dst) {
         tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_cpy: src must be F32 (got %s)", tp_type_name(src->type));
         return NULL;
     }
-    if (dst->type != TP_TYPE_F32 && dst->type != TP_TYPE_F16) {
-        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_cpy: dst must be F32 or F16 (got %s)", tp_type_name(dst->type));
+    if (dst->type != TP_TYPE_F32 && dst->type != TP_TYPE_F16 && dst->type != TP_TYPE_Q8_0) {
+        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_cpy: dst must be F32, F16 or Q8_0 (got %s)", tp_type_name(dst->type));
+        return NULL;
+    }
+    /* Q8_0: whole rows of blocks, quantised from unit-stride float rows */
+    if (dst->type == TP_TYPE_Q8_0 && (dst->ne[0] % TP_QK != 0 || src->nb[0] != sizeof(float))) {
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_cpy: a Q8_0 dst needs rows of whole %d-blocks and a unit-stride src (%s)",
+                         TP_QK, tp_shape_str(dst, sa, sizeof sa));
         return NULL;
     }
     if (!tp_same_shape(src, dst)) {
@@ -49,6 +57,10 @@ void tp_kernel_cpy(const tp_compute_params *p, tp_tensor *dst) {
         int64_t i1 = r % ne1, i2 = (r / ne1) % ne2, i3 = r / (ne1 * ne2);
         const char *in = tp_row_ptr(src, i1, i2, i3);
         char *out = tp_row_ptr(dst, i1, i2, i3);
+        if (dst->type == TP_TYPE_Q8_0) {
+            tp_quantize_row(TP_TYPE_Q8_0, (const float *)in, out, ne0);
+            continue;
+        }
         if (!f16 && src->nb[0] == sizeof(float) && dst->nb[0] == sizeof(float)) {
             memcpy(out, in, (size_t)ne0 * sizeof(float));
             continue;

@@ -2,7 +2,7 @@
  * tokens in batches (one graph per batch of up to n_batch tokens; the embeddings, with image rows
  * spliced in, are assembled on the host), and give token bytes.
  *
- * The KV cache is model-owned memory (F32 or F16, tp_text_params.kv_type), [head_dim, n_head_kv, n_ctx]
+ * The KV cache is model-owned memory (F32, F16 or Q8_0, tp_text_params.kv_type), [head_dim, n_head_kv, n_ctx]
  * per layer for K and for V;
  * each graph sees it as leaves over that memory, writes its new rows with tp_cpy and attends over
  * the first n_past + n rows. A graph lives in a fresh context per batch (weights are leaves over the
@@ -40,6 +40,11 @@ struct tp_text_model {
 /* Map every weight page before the first batch (as llama.cpp's MAP_POPULATE does), so that it does not
  * pay the page faults of the whole file one by one: the weights' address range is populated in one
  * call where the kernel can (Linux 5.14+), else touched page by page. */
+/* Bytes of one layer's K or V cache: n_ctx positions × n_head_kv rows of `dim` elements. */
+static size_t cache_bytes(tp_type type, int64_t dim, int64_t n_head_kv, int64_t n_ctx) {
+    return tp_type_row_bytes(type, dim) * (size_t)n_head_kv * (size_t)n_ctx;
+}
+
 static void span(const tp_tensor *t, uintptr_t *lo, uintptr_t *hi) {
     if (!t) return;
     uintptr_t a = (uintptr_t)tp_tensor_data(t);
@@ -118,10 +123,10 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
                      p.n_ctx, p.n_batch);
         return TP_ERR_INVALID_ARGUMENT;
     }
-    if (p.kv_type != -1 && p.kv_type != TP_TYPE_F32 && p.kv_type != TP_TYPE_F16) {
+    if (p.kv_type != -1 && p.kv_type != TP_TYPE_F32 && p.kv_type != TP_TYPE_F16 && p.kv_type != TP_TYPE_Q8_0) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
-                     "tp_text_load: kv_type %d must be TP_TYPE_F32 (%d), TP_TYPE_F16 (%d) or -1 (auto)", (int)p.kv_type,
-                     (int)TP_TYPE_F32, (int)TP_TYPE_F16);
+                     "tp_text_load: kv_type %d must be TP_TYPE_F32 (%d), TP_TYPE_F16 (%d), TP_TYPE_Q8_0 (%d) or -1 (auto)",
+                     (int)p.kv_type, (int)TP_TYPE_F32, (int)TP_TYPE_F16, (int)TP_TYPE_Q8_0);
         return TP_ERR_INVALID_ARGUMENT;
     }
     tp_text_model *m = calloc(1, sizeof(*m));
@@ -153,6 +158,12 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
         free(w);
         tp_context_free(probe);
     }
+    if (st == TP_OK && m->kv_type == TP_TYPE_Q8_0 && (m->hp.head_dim % 32 != 0 || m->hp.head_dim_v % 32 != 0)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "kv_type Q8_0 needs head sizes that are multiples of 32 (this model: %d and %d)",
+                 (int)m->hp.head_dim, (int)m->hp.head_dim_v);
+        st = fail(m, err, TP_ERR_INVALID_ARGUMENT, msg);
+    }
     if (st == TP_OK) st = text_load_vocab(m->gguf, path, m->hp.n_vocab, &m->vocab, err);
     if (st == TP_OK) {
         m->n_ctx = p.n_ctx > 0 ? p.n_ctx : m->hp.n_ctx_train;
@@ -162,13 +173,12 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
     if (st == TP_OK) {
         m->kcache = calloc((size_t)m->hp.n_layer, sizeof(void *));
         m->vcache = calloc((size_t)m->hp.n_layer, sizeof(void *));
-        const size_t es = m->kv_type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
-        size_t kn = (size_t)m->hp.head_dim * (size_t)m->hp.n_head_kv * (size_t)m->n_ctx;
-        size_t vn = (size_t)m->hp.head_dim_v * (size_t)m->hp.n_head_kv * (size_t)m->n_ctx;
+        const size_t kn = cache_bytes(m->kv_type, m->hp.head_dim, m->hp.n_head_kv, m->n_ctx);
+        const size_t vn = cache_bytes(m->kv_type, m->hp.head_dim_v, m->hp.n_head_kv, m->n_ctx);
         if (!m->kcache || !m->vcache) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
         for (int l = 0; l < m->hp.n_layer && st == TP_OK; l++) {
-            m->kcache[l] = calloc(kn, es);
-            m->vcache[l] = calloc(vn, es);
+            m->kcache[l] = calloc(kn, 1);
+            m->vcache[l] = calloc(vn, 1);
             if (!m->kcache[l] || !m->vcache[l]) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "cannot allocate the KV cache (%d tokens)", m->n_ctx);
@@ -255,9 +265,10 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     }
     for (int l = 0; l < hp->n_layer; l++) {
         int64_t kne[3] = {hp->head_dim, hp->n_head_kv, m->n_ctx}, vne[3] = {hp->head_dim_v, hp->n_head_kv, m->n_ctx};
-        const size_t es = m->kv_type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
-        kc[l] = tp_new_tensor_external(ctx, m->kv_type, 3, kne, m->kcache[l], (size_t)(kne[0] * kne[1] * kne[2]) * es);
-        vc[l] = tp_new_tensor_external(ctx, m->kv_type, 3, vne, m->vcache[l], (size_t)(vne[0] * vne[1] * vne[2]) * es);
+        kc[l] = tp_new_tensor_external(ctx, m->kv_type, 3, kne, m->kcache[l],
+                                       cache_bytes(m->kv_type, hp->head_dim, hp->n_head_kv, m->n_ctx));
+        vc[l] = tp_new_tensor_external(ctx, m->kv_type, 3, vne, m->vcache[l],
+                                       cache_bytes(m->kv_type, hp->head_dim_v, hp->n_head_kv, m->n_ctx));
     }
     tp_graph *g = tp_graph_new(ctx);
     tp_tensor *out = NULL;

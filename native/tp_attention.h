@@ -55,6 +55,12 @@ void tp_attn_dec_qk_f16_avx2(const uint16_t *K, size_t ldk, size_t ldh, int grou
 void tp_attn_dec_pv_f16_avx2(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
                              int nc, int H, int Dv);
 void tp_attn_f16_to_f32_avx512(const uint16_t *src, float *dst, int n);
+/* the same over a Q8_0 KV cache (ldk, ldv, ldh in bytes; D, Dv multiples of 32), and Q8_0 blocks to floats */
+void tp_attn_dec_qk_q8_avx512(const uint8_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                              int nc, int H, int nq, int D);
+void tp_attn_dec_pv_q8_avx512(const float *Pt, int ldp, const uint8_t *V, size_t ldv, size_t ldh, int group, float *O,
+                              int nc, int H, int Dv);
+void tp_attn_q8_0_to_f32_avx512(const void *src, float *dst, int n);
 void tp_attn_f16_to_f32_avx2(const uint16_t *src, float *dst, int n);
 
 #endif

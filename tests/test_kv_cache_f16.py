@@ -71,10 +71,10 @@ def test_decoder_kv_auto_is_f16_for_f16_weights():
 
 def test_decoder_kv_type_errors():
     with pytest.raises(ValueError):
-        TextModel(FIX / "text-f16.gguf", n_ctx=16, kv_type="q8_0")
+        TextModel(FIX / "text-f16.gguf", n_ctx=16, kv_type="q4_0")
     params = ffi.new("tp_text_params *", lib.tp_text_default_params())
     assert params.kv_type == -1
-    params.kv_type = 8
+    params.kv_type = 2  # Q4_0: no such cache
     out = ffi.new("tp_text_model **")
     err = ffi.new("tp_error *")
     st = lib.tp_text_load(str(FIX / "text-f16.gguf").encode(), params, out, err)
