@@ -4,6 +4,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include "tp_attention.h"
@@ -453,87 +454,60 @@ static inline __m512i bcast_pair(const uint16_t *p) {
     return _mm512_set1_epi32((int)u);
 }
 
-/* St[c][16·v + i] for C keys × NV vectors of queries: K rows (BF16, ldk apart) · Q pair tiles */
-INLINE void bqk_tile(const uint16_t *K, size_t ldk, const uint16_t *Qp, int nqt, float *St, int lds, int D, const int C,
-                     const int NV) {
+/* Both BF16 products are C[r][16·v + i] (+)= Σ_k A[r][k]·B[k][16·v + i] over k < nk (a multiple of 32):
+ * R rows of A (BF16, lda apart: K's keys, or Vt's values) broadcast a pair of k at a time against NV
+ * vectors of the pair tiles B (Q, or P). */
+INLINE void pair_tile(const uint16_t *A, size_t lda, const uint16_t *B, int nqt, float *C, int ldc, int nk,
+                      bool accumulate, const int R, const int NV) {
     __m512 acc[6][4];
-    UNROLL for (int c = 0; c < C; c++)
-        UNROLL for (int v = 0; v < NV; v++) acc[c][v] = _mm512_setzero_ps();
-    for (int kt = 0; kt < D / 32; kt++) {
-        const uint16_t *qt = Qp + (size_t)kt * (size_t)nqt * 512;
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int v = 0; v < NV; v++)
+            acc[r][v] = accumulate ? _mm512_loadu_ps(C + (size_t)r * ldc + 16 * v) : _mm512_setzero_ps();
+    for (int kt = 0; kt < nk / 32; kt++) {
+        const uint16_t *bt = B + (size_t)kt * (size_t)nqt * 512;
         for (int kp = 0; kp < 16; kp++) {
-            const int d = kt * 32 + 2 * kp;
-            __m512i qv[4];
-            UNROLL for (int v = 0; v < NV; v++) qv[v] = _mm512_loadu_si512((const void *)(qt + (size_t)v * 512 + kp * 32));
-            UNROLL for (int c = 0; c < C; c++) {
-                const __m512i kb = bcast_pair(K + (size_t)c * ldk + d);
-                UNROLL for (int v = 0; v < NV; v++) acc[c][v] = dpbf16(acc[c][v], kb, qv[v]);
+            const int k = kt * 32 + 2 * kp;
+            __m512i bv[4];
+            UNROLL for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_si512((const void *)(bt + (size_t)v * 512 + kp * 32));
+            UNROLL for (int r = 0; r < R; r++) {
+                const __m512i ab = bcast_pair(A + (size_t)r * lda + k);
+                UNROLL for (int v = 0; v < NV; v++) acc[r][v] = dpbf16(acc[r][v], ab, bv[v]);
             }
         }
     }
-    UNROLL for (int c = 0; c < C; c++)
-        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(St + (size_t)c * lds + 16 * v, acc[c][v]);
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(C + (size_t)r * ldc + 16 * v, acc[r][v]);
 }
 
-INLINE void bqk_all(const uint16_t *K, size_t ldk, const uint16_t *Qp, int nqt, float *St, int lds, int nc, int D,
-                    const int NV) {
-    int c = 0;
-    for (; c + 6 <= nc; c += 6) bqk_tile(K + (size_t)c * ldk, ldk, Qp, nqt, St + (size_t)c * lds, lds, D, 6, NV);
-    for (; c + 2 <= nc; c += 2) bqk_tile(K + (size_t)c * ldk, ldk, Qp, nqt, St + (size_t)c * lds, lds, D, 2, NV);
-    if (c < nc) bqk_tile(K + (size_t)c * ldk, ldk, Qp, nqt, St + (size_t)c * lds, lds, D, 1, NV);
+/* rows in tiles of 6, then 2, then 1 */
+INLINE void pair_rows(const uint16_t *A, size_t lda, const uint16_t *B, int nqt, float *C, int ldc, int nrows, int nk,
+                      bool accumulate, const int NV) {
+    int r = 0;
+    for (; r + 6 <= nrows; r += 6) pair_tile(A + (size_t)r * lda, lda, B, nqt, C + (size_t)r * ldc, ldc, nk, accumulate, 6, NV);
+    for (; r + 2 <= nrows; r += 2) pair_tile(A + (size_t)r * lda, lda, B, nqt, C + (size_t)r * ldc, ldc, nk, accumulate, 2, NV);
+    if (r < nrows) pair_tile(A + (size_t)r * lda, lda, B, nqt, C + (size_t)r * ldc, ldc, nk, accumulate, 1, NV);
+}
+
+static void pair_product(const uint16_t *A, size_t lda, const uint16_t *B, int nq, float *C, int ldc, int nrows, int nk,
+                         bool accumulate) {
+    const int nqt = nq / 16;
+    switch (nqt) {
+    case 4: pair_rows(A, lda, B, nqt, C, ldc, nrows, nk, accumulate, 4); break;
+    case 3: pair_rows(A, lda, B, nqt, C, ldc, nrows, nk, accumulate, 3); break;
+    case 2: pair_rows(A, lda, B, nqt, C, ldc, nrows, nk, accumulate, 2); break;
+    default: pair_rows(A, lda, B, nqt, C, ldc, nrows, nk, accumulate, 1); break;
+    }
 }
 
 /* St[c][r] = Σ_d K[c][d]·Q[d][r] for c < nc, r < nq (a multiple of 16, at most 64); D a multiple of 32. */
 void tp_attn_bf16_qk_avx512(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq,
                             int D) {
-    const int nqt = nq / 16;
-    switch (nqt) {
-    case 4: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 4); break;
-    case 3: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 3); break;
-    case 2: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 2); break;
-    default: bqk_all(Kb, ldk, Qp, nqt, St, lds, nc, D, 1); break;
-    }
-}
-
-/* Ot[e][16·v + i] += Σ_c Vt[e][c]·P[c][..] for E values × NV vectors of queries, c < ncp (a multiple of 32) */
-INLINE void bpv_tile(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, int nqt, float *Ot, int ldo, int ncp,
-                     const int E, const int NV) {
-    __m512 acc[6][4];
-    UNROLL for (int e = 0; e < E; e++)
-        UNROLL for (int v = 0; v < NV; v++) acc[e][v] = _mm512_loadu_ps(Ot + (size_t)e * ldo + 16 * v);
-    for (int kt = 0; kt < ncp / 32; kt++) {
-        const uint16_t *pt = Pp + (size_t)kt * (size_t)nqt * 512;
-        for (int kp = 0; kp < 16; kp++) {
-            const int c = kt * 32 + 2 * kp;
-            __m512i pv[4];
-            UNROLL for (int v = 0; v < NV; v++) pv[v] = _mm512_loadu_si512((const void *)(pt + (size_t)v * 512 + kp * 32));
-            UNROLL for (int e = 0; e < E; e++) {
-                const __m512i vb = bcast_pair(Vt + (size_t)e * ldvt + c);
-                UNROLL for (int v = 0; v < NV; v++) acc[e][v] = dpbf16(acc[e][v], vb, pv[v]);
-            }
-        }
-    }
-    UNROLL for (int e = 0; e < E; e++)
-        UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(Ot + (size_t)e * ldo + 16 * v, acc[e][v]);
-}
-
-INLINE void bpv_all(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, int nqt, float *Ot, int ldo, int ncp, int Dv,
-                    const int NV) {
-    int e = 0;
-    for (; e + 6 <= Dv; e += 6) bpv_tile(Vt + (size_t)e * ldvt, ldvt, Pp, nqt, Ot + (size_t)e * ldo, ldo, ncp, 6, NV);
-    for (; e + 2 <= Dv; e += 2) bpv_tile(Vt + (size_t)e * ldvt, ldvt, Pp, nqt, Ot + (size_t)e * ldo, ldo, ncp, 2, NV);
-    if (e < Dv) bpv_tile(Vt + (size_t)e * ldvt, ldvt, Pp, nqt, Ot + (size_t)e * ldo, ldo, ncp, 1, NV);
+    pair_product(Kb, ldk, Qp, nq, St, lds, nc, D, false);
 }
 
 /* Ot[e][r] += Σ_c Vt[e][c]·P[c][r] over c < round32(nc) (P pairs zero past nc; Vt columns there must be
  * finite); e < Dv, r < nq (a multiple of 16, at most 64). */
 void tp_attn_bf16_pv_avx512(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq,
                             int Dv) {
-    const int nqt = nq / 16, ncp = (nc + 31) & ~31;
-    switch (nqt) {
-    case 4: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 4); break;
-    case 3: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 3); break;
-    case 2: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 2); break;
-    default: bpv_all(Vt, ldvt, Pp, nqt, Ot, ldo, ncp, Dv, 1); break;
-    }
+    pair_product(Vt, ldvt, Pp, nq, Ot, ldo, Dv, (nc + 31) & ~31, true);
 }
