@@ -1,6 +1,7 @@
 # tilepass build, test, demo and bench.
 #   make          build build/libtilepass.so (portable -O3; per-ISA kernels dispatched at run time)
-#   make test     set up .venv, build both libraries, run the C tests (sanitizers) and pytest
+#   make test     set up .venv, build both libraries, run the C tests and the kernel suites under the sanitizers,
+#                 then every pytest suite
 #   make demo     set up, build, run the main job on the bundled example
 #   make bench    set up, build, print benchmark tables and write build/bench.json
 
@@ -35,7 +36,7 @@ CTESTS     := $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(CTESTS_SRC))
 
 isa_flags = $(if $(findstring _amx,$(1)),$(ISA_AMX),$(if $(findstring _avx512,$(1)),$(ISA_AVX512),$(if $(findstring _avx2,$(1)),$(ISA_AVX2),)))
 
-.PHONY: all lib sanlib test ctest example pytest demo bench venv clean
+.PHONY: all lib sanlib test ctest example pytest santest demo bench venv clean
 all: lib
 lib: $(LIB)
 sanlib: $(SANLIB)
@@ -91,7 +92,20 @@ ctest: $(CTESTS)
 pytest: venv lib
 	$(VPY) -m pytest -q tests
 
-test: venv lib ctest example
+# The kernel and op suites (every ISA path, odd sizes and tails), the decoder and the llama.cpp-file vision
+# tests again against the sanitizer build of the library, in the same Python (ASan/UBSan preloaded).
+SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.py tests/test_mul_mat.py \
+	tests/test_mul_mat_bf16.py tests/test_ops_attention.py tests/test_attention_decode.py tests/test_kv_cache_f16.py \
+	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
+	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
+	tests/test_text_decoder.py tests/test_vision_llamacpp.py
+santest: venv sanlib
+	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TILEPASS_LIB=$(SANLIB) \
+	    $(VPY) -m pytest -q -p no:cacheprovider $(SAN_PYTESTS)
+
+test: venv lib ctest example santest
 	$(VPY) -m pytest -q tests
 
 demo: venv lib
