@@ -58,7 +58,7 @@ def main() -> int:
     trained = (TRAINED / "config.json").exists()
     if trained:
         model_dir = TRAINED
-        say(f"model: the trained small DeepSeek-OCR v1 bundled in {TRAINED.relative_to(ROOT)} (see its MODEL_CARD.md)")
+        say(f"model: the trained small DeepSeek-OCR v1 bundled in {TRAINED.relative_to(ROOT)} (see its model card, README.md)")
     else:
         say("model: no trained model is bundled yet, so this demo builds a tiny DeepSeek-OCR v1 with RANDOM")
         say("       weights (transformers UnlimitedOcr). It runs the whole pipeline, but its text is noise.")
