@@ -98,8 +98,9 @@ def run(n_threads: int = 2) -> list[dict]:
                        check=True, env=env)
         ref = json.loads(ref_json.read_text())
         rows.append({"name": "transformers reference peak RSS", "peak_rss_mb": ref["peak_rss_mb"]})
-        # (file type, precision): F32 arithmetic is exact; BF16 rounds mul_mat inputs (AMX/AVX512-BF16)
-        for outtype, precision in (("f16", 0), ("f16", 1), ("q8_0", 0)):
+        # (file type, precision): F32 arithmetic is exact; BF16 rounds the products' inputs (AMX/AVX512-BF16);
+        # the CLI's default (auto) is BF16 for both of these files
+        for outtype, precision in (("f16", 0), ("f16", 1), ("q8_0", 0), ("q8_0", 1)):
             gguf = root / f"v-{outtype}.gguf"
             if not gguf.exists():
                 convert(ckpt, mmproj=True, outtype=outtype, outfile=gguf, progress=False)
