@@ -1,5 +1,5 @@
 /* tp_matmul.h - what ops_matmul.c (the portable driver) shares with its per-ISA kernels
- * (matmul_avx2.c, matmul_avx512.c). Internal. */
+ * (matmul_avx2.c, matmul_avx512.c, qmatmul_avx512.c). Internal. */
 #ifndef TP_MATMUL_H
 #define TP_MATMUL_H
 
@@ -77,7 +77,7 @@ void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, con
 void tp_quantize_row_q8a_avx512(const float *x, tp_block_q8a *y, int64_t n);
 void tp_quantize_row_q8a_avx2(const float *x, tp_block_q8a *y, int64_t n);
 
-/* Int8 GEMM for quantised weights on VNNI (matmul_avx512.c): weight rows are packed into panels of
+/* Int8 GEMM for quantised weights on VNNI (qmatmul_avx512.c): weight rows are packed into panels of
  * TP_QG_ROWS rows (row-interleaved unsigned levels with per-32-block float scale and bias), then
  * every panel is multiplied with the tokens' activation blocks by vpdpbusd.
  *   tp_qgemm_type_ok:       Q8_0, Q4_0, Q4_K, Q5_K;

@@ -1,0 +1,808 @@
+/* qmatmul_avx512.c - AVX-512 kernels of tp_mul_mat for quantised weights: the activation quantiser
+ * (8-bit blocks), the quantised dot products (vpdpbusd where VNNI exists, else vpmaddubsw +
+ * vpmaddwd), the one-token GEMV paths of decode and the int8 GEMM over packed weight panels.
+ * Compiled with the AVX-512 flags; called only on that path. */
+#include "tp_avx512.h"
+#include "tp_matmul.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Activation blocks
+ * ------------------------------------------------------------------------------------------- */
+
+void tp_quantize_row_q8a_avx512(const float *x, tp_block_q8a *y, int64_t n) {
+    const __m512 signbit = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / TP_QK; i++) {
+        const __m512 v0 = _mm512_loadu_ps(x + i * 32), v1 = _mm512_loadu_ps(x + i * 32 + 16);
+        const __m512 a = _mm512_max_ps(_mm512_andnot_ps(signbit, v0), _mm512_andnot_ps(signbit, v1));
+        const float amax = _mm512_reduce_max_ps(a);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 idv = _mm512_set1_ps(id);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        y[i].d = d;
+        y[i].s[0] = (int16_t)_mm512_reduce_add_epi32(q0);
+        y[i].s[1] = (int16_t)_mm512_reduce_add_epi32(q1);
+        _mm_storeu_si128((__m128i *)y[i].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[i].qs + 16), _mm512_cvtepi32_epi8(q1));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Quantised dot products
+ * ------------------------------------------------------------------------------------------- */
+
+/* u (unsigned bytes) · s (signed bytes), 4 bytes per int32 lane. */
+static inline __m512i dot_u8s8(__m512i u, __m512i s, bool vnni) {
+    if (vnni) return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+}
+
+static inline __m512i load2x256(const void *lo, const void *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+
+static inline __m512 scale2(float lo, float hi) {
+    return _mm512_insertf32x8(_mm512_set1_ps(lo), _mm256_set1_ps(hi), 1);
+}
+
+/* Each dot handles one weight row against nt <= 4 token rows (xs[t] = x + t*ldx): weights are
+ * loaded and unpacked once per block for all tokens. out[t] receives the dot with token t. */
+#define QT 4
+
+static inline void qdot_q8_0(const tp_block_q8_0 *w, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nb,
+                             bool vnni, float *out) {
+    __m512 acc[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m512i wv = load2x256(w[i].qs, w[i + 1].qs);
+        const __mmask64 neg = _mm512_movepi8_mask(wv);
+        const __m512i wa = _mm512_abs_epi8(wv);
+        const float d0 = h2f(w[i].d), d1 = h2f(w[i + 1].d);
+        for (int t = 0; t < nt; t++) {
+            const tp_block_q8a *xt = x + t * ldx + i;
+            const __m512i xv = load2x256(xt[0].qs, xt[1].qs);
+            const __m512i xs = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+            const __m512i ip = dot_u8s8(wa, xs, vnni);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(d0 * xt[0].d, d1 * xt[1].d), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(acc[t]);
+        const tp_block_q8a *xt = x + t * ldx;
+        for (int64_t j = i; j < nb; j++) {
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += w[j].qs[l] * xt[j].qs[l];
+            sum += h2f(w[j].d) * xt[j].d * (float)s;
+        }
+        out[t] = sum;
+    }
+}
+
+static inline void qdot_q4_0(const tp_block_q4_0 *w, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nb,
+                             bool vnni, float *out) {
+    __m512 acc[QT];
+    float corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)w[i].qs);
+        const __m128i q1 = _mm_loadu_si128((const __m128i *)w[i + 1].qs);
+        __m512i v = _mm512_castsi128_si512(q0);
+        v = _mm512_inserti32x4(v, q0, 1);
+        v = _mm512_inserti32x4(v, q1, 2);
+        v = _mm512_inserti32x4(v, q1, 3);
+        v = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)), m4);
+        const float d0 = h2f(w[i].d), d1 = h2f(w[i + 1].d);
+        for (int t = 0; t < nt; t++) {
+            const tp_block_q8a *xt = x + t * ldx + i;
+            const __m512i ip = dot_u8s8(v, load2x256(xt[0].qs, xt[1].qs), vnni);
+            const float s0 = d0 * xt[0].d, s1 = d1 * xt[1].d;
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(s0, s1), acc[t]);
+            corr[t] += s0 * (float)(xt[0].s[0] + xt[0].s[1]) + s1 * (float)(xt[1].s[0] + xt[1].s[1]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(acc[t]) - 8.0f * corr[t];
+        const tp_block_q8a *xt = x + t * ldx;
+        for (int64_t j = i; j < nb; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += (w[j].qs[l] & 0xF) * xt[j].qs[l] + (w[j].qs[l] >> 4) * xt[j].qs[l + 16];
+            s -= 8 * (xt[j].s[0] + xt[j].s[1]);
+            sum += h2f(w[j].d) * xt[j].d * (float)s;
+        }
+        out[t] = sum;
+    }
+}
+
+/* Q4_K and Q5_K (q5): chunks of 64 = two sub-blocks of 32 with 6-bit scale and min. */
+static inline void qdot_q45_K(const void *wrow, bool q5, const tp_block_q8a *x, int64_t ldx, int nt,
+                              int64_t nsb, bool vnni, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[QT];
+    float corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
+    for (int64_t i = 0; i < nsb; i++) {
+        const tp_k45_block blk = tp_k45_block_at(wrow, i, q5);
+        const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
+        const float d = h2f(blk.d), dmin = h2f(blk.dmin);
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) tp_get_scale_min_k4(j, scales, &sc[j], &m[j]);
+        __m512i hv = _mm512_setzero_si512();
+        if (qh) hv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+        for (int c = 0; c < 4; c++) {
+            const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+            __m512i q = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, v, _mm512_srli_epi16(v, 4)), m4);
+            if (qh) {
+                const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                                        _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+                q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(hv, bits), q, _mm512_set1_epi8(16));
+            }
+            const float ds0 = d * sc[2 * c], ds1 = d * sc[2 * c + 1];
+            const float dm0 = dmin * m[2 * c], dm1 = dmin * m[2 * c + 1];
+            for (int t = 0; t < nt; t++) {
+                const tp_block_q8a *x0 = x + t * ldx + 8 * i + 2 * c, *x1 = x0 + 1;
+                const __m512i ip = dot_u8s8(q, load2x256(x0->qs, x1->qs), vnni);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(ds0 * x0->d, ds1 * x1->d), acc[t]);
+                corr[t] += dm0 * x0->d * (float)(x0->s[0] + x0->s[1]) + dm1 * x1->d * (float)(x1->s[0] + x1->s[1]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - corr[t];
+}
+
+static inline void qdot_q6_K(const tp_block_q6_K *wrow, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nsb,
+                             bool vnni, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    const __m128i rep4 = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    __m512 acc[QT];
+    float corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
+    for (int64_t i = 0; i < nsb; i++) {
+        const tp_block_q6_K *w = wrow + i;
+        const float d = h2f(w->d);
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(w->ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
+            const __m512i lo = _mm512_and_si512(ql, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+            const __m512i h01 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m3), 4);
+            const __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m3), 4);
+            for (int pr = 0; pr < 2; pr++) {
+                const __m512i q = pr ? _mm512_or_si512(hi, h23) : _mm512_or_si512(lo, h01);
+                const int8_t *sc = w->scales + 8 * h + 4 * pr;
+                int32_t sc4;
+                memcpy(&sc4, sc, 4);
+                const __m512i scv = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm_set1_epi32(sc4), rep4));
+                for (int t = 0; t < nt; t++) {
+                    const tp_block_q8a *x0 = x + t * ldx + 8 * i + 4 * h + 2 * pr, *x1 = x0 + 1;
+                    const __m512i ip = _mm512_mullo_epi32(dot_u8s8(q, load2x256(x0->qs, x1->qs), vnni), scv);
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(d * x0->d, d * x1->d), acc[t]);
+                    corr[t] += d * (x0->d * (float)(sc[0] * x0->s[0] + sc[1] * x0->s[1]) +
+                                    x1->d * (float)(sc[2] * x1->s[0] + sc[3] * x1->s[1]));
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * corr[t];
+}
+
+/* ---- VNNI fast paths (Q8_0, Q4_K, Q4_0): the activations of a group of up to 4 tokens are first
+ * repacked per K segment into contiguous, 64-byte aligned int8 runs (in the order the unpacked
+ * weights come out), with each block's d and d·Σq as float arrays; then every weight row is
+ * streamed once for the group: one vpdpbusd per 64 weights and token, the per-block scales as a
+ * lane vector (one vpermps from the 8 scales of 8 blocks), and the offset/min corrections as one
+ * 8-float FMA per 8 blocks. Integer block sums are exact; only the float accumulation order
+ * differs from the portable path. */
+#define QSEG 128 /* activation blocks per segment (4096 values, a multiple of 8 blocks) */
+
+typedef struct {
+    _Alignas(64) int8_t qs[QT][QSEG * 32];
+    _Alignas(64) float xd[QT][QSEG];
+    _Alignas(64) float xs[QT][QSEG]; /* d · (sum of the block's 32 quants) */
+} qx_pack;
+
+enum { QX_PLAIN, QX_Q4K, QX_Q40 };
+
+/* Repack blocks [b0, b0 + nbs) of nt tokens. QX_Q4K: per 8 blocks the order 0,2,1,3,4,6,5,7;
+ * QX_Q40: per 4 blocks the first halves (16 quants) of the 4 blocks, then the second halves. */
+static void qx_repack(const tp_block_q8a *x, int64_t ldx, int nt, int64_t b0, int64_t nbs, int order, qx_pack *pk) {
+    static const int q4k_pos[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    for (int t = 0; t < nt; t++) {
+        const tp_block_q8a *xb = x + t * ldx + b0;
+        for (int64_t j = 0; j < nbs; j++) {
+            pk->xd[t][j] = xb[j].d;
+            pk->xs[t][j] = xb[j].d * (float)(xb[j].s[0] + xb[j].s[1]);
+            const __m256i q = _mm256_loadu_si256((const __m256i *)xb[j].qs);
+            if (order == QX_Q40) {
+                int8_t *dst = pk->qs[t] + (j & ~(int64_t)3) * 32 + (j & 3) * 16;
+                _mm_store_si128((__m128i *)dst, _mm256_castsi256_si128(q));
+                _mm_store_si128((__m128i *)(dst + 64), _mm256_extracti128_si256(q, 1));
+            } else {
+                const int64_t pos = order == QX_Q4K ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
+                _mm256_store_si256((__m256i *)(pk->qs[t] + pos * 32), q);
+            }
+        }
+    }
+}
+
+static inline __m512 lanes_of8(__m256 s8, __m512i idx) { return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(s8)); }
+
+static inline __m256 h2f8_gather(const void *base, __m256i offs) {
+#ifdef QGATHER
+    const __m256i g = _mm256_i32gather_epi32((const int *)base, offs, 1);
+    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g));
+#else
+    (void)offs;
+    const tp_block_q8_0 *b = base;
+    __m128i h = _mm_cvtsi32_si128(b[0].d);
+    h = _mm_insert_epi16(h, b[1].d, 1);
+    h = _mm_insert_epi16(h, b[2].d, 2);
+    h = _mm_insert_epi16(h, b[3].d, 3);
+    h = _mm_insert_epi16(h, b[4].d, 4);
+    h = _mm_insert_epi16(h, b[5].d, 5);
+    h = _mm_insert_epi16(h, b[6].d, 6);
+    h = _mm_insert_epi16(h, b[7].d, 7);
+    return _mm256_cvtph_ps(h);
+#endif
+}
+
+/* Q8_0 over nbs blocks (w already at the segment): weights ^ 0x80 are unsigned, so
+ * Σ w·x = vpdpbusd(w + 128, x) − 128 Σ x per block. */
+static void qv_q8_0(const tp_block_q8_0 *w, const qx_pack *pk, int nt, int64_t nbs, float *out) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m256i offs = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
+    __m512 acc[QT];
+    __m256 corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= nbs; j += 8) {
+        const tp_block_q8_0 *wb = w + j;
+        _mm_prefetch((const char *)(wb + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 192, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + 16) + 256, _MM_HINT_T0);
+        const __m256 dw = h2f8_gather(wb, offs);
+        const __m512i w0 = _mm512_xor_si512(load2x256(wb[0].qs, wb[1].qs), flip);
+        const __m512i w1 = _mm512_xor_si512(load2x256(wb[2].qs, wb[3].qs), flip);
+        const __m512i w2 = _mm512_xor_si512(load2x256(wb[4].qs, wb[5].qs), flip);
+        const __m512i w3 = _mm512_xor_si512(load2x256(wb[6].qs, wb[7].qs), flip);
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = pk->qs[t] + j * 32;
+            const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(pk->xd[t] + j));
+            corr[t] = _mm256_fmadd_ps(dw, _mm256_load_ps(pk->xs[t] + j), corr[t]);
+            const __m512i z = _mm512_setzero_si512();
+            const __m512i p0 = _mm512_dpbusd_epi32(z, w0, _mm512_load_si512((const void *)xq));
+            const __m512i p1 = _mm512_dpbusd_epi32(z, w1, _mm512_load_si512((const void *)(xq + 64)));
+            const __m512i p2 = _mm512_dpbusd_epi32(z, w2, _mm512_load_si512((const void *)(xq + 128)));
+            const __m512i p3 = _mm512_dpbusd_epi32(z, w3, _mm512_load_si512((const void *)(xq + 192)));
+            __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc[t]);
+            __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
+            b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), b);
+            acc[t] = _mm512_add_ps(a, b);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float sum = _mm512_reduce_add_ps(acc[t]);
+        __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(corr[t]), _mm256_extractf128_ps(corr[t], 1));
+        c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
+        c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
+        sum -= 128.0f * _mm_cvtss_f32(c4);
+        for (int64_t jj = j; jj < nbs; jj++) { /* tail blocks */
+            const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[jj].qs), _mm512_castsi512_si256(flip));
+            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv,
+                                                  _mm256_load_si256((const __m256i *)(pk->qs[t] + jj * 32)));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            const float dw = h2f(w[jj].d);
+            sum += dw * (pk->xd[t][jj] * (float)_mm_cvtsi128_si32(s4) - 128.0f * pk->xs[t][jj]);
+        }
+        out[t] += sum;
+    }
+}
+
+/* The 6-bit scales and mins of a Q4_K/Q5_K super-block (12 bytes; 16 are read, the block goes on) as
+ * bytes: scales 0..7, then mins 0..7 (tp_get_scale_min_k4, in vector form). */
+static inline __m128i q4k_scales_mins(const uint8_t *scales) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i top = _mm_srli_epi16(_mm_and_si128(b, _mm_set1_epi8((char)0xC0)), 2);
+    const __m128i lo = _mm_and_si128(a, _mm_set1_epi8(0x3F));
+    const __m128i hs = _mm_or_si128(_mm_and_si128(a, _mm_set1_epi8(0x0F)), top);
+    const __m128i hm = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), _mm_set1_epi8(0x0F)), top);
+    return _mm_mask_blend_epi8(0xF000, _mm_mask_blend_epi8(0x00F0, lo, hs), hm);
+}
+
+/* Q4_K over nsb super-blocks: Σ_j d·sc_j·xd_j·Σ(q·x) − dmin·m_j·xd_j·Σx per sub-block j; the
+ * activations are in QX_Q4K order so the low/high nibbles of 64 bytes meet 64 contiguous bytes. */
+static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t nsb, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(5));
+    __m512 acc[QT];
+    __m256 corr[QT];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const tp_block_q4_K *b = w + i;
+        _mm_prefetch((const char *)(b + 2), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 2) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 2) + 128, _MM_HINT_T0);
+        const __m128i smv = q4k_scales_mins(b->scales); /* 8 scales, 8 mins */
+        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(h2f(b->d)));
+        const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(smv, smv))),
+                                        _mm256_set1_ps(h2f(b->dmin)));
+        const __m512i v0 = _mm512_loadu_si512((const void *)b->qs), v1 = _mm512_loadu_si512((const void *)(b->qs + 64));
+        const __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+        const __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = pk->qs[t] + i * 256;
+            const __m256 s8 = _mm256_mul_ps(scf, _mm256_load_ps(pk->xd[t] + 8 * i));
+            corr[t] = _mm256_fmadd_ps(mf, _mm256_load_ps(pk->xs[t] + 8 * i), corr[t]);
+            const __m512i z = _mm512_setzero_si512();
+            const __m512i p0 = _mm512_dpbusd_epi32(z, n0, _mm512_load_si512((const void *)xq));
+            const __m512i p1 = _mm512_dpbusd_epi32(z, n1, _mm512_load_si512((const void *)(xq + 64)));
+            const __m512i p2 = _mm512_dpbusd_epi32(z, n2, _mm512_load_si512((const void *)(xq + 128)));
+            const __m512i p3 = _mm512_dpbusd_epi32(z, n3, _mm512_load_si512((const void *)(xq + 192)));
+            __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc[t]);
+            __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
+            c = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), c);
+            acc[t] = _mm512_add_ps(a, c);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(corr[t]), _mm256_extractf128_ps(corr[t], 1));
+        c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
+        c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
+        out[t] += _mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(c4);
+    }
+}
+
+/* ---- One token, four weight rows per call (decode). The rows are read one after the other, so the
+ * weights stream through memory in address order (what the hardware prefetchers follow best; four
+ * rows interleaved block by block measured 30-40 % slower from DRAM on Zen 4), with a software
+ * prefetch a fixed distance ahead that also crosses the 4 KiB pages a hardware prefetcher stops at. Each
+ * row keeps its own accumulators (two chains), the corrections are folded in at the end, and the
+ * four sums come out of one transposed reduction; the per-row reductions and call overheads of
+ * the one-row kernels are gone, and the activation vectors are L1-resident. Q4_K decodes the
+ * 6-bit scales and mins of four super-blocks in one 512-bit pass. */
+#define QV_ROWS 4
+#define QV_PF_Q8_0 512  /* bytes ahead (measured on Zen 4: 512 beats 1024 and 2048 for Q8_0, */
+#define QV_PF_Q4_K 2048 /* 2048 beats 512 and 1024 for the slower-to-compute Q4_K) */
+
+/* out[0..3] += the horizontal sums of a0..a3. */
+static inline void qv_reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3, float *out) {
+    const __m512 t01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1)); /* a0 a1 a0 a1 */
+    const __m512 t23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512 t = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23))),
+                                   _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23))));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1));
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), s));
+}
+
+#define QV_INLINE static inline __attribute__((always_inline))
+
+/* One Q8_0 row over blocks [0, nbs): returns Σ (with the −128 correction folded in) as lanes. */
+QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const float *xd, const float *xs, int64_t nbs) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m256i offs = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
+    __m512 acc = _mm512_setzero_ps(), acb = _mm512_setzero_ps();
+    __m256 corr = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= nbs; j += 8) {
+        const tp_block_q8_0 *wb = w + j;
+        const char *pf = (const char *)wb + QV_PF_Q8_0;
+        _mm_prefetch(pf, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 128, _MM_HINT_T0);
+        _mm_prefetch(pf + 192, _MM_HINT_T0);
+        _mm_prefetch(pf + 256, _MM_HINT_T0);
+        const int8_t *xq = xqs + j * 32;
+        const __m256 dw = h2f8_gather(wb, offs);
+        const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(xd + j));
+        corr = _mm256_fmadd_ps(dw, _mm256_load_ps(xs + j), corr);
+        const __m512i z = _mm512_setzero_si512();
+        const __m512i p0 = _mm512_dpbusd_epi32(z, _mm512_xor_si512(load2x256(wb[0].qs, wb[1].qs), flip),
+                                               _mm512_load_si512((const void *)xq));
+        const __m512i p1 = _mm512_dpbusd_epi32(z, _mm512_xor_si512(load2x256(wb[2].qs, wb[3].qs), flip),
+                                               _mm512_load_si512((const void *)(xq + 64)));
+        const __m512i p2 = _mm512_dpbusd_epi32(z, _mm512_xor_si512(load2x256(wb[4].qs, wb[5].qs), flip),
+                                               _mm512_load_si512((const void *)(xq + 128)));
+        const __m512i p3 = _mm512_dpbusd_epi32(z, _mm512_xor_si512(load2x256(wb[6].qs, wb[7].qs), flip),
+                                               _mm512_load_si512((const void *)(xq + 192)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc);
+        acb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1), acb);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), acc);
+        acb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), acb);
+    }
+    for (; j < nbs; j++) { /* tail blocks: one 256-bit product per block */
+        const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[j].qs), _mm512_castsi512_si256(flip));
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, _mm256_load_si256((const __m256i *)(xqs + j * 32)));
+        const float dw = h2f(w[j].d);
+        acc = _mm512_add_ps(acc, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xd[j]))));
+        corr = _mm256_add_ps(corr, _mm256_setr_ps(dw * xs[j], 0, 0, 0, 0, 0, 0, 0));
+    }
+    return _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(-128.0f), _mm512_add_ps(acc, acb));
+}
+
+/* Q8_0: rows row + r·lda (r < 4), blocks [0, nbs) of the segment; out[r] += the dots. */
+static void qv4_q8_0(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs, int64_t nbs,
+                     float *out) {
+    const __m512 a0 = qv_row_q8_0((const tp_block_q8_0 *)row, xq, xd, xs, nbs);
+    const __m512 a1 = qv_row_q8_0((const tp_block_q8_0 *)(row + lda), xq, xd, xs, nbs);
+    const __m512 a2 = qv_row_q8_0((const tp_block_q8_0 *)(row + 2 * lda), xq, xd, xs, nbs);
+    const __m512 a3 = qv_row_q8_0((const tp_block_q8_0 *)(row + 3 * lda), xq, xd, xs, nbs);
+    qv_reduce4(a0, a1, a2, a3, out);
+}
+
+/* The Q4_K sub-block work of one super-block given its scale vector sm = [d·sc0..7, dmin·m0..7]. */
+QV_INLINE void qv_sb_q4_K(const tp_block_q4_K *b, __m512 sm, const int8_t *xq, const float *xd, const float *xs,
+                          __m512 *acc, __m512 *acb, __m256 *corr) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(5));
+    const char *pf = (const char *)b + QV_PF_Q4_K;
+    _mm_prefetch(pf, _MM_HINT_T0);
+    _mm_prefetch(pf + 64, _MM_HINT_T0);
+    _mm_prefetch(pf + 128, _MM_HINT_T0);
+    const __m256 s8 = _mm256_mul_ps(_mm512_castps512_ps256(sm), _mm256_load_ps(xd));
+    *corr = _mm256_fmadd_ps(_mm512_extractf32x8_ps(sm, 1), _mm256_load_ps(xs), *corr);
+    const __m512i v0 = _mm512_loadu_si512((const void *)b->qs), v1 = _mm512_loadu_si512((const void *)(b->qs + 64));
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i p0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(v0, m4), _mm512_load_si512((const void *)xq));
+    const __m512i p1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4),
+                                           _mm512_load_si512((const void *)(xq + 64)));
+    const __m512i p2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(v1, m4), _mm512_load_si512((const void *)(xq + 128)));
+    const __m512i p3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4),
+                                           _mm512_load_si512((const void *)(xq + 192)));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), *acc);
+    *acb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1), *acb);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), *acc);
+    *acb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), *acb);
+}
+
+/* [d·sc0..7, dmin·m0..7] of a super-block from its decoded scale/min bytes. */
+QV_INLINE __m512 qv_q4k_sm(const tp_block_q4_K *b, __m128i smb) {
+    uint32_t dm;
+    memcpy(&dm, &b->d, 4);
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm)); /* d, dmin */
+    const __m512 ddv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                             _mm512_castps128_ps512(dd));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(smb)), ddv);
+}
+
+/* One Q4_K row over super-blocks [0, nsb): the scales of four super-blocks decoded at once (lane i =
+ * super-block i: the vector form of q4k_scales_mins), the rest one by one. */
+QV_INLINE __m512 qv_row_q4_K(const tp_block_q4_K *w, const int8_t *xq, const float *xd, const float *xs, int64_t nsb) {
+    const __m512i sh_a = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m512i sh_b = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m512i c0 = _mm512_set1_epi8((char)0xC0), c3f = _mm512_set1_epi8(0x3F), m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps(), acb = _mm512_setzero_ps();
+    __m256 corr = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= nsb; i += 4) {
+        __m512i sv = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)w[i].scales));
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)w[i + 1].scales), 1);
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)w[i + 2].scales), 2);
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)w[i + 3].scales), 3);
+        const __m512i a = _mm512_shuffle_epi8(sv, sh_a), bb = _mm512_shuffle_epi8(sv, sh_b);
+        const __m512i top = _mm512_srli_epi16(_mm512_and_si512(bb, c0), 2);
+        const __m512i lo = _mm512_and_si512(a, c3f);
+        const __m512i hs = _mm512_or_si512(_mm512_and_si512(a, m4), top);
+        const __m512i hm = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), m4), top);
+        const __m512i smv = _mm512_mask_blend_epi8(0xF000F000F000F000ull,
+                                                   _mm512_mask_blend_epi8(0x00F000F000F000F0ull, lo, hs), hm);
+        const __m128i smb[4] = {_mm512_castsi512_si128(smv), _mm512_extracti32x4_epi32(smv, 1),
+                                _mm512_extracti32x4_epi32(smv, 2), _mm512_extracti32x4_epi32(smv, 3)};
+        for (int s = 0; s < 4; s++)
+            qv_sb_q4_K(w + i + s, qv_q4k_sm(w + i + s, smb[s]), xq + (i + s) * 256, xd + 8 * (i + s), xs + 8 * (i + s),
+                       &acc, &acb, &corr);
+    }
+    for (; i < nsb; i++)
+        qv_sb_q4_K(w + i, qv_q4k_sm(w + i, q4k_scales_mins(w[i].scales)), xq + i * 256, xd + 8 * i, xs + 8 * i, &acc,
+                   &acb, &corr);
+    return _mm512_sub_ps(_mm512_add_ps(acc, acb), _mm512_zextps256_ps512(corr));
+}
+
+/* Q4_K: rows row + r·lda (r < 4), super-blocks [0, nsb) of the segment; out[r] += the dots. */
+static void qv4_q4_K(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs, int64_t nsb,
+                     float *out) {
+    const __m512 a0 = qv_row_q4_K((const tp_block_q4_K *)row, xq, xd, xs, nsb);
+    const __m512 a1 = qv_row_q4_K((const tp_block_q4_K *)(row + lda), xq, xd, xs, nsb);
+    const __m512 a2 = qv_row_q4_K((const tp_block_q4_K *)(row + 2 * lda), xq, xd, xs, nsb);
+    const __m512 a3 = qv_row_q4_K((const tp_block_q4_K *)(row + 3 * lda), xq, xd, xs, nsb);
+    qv_reduce4(a0, a1, a2, a3, out);
+}
+
+/* One token's activation for the whole of k (up to QV_MAXB blocks) in kernel order (as qx_repack),
+ * so that every weight row streams from its start to its end in one pass. */
+#define QV_MAXB (QT * QSEG)
+typedef struct {
+    _Alignas(64) int8_t qs[QV_MAXB * 32];
+    _Alignas(64) float xd[QV_MAXB];
+    _Alignas(64) float xs[QV_MAXB];
+} qx_one;
+
+static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t nb,
+                     float *out) {
+    static const int q4k_pos[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    qx_one pk;
+    for (int64_t j = 0; j < nb; j++) {
+        pk.xd[j] = x[j].d;
+        pk.xs[j] = x[j].d * (float)(x[j].s[0] + x[j].s[1]);
+        const int64_t pos = type == TP_TYPE_Q4_K ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
+        _mm256_store_si256((__m256i *)(pk.qs + pos * 32), _mm256_loadu_si256((const __m256i *)x[j].qs));
+    }
+    int64_t r = 0;
+    for (; r + QV_ROWS <= nrows; r += QV_ROWS) {
+        const char *row = (const char *)A + (size_t)r * lda;
+        out[r] = out[r + 1] = out[r + 2] = out[r + 3] = 0.0f;
+        if (type == TP_TYPE_Q4_K) qv4_q4_K(row, lda, pk.qs, pk.xd, pk.xs, nb / 8, out + r);
+        else qv4_q8_0(row, lda, pk.qs, pk.xd, pk.xs, nb, out + r);
+    }
+    for (; r < nrows; r++) {
+        const char *row = (const char *)A + (size_t)r * lda;
+        out[r] = _mm512_reduce_add_ps(type == TP_TYPE_Q4_K
+                                          ? qv_row_q4_K((const tp_block_q4_K *)row, pk.qs, pk.xd, pk.xs, nb / 8)
+                                          : qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nb));
+    }
+}
+
+/* Rows × tokens through the VNNI fast paths (type Q8_0 or Q4_K; k a multiple of the block). */
+static void qdot_fast(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t ldx,
+                      int64_t ntok, int64_t k, float *out, int64_t ldo) {
+    qx_pack pk;
+    const int64_t nb = k / TP_QK;
+    const int order = type == TP_TYPE_Q4_K ? QX_Q4K : QX_PLAIN;
+    for (int64_t n0 = 0; n0 < ntok; n0 += QT) {
+        const int nt = (int)TP_MIN(QT, ntok - n0);
+        if (nt == 1 && nb <= QV_MAXB) { /* one token: whole rows, four at a time */
+            qdot_one(type, A, lda, nrows, x + n0 * ldx, nb, out + n0 * ldo);
+            continue;
+        }
+        for (int64_t r = 0; r < nrows; r++)
+            for (int t = 0; t < nt; t++) out[(n0 + t) * ldo + r] = 0.0f;
+        for (int64_t b0 = 0; b0 < nb; b0 += QSEG) {
+            const int64_t nbs = TP_MIN(QSEG, nb - b0);
+            qx_repack(x + n0 * ldx, ldx, nt, b0, nbs, order, &pk);
+            for (int64_t r = 0; r < nrows; r++) {
+                const char *row = (const char *)A + (size_t)r * lda;
+                float tmp[QT] = {0};
+                if (type == TP_TYPE_Q4_K) qv_q4_K((const tp_block_q4_K *)row + b0 / 8, &pk, nt, nbs / 8, tmp);
+                else qv_q8_0((const tp_block_q8_0 *)row + b0, &pk, nt, nbs, tmp);
+                for (int t = 0; t < nt; t++) out[(n0 + t) * ldo + r] += tmp[t];
+            }
+        }
+    }
+}
+
+static inline void qdot_row(tp_type type, const char *row, const tp_block_q8a *x, int64_t ldx, int nt, int64_t k,
+                            bool vnni, float *out) {
+    switch (type) {
+    case TP_TYPE_Q8_0: qdot_q8_0((const tp_block_q8_0 *)row, x, ldx, nt, k / TP_QK, vnni, out); break;
+    case TP_TYPE_Q4_0: qdot_q4_0((const tp_block_q4_0 *)row, x, ldx, nt, k / TP_QK, vnni, out); break;
+    case TP_TYPE_Q4_K: qdot_q45_K(row, false, x, ldx, nt, k / TP_QK_K, vnni, out); break;
+    case TP_TYPE_Q5_K: qdot_q45_K(row, true, x, ldx, nt, k / TP_QK_K, vnni, out); break;
+    case TP_TYPE_Q6_K: qdot_q6_K((const tp_block_q6_K *)row, x, ldx, nt, k / TP_QK_K, vnni, out); break;
+    default:
+        for (int t = 0; t < nt; t++) out[t] = tp_vec_dot_q8a(type, row, x + t * ldx, k);
+        break;
+    }
+}
+
+static void qdot_row4(tp_type type, const char *row, const tp_block_q8a *x, int64_t ldx, int64_t k, bool vnni,
+                      float *out) {
+    qdot_row(type, row, x, ldx, 4, k, vnni, out);
+}
+static void qdot_row1(tp_type type, const char *row, const tp_block_q8a *x, int64_t k, bool vnni, float *out) {
+    qdot_row(type, row, x, 0, 1, k, vnni, out);
+}
+
+/* out[n*ldo + r] = dot(weight row r, token n) for nrows rows (lda bytes apart) × ntok tokens
+ * (ldx blocks apart). */
+void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
+                       int64_t ldx, int64_t ntok, int64_t k, float *out, int64_t ldo, bool vnni) {
+    if (vnni && (type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_K)) {
+        qdot_fast(type, A, lda, nrows, x, ldx, ntok, k, out, ldo);
+        return;
+    }
+    for (int64_t r = 0; r < nrows; r++) {
+        const char *row = (const char *)A + (size_t)r * lda;
+        int64_t n = 0;
+        float tmp[QT];
+        for (; n + QT <= ntok; n += QT) {
+            qdot_row4(type, row, x + n * ldx, ldx, k, vnni, tmp);
+            for (int t = 0; t < QT; t++) out[(n + t) * ldo + r] = tmp[t];
+        }
+        for (; n < ntok; n++) {
+            qdot_row1(type, row, x + n * ldx, k, vnni, tmp);
+            out[n * ldo + r] = tmp[0];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Int8 GEMM for quantised weights (VNNI): many tokens against packed weight panels
+ *
+ * A panel holds TP_QG_ROWS (32) weight rows over all of k in row-interleaved form: per block of
+ * 32 k, 8 groups of 4 k, each group two 64-byte vectors (rows 0..15, 16..31) of 16 rows × 4
+ * unsigned bytes, then 32 float scales and 32 float biases. A block of row r contributes
+ *     dx · (scale_r · Σ u·x + bias_r · Σx)
+ * to the dot with an activation block (dx, int8 x): Q8_0 stores u = w + 128, scale d, bias −128 d;
+ * Q4_0 u = q, scale d, bias −8 d; Q4_K/Q5_K u = q, scale d·sc_j, bias −dmin·m_j. The integer sums
+ * are exact; one vpdpbusd takes 4 k of 16 rows for one token (the token's 4 bytes broadcast), so
+ * the float work is one convert and 3 FMAs per 32 k × 16 rows × token.
+ * ------------------------------------------------------------------------------------------- */
+
+#define QG_BLOCK_BYTES (8 * 128 + 2 * TP_QG_ROWS * (int)sizeof(float))
+
+bool tp_qgemm_type_ok(tp_type type) {
+    return type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_0 || type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K;
+}
+
+size_t tp_qgemm_panel_bytes(int64_t k) { return (size_t)(k / TP_QK) * QG_BLOCK_BYTES; }
+
+/* One weight row as unsigned levels u[k], and per 32-block scale and bias. */
+static void qg_unpack_row(tp_type type, const char *row, int64_t k, uint8_t *u, float *sc, float *bi) {
+    const int64_t nb = k / TP_QK;
+    switch (type) {
+    case TP_TYPE_Q8_0: {
+        const tp_block_q8_0 *w = (const tp_block_q8_0 *)row;
+        const __m256i flip = _mm256_set1_epi8((char)0x80);
+        for (int64_t j = 0; j < nb; j++) {
+            _mm256_storeu_si256((__m256i *)(u + 32 * j),
+                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[j].qs), flip));
+            sc[j] = h2f(w[j].d);
+            bi[j] = -128.0f * sc[j];
+        }
+        return;
+    }
+    case TP_TYPE_Q4_0: {
+        const tp_block_q4_0 *w = (const tp_block_q4_0 *)row;
+        for (int64_t j = 0; j < nb; j++) {
+            for (int l = 0; l < 16; l++) {
+                u[32 * j + l] = (uint8_t)(w[j].qs[l] & 0xF);
+                u[32 * j + 16 + l] = (uint8_t)(w[j].qs[l] >> 4);
+            }
+            sc[j] = h2f(w[j].d);
+            bi[j] = -8.0f * sc[j];
+        }
+        return;
+    }
+    default: { /* Q4_K, Q5_K */
+        const bool q5 = type == TP_TYPE_Q5_K;
+        for (int64_t i = 0; i < k / TP_QK_K; i++) {
+            const tp_k45_block blk = tp_k45_block_at(row, i, q5);
+            const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
+            const float d = h2f(blk.d), dmin = h2f(blk.dmin);
+            uint8_t *ub = u + 256 * i;
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    uint8_t lo = (uint8_t)(qs[32 * c + l] & 0xF), hi = (uint8_t)(qs[32 * c + l] >> 4);
+                    if (qh) {
+                        lo = (uint8_t)(lo | (((qh[l] >> (2 * c)) & 1) << 4));
+                        hi = (uint8_t)(hi | (((qh[l] >> (2 * c + 1)) & 1) << 4));
+                    }
+                    ub[64 * c + l] = lo;
+                    ub[64 * c + 32 + l] = hi;
+                }
+            for (int j = 0; j < 8; j++) {
+                uint8_t s, m;
+                tp_get_scale_min_k4(j, scales, &s, &m);
+                sc[8 * i + j] = d * (float)s;
+                bi[8 * i + j] = -dmin * (float)m;
+            }
+        }
+        return;
+    }
+    }
+}
+
+void tp_qgemm_pack_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, int64_t k, uint8_t *panel,
+                          void *tmp) {
+    const int64_t nb = k / TP_QK;
+    uint8_t *u = tmp;
+    float *sc = (float *)(u + ((k + 63) & ~(int64_t)63)), *bi = sc + nb;
+    for (int r = 0; r < TP_QG_ROWS; r++) {
+        const int half = r / 16, lane = r % 16;
+        if (r < nrows) {
+            qg_unpack_row(type, (const char *)A + (size_t)r * lda, k, u, sc, bi);
+        } else {
+            memset(u, 0, (size_t)k);
+            for (int64_t j = 0; j < nb; j++) sc[j] = bi[j] = 0.0f;
+        }
+        for (int64_t j = 0; j < nb; j++) {
+            uint8_t *pb = panel + (size_t)j * QG_BLOCK_BYTES;
+            for (int g = 0; g < 8; g++) memcpy(pb + g * 128 + half * 64 + lane * 4, u + 32 * j + 4 * g, 4);
+            float *f = (float *)(pb + 8 * 128);
+            f[r] = sc[j];
+            f[TP_QG_ROWS + r] = bi[j];
+        }
+    }
+}
+
+size_t tp_qgemm_pack_tmp_bytes(int64_t k) {
+    return (size_t)((k + 63) & ~(int64_t)63) + 2 * (size_t)(k / TP_QK) * sizeof(float) + 64;
+}
+
+static inline __attribute__((always_inline)) void qg_kernel(const uint8_t *panel, int64_t nb, const tp_block_q8a *x,
+                                                            int64_t ldx, const float *xs, const int nt,
+                                                            float *const *out, __mmask16 k0, __mmask16 k1) {
+    __m512 f[4][2];
+    for (int t = 0; t < nt; t++) f[t][0] = f[t][1] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nb; j++) {
+        const uint8_t *pj = panel + (size_t)j * QG_BLOCK_BYTES;
+        _mm_prefetch((const char *)(pj + 2 * QG_BLOCK_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pj + 2 * QG_BLOCK_BYTES) + 64, _MM_HINT_T0);
+        __m512i a[4][2];
+        for (int t = 0; t < nt; t++) a[t][0] = a[t][1] = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g++) {
+            const __m512i w0 = _mm512_load_si512((const void *)(pj + g * 128));
+            const __m512i w1 = _mm512_load_si512((const void *)(pj + g * 128 + 64));
+            for (int t = 0; t < nt; t++) {
+                int32_t v;
+                memcpy(&v, x[t * ldx + j].qs + 4 * g, 4);
+                const __m512i xb = _mm512_set1_epi32(v);
+                a[t][0] = _mm512_dpbusd_epi32(a[t][0], w0, xb);
+                a[t][1] = _mm512_dpbusd_epi32(a[t][1], w1, xb);
+            }
+        }
+        const float *sf = (const float *)(pj + 8 * 128);
+        const __m512 sc0 = _mm512_load_ps(sf), sc1 = _mm512_load_ps(sf + 16);
+        const __m512 b0 = _mm512_load_ps(sf + 32), b1 = _mm512_load_ps(sf + 48);
+        for (int t = 0; t < nt; t++) {
+            const __m512 dx = _mm512_set1_ps(x[t * ldx + j].d), dxs = _mm512_set1_ps(xs[t * nb + j]);
+            f[t][0] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][0]), sc0), dx, f[t][0]);
+            f[t][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][1]), sc1), dx, f[t][1]);
+            f[t][0] = _mm512_fmadd_ps(b0, dxs, f[t][0]);
+            f[t][1] = _mm512_fmadd_ps(b1, dxs, f[t][1]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        _mm512_mask_storeu_ps(out[t], k0, f[t][0]);
+        _mm512_mask_storeu_ps(out[t] + 16, k1, f[t][1]);
+    }
+}
+
+void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x, const float *xs,
+                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx) {
+    const int64_t nb = k / TP_QK;
+    const size_t pbytes = tp_qgemm_panel_bytes(k);
+    for (int64_t n0 = 0; n0 < ntok; n0 += 4) {
+        const int nt = (int)TP_MIN(4, ntok - n0);
+        const tp_block_q8a *xt = x + n0 * nb;
+        const float *xst = xs + n0 * nb;
+        for (int64_t r0 = 0; r0 < nrows; r0 += TP_QG_ROWS) {
+            const uint8_t *pn = panels + (size_t)(r0 / TP_QG_ROWS) * pbytes;
+            float *o[4];
+            for (int t = 0; t < nt; t++)
+                o[t] = out + (size_t)(out_idx ? out_idx[n0 + t] : n0 + t) * (size_t)ldo + r0;
+            const int rr = (int)TP_MIN(TP_QG_ROWS, nrows - r0);
+            const __mmask16 k0 = mask16(rr), k1 = mask16(rr - 16);
+            switch (nt) {
+            case 4: qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1); break;
+            case 3: qg_kernel(pn, nb, xt, nb, xst, 3, o, k0, k1); break;
+            case 2: qg_kernel(pn, nb, xt, nb, xst, 2, o, k0, k1); break;
+            default: qg_kernel(pn, nb, xt, nb, xst, 1, o, k0, k1); break;
+            }
+        }
+    }
+}
