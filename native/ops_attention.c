@@ -11,7 +11,8 @@
  *     per query: m' = max(m, max_c St), St = exp(St − m'), l = l·e^(m−m') + Σ_c St, Ot ·= e^(m−m')
  *     Ot[e][r] += Σ_c V[j0 + c][e] · St[c][r]             (V rows read in place, broadcast)
  *   out[e, h, i0 + r, b] = Ot[e][r] / l[r] (a query that sees no key at all gives 0).
- * A one-query tile (decode) uses dot-product forms instead (qk1/pv1) to not waste 15 lanes.
+ * A one-query tile uses dot-product forms instead (qk1/pv1) to not waste 15 lanes. The decode form
+ * (one query per head over a KV cache, keys split across threads) is in ops_attention_decode.c.
  * The pieces exist as scalar C here and as AVX2 / AVX-512 versions in attention_avx2.c /
  * attention_avx512.c, picked by p->path; every path sums in the same order per element, so they
  * agree within rounding (exp differs by an ulp or so; exp of arguments below −87 is 0 on all).
@@ -32,12 +33,10 @@
 #include "tp_kernels.h"
 #include "tp_matmul.h"
 #include "tp_attention.h"
+#include "attention_plan.h"
 
 #include <math.h>
 
-#define ATT_QT 64  /* max queries per work item */
-#define ATT_KB 128 /* keys per block (multiple of 16) */
-#define ATT_DEC_Q8 32 /* keys per chunk of a decode over a Q8_0 cache (dequantised, all heads, to L1/L2) */
 
 enum { AP_SCALE, AP_CAUSAL, AP_BIAS, AP_RELH, AP_RELW, AP_SEG };
 
@@ -159,34 +158,15 @@ tp_tensor *tp_attention(tp_context *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *
 /* ---- scratch layout ---- */
 
 static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
-static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
-
-typedef struct att_dims {
-    int64_t D, Dv, Kh, Kw; /* Kh = Kw = 0 without rel-pos */
-    int64_t Kpack, Vpack;  /* D / Dv when k / v rows must be packed (not unit-stride F32: F16, or strided), else 0 */
-    bool k16, v16;         /* k / v are F16 (a KV cache in half precision) */
-    int64_t Kdec, Vdec;    /* decode over a Q8_0 k / v: floats of ATT_DEC_Q8 keys × all kv heads, else 0 */
-    bool bf16;             /* BF16 precision: BF16 operands, products on AMX tiles or vdpbf16ps */
-    int64_t Nkp;           /* bf16: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
-    size_t shared;         /* bf16: bytes of those copies (all batches and kv heads) */
-} att_dims;
-#define ATT_AMX_PAD 32
 
 /* Rows of a tensor usable in place as float rows ld floats apart (unit element stride). */
 static bool unit_rows(const tp_tensor *t) {
     return t->type == TP_TYPE_F32 && t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0;
 }
-/* Rows with unit element stride in their own type (F32 or F16), rows and heads whole elements apart;
- * Q8_0 rows are whole blocks (kv_type_ok). */
-static bool unit_rows_any(const tp_tensor *t) {
-    if (t->type == TP_TYPE_Q8_0) return true;
-    const size_t es = t->type == TP_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
-    return t->nb[0] == es && t->nb[1] % es == 0 && t->nb[2] % es == 0;
-}
 
 /* One row of n elements (F32 or F16, element stride nb0 bytes) as floats; F16 rows with unit stride
  * go through the path's F16C converter. */
-static void row_f32(const char *src, tp_type type, size_t nb0, int n, float *dst, tp_cpu_path path) {
+void att_row_f32(const char *src, tp_type type, size_t nb0, int n, float *dst, tp_cpu_path path) {
     TP_UNUSED(path);
     if (type == TP_TYPE_Q8_0) { /* whole blocks (kv_type_ok) */
 #if defined(__x86_64__) || defined(__i386__)
@@ -216,20 +196,6 @@ static void row_f32(const char *src, tp_type type, size_t nb0, int n, float *dst
     }
     for (int i = 0; i < n; i++) dst[i] = *(const float *)(src + (size_t)i * nb0);
 }
-
-typedef struct att_scratch {
-    float *Qt;  /* [D][ATT_QT]: the query tile transposed, scaled */
-    float *St;  /* [ATT_KB][ATT_QT]: logits, then probabilities, key-major */
-    float *Ot;  /* [Dv][ATT_QT]: the output accumulator transposed */
-    float *Kp;  /* [ATT_KB][D]: a K block when k's rows are not unit-stride */
-    float *Vp;  /* [ATT_KB][Dv]: likewise for V */
-    float *RHt; /* [Kh][ATT_QT]: rel_h of the tile transposed */
-    float *RWt; /* [Kw][ATT_QT] */
-    float *q1;  /* [D]: the query of a one-query tile, scaled */
-    uint16_t *Qp, *Pp; /* bf16: Qt and P as BF16 pair tiles */
-    float *m, *l;
-    int32_t *lo, *hi; /* per-query key range */
-} att_scratch;
 
 /* Kp / Vp: a block of packed rows (tiles), or the dequantised keys / values of a Q8_0 decode chunk */
 static size_t kp_floats(const att_dims *d) { return TP_MAX((size_t)ATT_KB * (size_t)d->Kpack, (size_t)d->Kdec); }
@@ -284,7 +250,7 @@ size_t tp_work_size_attention(const tp_tensor *dst, int nth) {
     return bytes;
 }
 
-static att_scratch carve(void *wdata, int ith, const att_dims *d) {
+att_scratch att_carve(void *wdata, int ith, const att_dims *d) {
     const size_t f = sizeof(float);
     char *base = (char *)wdata + 64 + d->shared + (size_t)ith * per_thread_bytes(d);
     att_scratch s;
@@ -341,7 +307,7 @@ static void pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, floa
  * St[c][r] = exp(St[c][r] − m'), l = l·e^(m − m') + Σ_c St[c][r], Ot[·][r] ·= e^(m − m').
  * A query whose logits are all −inf so far keeps m = −inf and gets p = 0. exp of arguments below
  * −87 is flushed to 0 (as the vector paths do). */
-static float exp_flush(float x) { return x < -87.0f ? 0.0f : expf(x); }
+float att_exp_flush(float x) { return x < -87.0f ? 0.0f : expf(x); }
 
 static void softmax_scalar(float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo, int Dv) {
     for (int r = 0; r < nq; r++) {
@@ -349,10 +315,10 @@ static void softmax_scalar(float *St, int lds, int nc, int nq, float *m, float *
         for (int c = 0; c < nc; c++) mx = St[(size_t)c * lds + r] > mx ? St[(size_t)c * lds + r] : mx;
         float m_new = m[r] > mx ? m[r] : mx;
         float m_safe = m_new == -INFINITY ? 0.0f : m_new;
-        float alpha = exp_flush(m[r] - m_safe);
+        float alpha = att_exp_flush(m[r] - m_safe);
         float sum = 0.0f;
         for (int c = 0; c < nc; c++) {
-            float e = exp_flush(St[(size_t)c * lds + r] - m_safe);
+            float e = att_exp_flush(St[(size_t)c * lds + r] - m_safe);
             St[(size_t)c * lds + r] = e;
             sum += e;
         }
@@ -362,15 +328,6 @@ static void softmax_scalar(float *St, int lds, int nc, int nq, float *m, float *
             for (int e = 0; e < Dv; e++) Ot[(size_t)e * ldo + r] *= alpha;
     }
 }
-
-typedef struct att_fns {
-    void (*qk)(const float *, size_t, const float *, int, float *, int, int, int, int);
-    void (*pv)(const float *, int, const float *, size_t, float *, int, int, int, int);
-    void (*softmax)(float *, int, int, int, float *, float *, float *, int, int);
-    /* optional single-query forms: St[c][0] (lanes 1..15 zeroed) and Ot[e][0] only */
-    void (*qk1)(const float *, size_t, const float *, float *, int, int, int);
-    void (*pv1)(const float *, int, const float *, size_t, float *, int, int, int);
-} att_fns;
 
 static att_fns pick_fns(tp_cpu_path path) {
     att_fns f = {qk_scalar, pv_scalar, softmax_scalar, NULL, NULL};
@@ -421,186 +378,6 @@ static void segment_of(const tp_tensor *sg, int64_t i, int32_t *start, int32_t *
 #undef SEG
 }
 
-/* ---- decode: one query per head (Nq = 1, B = 1, no bias / rel-pos / segments) ----
- * Flash-decoding: each thread takes a contiguous range of keys for all heads at once (the cache rows
- * hold every head of a key side by side, so K and V are streamed once in memory order), keeps per
- * head the online-softmax state (m, l) and an unnormalised output O[h][Dv] in its own scratch
- * (Qt holds the scaled queries [H][D], St the logits [key][head], Ot the outputs [H][Dv]); after a
- * barrier every thread merges its share of heads over all threads' partials:
- *   out = Σ_i e^(m_i − M) O_i / Σ_i e^(m_i − M) l_i,  M = max_i m_i. The softmax step is the
- * vector one of the tiles, run over heads instead of queries. */
-/* St[c][h] = Σ_d K[c·ldk + (h/group)·ldh + d] · Q[h·D + d] for h < H; 0 for H <= h < nq. */
-static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                          int nc, int H, int nq, int D) {
-    for (int c = 0; c < nc; c++) {
-        for (int h = 0; h < nq; h++) {
-            float s = 0.0f;
-            if (h < H) {
-                const float *kr = K + (size_t)c * ldk + (size_t)(h / group) * ldh, *qh = Q + (size_t)h * D;
-                for (int d = 0; d < D; d++) s += kr[d] * qh[d];
-            }
-            St[(size_t)c * lds + h] = s;
-        }
-    }
-}
-
-/* O[h·Dv + e] += Σ_c Pt[c·ldp + h] · V[c·ldv + (h/group)·ldh + e], in order of c. */
-static void dec_pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                          int nc, int H, int Dv) {
-    for (int c = 0; c < nc; c++)
-        for (int h = 0; h < H; h++) {
-            const float pr = Pt[(size_t)c * ldp + h];
-            const float *vr = V + (size_t)c * ldv + (size_t)(h / group) * ldh;
-            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * vr[e];
-        }
-}
-
-/* The same over an F16 cache (ldk, ldv, ldh in elements). */
-static void dec_qk_f16_scalar(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                              int nc, int H, int nq, int D) {
-    for (int c = 0; c < nc; c++) {
-        for (int h = 0; h < nq; h++) {
-            float s = 0.0f;
-            if (h < H) {
-                const uint16_t *kr = K + (size_t)c * ldk + (size_t)(h / group) * ldh;
-                const float *qh = Q + (size_t)h * D;
-                for (int d = 0; d < D; d++) s += tp_f16_to_f32(kr[d]) * qh[d];
-            }
-            St[(size_t)c * lds + h] = s;
-        }
-    }
-}
-
-static void dec_pv_f16_scalar(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
-                              int nc, int H, int Dv) {
-    for (int c = 0; c < nc; c++)
-        for (int h = 0; h < H; h++) {
-            const float pr = Pt[(size_t)c * ldp + h];
-            const uint16_t *vr = V + (size_t)c * ldv + (size_t)(h / group) * ldh;
-            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * tp_f16_to_f32(vr[e]);
-        }
-}
-
-static bool decode_path_ok(const tp_tensor *dst, const att_dims *d, bool extras) {
-    const tp_tensor *q = dst->src[0];
-    TP_UNUSED(d);
-    return !extras && q->ne[1] == 1 && q->ne[3] == 1 && q->ne[2] <= ATT_QT && unit_rows_any(dst->src[1]) &&
-           unit_rows_any(dst->src[2]);
-}
-
-/* Keys [j0, j0 + nc) of a Q8_0 k or v, every kv head, as floats: dst[c][hk][0..ne0). */
-static void dequant_chunk(const tp_tensor *t, int64_t j0, int nc, float *dst, tp_cpu_path path) {
-    const int64_t n = t->ne[0], hkv = t->ne[2];
-    for (int c = 0; c < nc; c++)
-        for (int64_t hk = 0; hk < hkv; hk++)
-            row_f32(tp_row_ptr(t, j0 + c, hk, 0), TP_TYPE_Q8_0, 0, (int)n, dst + ((size_t)c * (size_t)hkv + (size_t)hk) * (size_t)n,
-                    path);
-}
-
-static void attention_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims, const att_fns *fns,
-                             float scale) {
-    const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
-    const int D = (int)dims->D, Dv = (int)dims->Dv;
-    const int H = (int)q->ne[2], nq = (int)round16(H), group = (int)(q->ne[2] / k->ne[2]);
-    const int64_t Nk = k->ne[1];
-    void (*qk)(const float *, size_t, size_t, int, const float *, float *, int, int, int, int, int) = dec_qk_scalar;
-    void (*pv)(const float *, int, const float *, size_t, size_t, int, float *, int, int, int) = dec_pv_scalar;
-    void (*qk16)(const uint16_t *, size_t, size_t, int, const float *, float *, int, int, int, int, int) =
-        dec_qk_f16_scalar;
-    void (*pv16)(const float *, int, const uint16_t *, size_t, size_t, int, float *, int, int, int) = dec_pv_f16_scalar;
-#if defined(__x86_64__) || defined(__i386__)
-    if (p->path >= TP_CPU_AVX512) {
-        qk = tp_attn_dec_qk_avx512, pv = tp_attn_dec_pv_avx512;
-        qk16 = tp_attn_dec_qk_f16_avx512, pv16 = tp_attn_dec_pv_f16_avx512;
-    } else if (p->path == TP_CPU_AVX2) {
-        qk = tp_attn_dec_qk_avx2, pv = tp_attn_dec_pv_avx2;
-        qk16 = tp_attn_dec_qk_f16_avx2, pv16 = tp_attn_dec_pv_f16_avx2;
-    }
-#endif
-    att_scratch sc = carve(p->wdata, p->ith, dims);
-    for (int h = 0; h < H; h++) {
-        const char *qr = tp_row_ptr(q, 0, h, 0);
-        for (int d = 0; d < D; d++) sc.Qt[(size_t)h * D + d] = *(const float *)(qr + (size_t)d * q->nb[0]) * scale;
-    }
-    for (int h = 0; h < nq; h++) sc.m[h] = -INFINITY, sc.l[h] = 0.0f;
-    memset(sc.Ot, 0, sizeof(float) * (size_t)H * (size_t)Dv);
-    /* element strides. A Q8_0 k / v: on AVX-512 read in place (strides in bytes), else from its
-     * dequantised chunk ([key][kv head][D] floats) */
-    const int Hkv = (int)k->ne[2];
-#if defined(__x86_64__) || defined(__i386__)
-    const bool q8_fused = p->path >= TP_CPU_AVX512;
-#else
-    const bool q8_fused = false;
-#endif
-    const bool kdq = dims->Kdec && !q8_fused, vdq = dims->Vdec && !q8_fused;
-    const size_t esk = dims->k16 ? sizeof(uint16_t) : dims->Kdec ? 1 : sizeof(float);
-    const size_t esv = dims->v16 ? sizeof(uint16_t) : dims->Vdec ? 1 : sizeof(float);
-    const size_t ldk = kdq ? (size_t)Hkv * (size_t)D : k->nb[1] / esk, ldhk = kdq ? (size_t)D : k->nb[2] / esk;
-    const size_t ldv = vdq ? (size_t)Hkv * (size_t)Dv : v->nb[1] / esv, ldhv = vdq ? (size_t)Dv : v->nb[2] / esv;
-    const int64_t step = kdq || vdq ? ATT_DEC_Q8 : ATT_KB;
-    int64_t j0, j1;
-    tp_split_range(Nk, p->ith, p->nth, &j0, &j1);
-    for (int64_t jb = j0; jb < j1; jb += step) {
-        const int nc = (int)TP_MIN(step, j1 - jb);
-        const char *kb = (const char *)k->data + (size_t)jb * k->nb[1];
-        if (kdq) {
-            dequant_chunk(k, jb, nc, sc.Kp, p->path);
-            kb = (const char *)sc.Kp;
-        }
-#if defined(__x86_64__) || defined(__i386__)
-        if (dims->Kdec && q8_fused)
-            tp_attn_dec_qk_q8_avx512((const uint8_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
-        else
-#endif
-        if (dims->k16) qk16((const uint16_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
-        else qk((const float *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
-        float mo[ATT_QT];
-        memcpy(mo, sc.m, sizeof(float) * (size_t)H);
-        fns->softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, 0); /* Ot rescaled below, [H][Dv] here */
-        for (int h = 0; h < H; h++) {
-            const float ms = sc.m[h] == -INFINITY ? 0.0f : sc.m[h];
-            const float alpha = exp_flush(mo[h] - ms);
-            if (alpha != 1.0f)
-                for (int e = 0; e < Dv; e++) sc.Ot[(size_t)h * Dv + e] *= alpha;
-        }
-        const char *vb = (const char *)v->data + (size_t)jb * v->nb[1];
-        if (vdq) {
-            dequant_chunk(v, jb, nc, sc.Vp, p->path);
-            vb = (const char *)sc.Vp;
-        }
-#if defined(__x86_64__) || defined(__i386__)
-        if (dims->Vdec && q8_fused)
-            tp_attn_dec_pv_q8_avx512(sc.St, ATT_QT, (const uint8_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
-        else
-#endif
-        if (dims->v16) pv16(sc.St, ATT_QT, (const uint16_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
-        else pv(sc.St, ATT_QT, (const float *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
-    }
-    tp_barrier(p->pool);
-    int64_t h0, h1;
-    tp_split_range(H, p->ith, p->nth, &h0, &h1);
-    for (int64_t h = h0; h < h1; h++) {
-        float M = -INFINITY;
-        for (int i = 0; i < p->nth; i++) {
-            const att_scratch o = carve(p->wdata, i, dims);
-            M = o.m[h] > M ? o.m[h] : M;
-        }
-        float *out = (float *)dst->data + (size_t)h * Dv;
-        float l = 0.0f;
-        for (int e = 0; e < Dv; e++) out[e] = 0.0f;
-        if (M != -INFINITY)
-            for (int i = 0; i < p->nth; i++) {
-                const att_scratch o = carve(p->wdata, i, dims);
-                const float w = exp_flush(o.m[h] - M);
-                if (w == 0.0f) continue;
-                l += w * o.l[h];
-                for (int e = 0; e < Dv; e++) out[e] += w * o.Ot[(size_t)h * Dv + e];
-            }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        for (int e = 0; e < Dv; e++) out[e] *= inv;
-    }
-}
-
 void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     const tp_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
     const tp_tensor *bias = dst->op_params[AP_BIAS] >= 0 ? dst->src[dst->op_params[AP_BIAS]] : NULL;
@@ -627,8 +404,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         return;
     }
 
-    if (!dims.bf16 && decode_path_ok(dst, &dims, bias || rel_h || seg)) {
-        attention_decode(p, dst, &dims, &fns, scale);
+    if (!dims.bf16 && att_decode_ok(dst, &dims, bias || rel_h || seg)) {
+        att_decode(p, dst, &dims, &fns, scale);
         return;
     }
 
@@ -663,7 +440,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     }
     tp_barrier(p->pool);
 
-    att_scratch sc = carve(p->wdata, p->ith, &dims);
+    att_scratch sc = att_carve(p->wdata, p->ith, &dims);
     const bool k_unit = dims.Kpack == 0, v_unit = dims.Vpack == 0;
     if (amx) tp_attn_amx_begin();
 
@@ -734,7 +511,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 ldk = k->nb[1] / sizeof(float);
             } else {
                 for (int c = 0; c < nc; c++)
-                    row_f32(kbase + (size_t)(j0 + c) * k->nb[1], k->type, k->nb[0], D, sc.Kp + (size_t)c * D, p->path);
+                    att_row_f32(kbase + (size_t)(j0 + c) * k->nb[1], k->type, k->nb[0], D, sc.Kp + (size_t)c * D, p->path);
                 Kb = sc.Kp;
                 ldk = (size_t)D;
             }
@@ -791,7 +568,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 ldv = v->nb[1] / sizeof(float);
             } else {
                 for (int c = 0; c < nc; c++)
-                    row_f32(vbase + (size_t)(j0 + c) * v->nb[1], v->type, v->nb[0], Dv, sc.Vp + (size_t)c * Dv, p->path);
+                    att_row_f32(vbase + (size_t)(j0 + c) * v->nb[1], v->type, v->nb[0], Dv, sc.Vp + (size_t)c * Dv, p->path);
                 Vb = sc.Vp;
                 ldv = (size_t)Dv;
             }
