@@ -97,12 +97,82 @@ def feature_regulariser(projected: list) -> torch.Tensor:
     return reg
 
 
-def all_reduce_grads(model, world):
+class PixelProbe(torch.nn.Module):
+    """Training-only head (never bundled): predicts, from each projected image token, the 16x16 grey levels
+    (4-px averages) of the 64-px cell of the view that the token covers.
+
+    Why: without it the vision tower loses the page within tens of steps (probe.py --pixel-probe 0: the share of
+    the projected features that depends on the image, `img_frac`, is 0.05 at init, 0.008 after 50 steps, 0.0002
+    after 250; run5_probes.log). Under Adam, every bias, position embedding and the patch embedding's response to
+    the white background grow a constant that the decoder uses as a free bias, while the page-dependent part,
+    squeezed by SAM's neck LayerNorm, vanishes; a decoder fed features that no longer depend on the page can only
+    learn the language-model prior (runs 1-4).
+    `feature_regulariser` bounded the constant but did not stop this. Asking the features to keep the pixels of
+    their cell does (img_frac 0.5-0.85 in run 5). Necessary, not sufficient: the model still does not read words
+    (README, run 5)."""
+
+    CELL, POOL = 64, 4  # one token = 64x64 view pixels (16-px SAM patches, two stride-2 convs)
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(width, (self.CELL // self.POOL) ** 2)
+
+    def forward(self, feats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """feats [views, g*g, width] in row-major token order; pixels [views, 3, S, S] normalised to [-1, 1];
+        returns the mean squared error over the target's variance (1.0 = no better than the mean grey)."""
+        v, _, s, _ = pixels.shape
+        g, k = s // self.CELL, self.CELL // self.POOL
+        t = torch.nn.functional.avg_pool2d(pixels.float().mean(1, keepdim=True), self.POOL)
+        t = t.reshape(v, g, k, g, k).permute(0, 1, 3, 2, 4).reshape(v, g * g, k * k)
+        return (self.lin(feats.float()) - t).pow(2).mean() / t.var().clamp_min(1e-3)
+
+
+class BagProbe(torch.nn.Module):
+    """Training-only head (never bundled): which tokens of the target text are on the page, from the image tokens
+    alone. The score of each vocabulary entry is the maximum over the image tokens of a linear score (multiple
+    instances, no position), trained with binary cross-entropy. Why: PixelProbe keeps the page in the features, but
+    the decoder still has to discover which tokens hold text and what it says, and its gradient reaches the vision
+    tower only through attention that starts out uniform. This gives the vision tower a direct reading signal
+    (glyph/word detectors at the tokens where the text is). Measured in run 5: no gain yet (probe.py word20, 800
+    steps: chance either way), so it is off by default."""
+
+    def __init__(self, width: int, vocab: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(width, vocab)
+        torch.nn.init.constant_(self.lin.bias, -8.0)  # prior ~3e-4 per entry: the sum over the vocabulary starts ~1
+
+    def forward(self, feats: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """feats: per sample, all its projected image tokens [n, width]; labels [samples, L] (-100 = not target)."""
+        logits = torch.stack([self.lin(f.float()).max(0).values for f in feats])
+        y = torch.zeros_like(logits)
+        for i, lab in enumerate(labels):
+            y[i, lab[lab >= 0]] = 1.0
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(1)
+        return (bce / (y.sum(1) + 1.0)).mean()
+
+
+def per_sample_tokens(projected: list, num_local: list | None) -> list:
+    """All projected image tokens of each sample: its global view and, in gundam mode, its tiles."""
+    glob = projected[0]
+    if len(projected) < 2 or not num_local:
+        return list(glob)
+    tiles = torch.split(projected[1], num_local, dim=0)
+    return [torch.cat([g, t.reshape(-1, t.shape[-1])]) for g, t in zip(glob, tiles)]
+
+
+def image_fraction(f: torch.Tensor) -> float:
+    """Share of the energy of projected features [views, tokens, width] that differs between the views of a batch
+    at the same token position (0: the features ignore the image)."""
+    f = f.detach().float()
+    return float((f - f.mean(0)).pow(2).mean() / f.pow(2).mean().clamp_min(1e-12))
+
+
+def all_reduce_grads(model, world, extra=()):
     """Average gradients over ranks in one flat buffer; a parameter without a gradient (an expert no token of
     this rank's batch chose) contributes zeros."""
     import torch.distributed as dist
 
-    params = list(model.parameters())
+    params = list(model.parameters()) + list(extra)
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
     dist.all_reduce(flat)
     flat /= world
@@ -129,6 +199,10 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--feat-reg", type=float, default=1.0,
                     help="weight of the image-feature regulariser (see feature_regulariser)")
+    ap.add_argument("--pixel-probe", type=float, default=0.1,
+                    help="weight of the pixel-reconstruction loss of the training-only PixelProbe (0: off)")
+    ap.add_argument("--bag-probe", type=float, default=0.0,
+                    help="weight of the bag-of-tokens loss of the training-only BagProbe (0: off)")
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between held-out CER checks")
     ap.add_argument("--eval-pages", type=int, default=24)
     ap.add_argument("--final-eval-pages", type=int, default=0)
@@ -181,16 +255,21 @@ def main():
     else:
         model = UnlimitedOcrForConditionalGeneration(cfg)
     model.to(dev).train()
+    probe = torch.nn.ModuleDict({"pixel": PixelProbe(cfg.text_config.hidden_size),
+                                 "bag": BagProbe(cfg.text_config.hidden_size, cfg.text_config.vocab_size)}).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n and "embed" not in n]
     nodecay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n and "embed" not in n)]
+    decay += list(probe.parameters())
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": nodecay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), fused=dev.startswith("cuda"))
     step, trained_s, salt = 0, 0.0, 1
     warm, step0 = 300, 0
     if state is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        if "probe" in state:
+            probe.load_state_dict(state["probe"])
+            opt.load_state_dict(state["opt"])
         step, trained_s, salt = state["step"], state["trained_s"], state["salt"] + 1
     elif a.init and (Path(a.init) / "trainer.json").exists():
         # weights only (the bundle): continue the schedule, re-warm the fresh optimizer moments briefly
@@ -212,8 +291,8 @@ def main():
         if not a.state or rank:
             return
         Path(a.state).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "trained_s": trained_s,
-                    "salt": salt, "size": size}, a.state + ".tmp")
+        torch.save({"model": model.state_dict(), "probe": probe.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "trained_s": trained_s, "salt": salt, "size": size}, a.state + ".tmp")
         os.replace(a.state + ".tmp", a.state)
 
     def held_out(n, modes=("base", "gundam")):
@@ -228,9 +307,10 @@ def main():
     t_last = time.time()
     t_eval = time.time()
     losses = {m: [] for m in MODE_W}
-    regs, rmss = [], []
-    projected: list = []
-    model.model.multi_modal_projector.register_forward_hook(lambda _m, _i, o: projected.append(o))
+    regs, rmss, recs, fracs, bags = [], [], [], [], []
+    projected: list = []  # projector outputs of this step: global views, then local tiles (gundam)
+    model.model.multi_modal_projector.register_forward_hook(
+        lambda m, _i, o: projected.append(o) if m.training else None)
     for batch in dl:
         now = time.time()
         trained_s += now - t_last
@@ -249,24 +329,34 @@ def main():
             out = model(**kw)
         reg = feature_regulariser(projected)
         feat_rms = float(torch.cat([f.detach().float().reshape(-1) for f in projected]).pow(2).mean().sqrt())
+        views = [kw["pixel_values"]] + ([kw["pixel_values_local"]] if "pixel_values_local" in kw else [])
+        rec = sum(probe["pixel"](f, px) for f, px in zip(projected, views)) / len(views)
+        bag = probe["bag"](per_sample_tokens(projected, kw.get("num_local_patches")), kw["labels"]) \
+            if a.bag_probe else torch.zeros((), device=rec.device)
+        frac = image_fraction(projected[0])
         projected.clear()
-        loss = out.loss + a.feat_reg * reg
+        loss = out.loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if world > 1:
-            all_reduce_grads(model, world)
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            all_reduce_grads(model, world, probe.parameters())
+        gn = torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(probe.parameters()), 1.0)
         opt.step()
         step += 1
         losses[mode].append(out.loss.item())
         regs.append(reg.item())
         rmss.append(feat_rms)
+        recs.append(rec.item())
+        fracs.append(frac)
+        bags.append(bag.item())
         if step % 50 == 0 or step <= 3:
             log(step=step, t=round(trained_s, 1), lr=round(lr, 6), gn=round(float(gn), 3), prog=round(prog, 3),
                 reg=round(float(np.mean(regs)), 4), feat_rms=round(float(np.mean(rmss)), 3),
+                pix=round(float(np.mean(recs)), 3), bag=round(float(np.mean(bags)), 3),
+                img_frac=round(float(np.mean(fracs)), 4),
                 **{f"loss_{m}": round(float(np.mean(v)), 4) for m, v in losses.items() if v})
             losses = {m: [] for m in MODE_W}
-            regs, rmss = [], []
+            regs, rmss, recs, fracs, bags = [], [], [], [], []
         done = (time.time() - t_run > a.minutes * 60) or prog >= 1.0 or (a.max_steps and step >= a.max_steps)
         if world > 1:  # every rank stops at the same step (rank 0's clock decides)
             flag = torch.tensor([1.0 if done else 0.0], device=dev)
