@@ -85,17 +85,23 @@ void tp_attn_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, flo
     }
 }
 
-/* n (a multiple of 32) elements of Q8_0 blocks (an f16 scale, then 32 int8) as floats: q·d, as
- * tp_dequantize_row. */
+/* Q8_0 blocks (an f16 scale, then 32 int8; a Q8_0 KV cache): the block's low and high 16 values as floats,
+ * and its scale. */
+static inline __m512 q8_lo(const uint8_t *blk) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))); }
+static inline __m512 q8_hi(const uint8_t *blk) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))); }
+static inline float q8_scale(const uint8_t *blk) {
+    uint16_t h;
+    memcpy(&h, blk, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+/* n (a multiple of 32) elements of Q8_0 blocks as floats: q·d, as tp_dequantize_row. */
 void tp_attn_q8_0_to_f32_avx512(const void *src, float *dst, int n) {
     const uint8_t *b = src;
     for (int i = 0; i < n; i += 32, b += 34) {
-        uint16_t h;
-        memcpy(&h, b, sizeof h);
-        const __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
-        const __m128i q0 = _mm_loadu_si128((const __m128i *)(b + 2)), q1 = _mm_loadu_si128((const __m128i *)(b + 18));
-        _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
-        _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+        const __m512 d = _mm512_set1_ps(q8_scale(b));
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(q8_lo(b), d));
+        _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(q8_hi(b), d));
     }
 }
 
@@ -304,15 +310,7 @@ void tp_attn_dec_pv_f16_avx512(const float *Pt, int ldp, const uint16_t *V, size
 }
 
 /* The same over a Q8_0 cache (ldk, ldv, ldh in bytes; D, Dv multiples of 32): each block's 32 int8 are
- * widened to floats and its scale applied once per block. */
-static inline __m512 q8_lo(const uint8_t *blk) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))); }
-static inline __m512 q8_hi(const uint8_t *blk) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))); }
-static inline float q8_scale(const uint8_t *blk) {
-    uint16_t h;
-    memcpy(&h, blk, sizeof h);
-    return _cvtsh_ss(h);
-}
-
+ * widened to floats (q8_lo / q8_hi) and its scale applied once per block. */
 void tp_attn_dec_qk_q8_avx512(const uint8_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                               int nc, int H, int nq, int D) {
     for (int c = 0; c < nc; c++) {

@@ -24,15 +24,22 @@ static bool unit_rows_any(const tp_tensor *t) {
  * barrier every thread merges its share of heads over all threads' partials:
  *   out = Σ_i e^(m_i − M) O_i / Σ_i e^(m_i − M) l_i,  M = max_i m_i. The softmax step is the
  * vector one of the tiles, run over heads instead of queries. */
-/* St[c][h] = Σ_d K[c·ldk + (h/group)·ldh + d] · Q[h·D + d] for h < H; 0 for H <= h < nq. */
-static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                          int nc, int H, int nq, int D) {
+/* Element i of a cache row of F32 or F16 values. */
+static inline float kv_at(const void *row, size_t i, bool f16) {
+    return f16 ? tp_f16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+/* St[c][h] = Σ_d K[c·ldk + (h/group)·ldh + d] · Q[h·D + d] for h < H; 0 for H <= h < nq (strides in elements). */
+static void dec_qk_any(const void *K, bool f16, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                       int nc, int H, int nq, int D) {
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
     for (int c = 0; c < nc; c++) {
         for (int h = 0; h < nq; h++) {
             float s = 0.0f;
             if (h < H) {
-                const float *kr = K + (size_t)c * ldk + (size_t)(h / group) * ldh, *qh = Q + (size_t)h * D;
-                for (int d = 0; d < D; d++) s += kr[d] * qh[d];
+                const char *kr = (const char *)K + ((size_t)c * ldk + (size_t)(h / group) * ldh) * es;
+                const float *qh = Q + (size_t)h * D;
+                for (int d = 0; d < D; d++) s += kv_at(kr, (size_t)d, f16) * qh[d];
             }
             St[(size_t)c * lds + h] = s;
         }
@@ -40,40 +47,33 @@ static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, con
 }
 
 /* O[h·Dv + e] += Σ_c Pt[c·ldp + h] · V[c·ldv + (h/group)·ldh + e], in order of c. */
+static void dec_pv_any(const float *Pt, int ldp, const void *V, bool f16, size_t ldv, size_t ldh, int group, float *O,
+                       int nc, int H, int Dv) {
+    const size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    for (int c = 0; c < nc; c++)
+        for (int h = 0; h < H; h++) {
+            const float pr = Pt[(size_t)c * ldp + h];
+            const char *vr = (const char *)V + ((size_t)c * ldv + (size_t)(h / group) * ldh) * es;
+            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * kv_at(vr, (size_t)e, f16);
+        }
+}
+
+/* the scalar forms with the vector kernels' signatures */
+static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
+                          int nc, int H, int nq, int D) {
+    dec_qk_any(K, false, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+}
 static void dec_pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
                           int nc, int H, int Dv) {
-    for (int c = 0; c < nc; c++)
-        for (int h = 0; h < H; h++) {
-            const float pr = Pt[(size_t)c * ldp + h];
-            const float *vr = V + (size_t)c * ldv + (size_t)(h / group) * ldh;
-            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * vr[e];
-        }
+    dec_pv_any(Pt, ldp, V, false, ldv, ldh, group, O, nc, H, Dv);
 }
-
-/* The same over an F16 cache (ldk, ldv, ldh in elements). */
 static void dec_qk_f16_scalar(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                               int nc, int H, int nq, int D) {
-    for (int c = 0; c < nc; c++) {
-        for (int h = 0; h < nq; h++) {
-            float s = 0.0f;
-            if (h < H) {
-                const uint16_t *kr = K + (size_t)c * ldk + (size_t)(h / group) * ldh;
-                const float *qh = Q + (size_t)h * D;
-                for (int d = 0; d < D; d++) s += tp_f16_to_f32(kr[d]) * qh[d];
-            }
-            St[(size_t)c * lds + h] = s;
-        }
-    }
+    dec_qk_any(K, true, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
 }
-
 static void dec_pv_f16_scalar(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
                               int nc, int H, int Dv) {
-    for (int c = 0; c < nc; c++)
-        for (int h = 0; h < H; h++) {
-            const float pr = Pt[(size_t)c * ldp + h];
-            const uint16_t *vr = V + (size_t)c * ldv + (size_t)(h / group) * ldh;
-            for (int e = 0; e < Dv; e++) O[(size_t)h * Dv + e] += pr * tp_f16_to_f32(vr[e]);
-        }
+    dec_pv_any(Pt, ldp, V, true, ldv, ldh, group, O, nc, H, Dv);
 }
 
 bool att_decode_ok(const tp_tensor *dst, const att_dims *d, bool extras) {
