@@ -233,6 +233,31 @@ static void qx_repack(const tp_block_q8a *x, int64_t ldx, int nt, int64_t b0, in
 
 static inline __m512 lanes_of8(__m256 s8, __m512i idx) { return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(s8)); }
 
+/* acc + Σ_q (w_q · x[64q .. 64q + 64)) · lanes_of8(s8, i_q): four 64-byte unsigned weight vectors against four
+ * of the token's int8 activation, each 32-bit sum scaled by its block's factor (the multi-token dots' step). */
+static inline __attribute__((always_inline)) __m512 dot4_scaled(__m512 acc, __m512i w0, __m512i w1, __m512i w2,
+                                                                __m512i w3, const int8_t *xq, __m256 s8, __m512i i0,
+                                                                __m512i i1, __m512i i2, __m512i i3) {
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i p0 = _mm512_dpbusd_epi32(z, w0, _mm512_load_si512((const void *)xq));
+    const __m512i p1 = _mm512_dpbusd_epi32(z, w1, _mm512_load_si512((const void *)(xq + 64)));
+    const __m512i p2 = _mm512_dpbusd_epi32(z, w2, _mm512_load_si512((const void *)(xq + 128)));
+    const __m512i p3 = _mm512_dpbusd_epi32(z, w3, _mm512_load_si512((const void *)(xq + 192)));
+    __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc);
+    __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
+    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
+    b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), b);
+    return _mm512_add_ps(a, b);
+}
+
+/* the sum of 8 lanes */
+static inline float hsum8(__m256 v) {
+    __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
+    c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
+    return _mm_cvtss_f32(c4);
+}
+
 static inline __m256 h2f8_gather(const void *base, __m256i offs) {
 #ifdef QGATHER
     const __m256i g = _mm256_i32gather_epi32((const int *)base, offs, 1);
@@ -280,24 +305,11 @@ static void qv_q8_0(const tp_block_q8_0 *w, const qx_pack *pk, int nt, int64_t n
             const int8_t *xq = pk->qs[t] + j * 32;
             const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(pk->xd[t] + j));
             corr[t] = _mm256_fmadd_ps(dw, _mm256_load_ps(pk->xs[t] + j), corr[t]);
-            const __m512i z = _mm512_setzero_si512();
-            const __m512i p0 = _mm512_dpbusd_epi32(z, w0, _mm512_load_si512((const void *)xq));
-            const __m512i p1 = _mm512_dpbusd_epi32(z, w1, _mm512_load_si512((const void *)(xq + 64)));
-            const __m512i p2 = _mm512_dpbusd_epi32(z, w2, _mm512_load_si512((const void *)(xq + 128)));
-            const __m512i p3 = _mm512_dpbusd_epi32(z, w3, _mm512_load_si512((const void *)(xq + 192)));
-            __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc[t]);
-            __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
-            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
-            b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), b);
-            acc[t] = _mm512_add_ps(a, b);
+            acc[t] = dot4_scaled(acc[t], w0, w1, w2, w3, xq, s8, i0, i1, i2, i3);
         }
     }
     for (int t = 0; t < nt; t++) {
-        float sum = _mm512_reduce_add_ps(acc[t]);
-        __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(corr[t]), _mm256_extractf128_ps(corr[t], 1));
-        c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
-        c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
-        sum -= 128.0f * _mm_cvtss_f32(c4);
+        float sum = _mm512_reduce_add_ps(acc[t]) - 128.0f * hsum8(corr[t]);
         for (int64_t jj = j; jj < nbs; jj++) { /* tail blocks */
             const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[jj].qs), _mm512_castsi512_si256(flip));
             const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv,
@@ -351,23 +363,11 @@ static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t n
             const int8_t *xq = pk->qs[t] + i * 256;
             const __m256 s8 = _mm256_mul_ps(scf, _mm256_load_ps(pk->xd[t] + 8 * i));
             corr[t] = _mm256_fmadd_ps(mf, _mm256_load_ps(pk->xs[t] + 8 * i), corr[t]);
-            const __m512i z = _mm512_setzero_si512();
-            const __m512i p0 = _mm512_dpbusd_epi32(z, n0, _mm512_load_si512((const void *)xq));
-            const __m512i p1 = _mm512_dpbusd_epi32(z, n1, _mm512_load_si512((const void *)(xq + 64)));
-            const __m512i p2 = _mm512_dpbusd_epi32(z, n2, _mm512_load_si512((const void *)(xq + 128)));
-            const __m512i p3 = _mm512_dpbusd_epi32(z, n3, _mm512_load_si512((const void *)(xq + 192)));
-            __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), acc[t]);
-            __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1));
-            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), a);
-            c = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p3), lanes_of8(s8, i3), c);
-            acc[t] = _mm512_add_ps(a, c);
+            acc[t] = dot4_scaled(acc[t], n0, n1, n2, n3, xq, s8, i0, i1, i2, i3);
         }
     }
     for (int t = 0; t < nt; t++) {
-        __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(corr[t]), _mm256_extractf128_ps(corr[t], 1));
-        c4 = _mm_add_ps(c4, _mm_movehl_ps(c4, c4));
-        c4 = _mm_add_ss(c4, _mm_movehdup_ps(c4));
-        out[t] += _mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(c4);
+        out[t] += _mm512_reduce_add_ps(acc[t]) - hsum8(corr[t]);
     }
 }
 
