@@ -72,6 +72,29 @@ def make_views(img: Image.Image, mode: str):
     return glob, tiles, grid
 
 
+GLYPH_PX = 8  # resolution of the glyph target: one label per 8x8 view pixels (8x8 labels per image token)
+
+
+def glyph_views(glyphs: Image.Image, mode: str):
+    """The glyph-class map (gen.Page.glyphs) cut into the same views as make_views, sampled at the centres of
+    GLYPH_PX cells with nearest-neighbour resizing (classes are not blended). Returns (global uint8 [S/8, S/8],
+    tiles uint8 [n, 80, 80] or None)."""
+    c = GLYPH_PX // 2
+    s = MODES[mode]
+    if mode in ("tiny", "small"):
+        g = glyphs.resize((s, s), Image.NEAREST)
+    else:
+        g = ImageOps.pad(glyphs, (s, s), method=Image.NEAREST, color=0)
+    glob = np.asarray(g, dtype=np.uint8)[c::GLYPH_PX, c::GLYPH_PX].copy()
+    tiles = None
+    if mode == "gundam" and (glyphs.width > 640 or glyphs.height > 640):
+        cols, rows = tile_grid(glyphs.width, glyphs.height)
+        a = np.asarray(glyphs.resize((640 * cols, 640 * rows), Image.NEAREST), dtype=np.uint8)[c::GLYPH_PX, c::GLYPH_PX]
+        k = 640 // GLYPH_PX
+        tiles = np.stack([a[i * k:(i + 1) * k, j * k:(j + 1) * k] for i in range(rows) for j in range(cols)])
+    return glob, tiles
+
+
 def n_image_tokens(global_size: int, grid=(0, 0)) -> int:
     q = global_size // 64
     n = q * (q + 1) + 1

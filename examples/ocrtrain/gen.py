@@ -45,6 +45,35 @@ class Page:
     markdown: str
     grounding: str
     blocks: list[Block] = field(default_factory=list)
+    glyphs: Image.Image | None = None  # "L": the glyph class of the character covering each pixel (0: none)
+
+
+# ----------------------------------------------------------------------------------------------- glyph labels
+GLYPH_CLASSES = 98  # 0 no character, 1..95 printable ASCII (space included), 96 the bullet, 97 any other
+
+
+def glyph_class(ch: str) -> int:
+    o = ord(ch)
+    if 32 <= o <= 126:
+        return o - 31
+    return 96 if ch == "\u2022" else 97
+
+
+def draw_text(draw: ImageDraw.ImageDraw, glyphs: ImageDraw.ImageDraw | None, xy: tuple[int, int], text: str,
+              f: ImageFont.FreeTypeFont, fill: int) -> None:
+    """Draw `text` and paint each character's advance box (one line high) with its glyph class into `glyphs`:
+    the dense training target of train.GlyphProbe, which tells the vision tower which character lies where."""
+    draw.text(xy, text, font=f, fill=fill)
+    if glyphs is None or not text:
+        return
+    x, y = xy
+    top, bottom = f.getbbox("Hgjp|")[1::2]  # relative to xy, the same for every line of this font
+    x0 = float(x)
+    for i, ch in enumerate(text):
+        x1 = x + f.getlength(text[:i + 1])
+        if x1 - x0 >= 1:
+            glyphs.rectangle([round(x0), y + top, round(x1) - 1, y + bottom - 1], fill=glyph_class(ch))
+        x0 = x1
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -118,7 +147,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
     W = rng.randint(700, 1500)
     H = int(W * rng.uniform(0.7, 1.6))
     scale = max(W, H) / 1024.0  # page pixels per pixel of the 1024 global view
-    f1024 = rng.uniform(30.0 - 10.0 * d, 32.0 - 2.0 * d)  # body font size as seen in the 1024 view
+    f1024 = rng.uniform(36.0 - 10.0 * d, 38.0 - 4.0 * d)  # body font size as seen in the 1024 view: 26-34 px
     fs = max(10, int(round(f1024 * scale)))
     body = font(fs)
     line_h = int(fs * rng.uniform(1.25, 1.45))
@@ -129,6 +158,8 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
     ink = rng.randint(0, 50)
     img = Image.new("L", (W, H), bg)
     draw = ImageDraw.Draw(img)
+    glyph_img = Image.new("L", (W, H), 0)
+    gdraw = ImageDraw.Draw(glyph_img)
 
     blocks: list[Block] = []
     y = my
@@ -164,7 +195,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
                 x_off = mx + max(0, (text_w - int(max(f.getlength(l) for l in lines))) // 2)
             x1 = x_off + int(max(f.getlength(l) for l in lines))
             for i, l in enumerate(lines):
-                draw.text((x_off, y + i * lh), l, font=f, fill=ink)
+                draw_text(draw, gdraw, (x_off, y + i * lh), l, f, ink)
             md = ("# " if big else "## ") + " ".join(lines)
             blocks.append(Block(kind, md, (x_off, y, x1, y + h)))
             y += h + gap
@@ -177,7 +208,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
                 break
             # never cut a paragraph in the middle of a sentence: truth is exactly what is drawn
             for i, l in enumerate(lines):
-                draw.text((mx, y + i * line_h), l, font=body, fill=ink)
+                draw_text(draw, gdraw, (mx, y + i * line_h), l, body, ink)
             h = line_h * len(lines)
             x1 = mx + int(max(body.getlength(l) for l in lines))
             blocks.append(Block("text", " ".join(lines), (mx, y, x1, y + h)))
@@ -193,8 +224,8 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
             for i, it in enumerate(items):
                 it = _wrap(it, body, text_w - indent)[0]
                 mark = f"{i + 1}." if ordered else "\u2022"
-                draw.text((mx, y + i * line_h), mark, font=body, fill=ink)
-                draw.text((mx + indent, y + i * line_h), it, font=body, fill=ink)
+                draw_text(draw, gdraw, (mx, y + i * line_h), mark, body, ink)
+                draw_text(draw, gdraw, (mx + indent, y + i * line_h), it, body, ink)
                 x1 = max(x1, mx + indent + int(body.getlength(it)))
                 md_lines.append((f"{i + 1}. " if ordered else "- ") + it)
             h = line_h * n
@@ -227,7 +258,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
                 draw.line([(xx, y), (xx, y + h)], fill=ink, width=lw)
             for r in range(rows):
                 for c in range(cols):
-                    draw.text((xs[c] + pad, y + r * rh + (rh - fs) // 2 - fs // 8), cells[r][c], font=body, fill=ink)
+                    draw_text(draw, gdraw, (xs[c] + pad, y + r * rh + (rh - fs) // 2 - fs // 8), cells[r][c], body, ink)
             md = "<table>" + "".join(
                 "<tr>" + "".join(f"<td>{cells[r][c]}</td>" for c in range(cols)) + "</tr>" for r in range(rows)
             ) + "</table>"
@@ -236,12 +267,14 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
 
     if not blocks:  # always at least one line of text
         text = _sentence(rng, 3)
-        draw.text((mx, my), text, font=body, fill=ink)
+        draw_text(draw, gdraw, (mx, my), text, body, ink)
         blocks.append(Block("text", text, (mx, my, mx + int(body.getlength(text)), my + line_h)))
 
     # degradations: slight rotation, blur, noise
     if rng.random() < 0.4:
-        img = img.rotate(rng.uniform(-0.8, 0.8), resample=Image.BICUBIC, fillcolor=bg)
+        angle = rng.uniform(-0.8, 0.8)
+        img = img.rotate(angle, resample=Image.BICUBIC, fillcolor=bg)
+        glyph_img = glyph_img.rotate(angle, resample=Image.NEAREST, fillcolor=0)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9) * scale))
     if rng.random() < 0.4:
@@ -257,7 +290,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
         c = [round(x0 / W * 999), round(y0 / H * 999), round(min(x1, W) / W * 999), round(min(y1, H) / H * 999)]
         label = b.kind if b.kind in ("title", "sub_title", "table") else "text"
         g.append(f"<|ref|>{label}<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{b.markdown}")
-    return Page(img, md, "\n\n".join(g), blocks)
+    return Page(img, md, "\n\n".join(g), blocks, glyph_img)
 
 
 def make_card(seed: int) -> Page:
@@ -272,24 +305,26 @@ def make_card(seed: int) -> Page:
     bg, ink = rng.randint(238, 255), rng.randint(0, 50)
     img = Image.new("L", (W, H), bg)
     draw = ImageDraw.Draw(img)
+    glyph_img = Image.new("L", (W, H), 0)
+    gdraw = ImageDraw.Draw(glyph_img)
     mx, y = int(W * rng.uniform(0.04, 0.2)), int(H * rng.uniform(0.04, 0.3))
     lines = []
     for _ in range(rng.randint(1, 4)):
         text = " ".join(_word(rng) for _ in range(rng.randint(1, 3)))
         if mx + f.getlength(text) > W - 10 or y + fs * 1.4 > H - 10:
             break
-        draw.text((mx, y), text, font=f, fill=ink)
+        draw_text(draw, gdraw, (mx, y), text, f, ink)
         lines.append(text)
         y += int(fs * 1.4)
     if not lines:
         lines = ["a"]
-        draw.text((mx, 10), "a", font=f, fill=ink)
+        draw_text(draw, gdraw, (mx, 10), "a", f, ink)
     img = img.convert("RGB")
     md = " ".join(lines)
     box = (mx, 0, W, y)
     c = [round(box[0] / W * 999), 0, 999, round(min(y, H) / H * 999)]
     return Page(img, md, f"<|ref|>text<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{md}",
-                [Block("text", md, box)])
+                [Block("text", md, box)], glyph_img)
 
 
 if __name__ == "__main__":  # python gen.py SEED OUT.png  -> writes OUT.png and OUT.md

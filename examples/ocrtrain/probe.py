@@ -31,32 +31,33 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PROMPT_FREE, build_ids, load_tokenizer, make_views, n_image_tokens, normalize,  # noqa: E402
-                    special_ids, transformers_config)
-from gen import font, words  # noqa: E402
-from train import BagProbe, PixelProbe, feature_regulariser, image_fraction  # noqa: E402
+from common import (PROMPT_FREE, build_ids, glyph_views, load_tokenizer, make_views, n_image_tokens,  # noqa: E402
+                    normalize, special_ids, transformers_config)
+from gen import draw_text, font, words  # noqa: E402
+from train import BagProbe, GlyphProbe, PixelProbe, feature_regulariser, image_fraction  # noqa: E402
 
 GROUPS = {"sam": "vision_tower.sam_encoder", "clip": "vision_tower.vision_encoder", "proj": "multi_modal_projector",
           "text": "language_model", "head": "lm_head"}
 
 
-def card(rng: random.Random, task: str, vocab: list[str], word20: list[str]) -> tuple[Image.Image, str]:
+def card(rng: random.Random, task: str, vocab: list[str], word20: list[str]) -> tuple[Image.Image, str, Image.Image]:
     s = 512
     img = Image.new("L", (s, s), 255)
-    d = ImageDraw.Draw(img)
+    glyphs = Image.new("L", (s, s), 0)
+    d, gd = ImageDraw.Draw(img), ImageDraw.Draw(glyphs)
     if task.startswith("word20"):
         text, f = rng.choice(word20), font(72)
         x, y = rng.randint(10, max(11, s - 10 - int(f.getlength(text)))), rng.randint(10, s - 100)
         if task == "word20fixed":
             x, y = 40, 200
-        d.text((x, y), text, font=f, fill=0)
-        return img.convert("RGB"), text
+        draw_text(d, gd, (x, y), text, f, 0)
+        return img.convert("RGB"), text, glyphs
     lines: list[str] = []
     if task == "words3":
         f, y = font(56), rng.randint(10, 60)
         for _ in range(rng.randint(1, 3)):
             t = rng.choice(vocab)
-            d.text((rng.randint(10, max(11, s - 10 - int(f.getlength(t)))), y), t, font=f, fill=0)
+            draw_text(d, gd, (rng.randint(10, max(11, s - 10 - int(f.getlength(t)))), y), t, f, 0)
             lines.append(t)
             y += 80 + rng.randint(0, 60)
             if y > s - 80:
@@ -67,12 +68,12 @@ def card(rng: random.Random, task: str, vocab: list[str], word20: list[str]) -> 
             t = rng.choice(vocab)
             while f.getlength(t + " " + (w := rng.choice(vocab))) <= s - 30:
                 t += " " + w
-            d.text((15, y), t, font=f, fill=0)
+            draw_text(d, gd, (15, y), t, f, 0)
             lines.append(t)
             y += 60 + rng.randint(0, 40)
             if y > s - 60:
                 break
-    return img.convert("RGB"), " ".join(lines)
+    return img.convert("RGB"), " ".join(lines), glyphs
 
 
 def main() -> None:
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--feat-reg", type=float, default=1.0)
     ap.add_argument("--pixel-probe", type=float, default=0.1)
     ap.add_argument("--bag-probe", type=float, default=0.0)
+    ap.add_argument("--glyph-probe", type=float, default=1.0)
     ap.add_argument("--oracle", action="store_true")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--max-minutes", type=float, default=9.0)
@@ -107,6 +109,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = UnlimitedOcrForConditionalGeneration(cfg).to(dev).train()
     probe = torch.nn.ModuleDict({"pixel": PixelProbe(cfg.text_config.hidden_size),
+                                 "glyph": GlyphProbe(cfg.text_config.hidden_size),
                                  "bag": BagProbe(cfg.text_config.hidden_size, cfg.text_config.vocab_size)}).to(dev)
     params = list(model.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.05)
@@ -141,10 +144,11 @@ def main() -> None:
     for step in range(step0 + 1, step0 + a.steps + 1):
         for grp in opt.param_groups:
             grp["lr"] = a.lr * min(1.0, step / a.warm)
-        samples = []
+        samples, glyph_targets = [], []
         for _ in range(a.bs):
-            im, text = card(rng, a.task, vocab, word20)
+            im, text, glyph_img = card(rng, a.task, vocab, word20)
             glob, _tiles, grid = make_views(im, "tiny")
+            glyph_targets.append(torch.from_numpy(glyph_views(glyph_img, "tiny")[0]))
             inp, lab = build_ids(tok, n_image_tokens(glob.shape[-1], grid), PROMPT_FREE, text, ids)
             samples.append((glob, inp, lab, text))
         n = max(len(x[1]) for x in samples)
@@ -160,14 +164,16 @@ def main() -> None:
         with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
             out = model(input_ids=inp, pixel_values=pix, attention_mask=att, labels=lab)
         loss = out.loss
-        reg = rec = bag = torch.zeros((), device=dev)
+        reg = rec = bag = gly = gacc = torch.zeros((), device=dev)
         frac = float("nan")
         if projected:
             reg, frac = feature_regulariser(projected), image_fraction(projected[0])
             rec = probe["pixel"](projected[0], pix)
             if a.bag_probe:
                 bag = probe["bag"](list(projected[0]), lab)
-            loss = loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag
+            if a.glyph_probe:
+                gly, gacc = probe["glyph"](projected[0], torch.stack(glyph_targets).to(dev))
+            loss = loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag + a.glyph_probe * gly
         projected.clear()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,12 +185,13 @@ def main() -> None:
         first = (lab != -100).float().argmax(1)
         rows = torch.arange(a.bs, device=dev)
         acc1 = float((out.logits[rows, first - 1].argmax(-1) == lab[rows, first]).float().mean())
-        hist.append((out.loss.item(), acc1, rec.item(), frac, reg.item(), bag.item()))
+        hist.append((out.loss.item(), acc1, rec.item(), frac, reg.item(), bag.item(), gly.item(), gacc.item()))
         if show:
             m = np.nanmean(np.array(hist), 0)
             hist = []
             print(json.dumps(dict(step=step, s=round(time.time() - t0), loss=round(m[0], 3), acc1=round(m[1], 2),
-                                  pix=round(m[2], 3), bag=round(m[5], 3), img_frac=round(m[3], 4), reg=round(m[4], 4),
+                                  pix=round(m[2], 3), bag=round(m[5], 3),
+                                  glyph=round(m[6], 3), glyph_acc=round(m[7], 3), img_frac=round(m[3], 4), reg=round(m[4], 4),
                                   gn=round(gn, 2),
                                   **{f"g_{k}": round(v, 3) for k, v in gns.items()})), flush=True)
         if time.time() - t0 > a.max_minutes * 60:

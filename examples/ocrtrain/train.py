@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PROMPT_FREE, PROMPT_GROUNDING, build_ids, load_tokenizer, make_views, n_image_tokens,  # noqa: E402
-                    normalize, save_bundle, special_ids, transformers_config)
-from gen import make_card, make_page  # noqa: E402
+from common import (GLYPH_PX, PROMPT_FREE, PROMPT_GROUNDING, build_ids, glyph_views, load_tokenizer,  # noqa: E402
+                    make_views, n_image_tokens, normalize, save_bundle, special_ids, transformers_config)
+from gen import GLYPH_CLASSES, make_card, make_page  # noqa: E402
 
 TRAIN_SEED_MAX = 1_900_000_000  # evaluation uses seeds >= 2_000_000_000
 MODE_W = {"tiny": 0.1, "base": 0.5, "gundam": 0.4}
@@ -62,11 +62,12 @@ class PageBatches(torch.utils.data.IterableDataset):
                 else:
                     p = make_page(seed, difficulty=d * rng.uniform(0.8, 1.0) if rng.random() < 0.3 else d)
                 g, tiles, grid = make_views(p.image, mode)
+                gg, gt = glyph_views(p.glyphs, mode)
                 grounding = rng.random() < self.pg
                 inp, lab = build_ids(tok, n_image_tokens(g.shape[-1], grid),
                                      PROMPT_GROUNDING if grounding else PROMPT_FREE,
                                      p.grounding if grounding else p.markdown, ids)
-                samples.append((g, tiles, grid, inp, lab))
+                samples.append((g, tiles, grid, inp, lab, gg, gt))
             L = max(len(s[3]) for s in samples)
             inp = torch.full((bs, L), ids["pad"], dtype=torch.long)
             lab = torch.full((bs, L), -100, dtype=torch.long)
@@ -76,11 +77,13 @@ class PageBatches(torch.utils.data.IterableDataset):
                 lab[i, :len(s[4])] = torch.tensor(s[4])
                 att[i, :len(s[3])] = 1
             batch = {"mode": mode, "pixel_values": torch.from_numpy(np.stack([s[0] for s in samples])),
-                     "input_ids": inp, "labels": lab, "attention_mask": att}
+                     "input_ids": inp, "labels": lab, "attention_mask": att,
+                     "glyphs": torch.from_numpy(np.stack([s[5] for s in samples]))}
             if any(s[1] is not None for s in samples):
                 batch["pixel_values_local"] = torch.from_numpy(np.concatenate([s[1] for s in samples if s[1] is not None]))
                 batch["num_local_patches"] = [0 if s[1] is None else len(s[1]) for s in samples]
                 batch["patches_grid"] = [list(s[2]) for s in samples]
+                batch["glyphs_local"] = torch.from_numpy(np.concatenate([s[6] for s in samples if s[6] is not None]))
             yield batch
 
 
@@ -125,6 +128,37 @@ class PixelProbe(torch.nn.Module):
         t = torch.nn.functional.avg_pool2d(pixels.float().mean(1, keepdim=True), self.POOL)
         t = t.reshape(v, g, k, g, k).permute(0, 1, 3, 2, 4).reshape(v, g * g, k * k)
         return (self.lin(feats.float()) - t).pow(2).mean() / t.var().clamp_min(1e-3)
+
+
+class GlyphProbe(torch.nn.Module):
+    """Training-only head (never bundled): from each projected image token, the glyph class (gen.glyph_class) at
+    each of the 8x8 points of its 64-px cell (one per GLYPH_PX pixels), i.e. which character lies where.
+
+    Why: with only the caption loss the vision tower never learned to tell one word from another at an arbitrary
+    place (README, run 5: probe.py word20 at chance after 800 steps); its only gradient comes through decoder
+    attention that starts out uniform. This gives every token a dense, local reading target, so glyph detectors
+    form in SAM first and the decoder then has characters at known places to put in order. Background points
+    weigh 0.2: most of a page is blank."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.k = 64 // GLYPH_PX
+        self.lin = torch.nn.Linear(width, self.k * self.k * GLYPH_CLASSES)
+        weight = torch.ones(GLYPH_CLASSES)
+        weight[0] = 0.2
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, feats: torch.Tensor, glyphs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats [views, g*g, width] (row-major tokens); glyphs [views, g*k, g*k] uint8 classes. Returns the
+        weighted cross-entropy and the accuracy on the points that hold a character."""
+        v, n, _ = feats.shape
+        g, k = int(round(n ** 0.5)), self.k
+        y = glyphs.long().reshape(v, g, k, g, k).permute(0, 1, 3, 2, 4).reshape(-1)
+        logits = self.lin(feats.float()).reshape(-1, GLYPH_CLASSES)
+        loss = torch.nn.functional.cross_entropy(logits, y, weight=self.weight)
+        ink = y > 0
+        acc = (logits.argmax(-1)[ink] == y[ink]).float().mean() if bool(ink.any()) else logits.new_zeros(())
+        return loss, acc.detach()
 
 
 class BagProbe(torch.nn.Module):
@@ -201,6 +235,8 @@ def main():
                     help="weight of the image-feature regulariser (see feature_regulariser)")
     ap.add_argument("--pixel-probe", type=float, default=0.1,
                     help="weight of the pixel-reconstruction loss of the training-only PixelProbe (0: off)")
+    ap.add_argument("--glyph-probe", type=float, default=1.0,
+                    help="weight of the dense glyph-class loss of the training-only GlyphProbe (0: off)")
     ap.add_argument("--bag-probe", type=float, default=0.0,
                     help="weight of the bag-of-tokens loss of the training-only BagProbe (0: off)")
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between held-out CER checks")
@@ -256,6 +292,7 @@ def main():
         model = UnlimitedOcrForConditionalGeneration(cfg)
     model.to(dev).train()
     probe = torch.nn.ModuleDict({"pixel": PixelProbe(cfg.text_config.hidden_size),
+                                 "glyph": GlyphProbe(cfg.text_config.hidden_size),
                                  "bag": BagProbe(cfg.text_config.hidden_size, cfg.text_config.vocab_size)}).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n and "embed" not in n]
@@ -268,7 +305,7 @@ def main():
     if state is not None:
         model.load_state_dict(state["model"])
         if "probe" in state:
-            probe.load_state_dict(state["probe"])
+            probe.load_state_dict(state["probe"], strict=False)
             opt.load_state_dict(state["opt"])
         step, trained_s, salt = state["step"], state["trained_s"], state["salt"] + 1
     elif a.init and (Path(a.init) / "trainer.json").exists():
@@ -307,7 +344,7 @@ def main():
     t_last = time.time()
     t_eval = time.time()
     losses = {m: [] for m in MODE_W}
-    regs, rmss, recs, fracs, bags = [], [], [], [], []
+    regs, rmss, recs, fracs, bags, glys, gaccs = [], [], [], [], [], [], []
     projected: list = []  # projector outputs of this step: global views, then local tiles (gundam)
     model.model.multi_modal_projector.register_forward_hook(
         lambda m, _i, o: projected.append(o) if m.training else None)
@@ -321,6 +358,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         mode = batch.pop("mode")
+        glyph_targets = [batch.pop("glyphs")] + ([batch.pop("glyphs_local")] if "glyphs_local" in batch else [])
         kw = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         kw["pixel_values"] = normalize(kw["pixel_values"])
         if "pixel_values_local" in kw:
@@ -333,9 +371,14 @@ def main():
         rec = sum(probe["pixel"](f, px) for f, px in zip(projected, views)) / len(views)
         bag = probe["bag"](per_sample_tokens(projected, kw.get("num_local_patches")), kw["labels"]) \
             if a.bag_probe else torch.zeros((), device=rec.device)
+        gly, gacc = torch.zeros((), device=rec.device), torch.zeros((), device=rec.device)
+        if a.glyph_probe:
+            for f, gt in zip(projected, glyph_targets):
+                lo, ac = probe["glyph"](f, gt.to(dev, non_blocking=True))
+                gly, gacc = gly + lo / len(views), gacc + ac / len(views)
         frac = image_fraction(projected[0])
         projected.clear()
-        loss = out.loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag
+        loss = out.loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag + a.glyph_probe * gly
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if world > 1:
@@ -349,14 +392,17 @@ def main():
         recs.append(rec.item())
         fracs.append(frac)
         bags.append(bag.item())
+        glys.append(gly.item())
+        gaccs.append(gacc.item())
         if step % 50 == 0 or step <= 3:
             log(step=step, t=round(trained_s, 1), lr=round(lr, 6), gn=round(float(gn), 3), prog=round(prog, 3),
                 reg=round(float(np.mean(regs)), 4), feat_rms=round(float(np.mean(rmss)), 3),
                 pix=round(float(np.mean(recs)), 3), bag=round(float(np.mean(bags)), 3),
-                img_frac=round(float(np.mean(fracs)), 4),
+                img_frac=round(float(np.mean(fracs)), 4), glyph=round(float(np.mean(glys)), 3),
+                glyph_acc=round(float(np.mean(gaccs)), 3),
                 **{f"loss_{m}": round(float(np.mean(v)), 4) for m, v in losses.items() if v})
             losses = {m: [] for m in MODE_W}
-            regs, rmss, recs, fracs, bags = [], [], [], [], []
+            regs, rmss, recs, fracs, bags, glys, gaccs = [], [], [], [], [], [], []
         done = (time.time() - t_run > a.minutes * 60) or prog >= 1.0 or (a.max_steps and step >= a.max_steps)
         if world > 1:  # every rank stops at the same step (rank 0's clock decides)
             flag = torch.tensor([1.0 if done else 0.0], device=dev)
