@@ -33,6 +33,14 @@ def random_model(out: Path) -> Path:
     return out
 
 
+def status_lines() -> list[str]:
+    """The model card's status paragraph (the `>` lines at its top), so the demo says how well it reads."""
+    card = TRAINED / "README.md"
+    if not card.exists():
+        return ["(no model card)"]
+    return [ln[1:].strip().replace("**", "") for ln in card.read_text().splitlines() if ln.startswith(">")]
+
+
 def example_page() -> Path:
     if PAGE.exists():
         return PAGE
@@ -58,7 +66,9 @@ def main() -> int:
     trained = (TRAINED / "config.json").exists()
     if trained:
         model_dir = TRAINED
-        say(f"model: the trained small DeepSeek-OCR v1 bundled in {TRAINED.relative_to(ROOT)} (see its model card, README.md)")
+        say(f"model: the small DeepSeek-OCR v1 trained by the project, bundled in {TRAINED.relative_to(ROOT)}")
+        for line in status_lines():
+            say(f"       {line}")
     else:
         say("model: no trained model is bundled yet, so this demo builds a tiny DeepSeek-OCR v1 with RANDOM")
         say("       weights (transformers UnlimitedOcr). It runs the whole pipeline, but its text is noise.")
@@ -79,6 +89,10 @@ def main() -> int:
              "--mode", "gundam", "-n", "256" if not trained else "2048", "-t", "2"])
     if not trained:
         say("(random weights: the text above is noise; it shows the pipeline, not recognition)")
+    elif page.with_suffix(".md").exists():
+        say(f"what the page says ({page.with_suffix('.md').relative_to(ROOT)}), to compare with the output above:")
+        for line in page.with_suffix(".md").read_text().splitlines():
+            say(f"  | {line}")
     # exit status 3 = the page hit -n without EOS: expected of random weights
     return 0 if r.returncode in (0, 3) and not (trained and r.returncode == 3) else r.returncode
 

@@ -308,13 +308,16 @@ def main():
             probe.load_state_dict(state["probe"], strict=False)
             opt.load_state_dict(state["opt"])
         step, trained_s, salt = state["step"], state["trained_s"], state["salt"] + 1
-    elif a.init and (Path(a.init) / "trainer.json").exists():
-        # weights only (the bundle): continue the schedule, re-warm the fresh optimizer moments briefly
-        t = json.loads((Path(a.init) / "trainer.json").read_text())
-        step, trained_s, salt = t["step"], t["trained_s"], t["salt"] + 1
-        warm, step0 = 50, step
     elif a.init:
-        warm = 100  # trained weights, fresh schedule
+        if (Path(a.init) / "probe_heads.pt").exists():  # the training-only heads of the run that made the bundle
+            probe.load_state_dict(torch.load(Path(a.init) / "probe_heads.pt", map_location=dev), strict=False)
+        if (Path(a.init) / "trainer.json").exists():
+            # weights only (the bundle): continue the schedule, re-warm the fresh optimizer moments briefly
+            t = json.loads((Path(a.init) / "trainer.json").read_text())
+            step, trained_s, salt = t["step"], t["trained_s"], t["salt"] + 1
+            warm, step0 = 50, step
+        else:
+            warm = 100  # trained weights, fresh schedule
     log(event="start", params=nparam, step=step, trained_s=round(trained_s, 1), device=dev,
         gpu=torch.cuda.get_device_name() if dev != "cpu" else None, world=world, size=size)
 
@@ -420,6 +423,7 @@ def main():
     if a.bundle and rank == 0:
         save_bundle(model, a.tok, a.bundle, copy_tokenizer=not a.no_tok_copy)
         (Path(a.bundle) / "trainer.json").write_text(json.dumps({"step": step, "trained_s": trained_s, "salt": salt}))
+        torch.save(probe.state_dict(), Path(a.bundle) / "probe_heads.pt")  # training-only: never in examples/model
         log(event="bundled", dir=a.bundle)
     if a.final_eval_pages:
         from evaluate import evaluate
