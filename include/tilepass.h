@@ -217,6 +217,15 @@ tp_status tp_tensor_get_f32(const tp_tensor *t, float *dst, int64_t n);
  * b3 % a3 == 0 (a is broadcast). Result [M, N, b2, b3] = b · aᵀ per (b2, b3). */
 tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b);
 
+/* Activation applied by tp_linear after the bias. */
+typedef enum tp_act { TP_ACT_NONE = 0, TP_ACT_GELU = 1, TP_ACT_QUICK_GELU = 2 } tp_act;
+
+/* act(tp_mul_mat(a, b) + bias): bias F32 [M] (NULL: none) added to every output row, then act element-wise
+ * (TP_ACT_GELU = tp_gelu, TP_ACT_QUICK_GELU = tp_quick_gelu). The same numbers as those three ops; one op so
+ * that the int8 GEMM applies bias and activation to each output tile while it is in cache, instead of two
+ * more passes over the whole result. */
+tp_tensor *tp_linear(tp_context *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *bias, tp_act act);
+
 /* Mixture-of-experts matmul. experts: [K, M, E] weights (any tp_mul_mat weight type); x: [K, n_x, T]
  * F32 with n_x = 1 (one activation per token, broadcast over the slots) or n_x = n_used; ids: I32
  * [n_used, T] expert indices in 0..E-1. Result [M, n_used, T]: result[:, s, t] = experts[:, :, ids[s, t]] ·

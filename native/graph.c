@@ -323,8 +323,11 @@ static void print_profile(const tp_graph *g) {
                 per_op[best], 100.0 * per_op[best] / (total > 0 ? total : 1));
         count[best] = 0;
     }
-    /* the ten slowest nodes, with their shapes */
-    for (int k = 0; k < 10 && k < g->n_nodes; k++) {
+    /* the slowest nodes with their shapes: TILEPASS_PROFILE=N lists N of them (default, or not a number: 10) */
+    const char *env = getenv("TILEPASS_PROFILE");
+    long top = env ? strtol(env, NULL, 10) : 0;
+    if (top <= 0) top = 10;
+    for (int k = 0; k < top && k < g->n_nodes; k++) {
         int best = -1;
         for (int n = 0; n < g->n_nodes; n++)
             if (g->node_ms[n] >= 0.0 && (best < 0 || g->node_ms[n] > g->node_ms[best])) best = n;

@@ -120,9 +120,22 @@ void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst) { unary_ker
 #define TP_ACT_MADD(a, b, c) ((a) * (b) + (c))
 #include "tp_act_rows.h"
 
-enum { ACT_GELU, ACT_QUICK_GELU, ACT_SILU };
+void tp_act_row(tp_act_row_kind act, float *y, int64_t n, tp_cpu_path path) {
+    const float k = act == TP_ACT_ROW_SILU ? 1.0f : 1.702f; /* x·σ(k·x) */
+    if (path == TP_CPU_AVX512) {
+        if (act == TP_ACT_ROW_GELU) tp_act_gelu_row_avx512(y, n);
+        else tp_act_sigmoid_mul_row_avx512(y, n, k);
+    } else if (path == TP_CPU_AVX2) {
+        if (act == TP_ACT_ROW_GELU) tp_act_gelu_row_avx2(y, n);
+        else tp_act_sigmoid_mul_row_avx2(y, n, k);
+    } else if (act == TP_ACT_ROW_GELU) {
+        tp_act_gelu_row(y, n);
+    } else {
+        tp_act_sigmoid_mul_row(y, n, k);
+    }
+}
 
-static void act_kernel(const tp_compute_params *p, tp_tensor *dst, int act) {
+static void act_kernel(const tp_compute_params *p, tp_tensor *dst, tp_act_row_kind act) {
     const tp_tensor *a = dst->src[0];
     int64_t ne0 = a->ne[0], ne1 = a->ne[1], ne2 = a->ne[2];
     int64_t rows = ne1 * ne2 * a->ne[3];
@@ -134,21 +147,10 @@ static void act_kernel(const tp_compute_params *p, tp_tensor *dst, int act) {
         float *out = (float *)dst->data + r * ne0;
         if (a->nb[0] == sizeof(float)) memcpy(out, ra, (size_t)ne0 * sizeof(float));
         else for (int64_t i = 0; i < ne0; i++) out[i] = *(const float *)(ra + i * a->nb[0]);
-        float k = act == ACT_SILU ? 1.0f : 1.702f;
-        if (p->path == TP_CPU_AVX512) {
-            if (act == ACT_GELU) tp_act_gelu_row_avx512(out, ne0);
-            else tp_act_sigmoid_mul_row_avx512(out, ne0, k);
-        } else if (p->path == TP_CPU_AVX2) {
-            if (act == ACT_GELU) tp_act_gelu_row_avx2(out, ne0);
-            else tp_act_sigmoid_mul_row_avx2(out, ne0, k);
-        } else if (act == ACT_GELU) {
-            tp_act_gelu_row(out, ne0);
-        } else {
-            tp_act_sigmoid_mul_row(out, ne0, k);
-        }
+        tp_act_row(act, out, ne0, p->path);
     }
 }
 
-void tp_kernel_gelu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, ACT_GELU); }
-void tp_kernel_quick_gelu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, ACT_QUICK_GELU); }
-void tp_kernel_silu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, ACT_SILU); }
+void tp_kernel_gelu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_GELU); }
+void tp_kernel_quick_gelu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_QUICK_GELU); }
+void tp_kernel_silu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_SILU); }

@@ -36,11 +36,15 @@ typedef struct {
 
 #define MM_ROW_CHUNK 64 /* weight rows per work unit on the dot-product paths */
 #define MM_GEMM_MIN_N 8 /* fewer tokens than this: dot products (bandwidth-bound decode) */
+#define MM_GEMM_MIN_M 16 /* fewer weight rows than this: dot products. SAM's windowed rel-pos products are
+                          * 4,200 GEMMs of 14 × 14 × 64, where packing each costs more than the products */
 #define MM_AMX_MIN_N 32 /* TP_PRECISION_BF16: BF16 products (AMX or vdpbf16ps) from this many tokens */
 #define MM_QGEMM_MIN_N 6 /* quantised weights: the int8 GEMM from this many tokens */
 #define MM_QGEMM_ROWS (2 * TP_QG_ROWS) /* weight rows per int8 GEMM work unit (packed per thread) */
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+enum { MM_ACT = 0 }; /* op_params: tp_linear's activation (TP_ACT_NONE for tp_mul_mat); src[2]: its bias */
 
 /* token rows and batches a GEMM runs over: with merged batches, all of them in one */
 static inline int64_t mm_rows(const mm_plan *pl) { return pl->merged ? pl->N * pl->nbatch : pl->N; }
@@ -49,6 +53,7 @@ static inline int64_t mm_batches(const mm_plan *pl) { return pl->merged ? 1 : pl
 static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, bool amx_ok, mm_plan *pl) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
     const bool bf16_prec = precision == TP_PRECISION_BF16 && path == TP_CPU_AVX512 && b->ne[1] >= MM_AMX_MIN_N &&
+                           a->ne[1] >= MM_GEMM_MIN_M &&
                            (a->type == TP_TYPE_F32 || a->type == TP_TYPE_F16 || a->type == TP_TYPE_BF16);
     memset(pl, 0, sizeof *pl);
     pl->path = path;
@@ -79,7 +84,7 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
         pl->Np = (mm_rows(pl) + TP_AMX_NB - 1) / TP_AMX_NB * TP_AMX_NB;
         per_batch = (size_t)pl->Np * (size_t)pl->Kp * sizeof(uint16_t);
         thread = tp_amx_thread_bytes(pl->K, pl->Kp);
-    } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N) {
+    } else if (path != TP_CPU_SCALAR && pl->N >= MM_GEMM_MIN_N && pl->M >= MM_GEMM_MIN_M) {
         pl->merged = one_weight;
         pl->npanels = (mm_rows(pl) + TP_MM_NR - 1) / TP_MM_NR;
         if ((a->type == TP_TYPE_BF16 || bf16_prec) && path == TP_CPU_AVX512 && tp_cpu_has_avx512_bf16()) {
@@ -159,7 +164,38 @@ tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b) {
     }
     int64_t ne[4] = {a->ne[1], b->ne[1], b->ne[2], b->ne[3]};
     int nd = TP_MAX(2, TP_MAX(a->n_dims, b->n_dims));
-    return tp_new_op_tensor(ctx, TP_TYPE_F32, nd, ne, TP_OP_MUL_MAT, a, b, NULL);
+    tp_tensor *y = tp_new_op_tensor(ctx, TP_TYPE_F32, nd, ne, TP_OP_MUL_MAT, a, b, NULL);
+    if (y) y->op_params[MM_ACT] = TP_ACT_NONE;
+    return y;
+}
+
+tp_tensor *tp_linear(tp_context *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *bias, tp_act act) {
+    if (bias && !TP_CHECK_INPUTS(ctx, "tp_linear", bias)) return NULL;
+    if ((int)act < TP_ACT_NONE || (int)act > TP_ACT_QUICK_GELU) {
+        tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_linear: unknown activation %d", (int)act);
+        return NULL;
+    }
+    tp_tensor *y = tp_mul_mat(ctx, a, b);
+    if (!y) return NULL;
+    if (bias) {
+        char sb[96];
+        if (bias->type != TP_TYPE_F32 || bias->ne[0] != y->ne[0] || tp_nelements(bias) != y->ne[0] ||
+            bias->nb[0] != sizeof(float)) {
+            tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_linear: bias must be F32 [%lld] with unit stride (got %s %s)",
+                             (long long)y->ne[0], tp_type_name(bias->type), tp_shape_str(bias, sb, sizeof sb));
+            return NULL;
+        }
+    }
+    y->src[2] = bias;
+    y->op_params[MM_ACT] = (int32_t)act;
+    return y;
+}
+
+void tp_mm_epilogue_row(const tp_mm_epilogue *ep, float *out, int64_t m0, int64_t n) {
+    if (ep->bias)
+        for (int64_t i = 0; i < n; i++) out[i] = out[i] + ep->bias[m0 + i]; /* as tp_add */
+    if (ep->act == TP_ACT_GELU) tp_act_row(TP_ACT_ROW_GELU, out, n, ep->path); /* as tp_gelu */
+    else if (ep->act == TP_ACT_QUICK_GELU) tp_act_row(TP_ACT_ROW_QUICK_GELU, out, n, ep->path);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -469,7 +505,8 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
 
 /* Quantised weights × many tokens on the int8 GEMM: units of MM_QGEMM_ROWS weight rows, each packed
  * once into the thread's scratch and multiplied with every token of the batch. */
-static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act, char *scratch) {
+static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act, char *scratch,
+                     const tp_mm_epilogue *ep) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
     const int64_t M = pl->M, N = pl->N, K = pl->K;
     const int64_t units = (M + MM_QGEMM_ROWS - 1) / MM_QGEMM_ROWS;
@@ -490,7 +527,7 @@ static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *d
         const char *abase = act + (size_t)bi * pl->batch_bytes;
         float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M + m0;
         tp_qgemm_avx512(panels, nrows, K, (const tp_block_q8a *)abase, (const float *)(abase + pl->xs_off), N, cbase,
-                        M, NULL);
+                        M, NULL, ep, m0);
     }
 }
 
@@ -541,8 +578,20 @@ void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
         mm_convert_acts(p, &pl, dst->src[1], act, (float *)scratch);
         tp_barrier(p->pool);
     }
+    const tp_mm_epilogue epilogue = {dst->src[2] ? (const float *)dst->src[2]->data : NULL, dst->op_params[MM_ACT],
+                                     p->path};
+    const bool has_epilogue = epilogue.bias || epilogue.act != TP_ACT_NONE;
     if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) mm_gemm_packed(p, &pl, dst, act, scratch);
     else if (pl.act == ACT_BF16_AMX) mm_gemm_amx(p, &pl, dst, act, scratch);
-    else if (pl.qgemm) mm_qgemm(p, &pl, dst, act, scratch);
-    else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
+    else if (pl.qgemm) {
+        mm_qgemm(p, &pl, dst, act, scratch, has_epilogue ? &epilogue : NULL);
+        return; /* the epilogue ran on each stored tile */
+    } else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
+    if (!has_epilogue) return;
+    /* the other paths: one more pass over the result, each thread over whole rows once all are written */
+    tp_barrier(p->pool);
+    const int64_t M = dst->ne[0], rows = tp_nelements(dst) / M;
+    int64_t r0, r1;
+    tp_split_range(rows, p->ith, p->nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) tp_mm_epilogue_row(&epilogue, (float *)dst->data + r * M, 0, M);
 }

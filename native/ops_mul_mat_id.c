@@ -218,7 +218,7 @@ void tp_kernel_mul_mat_id(const tp_compute_params *p, tp_tensor *dst) {
                                      panels + (size_t)(r / TP_QG_ROWS) * pbytes, panels + 2 * pbytes);
             tp_qgemm_avx512(panels, nrows, K, (const tp_block_q8a *)(act + (size_t)offs[e] * pl.act_row),
                             (const float *)(ws + pl.off_xs) + offs[e] * (K / TP_QK), offs[e + 1] - offs[e],
-                            (float *)dst->data + m0, M, pairs + offs[e]);
+                            (float *)dst->data + m0, M, pairs + offs[e], NULL, 0);
             continue;
         }
         if (pl.quant && p->path == TP_CPU_AVX512) {

@@ -745,7 +745,8 @@ size_t tp_qgemm_pack_tmp_bytes(int64_t k) {
 
 static inline __attribute__((always_inline)) void qg_kernel(const uint8_t *panel, int64_t nb, const tp_block_q8a *x,
                                                             int64_t ldx, const float *xs, const int nt,
-                                                            float *const *out, __mmask16 k0, __mmask16 k1) {
+                                                            float *const *out, __mmask16 k0, __mmask16 k1,
+                                                            const tp_mm_epilogue *ep, int64_t m0, int rr) {
     __m512 f[4][2];
     for (int t = 0; t < nt; t++) f[t][0] = f[t][1] = _mm512_setzero_ps();
     for (int64_t j = 0; j < nb; j++) {
@@ -779,11 +780,13 @@ static inline __attribute__((always_inline)) void qg_kernel(const uint8_t *panel
     for (int t = 0; t < nt; t++) {
         _mm512_mask_storeu_ps(out[t], k0, f[t][0]);
         _mm512_mask_storeu_ps(out[t] + 16, k1, f[t][1]);
+        if (ep) tp_mm_epilogue_row(ep, out[t], m0, rr); /* the 32 outputs are in L1 */
     }
 }
 
 void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x, const float *xs,
-                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx) {
+                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx, const tp_mm_epilogue *ep,
+                     int64_t m0) {
     const int64_t nb = k / TP_QK;
     const size_t pbytes = tp_qgemm_panel_bytes(k);
     for (int64_t n0 = 0; n0 < ntok; n0 += 4) {
@@ -798,10 +801,10 @@ void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_b
             const int rr = (int)TP_MIN(TP_QG_ROWS, nrows - r0);
             const __mmask16 k0 = mask16(rr), k1 = mask16(rr - 16);
             switch (nt) {
-            case 4: qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1); break;
-            case 3: qg_kernel(pn, nb, xt, nb, xst, 3, o, k0, k1); break;
-            case 2: qg_kernel(pn, nb, xt, nb, xst, 2, o, k0, k1); break;
-            default: qg_kernel(pn, nb, xt, nb, xst, 1, o, k0, k1); break;
+            case 4: qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1, ep, m0 + r0, rr); break;
+            case 3: qg_kernel(pn, nb, xt, nb, xst, 3, o, k0, k1, ep, m0 + r0, rr); break;
+            case 2: qg_kernel(pn, nb, xt, nb, xst, 2, o, k0, k1, ep, m0 + r0, rr); break;
+            default: qg_kernel(pn, nb, xt, nb, xst, 1, o, k0, k1, ep, m0 + r0, rr); break;
             }
         }
     }

@@ -86,14 +86,26 @@ void tp_quantize_row_q8a_avx2(const float *x, tp_block_q8a *y, int64_t n);
  *                           missing rows zero); tmp: tp_qgemm_pack_tmp_bytes(k) bytes;
  *   tp_qgemm_avx512:        nrows rows of consecutive panels × ntok tokens: x [ntok][k/32] blocks,
  *                           xs [ntok][k/32] = d·(s[0] + s[1]) per block; token n's results go to
- *                           out + (out_idx ? out_idx[n] : n)·ldo, rows contiguous. */
+ *                           out + (out_idx ? out_idx[n] : n)·ldo, rows contiguous; ep (NULL: none) is
+ *                           applied to each stored segment, these rows being m0.. of the weights. */
 #define TP_QG_ROWS 32
+
+/* tp_linear's epilogue: out[i] = act(out[i] + bias[m0 + i]) over n outputs of one token row (bias NULL:
+ * none; act a tp_act). The kernels that fuse it call tp_mm_epilogue_row on each stored row segment. */
+typedef struct tp_mm_epilogue {
+    const float *bias;
+    int act;
+    tp_cpu_path path;
+} tp_mm_epilogue;
+void tp_mm_epilogue_row(const tp_mm_epilogue *ep, float *out, int64_t m0, int64_t n);
+
 bool tp_qgemm_type_ok(tp_type type);
 size_t tp_qgemm_panel_bytes(int64_t k);
 size_t tp_qgemm_pack_tmp_bytes(int64_t k);
 void tp_qgemm_pack_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, int64_t k, uint8_t *panel,
                           void *tmp);
 void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x, const float *xs,
-                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx);
+                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx, const tp_mm_epilogue *ep,
+                     int64_t m0);
 
 #endif
