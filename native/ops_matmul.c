@@ -69,12 +69,13 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
     const bool one_weight = a->ne[2] * a->ne[3] == 1 && pl->nbatch > 1;
     if (tp_is_quantized(a->type)) {
         pl->act = ACT_Q8A;
-        per_batch = (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(tp_block_q8a);
         thread = (size_t)pl->K * sizeof(float); /* a gathered strided activation row */
         pl->qgemm = pl->vnni && pl->N >= MM_QGEMM_MIN_N && tp_qgemm_type_ok(a->type);
+        pl->merged = pl->qgemm && one_weight; /* each panel packed once for all windows, not once per window */
+        per_batch = (size_t)mm_rows(pl) * (size_t)(pl->K / TP_QK) * sizeof(tp_block_q8a);
         if (pl->qgemm) {
             pl->xs_off = align64(per_batch);
-            per_batch = pl->xs_off + (size_t)pl->N * (size_t)(pl->K / TP_QK) * sizeof(float);
+            per_batch = pl->xs_off + (size_t)mm_rows(pl) * (size_t)(pl->K / TP_QK) * sizeof(float);
             thread = TP_MAX(thread, 2 * tp_qgemm_panel_bytes(pl->K) + tp_qgemm_pack_tmp_bytes(pl->K));
         }
     } else if (bf16_prec && amx_ok && pl->N >= MM_AMX_MIN_N) {
@@ -226,17 +227,19 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / N, n = u % N;
             const float *src = b_row(b, n, bi, tmp);
-            char *base = act + (size_t)bi * pl->batch_bytes;
+            /* merged: all batches are one run of token rows in batch 0's area */
+            char *base = act + (pl->merged ? 0 : (size_t)bi * pl->batch_bytes);
+            const int64_t slot = pl->merged ? u : n;
             if (pl->act == ACT_F32_ROWS) {
                 float *d = (float *)base + n * K;
                 if (src != d) memcpy(d, src, (size_t)K * sizeof(float));
             } else {
-                tp_block_q8a *d = (tp_block_q8a *)base + n * (K / TP_QK);
+                tp_block_q8a *d = (tp_block_q8a *)base + slot * (K / TP_QK);
                 if (pl->path == TP_CPU_AVX512) tp_quantize_row_q8a_avx512(src, d, K);
                 else if (pl->path == TP_CPU_AVX2) tp_quantize_row_q8a_avx2(src, d, K);
                 else tp_quantize_row_q8a(src, d, K);
                 if (pl->qgemm) {
-                    float *xs = (float *)(base + pl->xs_off) + n * (K / TP_QK);
+                    float *xs = (float *)(base + pl->xs_off) + slot * (K / TP_QK);
                     for (int64_t j = 0; j < K / TP_QK; j++) xs[j] = d[j].d * (float)(d[j].s[0] + d[j].s[1]);
                 }
             }
@@ -508,14 +511,14 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
 static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act, char *scratch,
                      const tp_mm_epilogue *ep) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
-    const int64_t M = pl->M, N = pl->N, K = pl->K;
+    const int64_t M = pl->M, N = mm_rows(pl), K = pl->K;
     const int64_t units = (M + MM_QGEMM_ROWS - 1) / MM_QGEMM_ROWS;
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
     const size_t pbytes = tp_qgemm_panel_bytes(K);
     uint8_t *panels = (uint8_t *)scratch;
     void *tmp = scratch + 2 * pbytes;
     int64_t u0, u1;
-    tp_split_range(pl->nbatch * units, p->ith, p->nth, &u0, &u1);
+    tp_split_range(mm_batches(pl) * units, p->ith, p->nth, &u0, &u1);
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bi = u / units, m0 = (u % units) * MM_QGEMM_ROWS;
         const int64_t nrows = TP_MIN(MM_QGEMM_ROWS, M - m0);
