@@ -375,7 +375,7 @@ static void pack_a_avx512(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t 
 }
 
 static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_tensor *dst, const char *act,
-                           char *scratch) {
+                           char *scratch, const tp_mm_epilogue *ep) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
     const int64_t M = pl->M, K = pl->K;
     const int64_t N = mm_rows(pl), nbatch = mm_batches(pl);
@@ -427,6 +427,8 @@ static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_ten
                             else
                                 tp_mm_kernel_f32_avx2(kc, Ap, Bp, C, M, mr, nr, k0 > 0);
                         }
+                        if (ep && k0 + kc >= K) /* the tile is complete and still in L1 */
+                            for (int t = 0; t < nr; t++) tp_mm_epilogue_row(ep, C + (size_t)t * (size_t)M, m0 + mp, mr);
                     }
                 }
             }
@@ -584,12 +586,18 @@ void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
     const tp_mm_epilogue epilogue = {dst->src[2] ? (const float *)dst->src[2]->data : NULL, dst->op_params[MM_ACT],
                                      p->path};
     const bool has_epilogue = epilogue.bias || epilogue.act != TP_ACT_NONE;
-    if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) mm_gemm_packed(p, &pl, dst, act, scratch);
-    else if (pl.act == ACT_BF16_AMX) mm_gemm_amx(p, &pl, dst, act, scratch);
-    else if (pl.qgemm) {
-        mm_qgemm(p, &pl, dst, act, scratch, has_epilogue ? &epilogue : NULL);
-        return; /* the epilogue ran on each stored tile */
-    } else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
+    const tp_mm_epilogue *ep = has_epilogue ? &epilogue : NULL;
+    if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) {
+        mm_gemm_packed(p, &pl, dst, act, scratch, ep);
+        return; /* these two ran the epilogue on each finished output tile */
+    } else if (pl.qgemm) {
+        mm_qgemm(p, &pl, dst, act, scratch, ep);
+        return;
+    } else if (pl.act == ACT_BF16_AMX) {
+        mm_gemm_amx(p, &pl, dst, act, scratch);
+    } else {
+        mm_dot_rows(p, &pl, dst, act, (float *)scratch);
+    }
     if (!has_epilogue) return;
     /* the other paths: one more pass over the result, each thread over whole rows once all are written */
     tp_barrier(p->pool);
