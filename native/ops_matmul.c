@@ -1,4 +1,4 @@
-/* ops_matmul.c - tp_mul_mat: the constructor, scratch planning and the portable driver.
+/* ops_matmul.c - tp_mul_mat and tp_linear: the constructors, scratch planning and the portable driver.
  *
  * One op runs in two phases on all threads:
  *   1. the activations b (any strides) are converted once into the scratch area: F32 rows, F32 or
@@ -12,7 +12,10 @@
  * Precision: BF16 weights on the AVX512-BF16 GEMM always round the activations to BF16 (as ggml does).
  * Under TP_PRECISION_BF16 with N >= MM_AMX_MIN_N, F32/F16 weights do too: on the AMX tile GEMM, else on
  * the AVX512-BF16 vdpbf16ps GEMM; without either (or with fewer tokens), the F32 paths run.
- * Threads own disjoint output tiles whose rows start on 16-float (64-byte) boundaries. */
+ * Threads own disjoint output tiles whose rows start on 16-float (64-byte) boundaries.
+ * tp_linear is the same op with an epilogue (bias, then gelu / quick_gelu): the int8 GEMM and the packed
+ * float GEMM apply it to each output tile once its last k-block is stored (still in L1); the dot-product
+ * and AMX paths in one pass over their rows after a barrier. */
 #include "tp_kernels.h"
 #include "tp_matmul.h"
 
