@@ -117,11 +117,52 @@ static void test_small_graph(void) {
     tp_context_free(ctx);
 }
 
+/* tp_linear from C: gelu(x·wᵀ + b) against the formula with libm's erf */
+static void test_linear(void) {
+    tp_context *ctx = NULL;
+    tp_threadpool *pool = NULL;
+    tp_threadpool_params tpp = tp_threadpool_default_params();
+    tpp.n_threads = 2;
+    CHECK(tp_context_create(NULL, &ctx, NULL) == TP_OK, "context");
+    CHECK(tp_threadpool_create(&tpp, &pool, NULL) == TP_OK, "pool of 2");
+    enum { K = 4, M = 3, N = 2 };
+    float w[M * K], x[N * K], b[M] = {0.5f, -1.0f, 0.25f};
+    for (int i = 0; i < M * K; i++) w[i] = 0.1f * (float)(i % 7) - 0.3f;
+    for (int i = 0; i < N * K; i++) x[i] = 0.2f * (float)i - 0.5f;
+    int64_t ne_w[2] = {K, M}, ne_x[2] = {K, N}, ne_b[1] = {M};
+    tp_tensor *tw = tp_new_tensor(ctx, TP_TYPE_F32, 2, ne_w), *tx = tp_new_tensor(ctx, TP_TYPE_F32, 2, ne_x);
+    tp_tensor *tb = tp_new_tensor(ctx, TP_TYPE_F32, 1, ne_b);
+    tp_tensor_set_f32(tw, w, M * K);
+    tp_tensor_set_f32(tx, x, N * K);
+    tp_tensor_set_f32(tb, b, M);
+    CHECK(tp_linear(NULL, tw, tx, tb, TP_ACT_GELU) == NULL, "NULL context");
+    CHECK(tp_linear(ctx, tw, tx, tw, TP_ACT_GELU) == NULL && tp_context_status(ctx) == TP_ERR_SHAPE,
+          "a bias of the wrong shape is refused");
+    tp_context_clear_error(ctx);
+    tp_tensor *y = tp_linear(ctx, tw, tx, tb, TP_ACT_GELU);
+    tp_graph *g = tp_graph_new(ctx);
+    CHECK(y != NULL && tp_graph_add_output(g, y) == TP_OK && tp_graph_compute(g, pool) == TP_OK, "compute");
+    float out[N * M];
+    CHECK(tp_tensor_get_f32(y, out, N * M) == TP_OK, "read");
+    int bad = 0;
+    for (int n = 0; n < N; n++)
+        for (int m = 0; m < M; m++) {
+            double h = b[m];
+            for (int k = 0; k < K; k++) h += (double)x[n * K + k] * w[m * K + k];
+            double want = 0.5 * h * (1.0 + erf(h / sqrt(2.0)));
+            if (fabs(out[n * M + m] - want) > 1e-5 * (1.0 + fabs(want))) bad++;
+        }
+    CHECK(bad == 0, "gelu(x·wᵀ + b) is right");
+    tp_threadpool_free(pool);
+    tp_context_free(ctx);
+}
+
 int main(void) {
     test_version();
     test_null_handles();
     test_misuse_in_context();
     test_small_graph();
+    test_linear();
     printf("test_api: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 ? 0 : 1;
 }
