@@ -58,22 +58,50 @@ static void dec_pv_any(const float *Pt, int ldp, const void *V, bool f16, size_t
         }
 }
 
-/* the scalar forms with the vector kernels' signatures */
-static void dec_qk_scalar(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                          int nc, int H, int nq, int D) {
-    dec_qk_any(K, false, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+/* How a chunk of cache rows is read: F32 or F16 values, or Q8_0 blocks in place (the fused AVX-512 kernels;
+ * on other paths a Q8_0 chunk is first dequantised and then read as F32). */
+typedef enum { KV_F32, KV_F16, KV_Q8 } kv_kind;
+
+/* St[c][h] over one chunk (the contract of dec_qk_any) on the path's kernel for the rows' kind */
+static void dec_qk(tp_cpu_path path, kv_kind kind, const void *K, size_t ldk, size_t ldh, int group, const float *Q,
+                   float *St, int lds, int nc, int H, int nq, int D) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (path >= TP_CPU_AVX512) {
+        if (kind == KV_Q8) tp_attn_dec_qk_q8_avx512(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+        else if (kind == KV_F16) tp_attn_dec_qk_f16_avx512(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+        else tp_attn_dec_qk_avx512(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+        return;
+    }
+    if (path == TP_CPU_AVX2) {
+        if (kind == KV_F16) tp_attn_dec_qk_f16_avx2(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+        else tp_attn_dec_qk_avx2(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+        return;
+    }
+#else
+    TP_UNUSED(path);
+#endif
+    dec_qk_any(K, kind == KV_F16, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
 }
-static void dec_pv_scalar(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                          int nc, int H, int Dv) {
-    dec_pv_any(Pt, ldp, V, false, ldv, ldh, group, O, nc, H, Dv);
-}
-static void dec_qk_f16_scalar(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                              int nc, int H, int nq, int D) {
-    dec_qk_any(K, true, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
-}
-static void dec_pv_f16_scalar(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
-                              int nc, int H, int Dv) {
-    dec_pv_any(Pt, ldp, V, true, ldv, ldh, group, O, nc, H, Dv);
+
+/* O[h][e] += over one chunk (the contract of dec_pv_any) on the path's kernel for the rows' kind */
+static void dec_pv(tp_cpu_path path, kv_kind kind, const float *Pt, int ldp, const void *V, size_t ldv, size_t ldh,
+                   int group, float *O, int nc, int H, int Dv) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (path >= TP_CPU_AVX512) {
+        if (kind == KV_Q8) tp_attn_dec_pv_q8_avx512(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
+        else if (kind == KV_F16) tp_attn_dec_pv_f16_avx512(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
+        else tp_attn_dec_pv_avx512(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
+        return;
+    }
+    if (path == TP_CPU_AVX2) {
+        if (kind == KV_F16) tp_attn_dec_pv_f16_avx2(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
+        else tp_attn_dec_pv_avx2(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
+        return;
+    }
+#else
+    TP_UNUSED(path);
+#endif
+    dec_pv_any(Pt, ldp, V, kind == KV_F16, ldv, ldh, group, O, nc, H, Dv);
 }
 
 bool att_decode_ok(const tp_tensor *dst, const att_dims *d, bool extras) {
@@ -98,20 +126,6 @@ void att_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims
     const int D = (int)dims->D, Dv = (int)dims->Dv;
     const int H = (int)q->ne[2], nq = (int)round16(H), group = (int)(q->ne[2] / k->ne[2]);
     const int64_t Nk = k->ne[1];
-    void (*qk)(const float *, size_t, size_t, int, const float *, float *, int, int, int, int, int) = dec_qk_scalar;
-    void (*pv)(const float *, int, const float *, size_t, size_t, int, float *, int, int, int) = dec_pv_scalar;
-    void (*qk16)(const uint16_t *, size_t, size_t, int, const float *, float *, int, int, int, int, int) =
-        dec_qk_f16_scalar;
-    void (*pv16)(const float *, int, const uint16_t *, size_t, size_t, int, float *, int, int, int) = dec_pv_f16_scalar;
-#if defined(__x86_64__) || defined(__i386__)
-    if (p->path >= TP_CPU_AVX512) {
-        qk = tp_attn_dec_qk_avx512, pv = tp_attn_dec_pv_avx512;
-        qk16 = tp_attn_dec_qk_f16_avx512, pv16 = tp_attn_dec_pv_f16_avx512;
-    } else if (p->path == TP_CPU_AVX2) {
-        qk = tp_attn_dec_qk_avx2, pv = tp_attn_dec_pv_avx2;
-        qk16 = tp_attn_dec_qk_f16_avx2, pv16 = tp_attn_dec_pv_f16_avx2;
-    }
-#endif
     att_scratch sc = att_carve(p->wdata, p->ith, dims);
     for (int h = 0; h < H; h++) {
         const char *qr = tp_row_ptr(q, 0, h, 0);
@@ -128,6 +142,8 @@ void att_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims
     const bool q8_fused = false;
 #endif
     const bool kdq = dims->Kdec && !q8_fused, vdq = dims->Vdec && !q8_fused;
+    const kv_kind kkind = dims->Kdec ? (kdq ? KV_F32 : KV_Q8) : dims->k16 ? KV_F16 : KV_F32;
+    const kv_kind vkind = dims->Vdec ? (vdq ? KV_F32 : KV_Q8) : dims->v16 ? KV_F16 : KV_F32;
     const size_t esk = dims->k16 ? sizeof(uint16_t) : dims->Kdec ? 1 : sizeof(float);
     const size_t esv = dims->v16 ? sizeof(uint16_t) : dims->Vdec ? 1 : sizeof(float);
     const size_t ldk = kdq ? (size_t)Hkv * (size_t)D : k->nb[1] / esk, ldhk = kdq ? (size_t)D : k->nb[2] / esk;
@@ -142,13 +158,7 @@ void att_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims
             dequant_chunk(k, jb, nc, sc.Kp, p->path);
             kb = (const char *)sc.Kp;
         }
-#if defined(__x86_64__) || defined(__i386__)
-        if (dims->Kdec && q8_fused)
-            tp_attn_dec_qk_q8_avx512((const uint8_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
-        else
-#endif
-        if (dims->k16) qk16((const uint16_t *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
-        else qk((const float *)kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
+        dec_qk(p->path, kkind, kb, ldk, ldhk, group, sc.Qt, sc.St, ATT_QT, nc, H, nq, D);
         float mo[ATT_QT];
         memcpy(mo, sc.m, sizeof(float) * (size_t)H);
         fns->softmax(sc.St, ATT_QT, nc, nq, sc.m, sc.l, sc.Ot, ATT_QT, 0); /* Ot rescaled below, [H][Dv] here */
@@ -163,13 +173,7 @@ void att_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims
             dequant_chunk(v, jb, nc, sc.Vp, p->path);
             vb = (const char *)sc.Vp;
         }
-#if defined(__x86_64__) || defined(__i386__)
-        if (dims->Vdec && q8_fused)
-            tp_attn_dec_pv_q8_avx512(sc.St, ATT_QT, (const uint8_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
-        else
-#endif
-        if (dims->v16) pv16(sc.St, ATT_QT, (const uint16_t *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
-        else pv(sc.St, ATT_QT, (const float *)vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
+        dec_pv(p->path, vkind, sc.St, ATT_QT, vb, ldv, ldhv, group, sc.Ot, nc, H, Dv);
     }
     tp_barrier(p->pool);
     int64_t h0, h1;
