@@ -3,6 +3,7 @@
 #include "tp_internal.h"
 #include "tp_threadpool.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -21,6 +22,7 @@ struct tp_graph {
     void *work;          /* per-op scratch, sized for the thread count of the last compute */
     int work_threads;    /* that thread count (0: not sized yet) */
     bool profile; /* TILEPASS_PROFILE set at plan time: per-op times on stderr after compute */
+    int profile_top; /* and the slowest nodes listed: TILEPASS_PROFILE=N, default (or not a number) 10 */
     double *node_ms;
 
     tp_graph *next_in_ctx;
@@ -289,7 +291,10 @@ tp_status tp_graph_plan(tp_graph *g) {
     free(offset);
     free(keep);
     free(a.blocks);
-    g->profile = getenv("TILEPASS_PROFILE") != NULL;
+    const char *profile_env = getenv("TILEPASS_PROFILE");
+    g->profile = profile_env != NULL;
+    const long top = profile_env ? strtol(profile_env, NULL, 10) : 0;
+    g->profile_top = top > 0 && top < INT_MAX ? (int)top : 10;
     free(g->node_ms);
     g->node_ms = g->profile ? calloc((size_t)g->n_nodes, sizeof(double)) : NULL;
     g->profile = g->node_ms != NULL;
@@ -323,11 +328,8 @@ static void print_profile(const tp_graph *g) {
                 per_op[best], 100.0 * per_op[best] / (total > 0 ? total : 1));
         count[best] = 0;
     }
-    /* the slowest nodes with their shapes: TILEPASS_PROFILE=N lists N of them (default, or not a number: 10) */
-    const char *env = getenv("TILEPASS_PROFILE");
-    long top = env ? strtol(env, NULL, 10) : 0;
-    if (top <= 0) top = 10;
-    for (int k = 0; k < top && k < g->n_nodes; k++) {
+    /* the slowest nodes, with their shapes */
+    for (int k = 0; k < g->profile_top && k < g->n_nodes; k++) {
         int best = -1;
         for (int n = 0; n < g->n_nodes; n++)
             if (g->node_ms[n] >= 0.0 && (best < 0 || g->node_ms[n] > g->node_ms[best])) best = n;

@@ -47,7 +47,7 @@ typedef struct {
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-enum { MM_ACT = 0 }; /* op_params: tp_linear's activation (TP_ACT_NONE for tp_mul_mat); src[2]: its bias */
+enum { MM_ACT = 0 }; /* op_params: tp_linear's activation (0 = TP_ACT_NONE for tp_mul_mat); src[2]: its bias */
 
 /* token rows and batches a GEMM runs over: with merged batches, all of them in one */
 static inline int64_t mm_rows(const mm_plan *pl) { return pl->merged ? pl->N * pl->nbatch : pl->N; }
@@ -168,9 +168,7 @@ tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b) {
     }
     int64_t ne[4] = {a->ne[1], b->ne[1], b->ne[2], b->ne[3]};
     int nd = TP_MAX(2, TP_MAX(a->n_dims, b->n_dims));
-    tp_tensor *y = tp_new_op_tensor(ctx, TP_TYPE_F32, nd, ne, TP_OP_MUL_MAT, a, b, NULL);
-    if (y) y->op_params[MM_ACT] = TP_ACT_NONE;
-    return y;
+    return tp_new_op_tensor(ctx, TP_TYPE_F32, nd, ne, TP_OP_MUL_MAT, a, b, NULL);
 }
 
 tp_tensor *tp_linear(tp_context *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *bias, tp_act act) {
@@ -568,6 +566,15 @@ static void mm_gemm_amx(const tp_compute_params *p, const mm_plan *pl, tp_tensor
     }
 }
 
+/* tp_linear's epilogue over the whole result, each thread over whole rows once all are written */
+static void mm_epilogue_pass(const tp_compute_params *p, tp_tensor *dst, const tp_mm_epilogue *ep) {
+    tp_barrier(p->pool);
+    const int64_t M = dst->ne[0], rows = tp_nelements(dst) / M;
+    int64_t r0, r1;
+    tp_split_range(rows, p->ith, p->nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) tp_mm_epilogue_row(ep, (float *)dst->data + r * M, 0, M);
+}
+
 void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
     mm_plan pl;
     const bool amx = p->precision == TP_PRECISION_BF16 && p->path == TP_CPU_AVX512 && tp_cpu_amx_usable();
@@ -588,24 +595,15 @@ void tp_kernel_mul_mat(const tp_compute_params *p, tp_tensor *dst) {
     }
     const tp_mm_epilogue epilogue = {dst->src[2] ? (const float *)dst->src[2]->data : NULL, dst->op_params[MM_ACT],
                                      p->path};
-    const bool has_epilogue = epilogue.bias || epilogue.act != TP_ACT_NONE;
-    const tp_mm_epilogue *ep = has_epilogue ? &epilogue : NULL;
+    const tp_mm_epilogue *ep = epilogue.bias || epilogue.act != TP_ACT_NONE ? &epilogue : NULL;
+    /* the two GEMMs run the epilogue on each finished output tile; the AMX and dot-product paths in a pass after */
     if (pl.act == ACT_F32_PACKED || pl.act == ACT_BF16_PACKED) {
         mm_gemm_packed(p, &pl, dst, act, scratch, ep);
-        return; /* these two ran the epilogue on each finished output tile */
     } else if (pl.qgemm) {
         mm_qgemm(p, &pl, dst, act, scratch, ep);
-        return;
-    } else if (pl.act == ACT_BF16_AMX) {
-        mm_gemm_amx(p, &pl, dst, act, scratch);
     } else {
-        mm_dot_rows(p, &pl, dst, act, (float *)scratch);
+        if (pl.act == ACT_BF16_AMX) mm_gemm_amx(p, &pl, dst, act, scratch);
+        else mm_dot_rows(p, &pl, dst, act, (float *)scratch);
+        if (ep) mm_epilogue_pass(p, dst, ep);
     }
-    if (!has_epilogue) return;
-    /* the other paths: one more pass over the result, each thread over whole rows once all are written */
-    tp_barrier(p->pool);
-    const int64_t M = dst->ne[0], rows = tp_nelements(dst) / M;
-    int64_t r0, r1;
-    tp_split_range(rows, p->ith, p->nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) tp_mm_epilogue_row(&epilogue, (float *)dst->data + r * M, 0, M);
 }

@@ -65,8 +65,6 @@ void vision_build_clip(tp_context *ctx, const vision_hparams *hp, const vision_w
 
 /* Helpers shared by the builders (vision_sam.c). */
 tp_tensor *vision_linear(tp_context *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b);
-/* act(x·wᵀ + b) as one tp_linear op (bias and activation fused into the GEMM where it can) */
-tp_tensor *vision_linear_act(tp_context *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b, tp_act act);
 tp_tensor *vision_reshape2(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t ne1);
 tp_tensor *vision_reshape3(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t ne1, int64_t ne2);
 tp_tensor *vision_reshape4(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t ne1, int64_t ne2,

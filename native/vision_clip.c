@@ -67,7 +67,7 @@ void vision_build_clip(tp_context *ctx, const vision_hparams *hp, const vision_w
         o = vision_reshape2(ctx, o, F, n_tok);
         x = tp_add(ctx, x, vision_linear(ctx, o, l->out_w, l->out_b));
         h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, hp->clip_eps);
-        h = vision_linear(ctx, vision_linear_act(ctx, h, l->fc1_w, l->fc1_b, TP_ACT_QUICK_GELU), l->fc2_w, l->fc2_b);
+        h = vision_linear(ctx, tp_linear(ctx, l->fc1_w, h, l->fc1_b, TP_ACT_QUICK_GELU), l->fc2_w, l->fc2_b);
         x = tp_add(ctx, x, h);
     }
 

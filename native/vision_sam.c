@@ -9,16 +9,8 @@
 
 /* ---- small helpers shared with vision_clip.c / vision_encode.c ---- */
 
-tp_tensor *vision_linear_act(tp_context *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b, tp_act act) {
-    if (!b || (b->type == TP_TYPE_F32 && tp_nelements(b) == b->ne[0] && b->nb[0] == sizeof(float)))
-        return tp_linear(ctx, w, x, b, act);
-    /* a bias tp_linear does not take (another type): the separate ops */
-    tp_tensor *y = tp_add(ctx, tp_mul_mat(ctx, w, x), b);
-    return act == TP_ACT_GELU ? tp_gelu(ctx, y) : act == TP_ACT_QUICK_GELU ? tp_quick_gelu(ctx, y) : y;
-}
-
 tp_tensor *vision_linear(tp_context *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b) {
-    return vision_linear_act(ctx, x, w, b, TP_ACT_NONE);
+    return tp_linear(ctx, w, x, b, TP_ACT_NONE);
 }
 
 tp_tensor *vision_reshape2(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t ne1) {
@@ -207,7 +199,7 @@ void vision_build_sam(tp_context *ctx, const vision_hparams *hp, const vision_we
                                  : sam_windowed(ctx, hp, b, h, groups, n_groups);
         x = tp_add(ctx, x, a);
         h = tp_layer_norm(ctx, x, b->ln2_w, b->ln2_b, hp->sam_eps);
-        h = vision_linear(ctx, vision_linear_act(ctx, h, b->mlp1_w, b->mlp1_b, TP_ACT_GELU), b->mlp2_w, b->mlp2_b);
+        h = vision_linear(ctx, tp_linear(ctx, b->mlp1_w, h, b->mlp1_b, TP_ACT_GELU), b->mlp2_w, b->mlp2_b);
         x = tp_add(ctx, x, h);
     }
 
