@@ -83,13 +83,18 @@ static void test_misuse_in_context(void) {
     tp_context_free(ctx); /* frees g too */
 }
 
+/* a fresh context and a pool of 2 threads */
+static void context_and_pool(tp_context **ctx, tp_threadpool **pool) {
+    tp_threadpool_params tpp = tp_threadpool_default_params();
+    tpp.n_threads = 2;
+    CHECK(tp_context_create(NULL, ctx, NULL) == TP_OK, "context");
+    CHECK(tp_threadpool_create(&tpp, pool, NULL) == TP_OK, "pool of 2");
+}
+
 static void test_small_graph(void) {
     tp_context *ctx = NULL;
     tp_threadpool *pool = NULL;
-    tp_threadpool_params tpp = tp_threadpool_default_params();
-    tpp.n_threads = 2;
-    CHECK(tp_context_create(NULL, &ctx, NULL) == TP_OK, "context");
-    CHECK(tp_threadpool_create(&tpp, &pool, NULL) == TP_OK, "pool of 2");
+    context_and_pool(&ctx, &pool);
     int64_t ne[2] = {5, 3};
     tp_tensor *x = tp_new_tensor(ctx, TP_TYPE_F32, 2, ne);
     float v[15];
@@ -121,10 +126,7 @@ static void test_small_graph(void) {
 static void test_linear(void) {
     tp_context *ctx = NULL;
     tp_threadpool *pool = NULL;
-    tp_threadpool_params tpp = tp_threadpool_default_params();
-    tpp.n_threads = 2;
-    CHECK(tp_context_create(NULL, &ctx, NULL) == TP_OK, "context");
-    CHECK(tp_threadpool_create(&tpp, &pool, NULL) == TP_OK, "pool of 2");
+    context_and_pool(&ctx, &pool);
     enum { K = 4, M = 3, N = 2 };
     float w[M * K], x[N * K], b[M] = {0.5f, -1.0f, 0.25f};
     for (int i = 0; i < M * K; i++) w[i] = 0.1f * (float)(i % 7) - 0.3f;
