@@ -51,24 +51,33 @@ def tile_grid(width: int, height: int, min_num=2, max_num=9, image_size=640) -> 
     return _find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
 
 
-def make_views(img: Image.Image, mode: str):
-    """Return (global uint8 [3,S,S], tiles uint8 [n,3,640,640] or None, (cols, rows))."""
-    img = img.convert("RGB")
+def _cut(img: Image.Image, mode: str, resample, pad_color):
+    """Spec §6's geometry for any image (the page, or its glyph map): the global (or only) view, and in gundam
+    mode with a page larger than a tile the page resized to the tile grid, with that grid (cols, rows)."""
+    s = MODES[mode]
     if mode in ("tiny", "small"):
-        s = MODES[mode]
-        g = img.resize((s, s), Image.BICUBIC)
+        g = img.resize((s, s), resample)
     else:
-        s = MODES[mode]
-        g = ImageOps.pad(img, (s, s), method=Image.BICUBIC, color=(127, 127, 127))
-    glob = np.asarray(g, dtype=np.uint8).transpose(2, 0, 1)
-    tiles, grid = None, (0, 0)
+        g = ImageOps.pad(img, (s, s), method=resample, color=pad_color)
     if mode == "gundam" and (img.width > 640 or img.height > 640):
         cols, rows = tile_grid(img.width, img.height)
-        r = img.resize((640 * cols, 640 * rows), Image.BICUBIC)
-        a = np.asarray(r, dtype=np.uint8)
-        tiles = np.stack([a[i * 640:(i + 1) * 640, j * 640:(j + 1) * 640].transpose(2, 0, 1)
-                          for i in range(rows) for j in range(cols)])
-        grid = (cols, rows)
+        return g, img.resize((640 * cols, 640 * rows), resample), (cols, rows)
+    return g, None, (0, 0)
+
+
+def _tiles(a: np.ndarray, grid, k: int) -> np.ndarray:
+    """[rows·k, cols·k, ...] -> [cols·rows, k, k, ...], tiles in raster order."""
+    cols, rows = grid
+    return np.stack([a[i * k:(i + 1) * k, j * k:(j + 1) * k] for i in range(rows) for j in range(cols)])
+
+
+def make_views(img: Image.Image, mode: str):
+    """Return (global uint8 [3,S,S], tiles uint8 [n,3,640,640] or None, (cols, rows))."""
+    g, grid_img, grid = _cut(img.convert("RGB"), mode, Image.BICUBIC, (127, 127, 127))
+    glob = np.asarray(g, dtype=np.uint8).transpose(2, 0, 1)
+    tiles = None
+    if grid_img is not None:
+        tiles = np.ascontiguousarray(_tiles(np.asarray(grid_img, dtype=np.uint8), grid, 640).transpose(0, 3, 1, 2))
     return glob, tiles, grid
 
 
@@ -80,18 +89,11 @@ def glyph_views(glyphs: Image.Image, mode: str):
     GLYPH_PX cells with nearest-neighbour resizing (classes are not blended). Returns (global uint8 [S/8, S/8],
     tiles uint8 [n, 80, 80] or None)."""
     c = GLYPH_PX // 2
-    s = MODES[mode]
-    if mode in ("tiny", "small"):
-        g = glyphs.resize((s, s), Image.NEAREST)
-    else:
-        g = ImageOps.pad(glyphs, (s, s), method=Image.NEAREST, color=0)
+    g, grid_img, grid = _cut(glyphs, mode, Image.NEAREST, 0)
     glob = np.asarray(g, dtype=np.uint8)[c::GLYPH_PX, c::GLYPH_PX].copy()
     tiles = None
-    if mode == "gundam" and (glyphs.width > 640 or glyphs.height > 640):
-        cols, rows = tile_grid(glyphs.width, glyphs.height)
-        a = np.asarray(glyphs.resize((640 * cols, 640 * rows), Image.NEAREST), dtype=np.uint8)[c::GLYPH_PX, c::GLYPH_PX]
-        k = 640 // GLYPH_PX
-        tiles = np.stack([a[i * k:(i + 1) * k, j * k:(j + 1) * k] for i in range(rows) for j in range(cols)])
+    if grid_img is not None:
+        tiles = _tiles(np.asarray(grid_img, dtype=np.uint8)[c::GLYPH_PX, c::GLYPH_PX], grid, 640 // GLYPH_PX)
     return glob, tiles
 
 
