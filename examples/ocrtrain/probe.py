@@ -167,7 +167,7 @@ def main() -> None:
         reg = rec = bag = gly = gacc = torch.zeros((), device=dev)
         frac = float("nan")
         if projected:
-            reg, frac = feature_regulariser(projected), image_fraction(projected[0])
+            reg, frac = feature_regulariser(projected), float(image_fraction(projected[0]))
             rec = probe["pixel"](projected[0], pix)
             if a.bag_probe:
                 bag = probe["bag"](list(projected[0]), lab)

@@ -194,11 +194,16 @@ def per_sample_tokens(projected: list, num_local: list | None) -> list:
     return [torch.cat([g, t.reshape(-1, t.shape[-1])]) for g, t in zip(glob, tiles)]
 
 
-def image_fraction(f: torch.Tensor) -> float:
+def image_fraction(f: torch.Tensor) -> torch.Tensor:
     """Share of the energy of projected features [views, tokens, width] that differs between the views of a batch
-    at the same token position (0: the features ignore the image)."""
+    at the same token position (0: the features ignore the image); a 0-d tensor on f's device."""
     f = f.detach().float()
-    return float((f - f.mean(0)).pow(2).mean() / f.pow(2).mean().clamp_min(1e-12))
+    return (f - f.mean(0)).pow(2).mean() / f.pow(2).mean().clamp_min(1e-12)
+
+
+# what the log averages over the steps between two lines, besides the caption loss per mode
+STATS = ("reg", "feat_rms", "pix", "bag", "img_frac", "glyph", "glyph_acc")
+STAT_DIGITS = (4, 3, 3, 3, 4, 3, 3)
 
 
 def all_reduce_grads(model, world, extra=()):
@@ -346,8 +351,9 @@ def main():
     t_run = time.time()
     t_last = time.time()
     t_eval = time.time()
-    losses = {m: [] for m in MODE_W}
-    regs, rmss, recs, fracs, bags, glys, gaccs = [], [], [], [], [], [], []
+    # per step since the last log line: (mode, caption loss, the STATS), all still on the device: read back
+    # once per log line, not once per value per step (each read waits for the GPU)
+    hist: list = []
     projected: list = []  # projector outputs of this step: global views, then local tiles (gundam)
     model.model.multi_modal_projector.register_forward_hook(
         lambda m, _i, o: projected.append(o) if m.training else None)
@@ -369,7 +375,7 @@ def main():
         with torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16, enabled=dev != "cpu"):
             out = model(**kw)
         reg = feature_regulariser(projected)
-        feat_rms = float(torch.cat([f.detach().float().reshape(-1) for f in projected]).pow(2).mean().sqrt())
+        feat_rms = torch.cat([f.detach().float().reshape(-1) for f in projected]).pow(2).mean().sqrt()
         views = [kw["pixel_values"]] + ([kw["pixel_values_local"]] if "pixel_values_local" in kw else [])
         rec = sum(probe["pixel"](f, px) for f, px in zip(projected, views)) / len(views)
         bag = probe["bag"](per_sample_tokens(projected, kw.get("num_local_patches")), kw["labels"]) \
@@ -389,23 +395,16 @@ def main():
         gn = torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(probe.parameters()), 1.0)
         opt.step()
         step += 1
-        losses[mode].append(out.loss.item())
-        regs.append(reg.item())
-        rmss.append(feat_rms)
-        recs.append(rec.item())
-        fracs.append(frac)
-        bags.append(bag.item())
-        glys.append(gly.item())
-        gaccs.append(gacc.item())
+        hist.append((mode, out.loss.detach().float(),
+                     torch.stack([reg, feat_rms, rec, bag, frac, gly, gacc]).detach().float()))
         if step % 50 == 0 or step <= 3:
+            caption = torch.stack([h[1] for h in hist]).tolist()
+            stats = torch.stack([h[2] for h in hist]).mean(0).tolist()
+            losses = {m: [c for (hm, _, _), c in zip(hist, caption) if hm == m] for m in MODE_W}
             log(step=step, t=round(trained_s, 1), lr=round(lr, 6), gn=round(float(gn), 3), prog=round(prog, 3),
-                reg=round(float(np.mean(regs)), 4), feat_rms=round(float(np.mean(rmss)), 3),
-                pix=round(float(np.mean(recs)), 3), bag=round(float(np.mean(bags)), 3),
-                img_frac=round(float(np.mean(fracs)), 4), glyph=round(float(np.mean(glys)), 3),
-                glyph_acc=round(float(np.mean(gaccs)), 3),
+                **{k: round(v, d) for k, v, d in zip(STATS, stats, STAT_DIGITS)},
                 **{f"loss_{m}": round(float(np.mean(v)), 4) for m, v in losses.items() if v})
-            losses = {m: [] for m in MODE_W}
-            regs, rmss, recs, fracs, bags, glys, gaccs = [], [], [], [], [], [], []
+            hist = []
         done = (time.time() - t_run > a.minutes * 60) or prog >= 1.0 or (a.max_steps and step >= a.max_steps)
         if world > 1:  # every rank stops at the same step (rank 0's clock decides)
             flag = torch.tensor([1.0 if done else 0.0], device=dev)
