@@ -38,13 +38,13 @@ def bundle(tmp_path_factory):
     assert (MODEL / "config.json").exists(), "the trained model is not bundled in examples/model"
     work = tmp_path_factory.mktemp("trained")
     files = engine_check.convert_files(MODEL, work, TYPES)
-    ref = engine_check.Reference(MODEL, n_threads=2)
+    ref = engine_check.Reference.load(MODEL, n_threads=2)
     pipes = {t: OcrPipeline(*files[t], n_threads=2) for t in TYPES}
     cases = []
     for k, mode in PAGES:
         page = make_page(engine_check.EVAL_SEED0 + k)
         prepared = pipes["f32"].prepare([page.image], mode)[0]
-        embs = {t: pipes[t].encode([prepared])[0][0] for t in TYPES}
+        embs = engine_check.encode_once(pipes, files, prepared)
         ids = pipes["f32"].prompt_ids(engine_check.PROMPT, int(embs["f32"].shape[0]))
         cases.append((page, prepared, embs, ids, ref.greedy(ids, prepared, MAX_NEW, pipes["f32"].eos_id)))
     return ref, pipes, cases, files
@@ -72,8 +72,7 @@ def test_quantised_text_floors(bundle, qtype):
     from dequantised_reference import dequantised_text_model
 
     ref, pipes, cases, files = bundle
-    deq = engine_check.Reference.__new__(engine_check.Reference)
-    deq.torch, deq.model = ref.torch, dequantised_text_model(ref.model, files[qtype][0])
+    deq = engine_check.Reference(dequantised_text_model(ref.model, files[qtype][0]))
     ours, base, vs_deq, same32 = [], [], [], 0
     for _page, prepared, embs, ids, want in cases:
         want_top = ref.logits(ids, prepared).argmax(1)

@@ -52,7 +52,7 @@ class TypeReport:
 
 
 def convert_files(model_dir: Path, out: Path, types: list[str]) -> dict[str, tuple[Path, Path]]:
-    """{text type: (text GGUF, vision GGUF)} written by the project's converter."""
+    """{text type: (text GGUF, vision GGUF)} written by the project's converter (types share a vision file)."""
     from convert.converter import convert
 
     files = {}
@@ -70,14 +70,19 @@ def convert_files(model_dir: Path, out: Path, types: list[str]) -> dict[str, tup
 class Reference:
     """transformers UnlimitedOcr in float32 on our preprocessed views."""
 
-    def __init__(self, model_dir: Path, n_threads: int = 2) -> None:
+    def __init__(self, model) -> None:
+        import torch
+
+        self.torch, self.model = torch, model
+
+    @classmethod
+    def load(cls, model_dir: Path, n_threads: int = 2) -> "Reference":
         import torch
 
         from common import load_model
 
         torch.set_num_threads(n_threads)
-        self.torch = torch
-        self.model = load_model(model_dir, dtype=torch.float32)
+        return cls(load_model(model_dir, dtype=torch.float32))
 
     def _kw(self, prepared) -> dict:
         t = self.torch
@@ -100,13 +105,22 @@ class Reference:
             return self.model(input_ids=self.torch.tensor([ids]), **self._kw(prepared)).logits[0].float().numpy()
 
 
+def encode_once(pipes: dict, files: dict, prepared) -> dict:
+    """{text type: the page's image embeddings}, each vision file encoded once (several text types share one)."""
+    by_vision: dict = {}
+    for t, pipe in pipes.items():
+        if files[t][1] not in by_vision:
+            by_vision[files[t][1]] = pipe.encode([prepared])[0][0]
+    return {t: by_vision[files[t][1]] for t in pipes}
+
+
 def run(model_dir: Path, n_pages: int, modes: list[str], types: list[str], max_new: int, work: Path,
         n_threads: int = 2, log=print) -> dict:
     from encoder.generate import NoRepeat
     from encoder.pipeline import OcrPipeline
 
     files = convert_files(model_dir, work, types)
-    ref = Reference(model_dir, n_threads)
+    ref = Reference.load(model_dir, n_threads)
     pages = [make_page(EVAL_SEED0 + i) for i in range(n_pages)]
     pipes = {t: OcrPipeline(*files[t], n_threads=n_threads) for t in types}
     off = NoRepeat(ngram=0, window=0, whitelist=frozenset(), scope="generated")
@@ -117,9 +131,7 @@ def run(model_dir: Path, n_pages: int, modes: list[str], types: list[str], max_n
         for k, page in enumerate(pages):
             any_pipe = pipes[types[0]]
             prepared = any_pipe.prepare([page.image], mode)[0]
-            embs = {}
-            for t in types:
-                (embs[t],), _ = pipes[t].encode([prepared])
+            embs = encode_once(pipes, files, prepared)
             ids = any_pipe.prompt_ids(PROMPT, int(embs[types[0]].shape[0]))
             want = ref.greedy(ids, prepared, max_new, any_pipe.eos_id)
             for t in types:
