@@ -52,7 +52,7 @@ void att_row_f32(const char *src, tp_type type, size_t nb0, int n, float *dst, t
 /* exp(x), 0 below −87 (as the vector paths) */
 float att_exp_flush(float x);
 /* Whether dst (one query per head, no bias / rel-pos / segments: extras false) takes the decode form. */
-bool att_decode_ok(const tp_tensor *dst, const att_dims *d, bool extras);
+bool att_decode_ok(const tp_tensor *dst, bool extras);
 void att_decode(const tp_compute_params *p, tp_tensor *dst, const att_dims *dims, const att_fns *fns, float scale);
 
 #endif

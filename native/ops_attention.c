@@ -404,7 +404,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         return;
     }
 
-    if (!dims.bf16 && att_decode_ok(dst, &dims, bias || rel_h || seg)) {
+    if (!dims.bf16 && att_decode_ok(dst, bias || rel_h || seg)) {
         att_decode(p, dst, &dims, &fns, scale);
         return;
     }

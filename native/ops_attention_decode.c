@@ -104,9 +104,8 @@ static void dec_pv(tp_cpu_path path, kv_kind kind, const float *Pt, int ldp, con
     dec_pv_any(Pt, ldp, V, kind == KV_F16, ldv, ldh, group, O, nc, H, Dv);
 }
 
-bool att_decode_ok(const tp_tensor *dst, const att_dims *d, bool extras) {
+bool att_decode_ok(const tp_tensor *dst, bool extras) {
     const tp_tensor *q = dst->src[0];
-    TP_UNUSED(d);
     return !extras && q->ne[1] == 1 && q->ne[3] == 1 && q->ne[2] <= ATT_QT && unit_rows_any(dst->src[1]) &&
            unit_rows_any(dst->src[2]);
 }
