@@ -52,6 +52,52 @@ def test_tokenizer_special_tokens_round_trip():
         assert tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False) == text
 
 
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])  # 11 and 14 are rotated
+def test_located_characters_sit_on_their_glyphs(seed):
+    """gen.locate's centres against the independently painted glyph map: each drawn character of the markdown
+    and of the grounded form lies on a pixel of its own glyph class (rotated pages included)."""
+    p = gen.make_page(seed)
+    glyphs = np.asarray(p.glyphs)
+    for text, xy in ((p.markdown, p.markdown_xy), (p.grounding, p.grounding_xy)):
+        at = np.nonzero(~np.isnan(xy[:, 0]))[0]
+        assert len(at) > 0.4 * sum(not c.isspace() for c in p.markdown)
+        got = glyphs[np.round(xy[at, 1]).astype(int), np.round(xy[at, 0]).astype(int)]
+        assert (got == [gen.glyph_class(text[i]) for i in at]).all()
+        assert not any(text[i] in "#<>[]" for i in at)  # markdown syntax and tags are never located
+
+
+@pytest.mark.parametrize("mode", ["tiny", "base", "gundam"])
+def test_image_cells_show_their_characters(mode):
+    """common.image_cells against the glyph map cut by the view code (common._cut, nearest-neighbour): the 64x64
+    view pixels of the image token named for a character hold that character's class, in the tiles and in the
+    global view."""
+    from PIL import Image
+
+    hits = total = 0
+    for seed in (3, 4, 5):
+        p = gen.make_page(seed)
+        g, tiled, grid = common._cut(p.glyphs, mode, Image.NEAREST, 0)
+        g, tiled = np.asarray(g), None if tiled is None else np.asarray(tiled)
+        cells = common.image_cells(p.markdown_xy, p.image.width, p.image.height, mode, grid)
+        q = common.MODES[mode] // 64
+        cols, rows = grid
+        n_local = 10 * rows * (10 * cols + 1)
+        assert (cells[:, 0] >= 0).any() == (tiled is not None)
+        for i in np.nonzero(cells[:, 1] >= 0)[0]:
+            if p.markdown[i].isspace():
+                continue
+            cls = gen.glyph_class(p.markdown[i])
+            r, c = divmod(int(cells[i, 1]) - n_local, q + 1)
+            assert 0 <= r < q and 0 <= c < q
+            hits += cls in g[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64]
+            total += 1
+            if cells[i, 0] >= 0:
+                r, c = divmod(int(cells[i, 0]), 10 * cols + 1)
+                hits += cls in tiled[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64]
+                total += 1
+    assert total > 500 and hits / total > 0.995
+
+
 def test_views_and_token_counts():
     p = gen.make_page(3)
     g, t, grid = common.make_views(p.image, "tiny")

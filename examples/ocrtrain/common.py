@@ -106,6 +106,48 @@ def n_image_tokens(global_size: int, grid=(0, 0)) -> int:
     return n
 
 
+def image_cells(xy: np.ndarray, width: int, height: int, mode: str, grid=(0, 0)) -> np.ndarray:
+    """For page-pixel points xy [n, 2] (NaN: none), the image tokens that cover them, as indices into the image
+    block of the prompt (n_image_tokens' layout, UnlimitedOcr's order: woven tiles with a newline per row, then
+    the global view with a newline per row, then the separator). Returns [n, 2] int64: (tile token, global
+    token), -1 where a point has none (no tiles in this mode, or no point)."""
+    s = MODES[mode]
+    q = s // 64
+    out = np.full((len(xy), 2), -1, dtype=np.int64)
+    ok = ~np.isnan(xy[:, 0])
+    x, y = xy[ok, 0], xy[ok, 1]
+    cols, rows = grid
+    n_local = 10 * rows * (10 * cols + 1) if cols * rows else 0
+    if n_local:
+        tx = np.clip((x * 640 * cols / width) // 64, 0, 10 * cols - 1)
+        ty = np.clip((y * 640 * rows / height) // 64, 0, 10 * rows - 1)
+        out[ok, 0] = (ty * (10 * cols + 1) + tx).astype(np.int64)
+    if mode in ("tiny", "small"):  # stretched
+        gx, gy = x * s / width, y * s / height
+    else:  # padded to a square, centred (ImageOps.pad)
+        w, h = (s, round(height / width * s)) if width > height else (round(width / height * s), s)
+        gx, gy = (s - w) // 2 + x * w / width, (s - h) // 2 + y * h / height
+    gx, gy = np.clip(gx // 64, 0, q - 1), np.clip(gy // 64, 0, q - 1)
+    out[ok, 1] = (n_local + gy * (q + 1) + gx).astype(np.int64)
+    return out
+
+
+def reading_cells(tok, target: str, xy: np.ndarray, width: int, height: int, mode: str, grid,
+                  k: int = 8) -> np.ndarray:
+    """For each token of build_ids' target (and its EOS), up to k image tokens (indices into the image block)
+    that show its characters: the cells of its drawn non-space characters (of any drawn ones if it has only
+    spaces), in the tiles and in the global view; -1 pads. [n_target_tokens + 1, k] int64."""
+    enc = tok.encode(target, add_special_tokens=False)
+    cells = image_cells(xy, width, height, mode, grid)
+    out = np.full((len(enc.ids) + 1, k), -1, dtype=np.int64)
+    for j, (a, b) in enumerate(enc.offsets):
+        drawn = [i for i in range(a, b) if cells[i, 1] >= 0]
+        ink = [i for i in drawn if not target[i].isspace()] or drawn
+        got = sorted({int(c) for i in ink for c in cells[i] if c >= 0})[:k]
+        out[j, :len(got)] = got
+    return out
+
+
 def normalize(x_uint8):
     """uint8 tensor -> float (x/255-0.5)/0.5."""
     return x_uint8.float().div_(127.5).sub_(1.0)

@@ -46,6 +46,10 @@ class Page:
     grounding: str
     blocks: list[Block] = field(default_factory=list)
     glyphs: Image.Image | None = None  # "L": the glyph class of the character covering each pixel (0: none)
+    # page-pixel centre (x, y) of each character of `markdown` / `grounding` that is drawn; NaN where none is
+    # (markdown syntax, coordinates): the targets of train.ReadingAttention
+    markdown_xy: np.ndarray | None = None
+    grounding_xy: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------- glyph labels
@@ -59,21 +63,50 @@ def glyph_class(ch: str) -> int:
     return 96 if ch == "\u2022" else 97
 
 
+Drawn = list[tuple[str, list[tuple[float, float]]]]  # what a page drew, in order: text and its characters' centres
+
+
 def draw_text(draw: ImageDraw.ImageDraw, glyphs: ImageDraw.ImageDraw | None, xy: tuple[int, int], text: str,
-              f: ImageFont.FreeTypeFont, fill: int) -> None:
+              f: ImageFont.FreeTypeFont, fill: int, drawn: Drawn | None = None) -> None:
     """Draw `text` and paint each character's advance box (one line high) with its glyph class into `glyphs`:
-    the dense training target of train.GlyphProbe, which tells the vision tower which character lies where."""
+    the dense training target of train.GlyphProbe, which tells the vision tower which character lies where.
+    Appends the text and the centre of each character's box to `drawn` (see locate)."""
     draw.text(xy, text, font=f, fill=fill)
-    if glyphs is None or not text:
+    if not text:
         return
     x, y = xy
     top, bottom = f.getbbox("Hgjp|")[1::2]  # relative to xy, the same for every line of this font
-    x0 = float(x)
+    x0, centres = float(x), []
     for i, ch in enumerate(text):
         x1 = x + f.getlength(text[:i + 1])
-        if x1 - x0 >= 1:
+        if glyphs is not None and x1 - x0 >= 1:
             glyphs.rectangle([round(x0), y + top, round(x1) - 1, y + bottom - 1], fill=glyph_class(ch))
+        centres.append(((x0 + x1) / 2, y + (top + bottom) / 2))
         x0 = x1
+    if drawn is not None:
+        drawn.append((text, centres))
+
+
+def _rotated(centres: list[tuple[float, float]], degrees: float, w: int, h: int) -> list[tuple[float, float]]:
+    """Points moved as Image.rotate(degrees) (counter-clockwise about the centre) moves the pixels under them."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    cx, cy = w / 2, h / 2
+    return [(cx + (x - cx) * c + (y - cy) * s, cy - (x - cx) * s + (y - cy) * c) for x, y in centres]
+
+
+def locate(text: str, drawn: Drawn) -> np.ndarray:
+    """[len(text), 2] page-pixel centres of the characters of `text` (a page's markdown or grounded form) that
+    were drawn, NaN elsewhere. Each drawn string is looked up in `text` after the previous one: the truth lists
+    what was drawn in drawing order, with markdown syntax between (a list's bullet is drawn but not written)."""
+    xy = np.full((len(text), 2), np.nan, dtype=np.float32)
+    cur = 0
+    for s, centres in drawn:
+        at = text.find(s, cur)
+        if at < 0:
+            continue
+        xy[at:at + len(s)] = centres
+        cur = at + len(s)
+    return xy
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -160,6 +193,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
     draw = ImageDraw.Draw(img)
     glyph_img = Image.new("L", (W, H), 0)
     gdraw = ImageDraw.Draw(glyph_img)
+    drawn: Drawn = []
 
     blocks: list[Block] = []
     y = my
@@ -195,7 +229,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
                 x_off = mx + max(0, (text_w - int(max(f.getlength(l) for l in lines))) // 2)
             x1 = x_off + int(max(f.getlength(l) for l in lines))
             for i, l in enumerate(lines):
-                draw_text(draw, gdraw, (x_off, y + i * lh), l, f, ink)
+                draw_text(draw, gdraw, (x_off, y + i * lh), l, f, ink, drawn)
             md = ("# " if big else "## ") + " ".join(lines)
             blocks.append(Block(kind, md, (x_off, y, x1, y + h)))
             y += h + gap
@@ -208,7 +242,7 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
                 break
             # never cut a paragraph in the middle of a sentence: truth is exactly what is drawn
             for i, l in enumerate(lines):
-                draw_text(draw, gdraw, (mx, y + i * line_h), l, body, ink)
+                draw_text(draw, gdraw, (mx, y + i * line_h), l, body, ink, drawn)
             h = line_h * len(lines)
             x1 = mx + int(max(body.getlength(l) for l in lines))
             blocks.append(Block("text", " ".join(lines), (mx, y, x1, y + h)))
@@ -224,8 +258,8 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
             for i, it in enumerate(items):
                 it = _wrap(it, body, text_w - indent)[0]
                 mark = f"{i + 1}." if ordered else "\u2022"
-                draw_text(draw, gdraw, (mx, y + i * line_h), mark, body, ink)
-                draw_text(draw, gdraw, (mx + indent, y + i * line_h), it, body, ink)
+                draw_text(draw, gdraw, (mx, y + i * line_h), mark, body, ink, drawn)
+                draw_text(draw, gdraw, (mx + indent, y + i * line_h), it, body, ink, drawn)
                 x1 = max(x1, mx + indent + int(body.getlength(it)))
                 md_lines.append((f"{i + 1}. " if ordered else "- ") + it)
             h = line_h * n
@@ -258,7 +292,8 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
                 draw.line([(xx, y), (xx, y + h)], fill=ink, width=lw)
             for r in range(rows):
                 for c in range(cols):
-                    draw_text(draw, gdraw, (xs[c] + pad, y + r * rh + (rh - fs) // 2 - fs // 8), cells[r][c], body, ink)
+                    xy = (xs[c] + pad, y + r * rh + (rh - fs) // 2 - fs // 8)
+                    draw_text(draw, gdraw, xy, cells[r][c], body, ink, drawn)
             md = "<table>" + "".join(
                 "<tr>" + "".join(f"<td>{cells[r][c]}</td>" for c in range(cols)) + "</tr>" for r in range(rows)
             ) + "</table>"
@@ -267,14 +302,16 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
 
     if not blocks:  # always at least one line of text
         text = _sentence(rng, 3)
-        draw_text(draw, gdraw, (mx, my), text, body, ink)
+        draw_text(draw, gdraw, (mx, my), text, body, ink, drawn)
         blocks.append(Block("text", text, (mx, my, mx + int(body.getlength(text)), my + line_h)))
 
     # degradations: slight rotation, blur, noise
+    angle = 0.0
     if rng.random() < 0.4:
         angle = rng.uniform(-0.8, 0.8)
         img = img.rotate(angle, resample=Image.BICUBIC, fillcolor=bg)
         glyph_img = glyph_img.rotate(angle, resample=Image.NEAREST, fillcolor=0)
+        drawn = [(text, _rotated(centres, angle, W, H)) for text, centres in drawn]
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9) * scale))
     if rng.random() < 0.4:
@@ -290,7 +327,8 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
         c = [round(x0 / W * 999), round(y0 / H * 999), round(min(x1, W) / W * 999), round(min(y1, H) / H * 999)]
         label = b.kind if b.kind in ("title", "sub_title", "table") else "text"
         g.append(f"<|ref|>{label}<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{b.markdown}")
-    return Page(img, md, "\n\n".join(g), blocks, glyph_img)
+    grounding = "\n\n".join(g)
+    return Page(img, md, grounding, blocks, glyph_img, locate(md, drawn), locate(grounding, drawn))
 
 
 def make_card(seed: int) -> Page:
@@ -307,24 +345,25 @@ def make_card(seed: int) -> Page:
     draw = ImageDraw.Draw(img)
     glyph_img = Image.new("L", (W, H), 0)
     gdraw = ImageDraw.Draw(glyph_img)
+    drawn: Drawn = []
     mx, y = int(W * rng.uniform(0.04, 0.2)), int(H * rng.uniform(0.04, 0.3))
     lines = []
     for _ in range(rng.randint(1, 4)):
         text = " ".join(_word(rng) for _ in range(rng.randint(1, 3)))
         if mx + f.getlength(text) > W - 10 or y + fs * 1.4 > H - 10:
             break
-        draw_text(draw, gdraw, (mx, y), text, f, ink)
+        draw_text(draw, gdraw, (mx, y), text, f, ink, drawn)
         lines.append(text)
         y += int(fs * 1.4)
     if not lines:
         lines = ["a"]
-        draw_text(draw, gdraw, (mx, 10), "a", f, ink)
+        draw_text(draw, gdraw, (mx, 10), "a", f, ink, drawn)
     img = img.convert("RGB")
     md = " ".join(lines)
     box = (mx, 0, W, y)
     c = [round(box[0] / W * 999), 0, 999, round(min(y, H) / H * 999)]
-    return Page(img, md, f"<|ref|>text<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{md}",
-                [Block("text", md, box)], glyph_img)
+    grounding = f"<|ref|>text<|/ref|><|det|>[[{c[0]}, {c[1]}, {c[2]}, {c[3]}]]<|/det|>\n{md}"
+    return Page(img, md, grounding, [Block("text", md, box)], glyph_img, locate(md, drawn), locate(grounding, drawn))
 
 
 if __name__ == "__main__":  # python gen.py SEED OUT.png  -> writes OUT.png and OUT.md

@@ -27,12 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (GLYPH_PX, PROMPT_FREE, PROMPT_GROUNDING, build_ids, glyph_views, load_tokenizer,  # noqa: E402
-                    make_views, n_image_tokens, normalize, save_bundle, special_ids, transformers_config)
+                    make_views, n_image_tokens, normalize, reading_cells, save_bundle, special_ids,
+                    transformers_config)
 from gen import GLYPH_CLASSES, make_card, make_page  # noqa: E402
 
 TRAIN_SEED_MAX = 1_900_000_000  # evaluation uses seeds >= 2_000_000_000
 MODE_W = {"tiny": 0.1, "base": 0.5, "gundam": 0.4}
 MODE_BS = {"tiny": 48, "base": 24, "gundam": 12}
+READ_K = 12  # image tokens named per target token at most (a long title token covers 4 tile + 4 global cells)
 
 
 class PageBatches(torch.utils.data.IterableDataset):
@@ -64,20 +66,26 @@ class PageBatches(torch.utils.data.IterableDataset):
                 g, tiles, grid = make_views(p.image, mode)
                 gg, gt = glyph_views(p.glyphs, mode)
                 grounding = rng.random() < self.pg
+                target, target_xy = (p.grounding, p.grounding_xy) if grounding else (p.markdown, p.markdown_xy)
                 inp, lab = build_ids(tok, n_image_tokens(g.shape[-1], grid),
-                                     PROMPT_GROUNDING if grounding else PROMPT_FREE,
-                                     p.grounding if grounding else p.markdown, ids)
-                samples.append((g, tiles, grid, inp, lab, gg, gt))
+                                     PROMPT_GROUNDING if grounding else PROMPT_FREE, target, ids)
+                cells = reading_cells(tok, target, target_xy, p.image.width, p.image.height, mode, grid, READ_K)
+                samples.append((g, tiles, grid, inp, lab, gg, gt, cells))
             L = max(len(s[3]) for s in samples)
             inp = torch.full((bs, L), ids["pad"], dtype=torch.long)
             lab = torch.full((bs, L), -100, dtype=torch.long)
             att = torch.zeros((bs, L), dtype=torch.long)
+            read = torch.full((bs, L, READ_K), -1, dtype=torch.long)  # see ReadingAttention
             for i, s in enumerate(samples):
                 inp[i, :len(s[3])] = torch.tensor(s[3])
                 lab[i, :len(s[4])] = torch.tensor(s[4])
                 att[i, :len(s[3])] = 1
+                first_image, first_target = s[3].index(ids["image"]), len(s[3]) - len(s[7])
+                c = torch.from_numpy(s[7])
+                # the position that predicts target token j is the one before it
+                read[i, first_target - 1:len(s[3]) - 1] = torch.where(c >= 0, c + first_image, -1)
             batch = {"mode": mode, "pixel_values": torch.from_numpy(np.stack([s[0] for s in samples])),
-                     "input_ids": inp, "labels": lab, "attention_mask": att,
+                     "input_ids": inp, "labels": lab, "attention_mask": att, "read_cells": read,
                      "glyphs": torch.from_numpy(np.stack([s[5] for s in samples]))}
             if any(s[1] is not None for s in samples):
                 batch["pixel_values_local"] = torch.from_numpy(np.concatenate([s[1] for s in samples if s[1] is not None]))
@@ -185,6 +193,49 @@ class BagProbe(torch.nn.Module):
         return (bce / (y.sum(1) + 1.0)).mean()
 
 
+class ReadingAttention:
+    """Training-only guidance of a few decoder attention heads (no parameters; the architecture is unchanged):
+    at the position that predicts target token j, one head of the `next` layers is asked to put its attention on
+    the image tokens that show token j's characters, and one head of the `current` layers on those of token j-1
+    (the one just read: where the reading is). The loss is -log of the attention mass on those cells, over the
+    positions whose token is drawn on the page (gen.locate, common.reading_cells).
+
+    Why: run 6's vision tower tells glyphs apart (GlyphProbe, 0.91), but the decoder learns slowly to find, token
+    by token, the place on the page to read next: its only signal is the caption loss through attention that
+    starts out uniform over ~300-1400 image tokens. This names the place. Needs eager attention (weights out)."""
+
+    def __init__(self, text_model, current=(1,), nxt=(2, 3), head=0):
+        text_model.config._attn_implementation = "eager"
+        self.weights: dict[int, torch.Tensor] = {}
+        self.current, self.next, self.head = tuple(current), tuple(nxt), head
+        for layer in set(self.current) | set(self.next):
+            text_model.layers[layer].self_attn.register_forward_hook(self._keep(layer))
+
+    def _keep(self, layer):
+        def hook(module, _inputs, output):
+            if module.training:
+                self.weights[layer] = output[1][:, self.head]  # [batch, queries, keys]
+        return hook
+
+    @staticmethod
+    def _nll(att: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        valid = cells >= 0
+        mass = (att.float().gather(-1, cells.clamp_min(0)) * valid).sum(-1)  # [batch, queries]
+        rows = valid.any(-1)
+        if not bool(rows.any()):
+            return att.new_zeros((), dtype=torch.float32)
+        return -mass[rows].clamp_min(1e-6).log().mean()
+
+    def loss(self, read_cells: torch.Tensor) -> torch.Tensor:
+        """read_cells [batch, L, K]: for each query position, the image-token positions of the token it predicts."""
+        previous = torch.full_like(read_cells, -1)
+        previous[:, 1:] = read_cells[:, :-1]
+        terms = [self._nll(self.weights[layer], read_cells) for layer in self.next]
+        terms += [self._nll(self.weights[layer], previous) for layer in self.current]
+        self.weights.clear()
+        return torch.stack(terms).mean()
+
+
 def per_sample_tokens(projected: list, num_local: list | None) -> list:
     """All projected image tokens of each sample: its global view and, in gundam mode, its tiles."""
     glob = projected[0]
@@ -202,8 +253,8 @@ def image_fraction(f: torch.Tensor) -> torch.Tensor:
 
 
 # what the log averages over the steps between two lines, besides the caption loss per mode
-STATS = ("reg", "feat_rms", "pix", "bag", "img_frac", "glyph", "glyph_acc")
-STAT_DIGITS = (4, 3, 3, 3, 4, 3, 3)
+STATS = ("reg", "feat_rms", "pix", "bag", "img_frac", "glyph", "glyph_acc", "read")
+STAT_DIGITS = (4, 3, 3, 3, 4, 3, 3, 3)
 
 
 def all_reduce_grads(model, world, extra=()):
@@ -242,6 +293,8 @@ def main():
                     help="weight of the pixel-reconstruction loss of the training-only PixelProbe (0: off)")
     ap.add_argument("--glyph-probe", type=float, default=1.0,
                     help="weight of the dense glyph-class loss of the training-only GlyphProbe (0: off)")
+    ap.add_argument("--read-attn", type=float, default=0.3,
+                    help="weight of the decoder attention guidance of ReadingAttention (0: off)")
     ap.add_argument("--bag-probe", type=float, default=0.0,
                     help="weight of the bag-of-tokens loss of the training-only BagProbe (0: off)")
     ap.add_argument("--eval-every", type=float, default=4.0, help="minutes between held-out CER checks")
@@ -357,6 +410,7 @@ def main():
     projected: list = []  # projector outputs of this step: global views, then local tiles (gundam)
     model.model.multi_modal_projector.register_forward_hook(
         lambda m, _i, o: projected.append(o) if m.training else None)
+    reading = ReadingAttention(model.model.language_model) if a.read_attn else None
     for batch in dl:
         now = time.time()
         trained_s += now - t_last
@@ -368,6 +422,7 @@ def main():
             g["lr"] = lr
         mode = batch.pop("mode")
         glyph_targets = [batch.pop("glyphs")] + ([batch.pop("glyphs_local")] if "glyphs_local" in batch else [])
+        read_cells = batch.pop("read_cells")
         kw = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         kw["pixel_values"] = normalize(kw["pixel_values"])
         if "pixel_values_local" in kw:
@@ -387,7 +442,9 @@ def main():
                 gly, gacc = gly + lo / len(views), gacc + ac / len(views)
         frac = image_fraction(projected[0])
         projected.clear()
-        loss = out.loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag + a.glyph_probe * gly
+        read = reading.loss(read_cells.to(dev, non_blocking=True)) if reading else torch.zeros((), device=rec.device)
+        loss = (out.loss + a.feat_reg * reg + a.pixel_probe * rec + a.bag_probe * bag + a.glyph_probe * gly
+                + a.read_attn * read)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if world > 1:
@@ -396,7 +453,7 @@ def main():
         opt.step()
         step += 1
         hist.append((mode, out.loss.detach().float(),
-                     torch.stack([reg, feat_rms, rec, bag, frac, gly, gacc]).detach().float()))
+                     torch.stack([reg, feat_rms, rec, bag, frac, gly, gacc, read]).detach().float()))
         if step % 50 == 0 or step <= 3:
             caption = torch.stack([h[1] for h in hist]).tolist()
             stats = torch.stack([h[2] for h in hist]).mean(0).tolist()
