@@ -293,7 +293,7 @@ def main():
                     help="weight of the pixel-reconstruction loss of the training-only PixelProbe (0: off)")
     ap.add_argument("--glyph-probe", type=float, default=1.0,
                     help="weight of the dense glyph-class loss of the training-only GlyphProbe (0: off)")
-    ap.add_argument("--read-attn", type=float, default=0.3,
+    ap.add_argument("--read-attn", type=float, default=0.0,
                     help="weight of the decoder attention guidance of ReadingAttention (0: off)")
     ap.add_argument("--bag-probe", type=float, default=0.0,
                     help="weight of the bag-of-tokens loss of the training-only BagProbe (0: off)")
