@@ -479,7 +479,10 @@ def main():
     if a.bundle and rank == 0:
         save_bundle(model, a.tok, a.bundle, copy_tokenizer=not a.no_tok_copy)
         (Path(a.bundle) / "trainer.json").write_text(json.dumps({"step": step, "trained_s": trained_s, "salt": salt}))
-        torch.save(probe.state_dict(), Path(a.bundle) / "probe_heads.pt")  # training-only: never in examples/model
+        # training-only: never in examples/model. bf16 and without an unused bag head, so that a bundle carried to
+        # the device for the next call stays small (the device takes 64 MiB with the repository)
+        heads = {k: v.to(torch.bfloat16) for k, v in probe.state_dict().items() if a.bag_probe or not k.startswith("bag.")}
+        torch.save(heads, Path(a.bundle) / "probe_heads.pt")
         log(event="bundled", dir=a.bundle)
     if a.final_eval_pages:
         from evaluate import evaluate
