@@ -649,7 +649,10 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
  * to the dot with an activation block (dx, int8 x): Q8_0 stores u = w + 128, scale d, bias −128 d;
  * Q4_0 u = q, scale d, bias −8 d; Q4_K/Q5_K u = q, scale d·sc_j, bias −dmin·m_j. The integer sums
  * are exact; one vpdpbusd takes 4 k of 16 rows for one token (the token's 4 bytes broadcast), so
- * the float work is one convert and 3 FMAs per 32 k × 16 rows × token.
+ * the float work is one convert and 3 FMAs per 32 k × 16 rows × token. Where every bias is the
+ * same multiple c of its scale (Q8_0: −128, Q4_0: −8) the block is scale_r · (dx Σ u·x + c Σx):
+ * one convert and 2 FMAs. These float operations share the vector pipes with vpdpbusd, so they
+ * are what the GEMM loses to peak.
  * ------------------------------------------------------------------------------------------- */
 
 #define QG_BLOCK_BYTES (8 * 128 + 2 * TP_QG_ROWS * (int)sizeof(float))
@@ -659,6 +662,10 @@ bool tp_qgemm_type_ok(tp_type type) {
 }
 
 size_t tp_qgemm_panel_bytes(int64_t k) { return (size_t)(k / TP_QK) * QG_BLOCK_BYTES; }
+
+float tp_qgemm_bias_per_scale(tp_type type) {
+    return type == TP_TYPE_Q8_0 ? -128.0f : type == TP_TYPE_Q4_0 ? -8.0f : 0.0f;
+}
 
 /* One weight row as unsigned levels u[k], and per 32-block scale and bias. */
 static void qg_unpack_row(tp_type type, const char *row, int64_t k, uint8_t *u, float *sc, float *bi) {
@@ -743,10 +750,13 @@ size_t tp_qgemm_pack_tmp_bytes(int64_t k) {
     return (size_t)((k + 63) & ~(int64_t)63) + 2 * (size_t)(k / TP_QK) * sizeof(float) + 64;
 }
 
+/* nt tokens × one panel over all k. fold: the types' common bias/scale ratio (0: per-row biases). The
+ * bias of tp_linear is added in registers; its activation (ep_act) runs on the stored 32 outputs. */
 static inline __attribute__((always_inline)) void qg_kernel(const uint8_t *panel, int64_t nb, const tp_block_q8a *x,
                                                             int64_t ldx, const float *xs, const int nt,
                                                             float *const *out, __mmask16 k0, __mmask16 k1,
-                                                            const tp_mm_epilogue *ep, int64_t m0, int rr) {
+                                                            const float fold, const float *bias,
+                                                            const tp_mm_epilogue *ep_act, int64_t m0, int rr) {
     __m512 f[4][2];
     for (int t = 0; t < nt; t++) f[t][0] = f[t][1] = _mm512_setzero_ps();
     for (int64_t j = 0; j < nb; j++) {
@@ -768,27 +778,53 @@ static inline __attribute__((always_inline)) void qg_kernel(const uint8_t *panel
         }
         const float *sf = (const float *)(pj + 8 * 128);
         const __m512 sc0 = _mm512_load_ps(sf), sc1 = _mm512_load_ps(sf + 16);
-        const __m512 b0 = _mm512_load_ps(sf + 32), b1 = _mm512_load_ps(sf + 48);
+        if (fold != 0.0f) {
+            for (int t = 0; t < nt; t++) {
+                const __m512 dx = _mm512_set1_ps(x[t * ldx + j].d), cxs = _mm512_set1_ps(fold * xs[t * nb + j]);
+                f[t][0] = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(a[t][0]), dx, cxs), sc0, f[t][0]);
+                f[t][1] = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(a[t][1]), dx, cxs), sc1, f[t][1]);
+            }
+        } else {
+            const __m512 b0 = _mm512_load_ps(sf + 32), b1 = _mm512_load_ps(sf + 48);
+            for (int t = 0; t < nt; t++) {
+                const __m512 dx = _mm512_set1_ps(x[t * ldx + j].d), dxs = _mm512_set1_ps(xs[t * nb + j]);
+                f[t][0] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][0]), sc0), dx, f[t][0]);
+                f[t][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][1]), sc1), dx, f[t][1]);
+                f[t][0] = _mm512_fmadd_ps(b0, dxs, f[t][0]);
+                f[t][1] = _mm512_fmadd_ps(b1, dxs, f[t][1]);
+            }
+        }
+    }
+    if (bias) { /* as tp_add: one rounding of out + bias */
+        const __m512 b0 = _mm512_maskz_loadu_ps(k0, bias + m0), b1 = _mm512_maskz_loadu_ps(k1, bias + m0 + 16);
         for (int t = 0; t < nt; t++) {
-            const __m512 dx = _mm512_set1_ps(x[t * ldx + j].d), dxs = _mm512_set1_ps(xs[t * nb + j]);
-            f[t][0] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][0]), sc0), dx, f[t][0]);
-            f[t][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][1]), sc1), dx, f[t][1]);
-            f[t][0] = _mm512_fmadd_ps(b0, dxs, f[t][0]);
-            f[t][1] = _mm512_fmadd_ps(b1, dxs, f[t][1]);
+            f[t][0] = _mm512_add_ps(f[t][0], b0);
+            f[t][1] = _mm512_add_ps(f[t][1], b1);
         }
     }
     for (int t = 0; t < nt; t++) {
         _mm512_mask_storeu_ps(out[t], k0, f[t][0]);
         _mm512_mask_storeu_ps(out[t] + 16, k1, f[t][1]);
-        if (ep) tp_mm_epilogue_row(ep, out[t], m0, rr); /* the 32 outputs are in L1 */
+        if (ep_act) tp_mm_epilogue_row(ep_act, out[t], m0, rr); /* the 32 outputs are in L1 */
     }
 }
 
-void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x, const float *xs,
-                     int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx, const tp_mm_epilogue *ep,
-                     int64_t m0) {
+/* the last 1-3 tokens (not inlined: rare) */
+static __attribute__((noinline)) void qg_tail(const uint8_t *pn, int64_t nb, const tp_block_q8a *xt, const float *xst,
+                                              int nt, float *const *o, __mmask16 k0, __mmask16 k1, float fold,
+                                              const float *b, const tp_mm_epilogue *ep_act, int64_t r0, int rr) {
+    for (int t = 0; t < nt; t++)
+        qg_kernel(pn, nb, xt + t * nb, nb, xst + t * nb, 1, o + t, k0, k1, fold, b, ep_act, r0, rr);
+}
+
+void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, float fold, const tp_block_q8a *x,
+                     const float *xs, int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx,
+                     const tp_mm_epilogue *ep, int64_t m0) {
     const int64_t nb = k / TP_QK;
     const size_t pbytes = tp_qgemm_panel_bytes(k);
+    const float *bias = ep ? ep->bias : NULL;
+    const tp_mm_epilogue act = {NULL, ep ? ep->act : TP_ACT_NONE, ep ? ep->path : TP_CPU_SCALAR};
+    const tp_mm_epilogue *ep_act = act.act != TP_ACT_NONE ? &act : NULL;
     for (int64_t n0 = 0; n0 < ntok; n0 += 4) {
         const int nt = (int)TP_MIN(4, ntok - n0);
         const tp_block_q8a *xt = x + n0 * nb;
@@ -800,12 +836,10 @@ void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, const tp_b
                 o[t] = out + (size_t)(out_idx ? out_idx[n0 + t] : n0 + t) * (size_t)ldo + r0;
             const int rr = (int)TP_MIN(TP_QG_ROWS, nrows - r0);
             const __mmask16 k0 = mask16(rr), k1 = mask16(rr - 16);
-            switch (nt) {
-            case 4: qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1, ep, m0 + r0, rr); break;
-            case 3: qg_kernel(pn, nb, xt, nb, xst, 3, o, k0, k1, ep, m0 + r0, rr); break;
-            case 2: qg_kernel(pn, nb, xt, nb, xst, 2, o, k0, k1, ep, m0 + r0, rr); break;
-            default: qg_kernel(pn, nb, xt, nb, xst, 1, o, k0, k1, ep, m0 + r0, rr); break;
-            }
+            const float *b = bias ? bias + m0 : NULL; /* the kernel indexes it by r0 */
+            if (fold != 0.0f && nt == 4) qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1, fold, b, ep_act, r0, rr);
+            else if (nt == 4) qg_kernel(pn, nb, xt, nb, xst, 4, o, k0, k1, 0.0f, b, ep_act, r0, rr);
+            else qg_tail(pn, nb, xt, xst, nt, o, k0, k1, fold, b, ep_act, r0, rr);
         }
     }
 }

@@ -41,6 +41,9 @@ SHAPES = [  # K, M, N: row tails (M % 32, M % 64), token tails (N % 4), several 
     (512, 65, 8),
     (896, 100, 29),
     (1280, 130, 67),
+    # K = 4096: a unit of 64 rows packs to 328 KB, so a thread packs 6 units per group (several groups per
+    # thread) and runs them over chunks of 48 tokens (two whole, one tail of 7): ops_matmul.c's mm_qgemm
+    (4096, 1000, 103),
 ]
 
 
