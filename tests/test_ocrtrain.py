@@ -142,6 +142,49 @@ def test_small_model_forward_and_original_config(tmp_path):
     assert torch.allclose(o2.logits, ref.logits, atol=1e-3)
 
 
+def test_reading_attention_loss_against_output_attentions():
+    """train.ReadingAttention's hooked loss against the same loss computed here from transformers' own
+    output_attentions (eager): for each query that predicts a located target token, -log of the attention mass
+    of head 0 on the image tokens common.reading_cells names (next-token layers) or names for the token before
+    (current-token layer)."""
+    torch = pytest.importorskip("torch")
+    from transformers import UnlimitedOcrForConditionalGeneration
+
+    from train import READ_K, ReadingAttention
+
+    tok = common.load_tokenizer(MODEL)
+    ids = common.special_ids(tok)
+    cfg = common.transformers_config(tok.get_vocab_size(), ids, dict(SMALL, text_layers=4))
+    torch.manual_seed(0)
+    model = UnlimitedOcrForConditionalGeneration(cfg)
+    reading = ReadingAttention(model.model.language_model)
+    model.train()
+    p = gen.make_page(6)
+    g, _, grid = common.make_views(p.image, "base")
+    inp, _ = common.build_ids(tok, common.n_image_tokens(1024, grid), common.PROMPT_FREE, p.markdown, ids)
+    cells = common.reading_cells(tok, p.markdown, p.markdown_xy, p.image.width, p.image.height, "base", grid, READ_K)
+    first_image, first_target = inp.index(ids["image"]), len(inp) - len(cells)
+    read = torch.full((1, len(inp), READ_K), -1, dtype=torch.long)
+    c = torch.from_numpy(cells)
+    read[0, first_target - 1:len(inp) - 1] = torch.where(c >= 0, c + first_image, -1)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([inp]), pixel_values=common.normalize(torch.from_numpy(g[None])),
+                    output_attentions=True)
+        got = float(reading.loss(read))
+    att = [a[0, 0].double() for a in out.attentions]  # per layer, head 0: [queries, keys]
+
+    def nll(a, targets):
+        terms = [-torch.log(a[q, [k for k in row if k >= 0]].sum()) for q, row in enumerate(targets.tolist())
+                 if any(k >= 0 for k in row)]
+        return torch.stack(terms).mean()
+
+    previous = torch.full_like(read[0], -1)
+    previous[1:] = read[0, :-1]
+    want = torch.stack([nll(att[2], read[0]), nll(att[3], read[0]), nll(att[1], previous)]).mean()
+    assert (read[0] >= 0).any(-1).sum() > 50
+    assert abs(got - float(want)) < 1e-4 * abs(float(want))
+
+
 def test_edit_distance():
     from evaluate import edit_distance
 
