@@ -84,6 +84,21 @@ void tp_mm_pack_panel_avx512(tp_type type, const char *const rows[TP_MM_MR], int
     }
 }
 
+void tp_mm_pack_tokens_avx512(const float *const rows[TP_MM_NR], int64_t K, int64_t Kp, bool bf16, void *panel) {
+    float *P = panel;
+    const int64_t units = bf16 ? Kp / 2 : K; /* panel elements per token: floats, or BF16 pairs */
+    const __mmask16 nr = (__mmask16)((1u << TP_MM_NR) - 1);
+    for (int64_t u0 = 0; u0 < units; u0 += 16) {
+        const int64_t k = bf16 ? 2 * u0 : u0;
+        const int nu = (int)TP_MIN(16, units - u0);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = i < TP_MM_NR ? pack_load(TP_TYPE_F32, (const char *)rows[i], k, K - k, bf16) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int j = 0; j < nu; j++) _mm512_mask_storeu_ps(P + (u0 + j) * TP_MM_NR, nr, r[j]);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * GEMM micro-kernels
  * ------------------------------------------------------------------------------------------- */

@@ -280,6 +280,17 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->npanels, np = u % pl->npanels;
             char *base = act + (size_t)bi * pl->batch_bytes;
+            if (pl->path == TP_CPU_AVX512 && b->nb[0] == sizeof(float)) { /* rows read in place: no tmp */
+                const float *tok[TP_MM_NR];
+                for (int j = 0; j < TP_MM_NR; j++) {
+                    const int64_t n = np * TP_MM_NR + j;
+                    tok[j] = n < rows ? mm_token_row(b, pl, n, bi, tmp) : NULL;
+                }
+                const bool bf16 = pl->act == ACT_BF16_PACKED;
+                tp_mm_pack_tokens_avx512(tok, K, pl->Kp, bf16,
+                                         base + (size_t)np * (size_t)(bf16 ? pl->Kp * 2 : K * 4) * TP_MM_NR);
+                continue;
+            }
             for (int j = 0; j < TP_MM_NR; j++) {
                 int64_t n = np * TP_MM_NR + j;
                 const float *src = n < rows ? mm_token_row(b, pl, n, bi, tmp) : NULL;
