@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "tp_attention.h"
+#include "tp_avx512.h"
 
 
 #define INLINE static inline __attribute__((always_inline))
@@ -508,4 +509,54 @@ void tp_attn_bf16_qk_avx512(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, 
 void tp_attn_bf16_pv_avx512(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq,
                             int Dv) {
     pair_product(Vt, ldvt, Pp, nq, Ot, ldo, Dv, (nc + 31) & ~31, true);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The tile's transposes (rows of the tensors <-> the key- / query-major scratch), 16x16 at a time
+ * ------------------------------------------------------------------------------------------- */
+
+/* rows row0..row0+15 of src (row i at src + i·lds floats; rows >= n read as 0) × 16 floats from column
+ * c0 (nc of them), transposed: r[j] holds column c0 + j of the 16 rows */
+static inline void load_t16(const float *src, size_t lds, int64_t row0, int64_t n, int64_t c0, int nc, __m512 r[16]) {
+    const __mmask16 m = mask16(nc);
+    for (int i = 0; i < 16; i++)
+        r[i] = row0 + i < n ? _mm512_maskz_loadu_ps(m, src + (size_t)(row0 + i) * lds + c0) : _mm512_setzero_ps();
+    transpose16(r);
+}
+
+void tp_attn_load_qt_avx512(const float *q, size_t ldq, int64_t i0, int nr, int nq, int D, float scale, float *Qt,
+                            int ldt) {
+    const __m512 s = _mm512_set1_ps(scale);
+    for (int r0 = 0; r0 < nq; r0 += 16)
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            __m512 r[16];
+            load_t16(q, ldq, i0 + r0, i0 + nr, d0, D - d0, r);
+            for (int j = 0; j < 16 && d0 + j < D; j++)
+                _mm512_storeu_ps(Qt + (size_t)(d0 + j) * ldt + r0, _mm512_mul_ps(r[j], s));
+        }
+}
+
+void tp_attn_store_out_avx512(const float *Ot, int ldo, const float *l, int nr, int Dv, float *out, size_t ldout) {
+    for (int r0 = 0; r0 < nr; r0 += 16)
+        for (int e0 = 0; e0 < Dv; e0 += 16) {
+            __m512 r[16];
+            load_t16(Ot, (size_t)ldo, e0, Dv, r0, 16, r);
+            const __mmask16 m = mask16(Dv - e0);
+            for (int j = 0; j < 16 && r0 + j < nr; j++) {
+                const float inv = l[r0 + j] > 0.0f ? 1.0f / l[r0 + j] : 0.0f;
+                _mm512_mask_storeu_ps(out + (size_t)(r0 + j) * ldout + e0, m, _mm512_mul_ps(r[j], _mm512_set1_ps(inv)));
+            }
+        }
+}
+
+void tp_attn_bf16_vt_avx512(const float *v, size_t ldv, int64_t n, int64_t c0, int64_t c1, int Dv, uint16_t *vt,
+                            size_t ldvt) {
+    for (int64_t cb = c0; cb < c1; cb += 16)
+        for (int e0 = 0; e0 < Dv; e0 += 16) {
+            __m512 r[16];
+            load_t16(v, ldv, cb, n, e0, Dv - e0, r);
+            const __mmask16 m = mask16((int)(c1 - cb));
+            for (int j = 0; j < 16 && e0 + j < Dv; j++)
+                _mm256_mask_storeu_epi16(vt + (size_t)(e0 + j) * ldvt + cb, m, (__m256i)_mm512_cvtneps_pbh(r[j]));
+        }
 }

@@ -432,16 +432,22 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 if (c < Nk) tp_attn_bf16_rows((const float *)tp_row_ptr(k, c, hk, b), D, kd + (size_t)c * D);
                 else memset(kd + (size_t)c * D, 0, sizeof(uint16_t) * (size_t)D);
             }
-            for (int64_t c = c0; c < c1; c++) {
-                const float *vr = c < Nk ? (const float *)tp_row_ptr(v, c, hk, b) : NULL;
-                for (int e = 0; e < Dv; e++) vd[(size_t)e * Nkp + c] = vr ? tp_f32_to_bf16(vr[e]) : 0;
-            }
+            if (v->nb[0] == sizeof(float) && v->nb[1] % sizeof(float) == 0) /* 16x16 transposes */
+                tp_attn_bf16_vt_avx512((const float *)tp_row_ptr(v, 0, hk, b), v->nb[1] / sizeof(float), Nk, c0, c1,
+                                       (int)Dv, vd, (size_t)Nkp);
+            else
+                for (int64_t c = c0; c < c1; c++) {
+                    const float *vr = c < Nk ? (const float *)tp_row_ptr(v, c, hk, b) : NULL;
+                    for (int e = 0; e < Dv; e++) vd[(size_t)e * Nkp + c] = vr ? tp_f32_to_bf16(vr[e]) : 0;
+                }
         }
     }
     tp_barrier(p->pool);
 
     att_scratch sc = att_carve(p->wdata, p->ith, &dims);
     const bool k_unit = dims.Kpack == 0, v_unit = dims.Vpack == 0;
+    /* the tile's transposes in 16x16 blocks where q's rows are unit-stride floats */
+    const bool q_rows = p->path >= TP_CPU_AVX512 && q->nb[0] == sizeof(float) && q->nb[1] % sizeof(float) == 0;
     if (amx) tp_attn_amx_begin();
 
     for (;;) {
@@ -454,14 +460,19 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         const bool one = nr == 1 && fns.qk1 != NULL;
 
         /* Qt[d][r] = scale · q[d, i0 + r] (padding queries 0) */
-        for (int r = 0; r < nq; r++) {
-            if (r < nr) {
-                const char *qr = tp_row_ptr(q, i0 + r, h, b);
-                for (int d = 0; d < D; d++) sc.Qt[(size_t)d * ATT_QT + r] = *(const float *)(qr + (size_t)d * q->nb[0]) * scale;
-            } else {
-                for (int d = 0; d < D; d++) sc.Qt[(size_t)d * ATT_QT + r] = 0.0f;
+        if (q_rows)
+            tp_attn_load_qt_avx512((const float *)tp_row_ptr(q, 0, h, b), q->nb[1] / sizeof(float), i0, nr, nq, (int)D,
+                                   scale, sc.Qt, ATT_QT);
+        else
+            for (int r = 0; r < nq; r++) {
+                if (r < nr) {
+                    const char *qr = tp_row_ptr(q, i0 + r, h, b);
+                    for (int d = 0; d < D; d++)
+                        sc.Qt[(size_t)d * ATT_QT + r] = *(const float *)(qr + (size_t)d * q->nb[0]) * scale;
+                } else {
+                    for (int d = 0; d < D; d++) sc.Qt[(size_t)d * ATT_QT + r] = 0.0f;
+                }
             }
-        }
         if (one)
             for (int d = 0; d < D; d++) sc.q1[d] = sc.Qt[(size_t)d * ATT_QT];
         const bool tiles = dims.bf16 && !one;
@@ -583,6 +594,12 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         }
 
         /* out[e, h, i, b] = Ot[e][r] / l[r] (a query that saw no key gives 0) */
+        if (p->path >= TP_CPU_AVX512) {
+            tp_attn_store_out_avx512(sc.Ot, ATT_QT, sc.l, nr, (int)Dv,
+                                     (float *)dst->data + (((size_t)b * Nq + (size_t)i0) * H + (size_t)h) * Dv,
+                                     (size_t)H * (size_t)Dv);
+            continue;
+        }
         for (int r = 0; r < nr; r++) {
             float *out = (float *)dst->data + (((size_t)b * Nq + (size_t)(i0 + r)) * H + (size_t)h) * Dv;
             float inv = sc.l[r] > 0.0f ? 1.0f / sc.l[r] : 0.0f;

@@ -29,6 +29,15 @@ void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *S
 void tp_attn_amx_pv(const uint16_t *Vt, size_t ldvt, const uint16_t *Pp, float *Ot, int ldo, int nc, int nq, int Dv);
 /* BF16 precision operands (attention_avx512.c, AVX512-BF16) and the vdpbf16ps products without AMX */
 void tp_attn_bf16_rows(const float *src, int64_t n, uint16_t *dst);
+/* the tile's transposes (rows of unit-stride floats, ld* apart):
+ *   load_qt:   Qt[d][r] = scale · q[i0 + r][d] for r < nr, 0 for nr <= r < nq (nq a multiple of 16);
+ *   store_out: out[r][e] = Ot[e][r] / l[r] (0 where l[r] = 0), r < nr;
+ *   bf16_vt:   vt[e][c] = bf16(v[c][e]) for c0 <= c < c1, rows c >= n as 0 */
+void tp_attn_load_qt_avx512(const float *q, size_t ldq, int64_t i0, int nr, int nq, int D, float scale, float *Qt,
+                            int ldt);
+void tp_attn_store_out_avx512(const float *Ot, int ldo, const float *l, int nr, int Dv, float *out, size_t ldout);
+void tp_attn_bf16_vt_avx512(const float *v, size_t ldv, int64_t n, int64_t c0, int64_t c1, int Dv, uint16_t *vt,
+                            size_t ldvt);
 void tp_attn_bf16_pack_pairs(const float *src, int lds, int nrows, int nrows_pad, int nq, uint16_t *dst);
 void tp_attn_bf16_softmax_pack(const float *St, int lds, int nc, int nq, float *m, float *l, float *Ot, int ldo,
                                int Dv, uint16_t *Pp);
