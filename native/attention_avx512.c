@@ -537,16 +537,19 @@ void tp_attn_load_qt_avx512(const float *q, size_t ldq, int64_t i0, int nr, int 
 }
 
 void tp_attn_store_out_avx512(const float *Ot, int ldo, const float *l, int nr, int Dv, float *out, size_t ldout) {
-    for (int r0 = 0; r0 < nr; r0 += 16)
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+        float inv[16]; /* once per query, not per 16 outputs */
+        for (int j = 0; j < 16; j++) inv[j] = r0 + j < nr && l[r0 + j] > 0.0f ? 1.0f / l[r0 + j] : 0.0f;
         for (int e0 = 0; e0 < Dv; e0 += 16) {
             __m512 r[16];
             load_t16(Ot, (size_t)ldo, e0, Dv, r0, 16, r);
             const __mmask16 m = mask16(Dv - e0);
             for (int j = 0; j < 16 && r0 + j < nr; j++) {
-                const float inv = l[r0 + j] > 0.0f ? 1.0f / l[r0 + j] : 0.0f;
-                _mm512_mask_storeu_ps(out + (size_t)(r0 + j) * ldout + e0, m, _mm512_mul_ps(r[j], _mm512_set1_ps(inv)));
+                float *o = out + (size_t)(r0 + j) * ldout + e0;
+                _mm512_mask_storeu_ps(o, m, _mm512_mul_ps(r[j], _mm512_set1_ps(inv[j])));
             }
         }
+    }
 }
 
 void tp_attn_bf16_vt_avx512(const float *v, size_t ldv, int64_t n, int64_t c0, int64_t c1, int Dv, uint16_t *vt,

@@ -276,32 +276,33 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
     case ACT_F32_PACKED:
     case ACT_BF16_PACKED: {
         const int64_t rows = mm_rows(pl);
+        const bool bf16 = pl->act == ACT_BF16_PACKED;
+        const size_t panel_bytes = (size_t)(bf16 ? pl->Kp * (int64_t)sizeof(uint16_t) : K * (int64_t)sizeof(float)) *
+                                   TP_MM_NR;
         tp_split_range(mm_batches(pl) * pl->npanels, p->ith, p->nth, &u0, &u1);
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->npanels, np = u % pl->npanels;
-            char *base = act + (size_t)bi * pl->batch_bytes;
+            char *panel = act + (size_t)bi * pl->batch_bytes + (size_t)np * panel_bytes;
             if (pl->path == TP_CPU_AVX512 && b->nb[0] == sizeof(float)) { /* rows read in place: no tmp */
                 const float *tok[TP_MM_NR];
                 for (int j = 0; j < TP_MM_NR; j++) {
                     const int64_t n = np * TP_MM_NR + j;
                     tok[j] = n < rows ? mm_token_row(b, pl, n, bi, tmp) : NULL;
                 }
-                const bool bf16 = pl->act == ACT_BF16_PACKED;
-                tp_mm_pack_tokens_avx512(tok, K, pl->Kp, bf16,
-                                         base + (size_t)np * (size_t)(bf16 ? pl->Kp * 2 : K * 4) * TP_MM_NR);
+                tp_mm_pack_tokens_avx512(tok, K, pl->Kp, bf16, panel);
                 continue;
             }
             for (int j = 0; j < TP_MM_NR; j++) {
                 int64_t n = np * TP_MM_NR + j;
                 const float *src = n < rows ? mm_token_row(b, pl, n, bi, tmp) : NULL;
-                if (pl->act == ACT_F32_PACKED) {
-                    float *d = (float *)base + (size_t)np * (size_t)K * TP_MM_NR + j;
+                if (!bf16) {
+                    float *d = (float *)panel + j;
                     if (src)
                         for (int64_t k = 0; k < K; k++) d[k * TP_MM_NR] = src[k];
                     else
                         for (int64_t k = 0; k < K; k++) d[k * TP_MM_NR] = 0.0f;
                 } else {
-                    uint16_t *d = (uint16_t *)base + (size_t)np * (size_t)pl->Kp * TP_MM_NR + 2 * j;
+                    uint16_t *d = (uint16_t *)panel + 2 * j;
                     for (int64_t k = 0; k < pl->Kp; k++) {
                         float v = src && k < K ? src[k] : 0.0f;
                         d[(k >> 1) * 2 * TP_MM_NR + (k & 1)] = tp_f32_to_bf16(v);
@@ -543,7 +544,6 @@ static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *d
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
     const size_t pbytes = tp_qgemm_panel_bytes(K), ubytes = (size_t)(MM_QGEMM_ROWS / TP_QG_ROWS) * pbytes;
     const int64_t nb = K / TP_QK;
-    const float fold = tp_qgemm_bias_per_scale(a->type);
     uint8_t *panels = (uint8_t *)scratch;
     void *tmp = scratch + (size_t)pl->qg_group * ubytes;
     int64_t u0, u1;
@@ -567,7 +567,7 @@ static void mm_qgemm(const tp_compute_params *p, const mm_plan *pl, tp_tensor *d
             const int64_t nc = TP_MIN(pl->qg_chunk, N - n0);
             for (int64_t u = g0; u < g1; u++) {
                 const int64_t m0 = (u % units) * MM_QGEMM_ROWS, nrows = TP_MIN(MM_QGEMM_ROWS, M - m0);
-                tp_qgemm_avx512(panels + (size_t)(u - g0) * ubytes, nrows, K, fold, x + n0 * nb, xs + n0 * nb, nc,
+                tp_qgemm_avx512(a->type, panels + (size_t)(u - g0) * ubytes, nrows, K, x + n0 * nb, xs + n0 * nb, nc,
                                 cbase + (size_t)n0 * (size_t)M + m0, M, NULL, ep, m0);
             }
         }

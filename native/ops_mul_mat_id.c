@@ -216,8 +216,7 @@ void tp_kernel_mul_mat_id(const tp_compute_params *p, tp_tensor *dst) {
             for (int64_t r = 0; r < nrows; r += TP_QG_ROWS)
                 tp_qgemm_pack_avx512(w->type, arow + (size_t)r * w->nb[1], w->nb[1], TP_MIN(TP_QG_ROWS, nrows - r), K,
                                      panels + (size_t)(r / TP_QG_ROWS) * pbytes, panels + 2 * pbytes);
-            tp_qgemm_avx512(panels, nrows, K, tp_qgemm_bias_per_scale(w->type),
-                            (const tp_block_q8a *)(act + (size_t)offs[e] * pl.act_row),
+            tp_qgemm_avx512(w->type, panels, nrows, K, (const tp_block_q8a *)(act + (size_t)offs[e] * pl.act_row),
                             (const float *)(ws + pl.off_xs) + offs[e] * (K / TP_QK), offs[e + 1] - offs[e],
                             (float *)dst->data + m0, M, pairs + offs[e], NULL, 0);
             continue;

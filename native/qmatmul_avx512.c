@@ -663,7 +663,8 @@ bool tp_qgemm_type_ok(tp_type type) {
 
 size_t tp_qgemm_panel_bytes(int64_t k) { return (size_t)(k / TP_QK) * QG_BLOCK_BYTES; }
 
-float tp_qgemm_bias_per_scale(tp_type type) {
+/* c where every block's bias is c·scale (Q8_0 −128, Q4_0 −8; the kernel then folds it), else 0 */
+static float qg_bias_per_scale(tp_type type) {
     return type == TP_TYPE_Q8_0 ? -128.0f : type == TP_TYPE_Q4_0 ? -8.0f : 0.0f;
 }
 
@@ -817,10 +818,11 @@ static __attribute__((noinline)) void qg_tail(const uint8_t *pn, int64_t nb, con
         qg_kernel(pn, nb, xt + t * nb, nb, xst + t * nb, 1, o + t, k0, k1, fold, b, ep_act, r0, rr);
 }
 
-void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, float fold, const tp_block_q8a *x,
+void tp_qgemm_avx512(tp_type type, const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x,
                      const float *xs, int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx,
                      const tp_mm_epilogue *ep, int64_t m0) {
     const int64_t nb = k / TP_QK;
+    const float fold = qg_bias_per_scale(type);
     const size_t pbytes = tp_qgemm_panel_bytes(k);
     const float *bias = ep ? ep->bias : NULL;
     const tp_mm_epilogue act = {NULL, ep ? ep->act : TP_ACT_NONE, ep ? ep->path : TP_CPU_SCALAR};

@@ -87,9 +87,8 @@ void tp_quantize_row_q8a_avx2(const float *x, tp_block_q8a *y, int64_t n);
  *   tp_qgemm_panel_bytes:   bytes of one panel for rows of k (64-byte multiple);
  *   tp_qgemm_pack_avx512:   nrows <= TP_QG_ROWS rows (lda bytes apart) into panel (64-byte aligned;
  *                           missing rows zero); tmp: tp_qgemm_pack_tmp_bytes(k) bytes;
- *   tp_qgemm_bias_per_scale: c where every block's bias is c·scale (Q8_0 −128, Q4_0 −8), else 0;
- *   tp_qgemm_avx512:        nrows rows of consecutive panels × ntok tokens (fold: the weights'
- *                           tp_qgemm_bias_per_scale): x [ntok][k/32] blocks,
+ *   tp_qgemm_avx512:        nrows rows of consecutive panels of weights of type × ntok tokens:
+ *                           x [ntok][k/32] blocks,
  *                           xs [ntok][k/32] = d·(s[0] + s[1]) per block; token n's results go to
  *                           out + (out_idx ? out_idx[n] : n)·ldo, rows contiguous; ep (NULL: none) is
  *                           applied to each stored segment, these rows being m0.. of the weights. */
@@ -109,8 +108,7 @@ size_t tp_qgemm_panel_bytes(int64_t k);
 size_t tp_qgemm_pack_tmp_bytes(int64_t k);
 void tp_qgemm_pack_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, int64_t k, uint8_t *panel,
                           void *tmp);
-float tp_qgemm_bias_per_scale(tp_type type);
-void tp_qgemm_avx512(const uint8_t *panels, int64_t nrows, int64_t k, float fold, const tp_block_q8a *x,
+void tp_qgemm_avx512(tp_type type, const uint8_t *panels, int64_t nrows, int64_t k, const tp_block_q8a *x,
                      const float *xs, int64_t ntok, float *out, int64_t ldo, const int32_t *out_idx,
                      const tp_mm_epilogue *ep, int64_t m0);
 
