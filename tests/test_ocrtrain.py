@@ -150,7 +150,7 @@ def test_reading_attention_loss_against_output_attentions():
     torch = pytest.importorskip("torch")
     from transformers import UnlimitedOcrForConditionalGeneration
 
-    from train import READ_K, ReadingAttention
+    from train import READ_K, ReadingAttention, read_positions
 
     tok = common.load_tokenizer(MODEL)
     ids = common.special_ids(tok)
@@ -163,10 +163,7 @@ def test_reading_attention_loss_against_output_attentions():
     g, _, grid = common.make_views(p.image, "base")
     inp, _ = common.build_ids(tok, common.n_image_tokens(1024, grid), common.PROMPT_FREE, p.markdown, ids)
     cells = common.reading_cells(tok, p.markdown, p.markdown_xy, p.image.width, p.image.height, "base", grid, READ_K)
-    first_image, first_target = inp.index(ids["image"]), len(inp) - len(cells)
-    read = torch.full((1, len(inp), READ_K), -1, dtype=torch.long)
-    c = torch.from_numpy(cells)
-    read[0, first_target - 1:len(inp) - 1] = torch.where(c >= 0, c + first_image, -1)
+    read = read_positions([inp], [cells], len(inp), ids["image"])
     with torch.no_grad():
         out = model(input_ids=torch.tensor([inp]), pixel_values=common.normalize(torch.from_numpy(g[None])),
                     output_attentions=True)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,14 +51,29 @@ def tile_grid(width: int, height: int, min_num=2, max_num=9, image_size=640) -> 
     return _find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
 
 
+def _global_box(width: int, height: int, mode: str) -> tuple[int, int, int, int]:
+    """Where the page lands in the global (or only) view, (x, y, w, h): stretched to the whole square for
+    tiny/small, else fitted and centred as ImageOps.pad does (its rounding)."""
+    s = MODES[mode]
+    if mode in ("tiny", "small") or width == height:
+        return 0, 0, s, s
+    if width > height:
+        h = round(height / width * s)
+        return 0, round((s - h) * 0.5), s, h
+    w = round(width / height * s)
+    return round((s - w) * 0.5), 0, w, s
+
+
 def _cut(img: Image.Image, mode: str, resample, pad_color):
     """Spec §6's geometry for any image (the page, or its glyph map): the global (or only) view, and in gundam
     mode with a page larger than a tile the page resized to the tile grid, with that grid (cols, rows)."""
     s = MODES[mode]
-    if mode in ("tiny", "small"):
-        g = img.resize((s, s), resample)
-    else:
-        g = ImageOps.pad(img, (s, s), method=resample, color=pad_color)
+    x, y, w, h = _global_box(img.width, img.height, mode)
+    g = img.resize((w, h), resample)
+    if (w, h) != (s, s):
+        canvas = Image.new(img.mode, (s, s), pad_color)
+        canvas.paste(g, (x, y))
+        g = canvas
     if mode == "gundam" and (img.width > 640 or img.height > 640):
         cols, rows = tile_grid(img.width, img.height)
         return g, img.resize((640 * cols, 640 * rows), resample), (cols, rows)
@@ -122,12 +137,8 @@ def image_cells(xy: np.ndarray, width: int, height: int, mode: str, grid=(0, 0))
         tx = np.clip((x * 640 * cols / width) // 64, 0, 10 * cols - 1)
         ty = np.clip((y * 640 * rows / height) // 64, 0, 10 * rows - 1)
         out[ok, 0] = (ty * (10 * cols + 1) + tx).astype(np.int64)
-    if mode in ("tiny", "small"):  # stretched
-        gx, gy = x * s / width, y * s / height
-    else:  # padded to a square, centred (ImageOps.pad)
-        w, h = (s, round(height / width * s)) if width > height else (round(width / height * s), s)
-        gx, gy = (s - w) // 2 + x * w / width, (s - h) // 2 + y * h / height
-    gx, gy = np.clip(gx // 64, 0, q - 1), np.clip(gy // 64, 0, q - 1)
+    bx, by, bw, bh = _global_box(width, height, mode)
+    gx, gy = np.clip((bx + x * bw / width) // 64, 0, q - 1), np.clip((by + y * bh / height) // 64, 0, q - 1)
     out[ok, 1] = (n_local + gy * (q + 1) + gx).astype(np.int64)
     return out
 

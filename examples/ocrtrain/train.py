@@ -37,9 +37,22 @@ MODE_BS = {"tiny": 48, "base": 24, "gundam": 12}
 READ_K = 12  # image tokens named per target token at most (a long title token covers 4 tile + 4 global cells)
 
 
+def read_positions(inputs: list, cells: list, length: int, image_id: int) -> torch.Tensor:
+    """ReadingAttention's targets for a batch: [batch, length, READ_K] positions in the prompt of the image tokens
+    that the token predicted at each position shows (common.reading_cells per sample, moved from the image block
+    to prompt positions; the position that predicts target token j is the one before it); -1 elsewhere."""
+    read = torch.full((len(inputs), length, READ_K), -1, dtype=torch.long)
+    for i, (inp, c) in enumerate(zip(inputs, cells)):
+        first_image, first_target = inp.index(image_id), len(inp) - len(c)
+        c = torch.from_numpy(c)
+        read[i, first_target - 1:len(inp) - 1] = torch.where(c >= 0, c + first_image, -1)
+    return read
+
+
 class PageBatches(torch.utils.data.IterableDataset):
-    def __init__(self, tok_dir, salt, progress, bs_scale=1.0, p_grounding=0.3):
+    def __init__(self, tok_dir, salt, progress, bs_scale=1.0, p_grounding=0.3, read_cells=False):
         self.tok_dir, self.salt, self.progress, self.bs_scale, self.pg = tok_dir, salt, progress, bs_scale, p_grounding
+        self.read_cells = read_cells  # ReadingAttention's targets: only when it is on (they tokenize the target again)
 
     def __iter__(self):
         wi = torch.utils.data.get_worker_info()
@@ -69,24 +82,22 @@ class PageBatches(torch.utils.data.IterableDataset):
                 target, target_xy = (p.grounding, p.grounding_xy) if grounding else (p.markdown, p.markdown_xy)
                 inp, lab = build_ids(tok, n_image_tokens(g.shape[-1], grid),
                                      PROMPT_GROUNDING if grounding else PROMPT_FREE, target, ids)
-                cells = reading_cells(tok, target, target_xy, p.image.width, p.image.height, mode, grid, READ_K)
+                cells = reading_cells(tok, target, target_xy, p.image.width, p.image.height, mode, grid, READ_K) \
+                    if self.read_cells else None
                 samples.append((g, tiles, grid, inp, lab, gg, gt, cells))
             L = max(len(s[3]) for s in samples)
             inp = torch.full((bs, L), ids["pad"], dtype=torch.long)
             lab = torch.full((bs, L), -100, dtype=torch.long)
             att = torch.zeros((bs, L), dtype=torch.long)
-            read = torch.full((bs, L, READ_K), -1, dtype=torch.long)  # see ReadingAttention
             for i, s in enumerate(samples):
                 inp[i, :len(s[3])] = torch.tensor(s[3])
                 lab[i, :len(s[4])] = torch.tensor(s[4])
                 att[i, :len(s[3])] = 1
-                first_image, first_target = s[3].index(ids["image"]), len(s[3]) - len(s[7])
-                c = torch.from_numpy(s[7])
-                # the position that predicts target token j is the one before it
-                read[i, first_target - 1:len(s[3]) - 1] = torch.where(c >= 0, c + first_image, -1)
             batch = {"mode": mode, "pixel_values": torch.from_numpy(np.stack([s[0] for s in samples])),
-                     "input_ids": inp, "labels": lab, "attention_mask": att, "read_cells": read,
+                     "input_ids": inp, "labels": lab, "attention_mask": att,
                      "glyphs": torch.from_numpy(np.stack([s[5] for s in samples]))}
+            if self.read_cells:
+                batch["read_cells"] = read_positions([s[3] for s in samples], [s[7] for s in samples], L, ids["image"])
             if any(s[1] is not None for s in samples):
                 batch["pixel_values_local"] = torch.from_numpy(np.concatenate([s[1] for s in samples if s[1] is not None]))
                 batch["num_local_patches"] = [0 if s[1] is None else len(s[1]) for s in samples]
@@ -381,7 +392,7 @@ def main():
 
     total_s = a.total_minutes * 60
     progress = mp.Value("d", trained_s / total_s)
-    ds = PageBatches(a.tok, salt * 64 + rank, progress, a.bs_scale)
+    ds = PageBatches(a.tok, salt * 64 + rank, progress, a.bs_scale, read_cells=a.read_attn > 0)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=a.workers, pin_memory=dev != "cpu",
                                      prefetch_factor=4 if a.workers else None, persistent_workers=False)
 
@@ -422,7 +433,7 @@ def main():
             g["lr"] = lr
         mode = batch.pop("mode")
         glyph_targets = [batch.pop("glyphs")] + ([batch.pop("glyphs_local")] if "glyphs_local" in batch else [])
-        read_cells = batch.pop("read_cells")
+        read_cells = batch.pop("read_cells", None)
         kw = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         kw["pixel_values"] = normalize(kw["pixel_values"])
         if "pixel_values_local" in kw:
@@ -481,7 +492,8 @@ def main():
         (Path(a.bundle) / "trainer.json").write_text(json.dumps({"step": step, "trained_s": trained_s, "salt": salt}))
         # training-only: never in examples/model. bf16 and without an unused bag head, so that a bundle carried to
         # the device for the next call stays small (the device takes 64 MiB with the repository)
-        heads = {k: v.to(torch.bfloat16) for k, v in probe.state_dict().items() if a.bag_probe or not k.startswith("bag.")}
+        heads = {k: v.to(torch.bfloat16) for k, v in probe.state_dict().items()
+                 if a.bag_probe or not k.startswith("bag.")}
         torch.save(heads, Path(a.bundle) / "probe_heads.pt")
         log(event="bundled", dir=a.bundle)
     if a.final_eval_pages:
