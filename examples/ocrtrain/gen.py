@@ -306,7 +306,6 @@ def make_page(seed: int, difficulty: float = 1.0) -> Page:
         blocks.append(Block("text", text, (mx, my, mx + int(body.getlength(text)), my + line_h)))
 
     # degradations: slight rotation, blur, noise
-    angle = 0.0
     if rng.random() < 0.4:
         angle = rng.uniform(-0.8, 0.8)
         img = img.rotate(angle, resample=Image.BICUBIC, fillcolor=bg)
