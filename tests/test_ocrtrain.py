@@ -188,6 +188,29 @@ def test_edit_distance():
     assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3 and edit_distance("ab", "ab") == 0
 
 
+def test_error_kinds_tally():
+    """error_kinds.py's breakdown on a hand-made page: one digit and one letter misread, a table row intact, a
+    list item dropped."""
+    from collections import Counter
+
+    import error_kinds as ek
+
+    truth = "# Title\nWe paid 42 euro.\n<tr><td>7</td></tr>\n- gone"
+    text = "# Title\nWe paid 47 eurp.\n<tr><td>7</td></tr>\n"
+    assert ek.missed("abc", "abc") == [False] * 3
+    assert ek.missed("a1c", "a2c") == [False, True, False]
+    assert [ek.line_kind(x) for x in truth.split("\n")] == ["heading", "paragraph", "table", "list"]
+    assert ek.line_kind("12. item") == "list" and ek.line_kind("") == "blank"
+    chars, lines = Counter(), Counter()
+    ek.tally(truth, text, chars, lines)
+    by_char, by_line = ek.shares(chars), ek.shares(lines)
+    assert by_char["digit"] == {"chars": 3, "missed": round(1 / 3, 4)}  # 4, 2 -> 7, the table's 7
+    assert by_line["heading"] == {"chars": 7, "missed": 0.0}
+    assert by_line["table"] == {"chars": 19, "missed": 0.0}
+    assert by_line["paragraph"] == {"chars": 16, "missed": round(2 / 16, 4)}  # "2" and "o"
+    assert by_line["list"] == {"chars": 6, "missed": 1.0}
+
+
 def test_bundle_checkpoint_layout(tmp_path):
     """The demo model's architecture (default size), saved by save_bundle: bf16 shards within the size
     limits, the original tensor names, the original config layout and the bundled tokenizer."""
