@@ -2,7 +2,8 @@
 
     tilepass-cli -m TEXT.gguf --mmproj VISION.gguf --image page.png [--image more.png ...] [-o OUT]
 
-Every image is encoded in one pass of the vision model, then each page is decoded in turn. Only the
+The images are encoded --images-per-pass at a time (default 4) in one pass of the vision model, then each
+page of that pass is decoded in turn; a pass's compute buffer grows with its pages. Only the
 result goes to stdout (or to -o); progress, timings, warnings and errors go to stderr.
 Output files are written to a temporary file next to the target and renamed only when complete,
 so an interrupted run never leaves a partial file under the final name.
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "prompt too (as transformers' no_repeat_ngram_size)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one image), or directory (several images: OUT/NAME.md or .json)")
+    p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=4, metavar="N",
+                   help="images encoded together in one pass of the vision encoder, then decoded in turn before the "
+                        "next pass (default 4: a gundam page needs ~0.6 GB of compute buffer in its pass; 0: all)")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--json", action="store_true",
                    help="JSON: text, grounding boxes in pixels of the original image, timings, token counts")
@@ -267,117 +271,132 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     rep.info(f"models loaded in {time.perf_counter() - t0:.2f} s (text width {pipe.n_embd}, vocab {pipe.n_vocab}, "
              f"{threads} threads, vision arithmetic {vision_arith}{' (auto)' if args.precision == 'auto' else ''})")
 
-    # images: a failure is reported and the other pages go on
+    # images, in passes of --images-per-pass: each pass is prepared and encoded in one graph computation,
+    # then its pages are decoded in turn; a failure is reported and the other pages (and passes) go on
     status = EXIT_OK
-    prepared = pipe.prepare(images, args.mode, args.min_tiles, args.max_tiles)
-    good = [i for i, p in enumerate(prepared) if not isinstance(p, BaseException)]
-    for i, p in enumerate(prepared):
-        if isinstance(p, BaseException):
-            rep.error(str(p) if images[i] in str(p) else f"{images[i]}: {p}")
-            status = EXIT_ERROR
-    if not good:
-        raise CliError("no usable image", EXIT_ERROR)
-
-    views = sum(1 + prepared[i].tiles.shape[0] for i in good)
-    rep.info(f"encoding {len(good)} image(s), {views} view(s), mode {args.mode} ...")
-    try:
-        embs, enc_s = pipe.encode([prepared[i] for i in good])
-    except Exception as e:  # TilepassError, MemoryError: all pages of this pass are lost
-        raise CliError(f"vision encoding failed: {e}") from None
-    rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
-    emb_of = dict(zip(good, embs))
-
     no_repeat = dataclasses.replace(pipe.default_no_repeat(args.no_repeat_ngram, args.no_repeat_window),
                                     scope=args.no_repeat_scope)
-    truncated = []
+    truncated: list[str] = []
     json_pages: list[dict] = []
     multi = len(images) > 1
-    for k, i in enumerate(good):
-        name = images[i]
-        prep = prepared[i]
-        stem = outs[i].stem if outs else None
-        link = DEFAULT_IMAGE_LINK
-        if outs is not None:
-            esc = stem.replace("{", "{{").replace("}", "}}")
-            link = f"![](images/{esc}_{{index}}.jpg)\n"
-        parser = GroundingParser(image_link=link, raw=args.raw)
-        sd = pipe.tokenizer.stream()
-        pieces: list[str] = []
-        stream_now = args.stream
-
-        if stream_now and multi and outs is None:
-            _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
-
-        def on_token(tok: int) -> None:
-            s = parser.feed(sd.push(tok))
-            if s:
-                pieces.append(s)
-                if stream_now:
-                    _stdout_write(s)
-
+    per_pass = args.images_per_pass or len(images)
+    n_usable = n_shown = 0  # pages prepared without error; pages handed to the decoder (page markers count these)
+    enc_total = 0.0
+    for p0 in range(0, len(images), per_pass):
+        batch = range(p0, min(p0 + per_pass, len(images)))
+        prepared = dict(zip(batch, pipe.prepare([images[i] for i in batch], args.mode, args.min_tiles, args.max_tiles)))
+        good = [i for i in batch if not isinstance(prepared[i], BaseException)]
+        for i in batch:
+            if isinstance(prepared[i], BaseException):
+                rep.error(str(prepared[i]) if images[i] in str(prepared[i]) else f"{images[i]}: {prepared[i]}")
+                status = EXIT_ERROR
+        if not good:
+            continue
+        n_usable += len(good)
+        views = sum(1 + prepared[i].tiles.shape[0] for i in good)
+        where = f" (images {good[0] + 1}-{good[-1] + 1} of {len(images)})" if per_pass < len(images) else ""
+        rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {args.mode} ...")
         try:
-            res = pipe.run_page(name, prep, emb_of[i], prompt, args.n_predict, sampling, no_repeat, on_token)
-        except PipelineError as e:
-            rep.error(f"{name}: {e}")
+            embs, enc_s = pipe.encode([prepared[i] for i in good])
+        except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
+            rep.error(f"vision encoding failed for {', '.join(images[i] for i in good)}: {e}")
             status = EXIT_ERROR
             continue
-        except Exception as e:  # the decoder failed on this page: report, go on
-            rep.error(f"{name}: decoding failed: {e}")
-            status = EXIT_ERROR
-            continue
-        tail = parser.feed(sd.flush()) + parser.finish()
-        if tail:
-            pieces.append(tail)
-            if stream_now:
-                _stdout_write(tail)
-        text = "".join(pieces)
-        res.encode_ms = enc_s * 1e3 * (prep.n_tokens / max(1, sum(prepared[j].n_tokens for j in good)))
-
-        rep.info(f"[{k + 1}/{len(good)}] {name}: {res.n_image_tokens} image tokens, prompt {res.n_prompt} tokens; "
-                 f"prefill {res.prefill_ms:.0f} ms ({res.prefill_tps:.1f} tok/s), {len(res.tokens)} new tokens, "
-                 f"decode {res.decode_tps:.1f} tok/s; stop: {res.stop_reason}")
-        if not res.complete:
-            why = {"length": f"the -n limit ({args.n_predict} tokens)", "context": "the end of the context",
-                   "no_candidates": "a step where every token was banned"}.get(res.stop_reason, res.stop_reason)
-            rep.warn(f"{name}: generation stopped at {why} without an end-of-text token; the output is incomplete")
-            truncated.append(name)
-
-        w, h = res.original_size
-        page = None
-        if args.json:
-            page = page_json(text, res.text, parser.regions, w, h, image=name, mode=res.mode,
-                             complete=res.complete, stop_reason=res.stop_reason,
-                             tokens={"prompt": res.n_prompt, "image": res.n_image_tokens, "generated": len(res.tokens)},
-                             token_ids=res.tokens,
-                             timings_ms={"encode_batch": round(enc_s * 1e3, 1), "prefill": round(res.prefill_ms, 1),
-                                         "decode": round(res.decode_ms, 1)},
-                             tokens_per_s={"prefill": round(res.prefill_tps, 2), "decode": round(res.decode_tps, 2)})
-
-        # outputs
-        try:
+        enc_total += enc_s
+        rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
+        emb_of = dict(zip(good, embs))
+        pass_tokens = sum(prepared[i].n_tokens for i in good)
+        for i in good:
+            k, n_shown = n_shown, n_shown + 1
+            name = images[i]
+            prep = prepared[i]
+            stem = outs[i].stem if outs else None
+            link = DEFAULT_IMAGE_LINK
             if outs is not None:
-                data = (dumps(page) + "\n") if page is not None else text
-                if not args.raw and outs is not None:
-                    _save_crops(name, outs[i], parser.regions, rep)
-                write_atomic(outs[i], data.encode("utf-8"))
-                rep.info(f"wrote {outs[i]}")
-            elif page is not None:
-                json_pages.append(page)
-            elif not stream_now:
-                if multi:
-                    _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
-                _stdout_write(text)
-            if box_outs is not None:
-                _save_boxes(name, box_outs[i], parser.regions)
-                rep.info(f"wrote {box_outs[i]}")
-        except OSError as e:
-            target = getattr(e, "filename", None) or (outs[i] if outs else "output")
-            rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
-            status = EXIT_ERROR
+                esc = stem.replace("{", "{{").replace("}", "}}")
+                link = f"![](images/{esc}_{{index}}.jpg)\n"
+            parser = GroundingParser(image_link=link, raw=args.raw)
+            sd = pipe.tokenizer.stream()
+            pieces: list[str] = []
+            stream_now = args.stream
 
+            if stream_now and multi and outs is None:
+                _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
+
+            def on_token(tok: int) -> None:
+                s = parser.feed(sd.push(tok))
+                if s:
+                    pieces.append(s)
+                    if stream_now:
+                        _stdout_write(s)
+
+            try:
+                res = pipe.run_page(name, prep, emb_of[i], prompt, args.n_predict, sampling, no_repeat, on_token)
+            except PipelineError as e:
+                rep.error(f"{name}: {e}")
+                status = EXIT_ERROR
+                continue
+            except Exception as e:  # the decoder failed on this page: report, go on
+                rep.error(f"{name}: decoding failed: {e}")
+                status = EXIT_ERROR
+                continue
+            tail = parser.feed(sd.flush()) + parser.finish()
+            if tail:
+                pieces.append(tail)
+                if stream_now:
+                    _stdout_write(tail)
+            text = "".join(pieces)
+            res.encode_ms = enc_s * 1e3 * (prep.n_tokens / max(1, pass_tokens))
+
+            rep.info(f"[{i + 1}/{len(images)}] {name}: {res.n_image_tokens} image tokens, "
+                     f"prompt {res.n_prompt} tokens; prefill {res.prefill_ms:.0f} ms ({res.prefill_tps:.1f} tok/s), {len(res.tokens)} new tokens, "
+                     f"decode {res.decode_tps:.1f} tok/s; stop: {res.stop_reason}")
+            if not res.complete:
+                why = {"length": f"the -n limit ({args.n_predict} tokens)", "context": "the end of the context",
+                       "no_candidates": "a step where every token was banned"}.get(res.stop_reason, res.stop_reason)
+                rep.warn(f"{name}: generation stopped at {why} without an end-of-text token; the output is incomplete")
+                truncated.append(name)
+
+            w, h = res.original_size
+            page = None
+            if args.json:
+                page = page_json(text, res.text, parser.regions, w, h, image=name, mode=res.mode,
+                                 complete=res.complete, stop_reason=res.stop_reason,
+                                 tokens={"prompt": res.n_prompt, "image": res.n_image_tokens,
+                                         "generated": len(res.tokens)},
+                                 token_ids=res.tokens,
+                                 timings_ms={"encode_batch": round(enc_s * 1e3, 1), "prefill": round(res.prefill_ms, 1),
+                                             "decode": round(res.decode_ms, 1)},
+                                 tokens_per_s={"prefill": round(res.prefill_tps, 2),
+                                               "decode": round(res.decode_tps, 2)})
+
+            # outputs
+            try:
+                if outs is not None:
+                    data = (dumps(page) + "\n") if page is not None else text
+                    if not args.raw and outs is not None:
+                        _save_crops(name, outs[i], parser.regions, rep)
+                    write_atomic(outs[i], data.encode("utf-8"))
+                    rep.info(f"wrote {outs[i]}")
+                elif page is not None:
+                    json_pages.append(page)
+                elif not stream_now:
+                    if multi:
+                        _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
+                    _stdout_write(text)
+                if box_outs is not None:
+                    _save_boxes(name, box_outs[i], parser.regions)
+                    rep.info(f"wrote {box_outs[i]}")
+            except OSError as e:
+                target = getattr(e, "filename", None) or (outs[i] if outs else "output")
+                rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
+                status = EXIT_ERROR
+
+    if n_usable == 0:
+        raise CliError("no usable image", EXIT_ERROR)
     if json_pages:
         _stdout_write(dumps(json_pages[0] if not multi else json_pages) + "\n")
-    rep.info(f"done in {time.perf_counter() - t_start:.2f} s; encode {enc_s * 1e3:.0f} ms; "
+    rep.info(f"done in {time.perf_counter() - t_start:.2f} s; encode {enc_total * 1e3:.0f} ms; "
              f"peak memory {_fmt_bytes(peak_memory_bytes())}")
     if status == EXIT_OK and truncated:
         status = EXIT_TRUNCATED

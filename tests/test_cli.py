@@ -134,6 +134,31 @@ def test_bad_image_among_several(tmp_path, capsys):
     assert rc == 3 and "without an end-of-text token" in err
 
 
+def test_images_in_passes(tmp_path, capsys):
+    """--images-per-pass N: the images are encoded N at a time, each pass's pages decoded before the next pass;
+    the text is the same as with all images in one pass, and a bad image only costs its own page."""
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    small, second = tmp_path / "small.png", tmp_path / "second.png"
+    Image.open(PAGE).convert("RGB").resize((300, 400)).save(small)
+    Image.open(PAGE).convert("RGB").rotate(90, expand=True).save(second)
+    images = [PAGE, bad, small, second]
+    texts = {}
+    for per_pass in (0, 2, 1):
+        outdir = tmp_path / f"out{per_pass}"
+        args = [a for im in images for a in ("--image", im)]
+        rc, out, err = run_cli(base_args(*args, "-n", "4", "--mode", "tiny", "--images-per-pass", per_pass,
+                                         "-o", outdir), capsys)
+        assert rc == 1 and out == "" and len(error_lines(err)) == 1 and "broken.png" in error_lines(err)[0]
+        texts[per_pass] = {p.name: p.read_text() for p in outdir.iterdir()}
+        passes = [l for l in err.splitlines() if "encoding " in l]
+        assert len(passes) == {0: 1, 2: 2, 1: 3}[per_pass], passes
+    assert sorted(texts[0]) == ["page.md", "second.md", "small.md"]
+    assert texts[2] == texts[0] and texts[1] == texts[0]
+    rc, out, err = run_cli(base_args("--image", PAGE, "--images-per-pass", "-1"), capsys)
+    assert rc == 2 and "--images-per-pass" in err
+
+
 def test_ctrl_c_leaves_no_partial_output(tmp_path):
     outdir = tmp_path / "out"
     cmd = [sys.executable, "-m", "encoder.cli", *map(str, base_args("--image", PAGE, "--image", PAGE, "--mode",
