@@ -35,36 +35,31 @@ static inline __m512 pack_load(tp_type type, const char *row, int64_t k, int64_t
     return _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
-void tp_mm_pack_panel_avx512(tp_type type, const char *const rows[TP_MM_MR], int64_t K, int64_t k0, int64_t kc,
-                             bool bf16, void *panel) {
-    float *P = panel;
+/* Up to 16 rows (rows[i], i < nrows; NULL: a zero row) from element k0 on, `units` panel elements each (floats,
+ * or bf16 pairs), transposed into P[u][i] (panel rows ld floats apart; columns >= nrows untouched) */
+static void pack_rows16(tp_type type, const char *const *rows, int nrows, int64_t K, int64_t k0, int64_t units,
+                        bool bf16, float *P, int ld) {
     const int per = bf16 ? 2 : 1; /* row elements per panel element */
-    const int64_t units = bf16 ? (kc + 1) / 2 : kc;
+    const __mmask16 cols = mask16(nrows);
     for (int64_t u0 = 0; u0 < units; u0 += 16) {
-        const int64_t k = k0 + u0 * per, n = K - k;
+        const int64_t k = k0 + u0 * per;
         const int nu = (int)TP_MIN(16, units - u0);
-        for (int h = 0; h < TP_MM_MR / 16; h++) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = pack_load(type, rows[16 * h + i], k, n, bf16);
-            transpose16(r);
-            for (int j = 0; j < nu; j++) _mm512_storeu_ps(P + (u0 + j) * TP_MM_MR + 16 * h, r[j]);
-        }
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) r[i] = i < nrows ? pack_load(type, rows[i], k, K - k, bf16) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int j = 0; j < nu; j++) _mm512_mask_storeu_ps(P + (u0 + j) * ld, cols, r[j]);
     }
 }
 
-void tp_mm_pack_tokens_avx512(const float *const rows[TP_MM_NR], int64_t K, int64_t Kp, bool bf16, void *panel) {
-    float *P = panel;
-    const int64_t units = bf16 ? Kp / 2 : K; /* panel elements per token: floats, or BF16 pairs */
-    const __mmask16 nr = (__mmask16)((1u << TP_MM_NR) - 1);
-    for (int64_t u0 = 0; u0 < units; u0 += 16) {
-        const int64_t k = bf16 ? 2 * u0 : u0;
-        const int nu = (int)TP_MIN(16, units - u0);
-        __m512 r[16];
-        for (int i = 0; i < 16; i++)
-            r[i] = i < TP_MM_NR ? pack_load(TP_TYPE_F32, (const char *)rows[i], k, K - k, bf16) : _mm512_setzero_ps();
-        transpose16(r);
-        for (int j = 0; j < nu; j++) _mm512_mask_storeu_ps(P + (u0 + j) * TP_MM_NR, nr, r[j]);
-    }
+void tp_mm_pack_panel_avx512(tp_type type, const char *const rows[TP_MM_MR], int64_t K, int64_t k0, int64_t kc,
+                             bool bf16, void *panel) {
+    const int64_t units = bf16 ? (kc + 1) / 2 : kc;
+    for (int h = 0; h < TP_MM_MR / 16; h++)
+        pack_rows16(type, rows + 16 * h, 16, K, k0, units, bf16, (float *)panel + 16 * h, TP_MM_MR);
+}
+
+void tp_mm_pack_tokens_avx512(const char *const rows[TP_MM_NR], int64_t K, int64_t Kp, bool bf16, void *panel) {
+    pack_rows16(TP_TYPE_F32, rows, TP_MM_NR, K, 0, bf16 ? Kp / 2 : K, bf16, panel, TP_MM_NR);
 }
 
 /* ---------------------------------------------------------------------------------------------

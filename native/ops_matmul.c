@@ -284,10 +284,10 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
             int64_t bi = u / pl->npanels, np = u % pl->npanels;
             char *panel = act + (size_t)bi * pl->batch_bytes + (size_t)np * panel_bytes;
             if (pl->path == TP_CPU_AVX512 && b->nb[0] == sizeof(float)) { /* rows read in place: no tmp */
-                const float *tok[TP_MM_NR];
+                const char *tok[TP_MM_NR];
                 for (int j = 0; j < TP_MM_NR; j++) {
                     const int64_t n = np * TP_MM_NR + j;
-                    tok[j] = n < rows ? mm_token_row(b, pl, n, bi, tmp) : NULL;
+                    tok[j] = n < rows ? (const char *)mm_token_row(b, pl, n, bi, tmp) : NULL;
                 }
                 tp_mm_pack_tokens_avx512(tok, K, pl->Kp, bf16, panel);
                 continue;

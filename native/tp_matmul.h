@@ -52,7 +52,7 @@ void tp_mm_pack_panel_avx512(tp_type type, const char *const rows[TP_MM_MR], int
                              bool bf16, void *panel);
 /* One activation panel of TP_MM_NR token rows (F32, K contiguous floats; rows[j] NULL: a zero token) in
  * the GEMM's layout: [K][NR] floats, or (bf16) [Kp/2][NR] pairs of BF16 values (k ≥ K zero). */
-void tp_mm_pack_tokens_avx512(const float *const rows[TP_MM_NR], int64_t K, int64_t Kp, bool bf16, void *panel);
+void tp_mm_pack_tokens_avx512(const char *const rows[TP_MM_NR], int64_t K, int64_t Kp, bool bf16, void *panel);
 
 /* Micro-kernel: C[n*ldc + m] (+)= sum_k B[k*NR + n] * A[k*MR + m] for m < mr, n < nr.
  * A, B packed as above; kc k steps (pairs for bf16); accumulate = add to C instead of storing. */
