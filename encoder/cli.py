@@ -280,7 +280,8 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     json_pages: list[dict] = []
     multi = len(images) > 1
     per_pass = args.images_per_pass or len(images)
-    n_usable = n_shown = 0  # pages prepared without error; pages handed to the decoder (page markers count these)
+    any_usable = False  # some page was prepared without error
+    n_shown = 0  # pages handed to the decoder (the page markers count these)
     enc_total = 0.0
     for p0 in range(0, len(images), per_pass):
         batch = range(p0, min(p0 + per_pass, len(images)))
@@ -292,7 +293,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
                 status = EXIT_ERROR
         if not good:
             continue
-        n_usable += len(good)
+        any_usable = True
         views = sum(1 + prepared[i].tiles.shape[0] for i in good)
         where = f" (images {good[0] + 1}-{good[-1] + 1} of {len(images)})" if per_pass < len(images) else ""
         rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {args.mode} ...")
@@ -307,7 +308,8 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
         emb_of = dict(zip(good, embs))
         pass_tokens = sum(prepared[i].n_tokens for i in good)
         for i in good:
-            k, n_shown = n_shown, n_shown + 1
+            k = n_shown
+            n_shown += 1
             name = images[i]
             prep = prepared[i]
             stem = outs[i].stem if outs else None
@@ -392,7 +394,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
                 rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
                 status = EXIT_ERROR
 
-    if n_usable == 0:
+    if not any_usable:
         raise CliError("no usable image", EXIT_ERROR)
     if json_pages:
         _stdout_write(dumps(json_pages[0] if not multi else json_pages) + "\n")

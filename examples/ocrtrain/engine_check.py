@@ -105,6 +105,13 @@ class Reference:
             return self.model(input_ids=self.torch.tensor([ids]), **self._kw(prepared)).logits[0].float().numpy()
 
 
+def no_repeat_off():
+    """The pipeline's no-repeat rule switched off (transformers' greedy reference has none)."""
+    from encoder.generate import NoRepeat
+
+    return NoRepeat(ngram=0, window=0, whitelist=frozenset(), scope="generated")
+
+
 def encode_once(pipes: dict, files: dict, prepared) -> dict:
     """{text type: the page's image embeddings}, each vision file encoded once (several text types share one)."""
     by_vision: dict = {}
@@ -116,14 +123,13 @@ def encode_once(pipes: dict, files: dict, prepared) -> dict:
 
 def run(model_dir: Path, n_pages: int, modes: list[str], types: list[str], max_new: int, work: Path,
         n_threads: int = 2, log=print) -> dict:
-    from encoder.generate import NoRepeat
     from encoder.pipeline import OcrPipeline
 
     files = convert_files(model_dir, work, types)
     ref = Reference.load(model_dir, n_threads)
     pages = [make_page(EVAL_SEED0 + i) for i in range(n_pages)]
     pipes = {t: OcrPipeline(*files[t], n_threads=n_threads) for t in types}
-    off = NoRepeat(ngram=0, window=0, whitelist=frozenset(), scope="generated")
+    off = no_repeat_off()
     report: dict = {}
     for mode in modes:
         reps = {t: TypeReport() for t in types}

@@ -81,10 +81,9 @@ def shares(counts: Counter) -> dict:
 
 
 def main() -> None:
-    from encoder.generate import NoRepeat
     from encoder.pipeline import OcrPipeline
 
-    from engine_check import PROMPT, convert_files
+    from engine_check import PROMPT, convert_files, no_repeat_off
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "examples" / "model"))
@@ -97,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tp-error-kinds-") as tmp:
         files = convert_files(Path(a.model), Path(tmp), ["f16"])
         pipe = OcrPipeline(*files["f16"], n_threads=a.threads)
-        off = NoRepeat(ngram=0, window=0, whitelist=frozenset(), scope="generated")
+        off = no_repeat_off()
         for i in range(a.pages):
             page = make_page(EVAL_SEED0 + i)
             prepared = pipe.prepare([page.image], a.mode)[0]
