@@ -2,7 +2,8 @@
 
 Policy (llama.cpp's): tensors llama.cpp keeps in F32 stay F32; everything else gets the type chosen
 with ``--outtype``. A row (innermost dimension) that is not a multiple of the type's block cannot be
-stored in that type and falls back: K-quants -> Q8_0 -> F16, Q8_0/Q4_0 -> F16.
+stored in that type and falls back as llama-quantize does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0
+(DeepSeek-OCR's 896-wide expert rows), and a 32-block type -> F16.
 """
 from __future__ import annotations
 
@@ -15,20 +16,24 @@ from gguf import quants as gq
 
 from .errors import ConversionError
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "auto")
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "auto")
 
 _BY_NAME = {
-    "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0,
-    "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K,
+    "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
+    "q5_0": QT.Q5_0, "q5_1": QT.Q5_1, "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K,
 }
 # what the published files use
 AUTO_TEXT = QT.Q8_0
 AUTO_VISION = QT.F16
 
 K_QUANTS = (QT.Q4_K, QT.Q5_K, QT.Q6_K)
+BLOCK32 = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1)
+# llama-quantize's type for a row a K-quant cannot hold
+K_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
 _FILE_TYPE = {
     QT.F32: LlamaFileType.ALL_F32, QT.F16: LlamaFileType.MOSTLY_F16, QT.BF16: LlamaFileType.MOSTLY_BF16,
-    QT.Q8_0: LlamaFileType.MOSTLY_Q8_0, QT.Q4_0: LlamaFileType.MOSTLY_Q4_0,
+    QT.Q8_0: LlamaFileType.MOSTLY_Q8_0, QT.Q4_0: LlamaFileType.MOSTLY_Q4_0, QT.Q4_1: LlamaFileType.MOSTLY_Q4_1,
+    QT.Q5_0: LlamaFileType.MOSTLY_Q5_0, QT.Q5_1: LlamaFileType.MOSTLY_Q5_1,
     QT.Q4_K: LlamaFileType.MOSTLY_Q4_K_S, QT.Q5_K: LlamaFileType.MOSTLY_Q5_K_S, QT.Q6_K: LlamaFileType.MOSTLY_Q6_K,
 }
 
@@ -80,9 +85,9 @@ def choose_type(chosen: QT, row_len: int, *, force_f32: bool = False, conv_f16_o
     t = chosen
     notes = []
     if t in K_QUANTS and row_len % block_size(t):
-        notes.append(f"row {row_len} not a multiple of {block_size(t)}: {t.name}->Q8_0")
-        t = QT.Q8_0
-    if t in (QT.Q8_0, QT.Q4_0) and row_len % block_size(t):
+        notes.append(f"row {row_len} not a multiple of {block_size(t)}: {t.name}->{K_FALLBACK[t].name}")
+        t = K_FALLBACK[t]
+    if t in BLOCK32 and row_len % block_size(t):
         notes.append(f"row {row_len} not a multiple of {block_size(t)}: {t.name}->F16")
         t = QT.F16
     return TypeChoice(t, "; ".join(notes))
@@ -95,7 +100,7 @@ def quantize_rows(rows: np.ndarray, qtype: QT) -> np.ndarray:
         return rows
     if qtype == QT.F16:
         return rows.astype(np.float16)
-    if qtype in (QT.BF16, QT.Q8_0, QT.Q4_0):
+    if qtype == QT.BF16 or qtype in BLOCK32:
         return gq.quantize(rows, qtype)
     if qtype in K_QUANTS:
         from .native_quant import quantize as native_quantize

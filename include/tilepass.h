@@ -74,6 +74,9 @@ typedef enum tp_type {
     TP_TYPE_F32 = 0,
     TP_TYPE_F16 = 1,
     TP_TYPE_Q4_0 = 2,
+    TP_TYPE_Q4_1 = 3,
+    TP_TYPE_Q5_0 = 6, /* Q4_1, Q5_0, Q5_1: what llama.cpp's K-quant files hold where a row is not */
+    TP_TYPE_Q5_1 = 7, /* a multiple of 256 (DeepSeek-OCR's 896-wide expert rows)                  */
     TP_TYPE_Q8_0 = 8,
     TP_TYPE_Q4_K = 12,
     TP_TYPE_Q5_K = 13,
@@ -86,7 +89,7 @@ typedef enum tp_type {
 bool tp_type_is_valid(int type);
 /* A short name ("f32", "q4_K", ...); "unknown" for invalid values. */
 const char *tp_type_name(int type);
-/* Elements per block (1 for F32/F16/BF16/I32, 32 for Q8_0/Q4_0, 256 for K-quants); 0 if invalid. */
+/* Elements per block (1 for F32/F16/BF16/I32, 32 for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, 256 for K-quants); 0 if invalid. */
 int64_t tp_type_block_elements(int type);
 /* Bytes per block; 0 if invalid. */
 size_t tp_type_block_bytes(int type);

@@ -146,20 +146,37 @@ void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, con
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ip), _mm256_set1_ps(h2f(w[i].d) * x[i].d), acc);
             }
             out[r] = hsum256(acc);
-        } else if (type == TP_TYPE_Q4_0) {
-            const tp_block_q4_0 *w = (const tp_block_q4_0 *)row;
+        } else if (tp_is_q32(type)) { /* Q4_0 / Q4_1 / Q5_0 / Q5_1: see quants.c's tp_vec_dot_q8a */
+            const tp_q32_layout L = tp_q32_layout_of(type);
+            const __m256i bit_of_byte = _mm256_set1_epi64x(0x8040201008040201LL);
+            const __m256i byte_of_bit = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
+                                                            0x0303030303030303LL);
             __m256 acc = _mm256_setzero_ps();
             float corr = 0.0f;
             for (int64_t i = 0; i < k / TP_QK; i++) {
-                const __m128i q = _mm_loadu_si128((const __m128i *)w[i].qs);
-                const __m256i v = _mm256_and_si256(
-                    _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), m4);
+                const uint8_t *b = (const uint8_t *)row + (size_t)i * (size_t)L.bytes;
+                const __m128i q = _mm_loadu_si128((const __m128i *)(b + L.qs));
+                __m256i v = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), m4);
+                if (L.qh >= 0) { /* byte j gets bit j of qh as 16 */
+                    uint32_t qh;
+                    memcpy(&qh, b + L.qh, 4);
+                    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), byte_of_bit);
+                    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_of_byte), bit_of_byte);
+                    v = _mm256_or_si256(v, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                }
+                uint16_t h;
+                memcpy(&h, b, 2);
+                const float d = h2f(h);
+                float c = d;
+                if (L.m >= 0) {
+                    memcpy(&h, b + L.m, 2);
+                    c = h2f(h);
+                }
                 const __m256i ip = dot_u8s8_256(v, _mm256_loadu_si256((const __m256i *)x[i].qs));
-                const float s = h2f(w[i].d) * x[i].d;
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ip), _mm256_set1_ps(s), acc);
-                corr += s * (float)(x[i].s[0] + x[i].s[1]);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ip), _mm256_set1_ps(d * x[i].d), acc);
+                corr += c * x[i].d * (float)(x[i].s[0] + x[i].s[1]);
             }
-            out[r] = hsum256(acc) - 8.0f * corr;
+            out[r] = hsum256(acc) + (L.m >= 0 ? 1.0f : -(float)L.offset) * corr;
         } else if (type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K) {
             float sum = 0.0f;
             const bool q5 = type == TP_TYPE_Q5_K;

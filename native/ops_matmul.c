@@ -155,7 +155,7 @@ tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b) {
     if (!TP_CHECK_INPUTS(ctx, "tp_mul_mat", a, b)) return NULL;
     char sa[96], sb[96];
     if (!mm_weight_type_ok(a->type)) {
-        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_mul_mat: weights must be F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K (got %s)",
+        tp_ctx_set_error(ctx, TP_ERR_TYPE, "tp_mul_mat: weights must be F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K (got %s)",
                          tp_type_name(a->type));
         return NULL;
     }

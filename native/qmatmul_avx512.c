@@ -81,39 +81,57 @@ static inline void qdot_q8_0(const tp_block_q8_0 *w, const tp_block_q8a *x, int6
     }
 }
 
-static inline void qdot_q4_0(const tp_block_q4_0 *w, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nb,
-                             bool vnni, float *out) {
+/* The levels of blocks b and b + 1 of a 32-block row (tp_q32_layout) as 64 unsigned bytes in element
+ * order: each block's 16 nibble bytes twice, low nibbles in the first copy, high in the second, and the
+ * Q5 types' high bits added where qh has them. */
+static inline __attribute__((always_inline)) __m512i q32_levels2(const tp_q32_layout *L, const uint8_t *b) {
+    const uint8_t *b1 = b + L->bytes;
+    const __m256i q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + L->qs)));
+    const __m256i q1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b1 + L->qs)));
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+    v = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)), _mm512_set1_epi8(0x0F));
+    if (L->qh >= 0) {
+        uint32_t h0, h1;
+        memcpy(&h0, b + L->qh, 4);
+        memcpy(&h1, b1 + L->qh, 4);
+        v = _mm512_mask_add_epi8(v, (__mmask64)h0 | ((__mmask64)h1 << 32), v, _mm512_set1_epi8(16));
+    }
+    return v;
+}
+
+/* F16 field at byte p of a block, as float */
+static inline float q32_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h2f(h);
+}
+
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1: Σ (d·u + bias)·x = d·dx·Σ u·q + bias·dx·Σ q per block; the second term
+ * is collected as c·dx·Σq with c = m (types with a min) or d (then scaled by −offset at the end). */
+static inline void qdot_q32(tp_type type, const void *wrow, const tp_block_q8a *x, int64_t ldx, int nt, int64_t nb,
+                            bool vnni, float *out) {
+    const tp_q32_layout L = tp_q32_layout_of(type);
+    const uint8_t *w = wrow;
     __m512 acc[QT];
     float corr[QT];
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = 0.0f;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
-        const __m128i q0 = _mm_loadu_si128((const __m128i *)w[i].qs);
-        const __m128i q1 = _mm_loadu_si128((const __m128i *)w[i + 1].qs);
-        __m512i v = _mm512_castsi128_si512(q0);
-        v = _mm512_inserti32x4(v, q0, 1);
-        v = _mm512_inserti32x4(v, q1, 2);
-        v = _mm512_inserti32x4(v, q1, 3);
-        v = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)), m4);
-        const float d0 = h2f(w[i].d), d1 = h2f(w[i + 1].d);
+        const uint8_t *b0 = w + (size_t)i * (size_t)L.bytes, *b1 = b0 + L.bytes;
+        const __m512i v = q32_levels2(&L, b0);
+        const float d0 = q32_f16(b0), d1 = q32_f16(b1);
+        const float c0 = L.m >= 0 ? q32_f16(b0 + L.m) : d0, c1 = L.m >= 0 ? q32_f16(b1 + L.m) : d1;
         for (int t = 0; t < nt; t++) {
             const tp_block_q8a *xt = x + t * ldx + i;
             const __m512i ip = dot_u8s8(v, load2x256(xt[0].qs, xt[1].qs), vnni);
-            const float s0 = d0 * xt[0].d, s1 = d1 * xt[1].d;
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(s0, s1), acc[t]);
-            corr[t] += s0 * (float)(xt[0].s[0] + xt[0].s[1]) + s1 * (float)(xt[1].s[0] + xt[1].s[1]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip), scale2(d0 * xt[0].d, d1 * xt[1].d), acc[t]);
+            corr[t] += c0 * xt[0].d * (float)(xt[0].s[0] + xt[0].s[1]) + c1 * xt[1].d * (float)(xt[1].s[0] + xt[1].s[1]);
         }
     }
+    const float factor = L.m >= 0 ? 1.0f : -(float)L.offset;
     for (int t = 0; t < nt; t++) {
-        float sum = _mm512_reduce_add_ps(acc[t]) - 8.0f * corr[t];
-        const tp_block_q8a *xt = x + t * ldx;
-        for (int64_t j = i; j < nb; j++) {
-            int s = 0;
-            for (int l = 0; l < 16; l++) s += (w[j].qs[l] & 0xF) * xt[j].qs[l] + (w[j].qs[l] >> 4) * xt[j].qs[l + 16];
-            s -= 8 * (xt[j].s[0] + xt[j].s[1]);
-            sum += h2f(w[j].d) * xt[j].d * (float)s;
-        }
+        float sum = _mm512_reduce_add_ps(acc[t]) + factor * corr[t];
+        if (i < nb) sum += tp_vec_dot_q8a(type, w + (size_t)i * (size_t)L.bytes, x + t * ldx + i, TP_QK);
         out[t] = sum;
     }
 }
@@ -532,6 +550,84 @@ static void qv4_q4_K(const char *row, size_t lda, const int8_t *xq, const float 
     qv_reduce4(a0, a1, a2, a3, out);
 }
 
+#define QV_PF_Q32 512 /* bytes ahead, as Q8_0 */
+
+/* 8 F16 fields `stride` bytes apart (a field of 8 consecutive 32-blocks) as floats */
+QV_INLINE __m256 h2f8_strided(const uint8_t *p, int stride) {
+    uint16_t h[8];
+    for (int i = 0; i < 8; i++) memcpy(&h[i], p + i * stride, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* One Q4_0/Q4_1/Q5_0/Q5_1 row over blocks [0, nbs) as lanes; c·Σq (c = m, or d times −offset) folded in. */
+QV_INLINE __m512 qv_row_q32(tp_type type, const uint8_t *w, const int8_t *xqs, const float *xd, const float *xs,
+                            int64_t nbs) {
+    const tp_q32_layout L = tp_q32_layout_of(type);
+    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
+                  i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
+    __m512 acc = _mm512_setzero_ps();
+    __m256 corr = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= nbs; j += 8) {
+        const uint8_t *wb = w + (size_t)j * (size_t)L.bytes;
+        _mm_prefetch((const char *)wb + QV_PF_Q32, _MM_HINT_T0);
+        _mm_prefetch((const char *)wb + QV_PF_Q32 + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)wb + QV_PF_Q32 + 128, _MM_HINT_T0);
+        const __m256 dw = h2f8_strided(wb, L.bytes);
+        const __m256 cw = L.m >= 0 ? h2f8_strided(wb + L.m, L.bytes) : dw;
+        corr = _mm256_fmadd_ps(cw, _mm256_load_ps(xs + j), corr);
+        const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(xd + j));
+        acc = dot4_scaled(acc, q32_levels2(&L, wb), q32_levels2(&L, wb + 2 * L.bytes), q32_levels2(&L, wb + 4 * L.bytes),
+                          q32_levels2(&L, wb + 6 * L.bytes), xqs + j * 32, s8, i0, i1, i2, i3);
+    }
+    float tail = 0.0f, tail_c = 0.0f;
+    for (; j + 2 <= nbs; j += 2) { /* tail pairs (896-wide rows: 28 blocks = 3·8 + 2·2) */
+        const uint8_t *wb = w + (size_t)j * (size_t)L.bytes;
+        const float d0 = q32_f16(wb), d1 = q32_f16(wb + L.bytes);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q32_levels2(&L, wb),
+                                              _mm512_load_si512((const void *)(xqs + j * 32)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale2(d0 * xd[j], d1 * xd[j + 1]), acc);
+        tail_c += (L.m >= 0 ? q32_f16(wb + L.m) : d0) * xs[j] + (L.m >= 0 ? q32_f16(wb + L.bytes + L.m) : d1) * xs[j + 1];
+    }
+    for (; j < nbs; j++) { /* an odd last block */
+        uint8_t u[32];
+        float d, bias;
+        tp_q32_block_levels(&L, w, j, u, &d, &bias);
+        int s = 0;
+        for (int l = 0; l < 32; l++) s += u[l] * xqs[j * 32 + l];
+        tail += d * xd[j] * (float)s;
+        tail_c += (L.m >= 0 ? bias : d) * xs[j];
+    }
+    const float factor = L.m >= 0 ? 1.0f : -(float)L.offset;
+    acc = _mm512_add_ps(acc, _mm512_zextps128_ps512(_mm_set_ss(tail + factor * tail_c)));
+    return _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(factor), acc);
+}
+
+/* rows row + r·lda (r < 4); out[r] += the dots */
+QV_INLINE void qv4_q32(tp_type type, const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs,
+                       int64_t nbs, float *out) {
+    const __m512 a0 = qv_row_q32(type, (const uint8_t *)row, xq, xd, xs, nbs);
+    const __m512 a1 = qv_row_q32(type, (const uint8_t *)(row + lda), xq, xd, xs, nbs);
+    const __m512 a2 = qv_row_q32(type, (const uint8_t *)(row + 2 * lda), xq, xd, xs, nbs);
+    const __m512 a3 = qv_row_q32(type, (const uint8_t *)(row + 3 * lda), xq, xd, xs, nbs);
+    qv_reduce4(a0, a1, a2, a3, out);
+}
+
+/* one instance per type, so that every layout offset is a constant */
+static void qv4_q4_0(const char *r, size_t lda, const int8_t *q, const float *d, const float *s, int64_t n, float *o) {
+    qv4_q32(TP_TYPE_Q4_0, r, lda, q, d, s, n, o);
+}
+static void qv4_q4_1(const char *r, size_t lda, const int8_t *q, const float *d, const float *s, int64_t n, float *o) {
+    qv4_q32(TP_TYPE_Q4_1, r, lda, q, d, s, n, o);
+}
+static void qv4_q5_0(const char *r, size_t lda, const int8_t *q, const float *d, const float *s, int64_t n, float *o) {
+    qv4_q32(TP_TYPE_Q5_0, r, lda, q, d, s, n, o);
+}
+static void qv4_q5_1(const char *r, size_t lda, const int8_t *q, const float *d, const float *s, int64_t n, float *o) {
+    qv4_q32(TP_TYPE_Q5_1, r, lda, q, d, s, n, o);
+}
+
 /* One token's activation for the whole of k (up to QV_MAXB blocks) in kernel order (as qx_repack),
  * so that every weight row streams from its start to its end in one pass. */
 #define QV_MAXB (QT * QSEG)
@@ -551,18 +647,28 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
         const int64_t pos = type == TP_TYPE_Q4_K ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
         _mm256_store_si256((__m256i *)(pk.qs + pos * 32), _mm256_loadu_si256((const __m256i *)x[j].qs));
     }
+    void (*rows4)(const char *, size_t, const int8_t *, const float *, const float *, int64_t, float *);
+    int64_t nblocks = nb;
+    switch (type) {
+    case TP_TYPE_Q4_K: rows4 = qv4_q4_K, nblocks = nb / 8; break;
+    case TP_TYPE_Q4_0: rows4 = qv4_q4_0; break;
+    case TP_TYPE_Q4_1: rows4 = qv4_q4_1; break;
+    case TP_TYPE_Q5_0: rows4 = qv4_q5_0; break;
+    case TP_TYPE_Q5_1: rows4 = qv4_q5_1; break;
+    default: rows4 = qv4_q8_0; break;
+    }
     int64_t r = 0;
     for (; r + QV_ROWS <= nrows; r += QV_ROWS) {
-        const char *row = (const char *)A + (size_t)r * lda;
         out[r] = out[r + 1] = out[r + 2] = out[r + 3] = 0.0f;
-        if (type == TP_TYPE_Q4_K) qv4_q4_K(row, lda, pk.qs, pk.xd, pk.xs, nb / 8, out + r);
-        else qv4_q8_0(row, lda, pk.qs, pk.xd, pk.xs, nb, out + r);
+        rows4((const char *)A + (size_t)r * lda, lda, pk.qs, pk.xd, pk.xs, nblocks, out + r);
     }
     for (; r < nrows; r++) {
         const char *row = (const char *)A + (size_t)r * lda;
-        out[r] = _mm512_reduce_add_ps(type == TP_TYPE_Q4_K
-                                          ? qv_row_q4_K((const tp_block_q4_K *)row, pk.qs, pk.xd, pk.xs, nb / 8)
-                                          : qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nb));
+        __m512 v;
+        if (type == TP_TYPE_Q4_K) v = qv_row_q4_K((const tp_block_q4_K *)row, pk.qs, pk.xd, pk.xs, nblocks);
+        else if (type == TP_TYPE_Q8_0) v = qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nblocks);
+        else v = qv_row_q32(type, (const uint8_t *)row, pk.qs, pk.xd, pk.xs, nblocks);
+        out[r] = _mm512_reduce_add_ps(v);
     }
 }
 
@@ -598,7 +704,10 @@ static inline void qdot_row(tp_type type, const char *row, const tp_block_q8a *x
                             bool vnni, float *out) {
     switch (type) {
     case TP_TYPE_Q8_0: qdot_q8_0((const tp_block_q8_0 *)row, x, ldx, nt, k / TP_QK, vnni, out); break;
-    case TP_TYPE_Q4_0: qdot_q4_0((const tp_block_q4_0 *)row, x, ldx, nt, k / TP_QK, vnni, out); break;
+    case TP_TYPE_Q4_0:
+    case TP_TYPE_Q4_1:
+    case TP_TYPE_Q5_0:
+    case TP_TYPE_Q5_1: qdot_q32(type, row, x, ldx, nt, k / TP_QK, vnni, out); break;
     case TP_TYPE_Q4_K: qdot_q45_K(row, false, x, ldx, nt, k / TP_QK_K, vnni, out); break;
     case TP_TYPE_Q5_K: qdot_q45_K(row, true, x, ldx, nt, k / TP_QK_K, vnni, out); break;
     case TP_TYPE_Q6_K: qdot_q6_K((const tp_block_q6_K *)row, x, ldx, nt, k / TP_QK_K, vnni, out); break;
@@ -624,6 +733,10 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
         qdot_fast(type, A, lda, nrows, x, ldx, ntok, k, out, ldo);
         return;
     }
+    if (vnni && tp_is_q32(type) && ntok == 1 && k / TP_QK <= QV_MAXB) { /* decode: whole rows, four at a time */
+        qdot_one(type, A, lda, nrows, x, k / TP_QK, out);
+        return;
+    }
     for (int64_t r = 0; r < nrows; r++) {
         const char *row = (const char *)A + (size_t)r * lda;
         int64_t n = 0;
@@ -647,10 +760,11 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
  * unsigned bytes, then 32 float scales and 32 float biases. A block of row r contributes
  *     dx · (scale_r · Σ u·x + bias_r · Σx)
  * to the dot with an activation block (dx, int8 x): Q8_0 stores u = w + 128, scale d, bias −128 d;
- * Q4_0 u = q, scale d, bias −8 d; Q4_K/Q5_K u = q, scale d·sc_j, bias −dmin·m_j. The integer sums
+ * Q4_0/Q5_0 u = q, scale d, bias −8 d / −16 d; Q4_1/Q5_1 u = q, scale d, bias m; Q4_K/Q5_K u = q,
+ * scale d·sc_j, bias −dmin·m_j. The integer sums
  * are exact; one vpdpbusd takes 4 k of 16 rows for one token (the token's 4 bytes broadcast), so
  * the float work is one convert and 3 FMAs per 32 k × 16 rows × token. Where every bias is the
- * same multiple c of its scale (Q8_0: −128, Q4_0: −8) the block is scale_r · (dx Σ u·x + c Σx):
+ * same multiple c of its scale (Q8_0: −128, Q4_0: −8, Q5_0: −16) the block is scale_r · (dx Σ u·x + c Σx):
  * one convert and 2 FMAs. These float operations share the vector pipes with vpdpbusd, so they
  * are what the GEMM loses to peak.
  * ------------------------------------------------------------------------------------------- */
@@ -658,14 +772,16 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
 #define QG_BLOCK_BYTES (8 * 128 + 2 * TP_QG_ROWS * (int)sizeof(float))
 
 bool tp_qgemm_type_ok(tp_type type) {
-    return type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_0 || type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K;
+    return type == TP_TYPE_Q8_0 || tp_is_q32(type) || type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K;
 }
 
 size_t tp_qgemm_panel_bytes(int64_t k) { return (size_t)(k / TP_QK) * QG_BLOCK_BYTES; }
 
-/* c where every block's bias is c·scale (Q8_0 −128, Q4_0 −8; the kernel then folds it), else 0 */
+/* c where every block's bias is c·scale (Q8_0 −128, Q4_0 −8, Q5_0 −16; the kernel then folds it), else 0 */
 static float qg_bias_per_scale(tp_type type) {
-    return type == TP_TYPE_Q8_0 ? -128.0f : type == TP_TYPE_Q4_0 ? -8.0f : 0.0f;
+    if (type == TP_TYPE_Q8_0) return -128.0f;
+    if (tp_is_q32(type) && tp_q32_layout_of(type).offset) return -(float)tp_q32_layout_of(type).offset;
+    return 0.0f;
 }
 
 /* One weight row as unsigned levels u[k], and per 32-block scale and bias. */
@@ -683,16 +799,12 @@ static void qg_unpack_row(tp_type type, const char *row, int64_t k, uint8_t *u, 
         }
         return;
     }
-    case TP_TYPE_Q4_0: {
-        const tp_block_q4_0 *w = (const tp_block_q4_0 *)row;
-        for (int64_t j = 0; j < nb; j++) {
-            for (int l = 0; l < 16; l++) {
-                u[32 * j + l] = (uint8_t)(w[j].qs[l] & 0xF);
-                u[32 * j + 16 + l] = (uint8_t)(w[j].qs[l] >> 4);
-            }
-            sc[j] = h2f(w[j].d);
-            bi[j] = -8.0f * sc[j];
-        }
+    case TP_TYPE_Q4_0:
+    case TP_TYPE_Q4_1:
+    case TP_TYPE_Q5_0:
+    case TP_TYPE_Q5_1: {
+        const tp_q32_layout L = tp_q32_layout_of(type);
+        for (int64_t j = 0; j < nb; j++) tp_q32_block_levels(&L, row, j, u + 32 * j, sc + j, bi + j);
         return;
     }
     default: { /* Q4_K, Q5_K */

@@ -1,8 +1,9 @@
-/* quants.c - the GGUF/ggml block formats Q8_0, Q4_0, Q4_K, Q5_K, Q6_K: quantisation with ggml's
+/* quants.c - the GGUF/ggml block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: quantisation with ggml's
  * reference algorithms (portable scalar code, so bytes are identical on every CPU path),
  * dequantisation, the on-the-fly 8-bit activation blocks and portable integer dot products. */
 #include "tp_quants.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -12,6 +13,9 @@ bool tp_is_quantized(tp_type type) {
     switch (type) {
     case TP_TYPE_Q8_0:
     case TP_TYPE_Q4_0:
+    case TP_TYPE_Q4_1:
+    case TP_TYPE_Q5_0:
+    case TP_TYPE_Q5_1:
     case TP_TYPE_Q4_K:
     case TP_TYPE_Q5_K:
     case TP_TYPE_Q6_K: return true;
@@ -80,6 +84,93 @@ static void dequantize_q4_0(const tp_block_q4_0 *x, float *y, int64_t n) {
             y[i * TP_QK + j] = (float)((x[i].qs[j] & 0xF) - 8) * d;
             y[i * TP_QK + j + 16] = (float)((x[i].qs[j] >> 4) - 8) * d;
         }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Q4_1 / Q5_0 / Q5_1: ggml's reference quantisers (min/max per block; Q5_0 symmetric like Q4_0)
+ * ------------------------------------------------------------------------------------------- */
+
+static void block_min_max(const float *xb, float *min, float *max) {
+    *min = FLT_MAX;
+    *max = -FLT_MAX;
+    for (int j = 0; j < TP_QK; j++) {
+        if (xb[j] < *min) *min = xb[j];
+        if (xb[j] > *max) *max = xb[j];
+    }
+}
+
+static void quantize_q4_1(const float *x, tp_block_q4_1 *y, int64_t n) {
+    for (int64_t i = 0; i < n / TP_QK; i++) {
+        const float *xb = x + i * TP_QK;
+        float min, max;
+        block_min_max(xb, &min, &max);
+        const float d = (max - min) / 15.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = tp_f32_to_f16(d);
+        y[i].m = tp_f32_to_f16(min);
+        for (int j = 0; j < TP_QK / 2; j++) {
+            const int v0 = TP_MIN(15, (int)(int8_t)((xb[j] - min) * id + 0.5f));
+            const int v1 = TP_MIN(15, (int)(int8_t)((xb[TP_QK / 2 + j] - min) * id + 0.5f));
+            y[i].qs[j] = (uint8_t)(v0 | (v1 << 4));
+        }
+    }
+}
+
+/* The nibbles and high bits of 32 levels of 5 bits (element j: low nibble of qs[j], j + 16: high). */
+static void pack_q5_levels(const int v[TP_QK], uint8_t qs[16], uint8_t qh_bytes[4]) {
+    uint32_t qh = 0;
+    for (int j = 0; j < TP_QK / 2; j++) {
+        qs[j] = (uint8_t)((v[j] & 0x0F) | ((v[j + 16] & 0x0F) << 4));
+        qh |= (uint32_t)((v[j] & 0x10) >> 4) << j;
+        qh |= (uint32_t)((v[j + 16] & 0x10) >> 4) << (j + 16);
+    }
+    memcpy(qh_bytes, &qh, 4);
+}
+
+static void quantize_q5_0(const float *x, tp_block_q5_0 *y, int64_t n) {
+    for (int64_t i = 0; i < n / TP_QK; i++) {
+        const float *xb = x + i * TP_QK;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < TP_QK; j++) {
+            if (amax < fabsf(xb[j])) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        }
+        const float d = max / -16.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = tp_f32_to_f16(d);
+        int v[TP_QK];
+        for (int j = 0; j < TP_QK; j++) v[j] = TP_MIN(31, (int)(int8_t)(xb[j] * id + 16.5f));
+        pack_q5_levels(v, y[i].qs, y[i].qh);
+    }
+}
+
+static void quantize_q5_1(const float *x, tp_block_q5_1 *y, int64_t n) {
+    for (int64_t i = 0; i < n / TP_QK; i++) {
+        const float *xb = x + i * TP_QK;
+        float min, max;
+        block_min_max(xb, &min, &max);
+        const float d = (max - min) / 31.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = tp_f32_to_f16(d);
+        y[i].m = tp_f32_to_f16(min);
+        int v[TP_QK];
+        for (int j = 0; j < TP_QK; j++) v[j] = (int)(uint8_t)((xb[j] - min) * id + 0.5f);
+        pack_q5_levels(v, y[i].qs, y[i].qh);
+    }
+}
+
+/* Q4_1, Q5_0, Q5_1 as ggml computes them: (u − 16)·d for Q5_0, u·d + m for the types with a min. */
+static void dequantize_q32(tp_type type, const void *x, float *y, int64_t n) {
+    const tp_q32_layout L = tp_q32_layout_of(type);
+    uint8_t u[TP_QK];
+    for (int64_t i = 0; i < n / TP_QK; i++) {
+        float d, bias;
+        tp_q32_block_levels(&L, x, i, u, &d, &bias);
+        for (int j = 0; j < TP_QK; j++)
+            y[i * TP_QK + j] = L.m >= 0 ? (float)u[j] * d + bias : (float)((int)u[j] - L.offset) * d;
     }
 }
 
@@ -427,6 +518,9 @@ void tp_dequantize_row(tp_type type, const void *src, float *dst, int64_t n) {
     switch (type) {
     case TP_TYPE_Q8_0: dequantize_q8_0(src, dst, n); return;
     case TP_TYPE_Q4_0: dequantize_q4_0(src, dst, n); return;
+    case TP_TYPE_Q4_1:
+    case TP_TYPE_Q5_0:
+    case TP_TYPE_Q5_1: dequantize_q32(type, src, dst, n); return;
     case TP_TYPE_Q4_K: dequantize_q4_K(src, dst, n); return;
     case TP_TYPE_Q5_K: dequantize_q5_K(src, dst, n); return;
     case TP_TYPE_Q6_K: dequantize_q6_K(src, dst, n); return;
@@ -438,6 +532,9 @@ void tp_quantize_row(tp_type type, const float *src, void *dst, int64_t n) {
     switch (type) {
     case TP_TYPE_Q8_0: quantize_q8_0(src, dst, n); return;
     case TP_TYPE_Q4_0: quantize_q4_0(src, dst, n); return;
+    case TP_TYPE_Q4_1: quantize_q4_1(src, dst, n); return;
+    case TP_TYPE_Q5_0: quantize_q5_0(src, dst, n); return;
+    case TP_TYPE_Q5_1: quantize_q5_1(src, dst, n); return;
     case TP_TYPE_Q4_K: quantize_q4_K(src, dst, n); return;
     case TP_TYPE_Q5_K: quantize_q5_K(src, dst, n); return;
     case TP_TYPE_Q6_K: quantize_q6_K(src, dst, n); return;
@@ -484,14 +581,21 @@ float tp_vec_dot_q8a(tp_type type, const void *w, const tp_block_q8a *a, int64_t
             sum += tp_f16_to_f32(x[i].d) * a[i].d * (float)dot32_i8(x[i].qs, a[i].qs, 32);
         return sum;
     }
-    case TP_TYPE_Q4_0: {
-        const tp_block_q4_0 *x = w;
+    case TP_TYPE_Q4_0:
+    case TP_TYPE_Q4_1:
+    case TP_TYPE_Q5_0:
+    case TP_TYPE_Q5_1: {
+        /* Σ (d·u + bias)·(da·a) = d·da·Σ u·a + bias·da·Σ a; with an offset the sum stays integer */
+        const tp_q32_layout L = tp_q32_layout_of(type);
+        uint8_t u[TP_QK];
         for (int64_t i = 0; i < n / TP_QK; i++) {
+            float d, bias;
+            tp_q32_block_levels(&L, w, i, u, &d, &bias);
             int s = 0;
-            for (int j = 0; j < 16; j++)
-                s += (x[i].qs[j] & 0xF) * a[i].qs[j] + (x[i].qs[j] >> 4) * a[i].qs[j + 16];
-            s -= 8 * (a[i].s[0] + a[i].s[1]);
-            sum += tp_f16_to_f32(x[i].d) * a[i].d * (float)s;
+            for (int j = 0; j < TP_QK; j++) s += u[j] * a[i].qs[j];
+            const int as = a[i].s[0] + a[i].s[1];
+            if (L.m >= 0) sum += a[i].d * (d * (float)s + bias * (float)as);
+            else sum += d * a[i].d * (float)(s - L.offset * as);
         }
         return sum;
     }

@@ -25,6 +25,66 @@ typedef struct {
 } tp_block_q4_0; /* 18 bytes */
 
 typedef struct {
+    uint16_t d, m; /* f16 scale and min */
+    uint8_t qs[16];
+} tp_block_q4_1; /* 20 bytes */
+
+typedef struct {
+    uint16_t d;    /* f16 */
+    uint8_t qh[4]; /* bit j: the fifth bit of element j */
+    uint8_t qs[16];
+} tp_block_q5_0; /* 22 bytes */
+
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} tp_block_q5_1; /* 24 bytes */
+
+/* Q4_0, Q4_1, Q5_0 and Q5_1 ("32-blocks") share one shape: d (F16), a min m (F16) in Q4_1/Q5_1, 32 high
+ * bits qh in Q5_0/Q5_1, then 16 bytes of nibbles (element j low, element j + 16 high). Element j's
+ * level u_j (0..15, or 0..31 with its qh bit as bit 4) stands for d·u_j + bias with bias −8d, m, −16d, m.
+ * Byte offsets within the block (−1: absent), so kernels can read any of them the same way. */
+typedef struct {
+    int bytes, qs, qh, m;
+    int offset; /* Q4_0 8, Q5_0 16 (bias = −offset·d); 0 for the types with a min */
+} tp_q32_layout;
+
+static inline bool tp_is_q32(tp_type t) {
+    return t == TP_TYPE_Q4_0 || t == TP_TYPE_Q4_1 || t == TP_TYPE_Q5_0 || t == TP_TYPE_Q5_1;
+}
+
+static inline tp_q32_layout tp_q32_layout_of(tp_type t) {
+    switch (t) {
+    case TP_TYPE_Q4_1: return (tp_q32_layout){20, 4, -1, 2, 0};
+    case TP_TYPE_Q5_0: return (tp_q32_layout){22, 6, 2, -1, 16};
+    case TP_TYPE_Q5_1: return (tp_q32_layout){24, 8, 4, 2, 0};
+    default: return (tp_q32_layout){18, 2, -1, -1, 8}; /* Q4_0 */
+    }
+}
+
+/* Block i of a row of a 32-block type: its 32 levels in element order, d, and the bias (m or −offset·d). */
+static inline void tp_q32_block_levels(const tp_q32_layout *L, const void *row, int64_t i, uint8_t u[32], float *d,
+                                       float *bias) {
+    const uint8_t *b = (const uint8_t *)row + (size_t)i * (size_t)L->bytes;
+    uint16_t h;
+    memcpy(&h, b, 2);
+    *d = tp_f16_to_f32(h);
+    if (L->m >= 0) {
+        memcpy(&h, b + L->m, 2);
+        *bias = tp_f16_to_f32(h);
+    } else {
+        *bias = -(float)L->offset * *d;
+    }
+    uint32_t qh = 0;
+    if (L->qh >= 0) memcpy(&qh, b + L->qh, 4);
+    for (int j = 0; j < 16; j++) {
+        u[j] = (uint8_t)((b[L->qs + j] & 0xF) | (((qh >> j) & 1u) << 4));
+        u[j + 16] = (uint8_t)((b[L->qs + j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+    }
+}
+
+typedef struct {
     uint16_t d, dmin;
     uint8_t scales[12];
     uint8_t qs[128];
@@ -65,6 +125,9 @@ typedef struct {
 
 _Static_assert(sizeof(tp_block_q8_0) == 34, "q8_0 size");
 _Static_assert(sizeof(tp_block_q4_0) == 18, "q4_0 size");
+_Static_assert(sizeof(tp_block_q4_1) == 20, "q4_1 size");
+_Static_assert(sizeof(tp_block_q5_0) == 22, "q5_0 size");
+_Static_assert(sizeof(tp_block_q5_1) == 24, "q5_1 size");
 _Static_assert(sizeof(tp_block_q4_K) == 144, "q4_K size");
 _Static_assert(sizeof(tp_block_q5_K) == 176, "q5_K size");
 _Static_assert(sizeof(tp_block_q6_K) == 210, "q6_K size");

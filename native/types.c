@@ -10,7 +10,8 @@ typedef struct type_traits {
 
 static const type_traits *traits_of(int type) {
     static const type_traits f32 = {"f32", 1, 4}, f16 = {"f16", 1, 2}, bf16 = {"bf16", 1, 2},
-                             i32 = {"i32", 1, 4}, q4_0 = {"q4_0", 32, 18}, q8_0 = {"q8_0", 32, 34},
+                             i32 = {"i32", 1, 4}, q4_0 = {"q4_0", 32, 18}, q4_1 = {"q4_1", 32, 20},
+                             q5_0 = {"q5_0", 32, 22}, q5_1 = {"q5_1", 32, 24}, q8_0 = {"q8_0", 32, 34},
                              q4_k = {"q4_K", 256, 144}, q5_k = {"q5_K", 256, 176},
                              q6_k = {"q6_K", 256, 210};
     switch (type) {
@@ -19,6 +20,9 @@ static const type_traits *traits_of(int type) {
     case TP_TYPE_BF16: return &bf16;
     case TP_TYPE_I32: return &i32;
     case TP_TYPE_Q4_0: return &q4_0;
+    case TP_TYPE_Q4_1: return &q4_1;
+    case TP_TYPE_Q5_0: return &q5_0;
+    case TP_TYPE_Q5_1: return &q5_1;
     case TP_TYPE_Q8_0: return &q8_0;
     case TP_TYPE_Q4_K: return &q4_k;
     case TP_TYPE_Q5_K: return &q5_k;

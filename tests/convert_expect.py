@@ -92,14 +92,15 @@ def expected_type(name: str, ndim: int, row: int, chosen: QT) -> QT:
     if name == "v.sam.patch_embd.weight":
         return chosen if chosen in (QT.F32, QT.F16) else QT.F32
     t = chosen
-    if t in (QT.Q4_K, QT.Q5_K, QT.Q6_K) and row % 256:
-        t = QT.Q8_0
-    if t in (QT.Q8_0, QT.Q4_0) and row % 32:
+    if t in (QT.Q4_K, QT.Q5_K, QT.Q6_K) and row % 256:  # as llama-quantize
+        t = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}[t]
+    if t in (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1) and row % 32:
         t = QT.F16
     return t
 
 
-FILE_TYPE = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q8_0: 7, QT.Q4_K: 14, QT.Q5_K: 16, QT.Q6_K: 18, QT.BF16: 32}
+FILE_TYPE = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q4_1: 3, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q5_1: 9, QT.Q4_K: 14, QT.Q5_K: 16,
+             QT.Q6_K: 18, QT.BF16: 32}
 
 
 def expected_text_kv(d: OcrDims, chosen: QT, name: str) -> dict:
@@ -197,6 +198,18 @@ def check_values(name: str, qtype: QT, got: np.ndarray, src: np.ndarray) -> None
         # Q8_0: d = amax/127, error <= d/2; Q4_0: d = amax/8, error <= d (the clamped top value); + f16 scale
         # (the f16 rounding of d adds up to |q|·d·2^-11)
         bound = amax / 127 * (0.5 + 127 / 2048) if qtype == QT.Q8_0 else amax / 8 * (1 + 8 / 2048)
+        err = np.abs(got.reshape(-1, 32) - blk)
+        assert np.all(err <= bound * 1.01 + 1e-7), (name, float((err - bound).max()))
+    elif qtype == QT.Q5_0:  # d = amax/16, levels -16..15: error <= d/2 (d at the clamped top) + f16 rounding of d
+        blk = src.reshape(-1, 32)
+        bound = np.abs(blk).max(axis=1, keepdims=True) / 16 * (1 + 16 / 2048)
+        err = np.abs(got.reshape(-1, 32) - blk)
+        assert np.all(err <= bound * 1.01 + 1e-7), (name, float((err - bound).max()))
+    elif qtype in (QT.Q4_1, QT.Q5_1):  # d = (max - min)/levels, error <= d/2 + the f16 rounding of d and min
+        blk = src.reshape(-1, 32)
+        lo, hi = blk.min(axis=1, keepdims=True), blk.max(axis=1, keepdims=True)
+        d = (hi - lo) / (15 if qtype == QT.Q4_1 else 31)
+        bound = d / 2 + (np.abs(lo) + (hi - lo)) * 2.0**-10
         err = np.abs(got.reshape(-1, 32) - blk)
         assert np.all(err <= bound * 1.01 + 1e-7), (name, float((err - bound).max()))
     else:  # K-quants: relative RMS error per super-block of 256

@@ -105,19 +105,23 @@ def test_dry_run_lists_everything_and_writes_nothing(full_model, capsys):
 
 
 def test_dry_run_shows_kquant_fallback_without_native_library(capsys):
-    """A K-quant request on rows of 64 falls back to Q8_0 and needs no native quantiser."""
+    """A K-quant request on rows of 64 falls back as llama-quantize does (Q4_K -> Q5_0) and needs no
+    native quantiser."""
     model = rm.get_synthetic_ocr(rm.OcrDims(vocab_size=1024), n_shards=1)
     p = plan(model, outtype="q4_k")
-    assert {t.qtype for t in p.tensors} <= {QT.Q8_0, QT.F32}
+    assert {t.qtype for t in p.tensors} <= {QT.Q5_0, QT.F32}
     rc = main([str(model), "--dry-run", "--outtype", "q4_k"])
     assert rc == 0
-    assert "row 64 not a multiple of 256: Q4_K->Q8_0" in capsys.readouterr().out
+    assert "row 64 not a multiple of 256: Q4_K->Q5_0" in capsys.readouterr().out
 
 
 def test_type_policy():
     assert choose_type(QT.Q4_K, 1280).qtype == QT.Q4_K
-    assert choose_type(QT.Q4_K, 896).qtype == QT.Q8_0
+    assert choose_type(QT.Q4_K, 896).qtype == QT.Q5_0  # llama-quantize's fallbacks
+    assert choose_type(QT.Q5_K, 896).qtype == QT.Q5_1
+    assert choose_type(QT.Q6_K, 896).qtype == QT.Q8_0
     assert choose_type(QT.Q6_K, 48).qtype == QT.F16
+    assert choose_type(QT.Q5_0, 48).qtype == QT.F16
     assert choose_type(QT.Q8_0, 48).qtype == QT.F16
     assert choose_type(QT.Q4_0, 64).qtype == QT.Q4_0
     assert choose_type(QT.BF16, 7).qtype == QT.BF16

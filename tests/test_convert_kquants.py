@@ -52,7 +52,8 @@ def test_native_kquant_rejects_bad_rows(qtype):
 
 @pytest.mark.parametrize("outtype,qtype", [("q4_k", QT.Q4_K), ("q5_k", QT.Q5_K), ("q6_k", QT.Q6_K)])
 def test_convert_kquant_text(tmp_path, outtype, qtype):
-    """Rows of 256 take the K-quant; rows of 128 fall back to Q8_0; norms/router stay F32."""
+    """Rows of 256 take the K-quant; rows of 128 fall back as llama-quantize does (Q4_K -> Q5_0, Q5_K -> Q5_1,
+    Q6_K -> Q8_0); norms/router stay F32."""
     d = rm.OcrDims(vocab_size=1024, text_hidden=256, text_heads=2, text_kv_heads=2, text_ffn=256, moe_ffn=128,
                    n_experts=4)
     model = rm.get_synthetic_ocr(d, n_shards=2)
@@ -68,5 +69,5 @@ def test_convert_kquant_text(tmp_path, outtype, qtype):
         assert t.tensor_type == expected_type(t.name, src.ndim, src.shape[-1], qtype), t.name
         seen.add(t.tensor_type)
         check_values(t.name, t.tensor_type, dequant(t), src)
-    assert seen == {qtype, QT.Q8_0, QT.F32}
+    assert seen == {qtype, {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}[qtype], QT.F32}
     assert r.fields["general.file_type"].contents() == {QT.Q4_K: 14, QT.Q5_K: 16, QT.Q6_K: 18}[qtype]

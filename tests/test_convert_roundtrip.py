@@ -18,7 +18,8 @@ FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "llamacp
 if not FIXTURE.exists():
     FIXTURE = Path("/work/shared/fixtures/llamacpp-tiny-v1")
 
-CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0}
+CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
+          "q5_0": QT.Q5_0, "q5_1": QT.Q5_1}
 
 
 SMALL = rm.TINY_SMALL_VOCAB
@@ -66,7 +67,7 @@ def _check_file(path: Path, sources: dict, mmproj: bool, chosen: QT, name: str, 
     return r
 
 
-@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "auto"])
+@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "auto"])
 def test_text_hf_layout(tiny_hf, sources_hf, tmp_path, outtype):
     out = tmp_path / "text.gguf"
     res = convert(tiny_hf, outtype=outtype, outfile=out, progress=False)

@@ -483,7 +483,7 @@ def test_hostile_handcrafted(tmp, tmp_path):
         "nelements overflow": (simple_file(tinfos=[tinfo("a", [2**32, 2**32], QT.F32, 0)]), "overflow"),
         "nbytes overflow": (simple_file(tinfos=[tinfo("a", [2**62], QT.F32, 0)]), "overflow"),
         "huge tensor": (simple_file(tinfos=[tinfo("a", [2**40, 2**10], QT.F32, 0)]), "runs past the end"),
-        "type q4_1 (unsupported)": (simple_file(tinfos=[tinfo("a", [32], 3, 0)]), "tensor type 3"),
+        "type q2_K (unsupported)": (simple_file(tinfos=[tinfo("a", [256], 10, 0)]), "tensor type 10"),
         "type 99": (simple_file(tinfos=[tinfo("a", [8], 99, 0)]), "tensor type 99"),
         "type 2^32-1": (simple_file(tinfos=[tinfo("a", [8], 2**32 - 1, 0)]), "tensor type"),
         "block multiple": (simple_file(tinfos=[tinfo("a", [16], QT.Q8_0, 0)]), "not a multiple of q8_0's block"),

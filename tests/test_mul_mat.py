@@ -8,16 +8,18 @@ from encoder.graph import Context, ThreadPool, to_numpy
 from encoder.native import TilepassError, ffi, lib
 from tp_testing import rel_err  # noqa: E402
 
-F32, F16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, I32, BF16 = 0, 1, 2, 8, 12, 13, 14, 26, 30
+F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, I32, BF16 = 0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 26, 30
 PATHS = list(range(int(lib.tp_cpu_best_path()) + 1))
 PATH_IDS = [ffi.string(lib.tp_cpu_path_name(p)).decode() for p in PATHS]
-TYPE_NAMES = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q4_K: "q4_K", Q5_K: "q5_K", Q6_K: "q6_K"}
+TYPE_NAMES = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q4_1: "q4_1", Q5_0: "q5_0",
+              Q5_1: "q5_1", Q4_K: "q4_K", Q5_K: "q5_K", Q6_K: "q6_K"}
 
 # Tolerances on max-abs error / max-abs of the reference:
 #  - F32/F16 weights multiply F32 activations in F32: rounding only;
 #  - BF16 weights on the AVX512-BF16 GEMM round the activations to BF16 (as ggml does): ~2^-9 each;
 #  - quantised weights multiply 8-bit activation blocks (d = max|x|/127): <= 1/254 of each block's max.
-TOL = {F32: 1e-5, F16: 1e-5, BF16: 1.5e-2, Q8_0: 2e-2, Q4_0: 2e-2, Q4_K: 2e-2, Q5_K: 2e-2, Q6_K: 2e-2}
+TOL = {F32: 1e-5, F16: 1e-5, BF16: 1.5e-2, Q8_0: 2e-2, Q4_0: 2e-2, Q4_1: 2e-2, Q5_0: 2e-2, Q5_1: 2e-2, Q4_K: 2e-2,
+       Q5_K: 2e-2, Q6_K: 2e-2}
 
 
 def run_mm(path, pool, w, x, wtype, view=None):
@@ -89,7 +91,7 @@ def test_strided_activations_and_broadcast(path, view, N, pool):
     assert rel_err(got, reference(wd, x)) < 1e-5
 
 
-QTYPES = [Q8_0, Q4_0, Q4_K, Q5_K, Q6_K]
+QTYPES = [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K]
 
 
 @pytest.mark.parametrize("wtype", QTYPES, ids=[TYPE_NAMES[t] for t in QTYPES])

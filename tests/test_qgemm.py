@@ -10,8 +10,8 @@ from encoder.graph import Context, to_numpy
 from encoder.native import ffi, lib
 from tp_testing import rel_err  # noqa: E402
 
-Q4_0, Q8_0, Q4_K, Q5_K = 2, 8, 12, 13
-NAMES = {Q4_0: "q4_0", Q8_0: "q8_0", Q4_K: "q4_K", Q5_K: "q5_K"}
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K = 2, 3, 6, 7, 8, 12, 13
+NAMES = {Q4_0: "q4_0", Q4_1: "q4_1", Q5_0: "q5_0", Q5_1: "q5_1", Q8_0: "q8_0", Q4_K: "q4_K", Q5_K: "q5_K"}
 BEST = int(lib.tp_cpu_best_path())
 AVX2_OR_SCALAR = min(BEST, 1)
 
@@ -82,8 +82,8 @@ def test_qgemm_batches_and_zero_rows(wtype, pool):
     assert np.all(got[1, 4] == 0.0) and np.all(got[:, :, 7] == 0.0)
 
 
-@pytest.mark.parametrize("wtype", [Q8_0, Q4_K], ids=["q8_0", "q4_K"])
-@pytest.mark.parametrize("T", [5, 40])
+@pytest.mark.parametrize("wtype", [Q8_0, Q4_K, Q5_0, Q5_1], ids=["q8_0", "q4_K", "q5_0", "q5_1"])
+@pytest.mark.parametrize("T", [1, 5, 40])
 def test_mul_mat_id_qgemm(wtype, T, pool):
     """Experts with many tokens (the int8 GEMM) and with few (row dot products) in one op."""
     rng = np.random.default_rng(T + wtype)

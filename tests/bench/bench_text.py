@@ -31,6 +31,8 @@ def _blocks(qtype, n_rows: int, n_per_row: int, rng) -> np.ndarray:
     raw = rng.integers(0, 256, size=(n_rows, n_per_row // bs, ts), dtype=np.uint8)
     if qtype == gguf.GGMLQuantizationType.Q8_0:
         raw[..., 0:2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
+    elif qtype == gguf.GGMLQuantizationType.Q5_0:  # d, then the high bits and nibbles
+        raw[..., 0:2] = np.frombuffer(np.float16(0.008).tobytes(), np.uint8)
     else:  # Q4_K: d, dmin at the front
         raw[..., 0:2] = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
         raw[..., 2:4] = np.frombuffer(np.float16(0.0005).tobytes(), np.uint8)
@@ -74,10 +76,10 @@ def write_text_gguf(path: Path, qtype, tokenizer_from: Path | None = None) -> in
 
     def q(name: str, rows: int, cols: int, experts: int = 0, used: int = 0) -> None:
         nonlocal active
-        # llama.cpp's Q4_K_M-like fallback: rows that are not whole super-blocks (ffn_down of the dense
-        # MLP, 6848, and of the experts, 896) are written as Q8_0
+        # llama-quantize's fallback (and the converter's): rows that are not whole super-blocks (ffn_down of
+        # the dense MLP, 6848, and of the experts, 896) are written as Q5_0 in a Q4_K file
         bs = gguf.GGML_QUANT_SIZES[qtype][0]
-        tq = qtype if cols % bs == 0 else gguf.GGMLQuantizationType.Q8_0
+        tq = qtype if cols % bs == 0 else gguf.GGMLQuantizationType.Q5_0
         data = _blocks(tq, rows * max(experts, 1), cols, rng)
         if experts:
             data = data.reshape(experts, rows, -1)
