@@ -210,7 +210,7 @@ static inline void qdot_q6_K(const tp_block_q6_K *wrow, const tp_block_q8a *x, i
     for (int t = 0; t < nt; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * corr[t];
 }
 
-/* ---- VNNI fast paths (Q8_0, Q4_K, Q4_0): the activations of a group of up to 4 tokens are first
+/* ---- VNNI fast paths (Q8_0, Q4_K, Q5_K): the activations of a group of up to 4 tokens are first
  * repacked per K segment into contiguous, 64-byte aligned int8 runs (in the order the unpacked
  * weights come out), with each block's d and d·Σq as float arrays; then every weight row is
  * streamed once for the group: one vpdpbusd per 64 weights and token, the per-block scales as a
@@ -355,9 +355,35 @@ static inline __m128i q4k_scales_mins(const uint8_t *scales) {
     return _mm_mask_blend_epi8(0xF000, _mm_mask_blend_epi8(0x00F0, lo, hs), hm);
 }
 
-/* Q4_K over nsb super-blocks: Σ_j d·sc_j·xd_j·Σ(q·x) − dmin·m_j·xd_j·Σx per sub-block j; the
+/* Q4_K and Q5_K super-blocks share d, dmin and the 12 scale bytes at offsets 0, 2 and 4; Q5_K then has
+ * 32 bytes of fifth bits before its 128 nibble bytes. */
+#define K45_BYTES(q5) ((q5) ? (int64_t)sizeof(tp_block_q5_K) : (int64_t)sizeof(tp_block_q4_K))
+#define K45_QS(q5) ((q5) ? 48 : 16)
+#define K45_SCALES 4
+
+static inline float k45_half(const uint8_t *b, int off) {
+    uint16_t h;
+    memcpy(&h, b + off, 2);
+    return h2f(h);
+}
+
+/* Q5_K: add each level's fifth bit (qh[l] bit 2c for the low nibbles of 32-byte chunk c, bit 2c + 1 for
+ * the high ones) to the four nibble vectors n0 (chunks 0, 1 low), n1 (0, 1 high), n2 (2, 3 low), n3. */
+static inline __attribute__((always_inline)) void q5k_add_high(const uint8_t *qh, __m512i *n0, __m512i *n1,
+                                                               __m512i *n2, __m512i *n3) {
+    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8(0x01), _mm256_set1_epi8(0x04), 1);
+    *n0 = _mm512_mask_add_epi8(*n0, _mm512_test_epi8_mask(h, sel), *n0, sixteen);
+    *n1 = _mm512_mask_add_epi8(*n1, _mm512_test_epi8_mask(h, _mm512_slli_epi16(sel, 1)), *n1, sixteen);
+    *n2 = _mm512_mask_add_epi8(*n2, _mm512_test_epi8_mask(h, _mm512_slli_epi16(sel, 4)), *n2, sixteen);
+    *n3 = _mm512_mask_add_epi8(*n3, _mm512_test_epi8_mask(h, _mm512_slli_epi16(sel, 5)), *n3, sixteen);
+}
+
+/* Q4_K / Q5_K over nsb super-blocks: Σ_j d·sc_j·xd_j·Σ(q·x) − dmin·m_j·xd_j·Σx per sub-block j; the
  * activations are in QX_Q4K order so the low/high nibbles of 64 bytes meet 64 contiguous bytes. */
-static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t nsb, float *out) {
+static inline __attribute__((always_inline)) void qv_k45(const uint8_t *w, bool q5, const qx_pack *pk, int nt,
+                                                         int64_t nsb, float *out) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
@@ -366,17 +392,19 @@ static void qv_q4_K(const tp_block_q4_K *w, const qx_pack *pk, int nt, int64_t n
     __m256 corr[QT];
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        const tp_block_q4_K *b = w + i;
-        _mm_prefetch((const char *)(b + 2), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 2) + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 2) + 128, _MM_HINT_T0);
-        const __m128i smv = q4k_scales_mins(b->scales); /* 8 scales, 8 mins */
-        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(h2f(b->d)));
+        const uint8_t *b = w + i * K45_BYTES(q5);
+        _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)) + 128, _MM_HINT_T0);
+        const __m128i smv = q4k_scales_mins(b + K45_SCALES); /* 8 scales, 8 mins */
+        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(k45_half(b, 0)));
         const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(smv, smv))),
-                                        _mm256_set1_ps(h2f(b->dmin)));
-        const __m512i v0 = _mm512_loadu_si512((const void *)b->qs), v1 = _mm512_loadu_si512((const void *)(b->qs + 64));
-        const __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
-        const __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+                                        _mm256_set1_ps(k45_half(b, 2)));
+        const uint8_t *qs = b + K45_QS(q5);
+        const __m512i v0 = _mm512_loadu_si512((const void *)qs), v1 = _mm512_loadu_si512((const void *)(qs + 64));
+        __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+        __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+        if (q5) q5k_add_high(b + 16, &n0, &n1, &n2, &n3);
         for (int t = 0; t < nt; t++) {
             const int8_t *xq = pk->qs[t] + i * 256;
             const __m256 s8 = _mm256_mul_ps(scf, _mm256_load_ps(pk->xd[t] + 8 * i));
@@ -470,9 +498,9 @@ static void qv4_q8_0(const char *row, size_t lda, const int8_t *xq, const float 
     qv_reduce4(a0, a1, a2, a3, out);
 }
 
-/* The Q4_K sub-block work of one super-block given its scale vector sm = [d·sc0..7, dmin·m0..7]. */
-QV_INLINE void qv_sb_q4_K(const tp_block_q4_K *b, __m512 sm, const int8_t *xq, const float *xd, const float *xs,
-                          __m512 *acc, __m512 *acb, __m256 *corr) {
+/* The Q4_K / Q5_K sub-block work of one super-block given its scale vector sm = [d·sc0..7, dmin·m0..7]. */
+QV_INLINE void qv_sb_k45(const uint8_t *b, bool q5, __m512 sm, const int8_t *xq, const float *xd, const float *xs,
+                         __m512 *acc, __m512 *acb, __m256 *corr) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
@@ -483,14 +511,16 @@ QV_INLINE void qv_sb_q4_K(const tp_block_q4_K *b, __m512 sm, const int8_t *xq, c
     _mm_prefetch(pf + 128, _MM_HINT_T0);
     const __m256 s8 = _mm256_mul_ps(_mm512_castps512_ps256(sm), _mm256_load_ps(xd));
     *corr = _mm256_fmadd_ps(_mm512_extractf32x8_ps(sm, 1), _mm256_load_ps(xs), *corr);
-    const __m512i v0 = _mm512_loadu_si512((const void *)b->qs), v1 = _mm512_loadu_si512((const void *)(b->qs + 64));
+    const uint8_t *qs = b + K45_QS(q5);
+    const __m512i v0 = _mm512_loadu_si512((const void *)qs), v1 = _mm512_loadu_si512((const void *)(qs + 64));
+    __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+    __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+    if (q5) q5k_add_high(b + 16, &n0, &n1, &n2, &n3);
     const __m512i z = _mm512_setzero_si512();
-    const __m512i p0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(v0, m4), _mm512_load_si512((const void *)xq));
-    const __m512i p1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4),
-                                           _mm512_load_si512((const void *)(xq + 64)));
-    const __m512i p2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(v1, m4), _mm512_load_si512((const void *)(xq + 128)));
-    const __m512i p3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4),
-                                           _mm512_load_si512((const void *)(xq + 192)));
+    const __m512i p0 = _mm512_dpbusd_epi32(z, n0, _mm512_load_si512((const void *)xq));
+    const __m512i p1 = _mm512_dpbusd_epi32(z, n1, _mm512_load_si512((const void *)(xq + 64)));
+    const __m512i p2 = _mm512_dpbusd_epi32(z, n2, _mm512_load_si512((const void *)(xq + 128)));
+    const __m512i p3 = _mm512_dpbusd_epi32(z, n3, _mm512_load_si512((const void *)(xq + 192)));
     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), lanes_of8(s8, i0), *acc);
     *acb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), lanes_of8(s8, i1), *acb);
     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p2), lanes_of8(s8, i2), *acc);
@@ -498,29 +528,32 @@ QV_INLINE void qv_sb_q4_K(const tp_block_q4_K *b, __m512 sm, const int8_t *xq, c
 }
 
 /* [d·sc0..7, dmin·m0..7] of a super-block from its decoded scale/min bytes. */
-QV_INLINE __m512 qv_q4k_sm(const tp_block_q4_K *b, __m128i smb) {
+QV_INLINE __m512 qv_k45_sm(const uint8_t *b, __m128i smb) {
     uint32_t dm;
-    memcpy(&dm, &b->d, 4);
+    memcpy(&dm, b, 4);
     const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm)); /* d, dmin */
     const __m512 ddv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
                                              _mm512_castps128_ps512(dd));
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(smb)), ddv);
 }
 
-/* One Q4_K row over super-blocks [0, nsb): the scales of four super-blocks decoded at once (lane i =
+/* One Q4_K / Q5_K row over super-blocks [0, nsb): the scales of four super-blocks decoded at once (lane i =
  * super-block i: the vector form of q4k_scales_mins), the rest one by one. */
-QV_INLINE __m512 qv_row_q4_K(const tp_block_q4_K *w, const int8_t *xq, const float *xd, const float *xs, int64_t nsb) {
+QV_INLINE __m512 qv_row_k45(const uint8_t *w, bool q5, const int8_t *xq, const float *xd, const float *xs,
+                            int64_t nsb) {
     const __m512i sh_a = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
     const __m512i sh_b = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
     const __m512i c0 = _mm512_set1_epi8((char)0xC0), c3f = _mm512_set1_epi8(0x3F), m4 = _mm512_set1_epi8(0x0F);
+    const int64_t bytes = K45_BYTES(q5);
     __m512 acc = _mm512_setzero_ps(), acb = _mm512_setzero_ps();
     __m256 corr = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= nsb; i += 4) {
-        __m512i sv = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)w[i].scales));
-        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)w[i + 1].scales), 1);
-        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)w[i + 2].scales), 2);
-        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)w[i + 3].scales), 3);
+        const uint8_t *b = w + i * bytes;
+        __m512i sv = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b + K45_SCALES)));
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)(b + bytes + K45_SCALES)), 1);
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)(b + 2 * bytes + K45_SCALES)), 2);
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)(b + 3 * bytes + K45_SCALES)), 3);
         const __m512i a = _mm512_shuffle_epi8(sv, sh_a), bb = _mm512_shuffle_epi8(sv, sh_b);
         const __m512i top = _mm512_srli_epi16(_mm512_and_si512(bb, c0), 2);
         const __m512i lo = _mm512_and_si512(a, c3f);
@@ -531,23 +564,31 @@ QV_INLINE __m512 qv_row_q4_K(const tp_block_q4_K *w, const int8_t *xq, const flo
         const __m128i smb[4] = {_mm512_castsi512_si128(smv), _mm512_extracti32x4_epi32(smv, 1),
                                 _mm512_extracti32x4_epi32(smv, 2), _mm512_extracti32x4_epi32(smv, 3)};
         for (int s = 0; s < 4; s++)
-            qv_sb_q4_K(w + i + s, qv_q4k_sm(w + i + s, smb[s]), xq + (i + s) * 256, xd + 8 * (i + s), xs + 8 * (i + s),
-                       &acc, &acb, &corr);
+            qv_sb_k45(b + s * bytes, q5, qv_k45_sm(b + s * bytes, smb[s]), xq + (i + s) * 256, xd + 8 * (i + s),
+                      xs + 8 * (i + s), &acc, &acb, &corr);
     }
-    for (; i < nsb; i++)
-        qv_sb_q4_K(w + i, qv_q4k_sm(w + i, q4k_scales_mins(w[i].scales)), xq + i * 256, xd + 8 * i, xs + 8 * i, &acc,
-                   &acb, &corr);
+    for (; i < nsb; i++) {
+        const uint8_t *b = w + i * bytes;
+        qv_sb_k45(b, q5, qv_k45_sm(b, q4k_scales_mins(b + K45_SCALES)), xq + i * 256, xd + 8 * i, xs + 8 * i, &acc,
+                  &acb, &corr);
+    }
     return _mm512_sub_ps(_mm512_add_ps(acc, acb), _mm512_zextps256_ps512(corr));
 }
 
-/* Q4_K: rows row + r·lda (r < 4), super-blocks [0, nsb) of the segment; out[r] += the dots. */
-static void qv4_q4_K(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs, int64_t nsb,
-                     float *out) {
-    const __m512 a0 = qv_row_q4_K((const tp_block_q4_K *)row, xq, xd, xs, nsb);
-    const __m512 a1 = qv_row_q4_K((const tp_block_q4_K *)(row + lda), xq, xd, xs, nsb);
-    const __m512 a2 = qv_row_q4_K((const tp_block_q4_K *)(row + 2 * lda), xq, xd, xs, nsb);
-    const __m512 a3 = qv_row_q4_K((const tp_block_q4_K *)(row + 3 * lda), xq, xd, xs, nsb);
+/* Q4_K / Q5_K: rows row + r·lda (r < 4), super-blocks [0, nsb) of the segment; out[r] += the dots. */
+QV_INLINE void qv4_k45(const char *row, bool q5, size_t lda, const int8_t *xq, const float *xd, const float *xs,
+                       int64_t nsb, float *out) {
+    const __m512 a0 = qv_row_k45((const uint8_t *)row, q5, xq, xd, xs, nsb);
+    const __m512 a1 = qv_row_k45((const uint8_t *)(row + lda), q5, xq, xd, xs, nsb);
+    const __m512 a2 = qv_row_k45((const uint8_t *)(row + 2 * lda), q5, xq, xd, xs, nsb);
+    const __m512 a3 = qv_row_k45((const uint8_t *)(row + 3 * lda), q5, xq, xd, xs, nsb);
     qv_reduce4(a0, a1, a2, a3, out);
+}
+static void qv4_q4_K(const char *r, size_t lda, const int8_t *q, const float *d, const float *s, int64_t n, float *o) {
+    qv4_k45(r, false, lda, q, d, s, n, o);
+}
+static void qv4_q5_K(const char *r, size_t lda, const int8_t *q, const float *d, const float *s, int64_t n, float *o) {
+    qv4_k45(r, true, lda, q, d, s, n, o);
 }
 
 #define QV_PF_Q32 512 /* bytes ahead, as Q8_0 */
@@ -640,17 +681,19 @@ typedef struct {
 static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t nb,
                      float *out) {
     static const int q4k_pos[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    const bool k45 = type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K;
     qx_one pk;
     for (int64_t j = 0; j < nb; j++) {
         pk.xd[j] = x[j].d;
         pk.xs[j] = x[j].d * (float)(x[j].s[0] + x[j].s[1]);
-        const int64_t pos = type == TP_TYPE_Q4_K ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
+        const int64_t pos = k45 ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
         _mm256_store_si256((__m256i *)(pk.qs + pos * 32), _mm256_loadu_si256((const __m256i *)x[j].qs));
     }
     void (*rows4)(const char *, size_t, const int8_t *, const float *, const float *, int64_t, float *);
     int64_t nblocks = nb;
     switch (type) {
     case TP_TYPE_Q4_K: rows4 = qv4_q4_K, nblocks = nb / 8; break;
+    case TP_TYPE_Q5_K: rows4 = qv4_q5_K, nblocks = nb / 8; break;
     case TP_TYPE_Q4_0: rows4 = qv4_q4_0; break;
     case TP_TYPE_Q4_1: rows4 = qv4_q4_1; break;
     case TP_TYPE_Q5_0: rows4 = qv4_q5_0; break;
@@ -665,19 +708,19 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
     for (; r < nrows; r++) {
         const char *row = (const char *)A + (size_t)r * lda;
         __m512 v;
-        if (type == TP_TYPE_Q4_K) v = qv_row_q4_K((const tp_block_q4_K *)row, pk.qs, pk.xd, pk.xs, nblocks);
+        if (k45) v = qv_row_k45((const uint8_t *)row, type == TP_TYPE_Q5_K, pk.qs, pk.xd, pk.xs, nblocks);
         else if (type == TP_TYPE_Q8_0) v = qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nblocks);
         else v = qv_row_q32(type, (const uint8_t *)row, pk.qs, pk.xd, pk.xs, nblocks);
         out[r] = _mm512_reduce_add_ps(v);
     }
 }
 
-/* Rows × tokens through the VNNI fast paths (type Q8_0 or Q4_K; k a multiple of the block). */
+/* Rows × tokens through the VNNI fast paths (type Q8_0, Q4_K or Q5_K; k a multiple of the block). */
 static void qdot_fast(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t ldx,
                       int64_t ntok, int64_t k, float *out, int64_t ldo) {
     qx_pack pk;
     const int64_t nb = k / TP_QK;
-    const int order = type == TP_TYPE_Q4_K ? QX_Q4K : QX_PLAIN;
+    const int order = type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K ? QX_Q4K : QX_PLAIN;
     for (int64_t n0 = 0; n0 < ntok; n0 += QT) {
         const int nt = (int)TP_MIN(QT, ntok - n0);
         if (nt == 1 && nb <= QV_MAXB) { /* one token: whole rows, four at a time */
@@ -692,7 +735,8 @@ static void qdot_fast(tp_type type, const void *A, size_t lda, int64_t nrows, co
             for (int64_t r = 0; r < nrows; r++) {
                 const char *row = (const char *)A + (size_t)r * lda;
                 float tmp[QT] = {0};
-                if (type == TP_TYPE_Q4_K) qv_q4_K((const tp_block_q4_K *)row + b0 / 8, &pk, nt, nbs / 8, tmp);
+                if (type == TP_TYPE_Q4_K) qv_k45((const uint8_t *)row + b0 / 8 * K45_BYTES(false), false, &pk, nt, nbs / 8, tmp);
+                else if (type == TP_TYPE_Q5_K) qv_k45((const uint8_t *)row + b0 / 8 * K45_BYTES(true), true, &pk, nt, nbs / 8, tmp);
                 else qv_q8_0((const tp_block_q8_0 *)row + b0, &pk, nt, nbs, tmp);
                 for (int t = 0; t < nt; t++) out[(n0 + t) * ldo + r] += tmp[t];
             }
@@ -729,7 +773,7 @@ static void qdot_row1(tp_type type, const char *row, const tp_block_q8a *x, int6
  * (ldx blocks apart). */
 void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
                        int64_t ldx, int64_t ntok, int64_t k, float *out, int64_t ldo, bool vnni) {
-    if (vnni && (type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_K)) {
+    if (vnni && (type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K)) {
         qdot_fast(type, A, lda, nrows, x, ldx, ntok, k, out, ldo);
         return;
     }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from encoder.graph import ThreadPool
-from test_mul_mat import PATHS, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q6_K, Q8_0, TOL, reference, run_mm
+from test_mul_mat import PATHS, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, TOL, reference, run_mm
 from tp_testing import rel_err
 
 # (K, M): rows not a multiple of 4 or of the 64-row chunk; K with one or two activation segments,
@@ -24,7 +24,7 @@ def _case(wtype, K, M, N, seed):
     return w, x
 
 
-@pytest.mark.parametrize("wtype,K,M", [(Q8_0, K, M) for K, M in SHAPES_Q8] + [(Q4_K, K, M) for K, M in SHAPES_QK]
+@pytest.mark.parametrize("wtype,K,M", [(Q8_0, K, M) for K, M in SHAPES_Q8] + [(t, K, M) for t in (Q4_K, Q5_K) for K, M in SHAPES_QK]
                          + [(Q4_0, 1280, 37), (Q6_K, 1280, 37)]
                          # the 32-block types llama.cpp's K-quant files hold for 896-wide rows: blocks not a
                          # multiple of 8 (896 = 28 blocks), rows not a multiple of 4
@@ -43,7 +43,7 @@ def test_gemv_one_token(wtype, K, M):
         assert rel_err(got, results[0]) < 1e-5
 
 
-@pytest.mark.parametrize("wtype", [Q8_0, Q4_K, Q5_0, Q5_1])
+@pytest.mark.parametrize("wtype", [Q8_0, Q4_K, Q5_K, Q5_0, Q5_1])
 @pytest.mark.parametrize("N", [2, 5])
 def test_gemv_few_tokens_match_one_token(wtype, N):
     """A token's result does not depend on the other tokens of the call (group of 4 + tail of 1)."""
