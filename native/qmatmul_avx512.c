@@ -669,6 +669,56 @@ static void qv4_q5_1(const char *r, size_t lda, const int8_t *q, const float *d,
     qv4_q32(TP_TYPE_Q5_1, r, lda, q, d, s, n, o);
 }
 
+/* One Q6_K row over super-blocks [0, nsb): per half (128 values) the 64 low-nibble bytes and 32 bytes of
+ * 2-bit high parts give two 64-byte level vectors (u = q + 32, 0..63) in element order; each 32-bit
+ * lane of a product covers 4 values of one 16-value sub-block, scaled by d·sc·xd (one vpermps from the
+ * super-block's 16 products); the −32 offset is d·sc·(xd·Σx per 16) summed as one FMA per super-block. */
+QV_INLINE __m512 qv_row_q6_K(const tp_block_q6_K *w, const int8_t *xq, const float *xd, const float *xs16,
+                             int64_t nsb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i up01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1); /* bits 0-1 | 2-3 -> 4-5 */
+    const __m512i dn23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1); /* bits 4-5 | 6-7 */
+    const __m512i i_xd = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i i_a0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i four = _mm512_set1_epi32(4);
+    __m512 acc = _mm512_setzero_ps(), acb = _mm512_setzero_ps(), corr = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const tp_block_q6_K *b = w + i;
+        _mm_prefetch((const char *)b + QV_PF_Q4_K, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QV_PF_Q4_K + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QV_PF_Q4_K + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QV_PF_Q4_K + 192, _MM_HINT_T0);
+        const __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales))),
+                                        _mm512_set1_ps(h2f(b->d)));
+        corr = _mm512_fmadd_ps(sc, _mm512_loadu_ps(xs16 + 16 * i), corr);
+        const __m512 sx = _mm512_mul_ps(sc, _mm512_permutexvar_ps(i_xd, _mm512_castps256_ps512(_mm256_load_ps(xd + 8 * i))));
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(b->ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+            const __m512i ua = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, up01), m30));
+            const __m512i ub = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                               _mm512_and_si512(_mm512_srlv_epi16(qh, dn23), m30));
+            const int8_t *x = xq + i * 256 + h * 128;
+            const __m512i pa = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ua, _mm512_load_si512((const void *)x));
+            const __m512i pb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ub, _mm512_load_si512((const void *)(x + 64)));
+            const __m512i ia = _mm512_add_epi32(i_a0, _mm512_set1_epi32(8 * h));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pa), _mm512_permutexvar_ps(ia, sx), acc);
+            acb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pb), _mm512_permutexvar_ps(_mm512_add_epi32(ia, four), sx), acb);
+        }
+    }
+    return _mm512_fmadd_ps(corr, _mm512_set1_ps(-32.0f), _mm512_add_ps(acc, acb));
+}
+
+/* Q6_K: rows row + r·lda (r < 4); out[r] += the dots. xs16 (per 16 values xd·Σx) rides in the xs slot. */
+static void qv4_q6_K(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs16, int64_t nsb,
+                     float *out) {
+    const __m512 a0 = qv_row_q6_K((const tp_block_q6_K *)row, xq, xd, xs16, nsb);
+    const __m512 a1 = qv_row_q6_K((const tp_block_q6_K *)(row + lda), xq, xd, xs16, nsb);
+    const __m512 a2 = qv_row_q6_K((const tp_block_q6_K *)(row + 2 * lda), xq, xd, xs16, nsb);
+    const __m512 a3 = qv_row_q6_K((const tp_block_q6_K *)(row + 3 * lda), xq, xd, xs16, nsb);
+    qv_reduce4(a0, a1, a2, a3, out);
+}
+
 /* One token's activation for the whole of k (up to QV_MAXB blocks) in kernel order (as qx_repack),
  * so that every weight row streams from its start to its end in one pass. */
 #define QV_MAXB (QT * QSEG)
@@ -676,6 +726,7 @@ typedef struct {
     _Alignas(64) int8_t qs[QV_MAXB * 32];
     _Alignas(64) float xd[QV_MAXB];
     _Alignas(64) float xs[QV_MAXB];
+    _Alignas(64) float xs16[2 * QV_MAXB]; /* Q6_K: d · (sum of each 16 quants) */
 } qx_one;
 
 static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t nb,
@@ -686,6 +737,8 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
     for (int64_t j = 0; j < nb; j++) {
         pk.xd[j] = x[j].d;
         pk.xs[j] = x[j].d * (float)(x[j].s[0] + x[j].s[1]);
+        pk.xs16[2 * j] = x[j].d * (float)x[j].s[0];
+        pk.xs16[2 * j + 1] = x[j].d * (float)x[j].s[1];
         const int64_t pos = k45 ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
         _mm256_store_si256((__m256i *)(pk.qs + pos * 32), _mm256_loadu_si256((const __m256i *)x[j].qs));
     }
@@ -694,6 +747,7 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
     switch (type) {
     case TP_TYPE_Q4_K: rows4 = qv4_q4_K, nblocks = nb / 8; break;
     case TP_TYPE_Q5_K: rows4 = qv4_q5_K, nblocks = nb / 8; break;
+    case TP_TYPE_Q6_K: rows4 = qv4_q6_K, nblocks = nb / 8; break;
     case TP_TYPE_Q4_0: rows4 = qv4_q4_0; break;
     case TP_TYPE_Q4_1: rows4 = qv4_q4_1; break;
     case TP_TYPE_Q5_0: rows4 = qv4_q5_0; break;
@@ -703,12 +757,14 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
     int64_t r = 0;
     for (; r + QV_ROWS <= nrows; r += QV_ROWS) {
         out[r] = out[r + 1] = out[r + 2] = out[r + 3] = 0.0f;
-        rows4((const char *)A + (size_t)r * lda, lda, pk.qs, pk.xd, pk.xs, nblocks, out + r);
+        rows4((const char *)A + (size_t)r * lda, lda, pk.qs, pk.xd, type == TP_TYPE_Q6_K ? pk.xs16 : pk.xs, nblocks,
+              out + r);
     }
     for (; r < nrows; r++) {
         const char *row = (const char *)A + (size_t)r * lda;
         __m512 v;
         if (k45) v = qv_row_k45((const uint8_t *)row, type == TP_TYPE_Q5_K, pk.qs, pk.xd, pk.xs, nblocks);
+        else if (type == TP_TYPE_Q6_K) v = qv_row_q6_K((const tp_block_q6_K *)row, pk.qs, pk.xd, pk.xs16, nblocks);
         else if (type == TP_TYPE_Q8_0) v = qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nblocks);
         else v = qv_row_q32(type, (const uint8_t *)row, pk.qs, pk.xd, pk.xs, nblocks);
         out[r] = _mm512_reduce_add_ps(v);
@@ -777,7 +833,8 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
         qdot_fast(type, A, lda, nrows, x, ldx, ntok, k, out, ldo);
         return;
     }
-    if (vnni && tp_is_q32(type) && ntok == 1 && k / TP_QK <= QV_MAXB) { /* decode: whole rows, four at a time */
+    if (vnni && (tp_is_q32(type) || type == TP_TYPE_Q6_K) && ntok == 1 && k / TP_QK <= QV_MAXB) {
+        /* decode: whole rows, four at a time */
         qdot_one(type, A, lda, nrows, x, k / TP_QK, out);
         return;
     }
