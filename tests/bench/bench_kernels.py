@@ -33,8 +33,9 @@ import torch  # noqa: E402
 from encoder.graph import Context, Graph, ThreadPool  # noqa: E402
 from encoder.native import ffi, lib  # noqa: E402
 
-F32, F16, Q4_0, Q8_0, Q4_K, Q6_K, BF16 = 0, 1, 2, 8, 12, 14, 30
-TNAME = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q4_K: "q4_K", Q6_K: "q6_K"}
+F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 6, 8, 12, 13, 14, 30
+TNAME = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q5_0: "q5_0", Q4_K: "q4_K", Q5_K: "q5_K",
+         Q6_K: "q6_K"}
 
 GEMM_SHAPES = [("sam_qkv", 2304, 768, 4096), ("clip_ffn", 4096, 1024, 257)]  # name, M, K, N
 GEMV_SHAPES = [(1280, 1280), (6848, 1280), (129280, 1280)]  # M, K
@@ -146,7 +147,7 @@ class _GemvSet:
         return _best_ms(lambda: self.g.compute(pool), min_time=0.5, min_reps=5) / self.copies
 
 
-GEMV_QTYPES = (Q8_0, Q4_K)  # the decode targets; Q4_0 / Q6_K with --all-gemv
+GEMV_QTYPES = (Q8_0, Q4_K)  # the decode targets; Q4_0 / Q5_0 / Q5_K / Q6_K with --all-gemv
 COLD_BYTES = 96 << 20  # weights cycled per measurement (3 × a 32 MiB L3)
 
 
@@ -253,9 +254,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemv", action="store_true", help="only the quantised GEMV rows")
-    ap.add_argument("--all-gemv", action="store_true", help="GEMV rows for Q4_0 and Q6_K too")
+    ap.add_argument("--all-gemv", action="store_true", help="GEMV rows for Q4_0, Q5_0, Q5_K and Q6_K too")
     args = ap.parse_args()
-    qtypes = (Q8_0, Q4_K, Q4_0, Q6_K) if args.all_gemv else GEMV_QTYPES
+    qtypes = (Q8_0, Q4_K, Q4_0, Q5_0, Q5_K, Q6_K) if args.all_gemv else GEMV_QTYPES
     if args.gemv:
         rows = gemv_rows(args.threads, np.random.default_rng(0), ThreadPool(args.threads), ThreadPool(1), qtypes)
         keys = ["name", "ours_ms", "gbs", "pct_stream", "ms_1thread", "speedup", "copies"]
