@@ -26,7 +26,8 @@ class VisionEncoder:
         params.n_threads = n_threads
         params.cpu_path = cpu_path
         params.keep_stages = keep_stages
-        params.precision = precision  # 0 = F32, 1 = BF16 products (tp_precision), -1 = auto (by the file's weights)
+        # tp_precision: 0 = F32, 1 = BF16 products, 2 = int8 (matrices as Q8_0), -1 = auto (by the file's weights)
+        params.precision = precision
         out = ffi.new("tp_vision_model **")
         err = new_error()
         check_error(lib.tp_vision_load(str(path).encode(), params, out, err), err)

@@ -154,11 +154,15 @@ typedef struct tp_tensor tp_tensor;
 /* Arithmetic precision of tp_mul_mat and tp_attention in a context. */
 typedef enum tp_precision {
     TP_PRECISION_F32 = 0, /* F32 activations (the default) */
-    TP_PRECISION_BF16 = 1 /* products of >= 32 tokens may round their inputs to BF16 and accumulate in
-                           * F32: tp_mul_mat's F32/F16/BF16 weights and activations (AMX tiles, else
-                           * AVX512-BF16), tp_attention's q·scale, k, probabilities and v (AMX tiles,
-                           * else AVX512-BF16; head sizes multiples of 32/16); otherwise, and on CPUs
-                           * without them, F32 */
+    TP_PRECISION_BF16 = 1, /* products of >= 32 tokens may round their inputs to BF16 and accumulate in
+                            * F32: tp_mul_mat's F32/F16/BF16 weights and activations (AMX tiles, else
+                            * AVX512-BF16), tp_attention's q·scale, k, probabilities and v (AMX tiles,
+                            * else AVX512-BF16; head sizes multiples of 32/16); otherwise, and on CPUs
+                            * without them, F32 */
+    TP_PRECISION_INT8 = 2  /* tp_vision_params only: the vision file's F32/F16/BF16 weight matrices are
+                            * quantised to Q8_0 once at load (ggml's quantiser: what a Q8_0 file holds) and
+                            * multiply 8-bit activation blocks (VNNI int8 products), the rest as
+                            * TP_PRECISION_BF16; a Q8_0 file's speed from an F16 file */
 } tp_precision;
 
 typedef struct tp_context_params {
@@ -422,10 +426,11 @@ typedef struct tp_vision_model tp_vision_model;
 typedef struct tp_vision_params {
     int n_threads;    /* threads of the model's pool (1..64) */
     int cpu_path;     /* as tp_context_params.cpu_path */
-    /* as tp_context_params.precision (default TP_PRECISION_F32), or -1 = auto: TP_PRECISION_F32 when
-     * the file's weights are F32 (exact parity with a float reference), TP_PRECISION_BF16 when they are
-     * already rounded (F16, BF16, quantised): about 2x faster where the CPU has AVX512-BF16 or AMX, tokens
-     * within cosine 0.999 of F32; tp_vision_get_info reports the choice */
+    /* as tp_context_params.precision (default TP_PRECISION_F32), TP_PRECISION_INT8, or -1 = auto:
+     * TP_PRECISION_F32 when the file's weights are F32 (exact parity with a float reference),
+     * TP_PRECISION_BF16 when they are already rounded (F16, BF16, quantised): about 2x faster where the
+     * CPU has AVX512-BF16 or AMX, tokens within cosine 0.999 of F32; tp_vision_get_info reports the
+     * choice */
     int precision;
     bool keep_stages; /* keep per-view stage outputs for tp_vision_get_stage (tests, debugging) */
 } tp_vision_params;

@@ -16,6 +16,7 @@ struct tp_vision_model {
     tp_gguf *gguf;
     vision_hparams hp;
     tp_threadpool *pool;
+    vision_q8 q8; /* TP_PRECISION_INT8: the matrices as Q8_0 (else empty) */
 
     /* the cached graph and what it was built for */
     tp_context *ctx;
@@ -55,9 +56,15 @@ tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vi
     tp_status st = tp_gguf_open(path, &m->gguf, err);
     if (st == TP_OK) st = vision_read_hparams(m->gguf, path, &m->hp, err);
     if (st == TP_OK && m->params.precision != -1 && m->params.precision != TP_PRECISION_F32 &&
-        m->params.precision != TP_PRECISION_BF16) {
+        m->params.precision != TP_PRECISION_BF16 && m->params.precision != TP_PRECISION_INT8) {
         st = TP_ERR_INVALID_ARGUMENT;
-        tp_error_set(err, st, "tp_vision_load: precision %d is not -1 (auto), 0 (f32) or 1 (bf16)", m->params.precision);
+        tp_error_set(err, st, "tp_vision_load: precision %d is not -1 (auto), 0 (f32), 1 (bf16) or 2 (int8)",
+                     m->params.precision);
+    }
+    if (st == TP_OK) {
+        tp_threadpool_params tpp = tp_threadpool_default_params();
+        tpp.n_threads = m->params.n_threads;
+        st = tp_threadpool_create(&tpp, &m->pool, err);
     }
     if (st == TP_OK) {
         /* check every weight once now, so that encode cannot meet a bad file */
@@ -69,12 +76,9 @@ tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vi
          * the BF16 products, as the KV cache's auto gets F16 (see tilepass.h) */
         if (st == TP_OK && m->params.precision == -1)
             m->params.precision = w.sam[0].qkv_w->type == TP_TYPE_F32 ? TP_PRECISION_F32 : TP_PRECISION_BF16;
+        if (st == TP_OK && m->params.precision == TP_PRECISION_INT8)
+            st = vision_q8_make(&w, &m->hp, m->pool, tp_threadpool_n_threads(m->pool), &m->q8, err);
         tp_context_free(probe);
-    }
-    if (st == TP_OK) {
-        tp_threadpool_params tpp = tp_threadpool_default_params();
-        tpp.n_threads = m->params.n_threads;
-        st = tp_threadpool_create(&tpp, &m->pool, err);
     }
     if (st != TP_OK) {
         tp_vision_free(m);
@@ -95,6 +99,7 @@ void tp_vision_free(tp_vision_model *m) {
     if (!m) return;
     drop_graph(m);
     tp_threadpool_free(m->pool);
+    vision_q8_free(&m->q8);
     tp_gguf_close(m->gguf);
     free(m->view_group_of);
     free(m->view_index_of);
@@ -191,13 +196,15 @@ static tp_status build_graph(tp_vision_model *m, const view_group *groups, int n
     drop_graph(m);
     tp_context_params cp = tp_context_default_params();
     cp.cpu_path = m->params.cpu_path;
-    cp.precision = m->params.precision;
+    /* int8: Q8_0 matrices take the int8 GEMM whatever the context's precision; the rest is BF16 */
+    cp.precision = m->params.precision == TP_PRECISION_INT8 ? TP_PRECISION_BF16 : m->params.precision;
     tp_status st = tp_context_create(&cp, &m->ctx, err);
     if (st != TP_OK) return st;
     tp_context *ctx = m->ctx;
     vision_weights w;
     st = vision_load_weights(m->gguf, m->path, &m->hp, ctx, &w, err);
     if (st != TP_OK) return st;
+    if (m->params.precision == TP_PRECISION_INT8) vision_q8_apply(ctx, &w, &m->hp, &m->q8);
     m->n_groups = n_groups;
     for (int gi = 0; gi < n_groups; gi++) {
         m->groups[gi] = groups[gi];

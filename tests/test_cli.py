@@ -289,6 +289,21 @@ def test_matches_live_transformers_generate(converted_tiny, tmp_path, capsys, ng
         assert ours != _LIVE[0], "the rule banned nothing: the comparison would not test it"
 
 
+def test_int8_precision_flag(tmp_path, capsys):
+    """--precision int8 on the F32 llama.cpp vision file: its matrices are quantised to Q8_0 at load and the
+    page runs through; stderr says so; the prompt is the same and the first greedy tokens agree with the
+    recorded F32 reference (the encoder's int8 cosine is proven in test_mul_mat_bf16.py)."""
+    ref = np.load(FIXTURE / "reference.npz")
+    out = tmp_path / "page.json"
+    rc, stdout, err = run_cli(base_args("--image", PAGE, "--mode", "gundam", "-n", "16", "--no-repeat-ngram", "0",
+                                        "--json", "--raw", "--precision", "int8", "-o", out), capsys)
+    assert rc == 3 and stdout == ""
+    assert "vision arithmetic int8" in err
+    page = json.loads(out.read_text())
+    assert page["tokens"]["prompt"] == int(ref["input_len_gundam"])
+    assert page["token_ids"][:2] == ref["greedy16_gundam"].tolist()[:2]
+
+
 def test_bf16_precision_flag(tmp_path, capsys):
     """--precision bf16 runs the same pipeline with BF16 vision products: same prompt, a full page of
     tokens; the greedy tokens of this tiny random model agree with the recorded F32 reference at the start

@@ -27,7 +27,7 @@ from encoder.native import check_error, ffi, lib, new_error
 from tp_testing import rel_err  # noqa: E402
 
 F32, F16, BF16 = 0, 1, 30
-PRECISION_F32, PRECISION_BF16 = 0, 1
+PRECISION_F32, PRECISION_BF16, PRECISION_INT8 = 0, 1, 2
 BEST = int(lib.tp_cpu_best_path())
 
 
@@ -263,6 +263,48 @@ def test_one_weight_matrix_many_batches(precision, view, pool):
     else:
         ref = x.astype(np.float64) @ wd.astype(np.float64).T
     assert rel_err(got, ref) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def int8_setup(tmp_path_factory):
+    """The heads16 model also as a Q8_0 file (gguf.quants' quantiser, the converter's)."""
+    from convert.converter import convert
+    from reference_models import get_tiny_ocr
+
+    out = tmp_path_factory.mktemp("vision_int8")
+    model_dir = get_tiny_ocr(seed=1)
+    return {t: convert(model_dir, mmproj=True, outtype=t, outfile=out / f"{t}.gguf", progress=False).outfile
+            for t in ("f32", "q8_0")}
+
+
+def test_vision_encoder_int8_precision(vision_setup, int8_setup, record_property):
+    """TP_PRECISION_INT8: the matrices of an F32 or F16 file quantised to Q8_0 at load. From the F32 file the
+    Q8_0 bytes equal gguf.quants' (the converter's Q8_0 file), so the tokens equal that file's run with BF16
+    precision (the same int8 GEMM and BF16 attention) up to float summation order; against transformers F32
+    the cosine floor of the quantised files holds (F16 file: quantised from F16-rounded weights)."""
+    from encoder.preprocess import prepare_image
+    from encoder.vision import VisionEncoder
+    from test_vision_reference import cosine, page_image, reference_stages
+
+    ref, files = vision_setup["heads16"]
+    int8_f32 = VisionEncoder(int8_setup["f32"], n_threads=2, precision=PRECISION_INT8)
+    q8_file = VisionEncoder(int8_setup["q8_0"], n_threads=2, precision=PRECISION_BF16)
+    int8_f16 = VisionEncoder(files["f16"], n_threads=2, precision=PRECISION_INT8)
+    assert int8_f32.precision == PRECISION_INT8
+    worst = 1.0
+    for mode, size in (("base", (900, 1300)), ("gundam", (1240, 1754)), ("tiny", (640, 480))):
+        p = prepare_image(page_image(*size, seed=3), mode, int8_f32.geometry)
+        (a,) = int8_f32.encode([p])
+        (b,) = q8_file.encode([p])
+        (c16,) = int8_f16.encode([p])
+        assert rel_err(a, b) < 1e-5, mode
+        ref_layout = reference_stages(ref, p)["layout"]
+        c = min(cosine(a, ref_layout), cosine(c16, ref_layout))
+        print(f"vision int8 {mode}: cosine vs transformers F32 {cosine(a, ref_layout):.6f} (F32 file), "
+              f"{cosine(c16, ref_layout):.6f} (F16 file)")
+        worst = min(worst, c)
+        assert c >= 0.999, f"int8 {mode}: cosine {c:.6f}"
+    record_property("cosine_int8_precision", worst)
 
 
 def test_vision_precision_auto(vision_setup):
