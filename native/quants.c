@@ -54,19 +54,25 @@ static void dequantize_q8_0(const tp_block_q8_0 *x, float *y, int64_t n) {
     }
 }
 
+/* Q4_0/Q5_0: the scale d = v / −half, v the block's value of largest magnitude with its sign (the first of
+ * equals), stored as F16; returns 1/d (0 for a zero block). */
+static float signed_scale(const float *xb, float half, uint16_t *d_f16) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < TP_QK; j++) {
+        if (amax < fabsf(xb[j])) {
+            amax = fabsf(xb[j]);
+            max = xb[j];
+        }
+    }
+    const float d = max / -half;
+    *d_f16 = tp_f32_to_f16(d);
+    return d != 0.0f ? 1.0f / d : 0.0f;
+}
+
 static void quantize_q4_0(const float *x, tp_block_q4_0 *y, int64_t n) {
     for (int64_t i = 0; i < n / TP_QK; i++) {
         const float *xb = x + i * TP_QK;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < TP_QK; j++) {
-            if (amax < fabsf(xb[j])) {
-                amax = fabsf(xb[j]);
-                max = xb[j];
-            }
-        }
-        const float d = max / -8.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = tp_f32_to_f16(d);
+        const float id = signed_scale(xb, 8.0f, &y[i].d);
         for (int j = 0; j < TP_QK / 2; j++) {
             const float x0 = xb[j] * id, x1 = xb[TP_QK / 2 + j] * id;
             int v0 = (int)(int8_t)(x0 + 8.5f), v1 = (int)(int8_t)(x1 + 8.5f);
@@ -91,24 +97,26 @@ static void dequantize_q4_0(const tp_block_q4_0 *x, float *y, int64_t n) {
  * Q4_1 / Q5_0 / Q5_1: ggml's reference quantisers (min/max per block; Q5_0 symmetric like Q4_0)
  * ------------------------------------------------------------------------------------------- */
 
-static void block_min_max(const float *xb, float *min, float *max) {
+/* Q4_1/Q5_1: the block's min and scale (max − min)/levels, stored as F16; returns 1/scale (0 for a flat
+ * block) and the min. */
+static float min_and_scale(const float *xb, float levels, uint16_t *d_f16, uint16_t *m_f16, float *min) {
+    float max = -FLT_MAX;
     *min = FLT_MAX;
-    *max = -FLT_MAX;
     for (int j = 0; j < TP_QK; j++) {
         if (xb[j] < *min) *min = xb[j];
-        if (xb[j] > *max) *max = xb[j];
+        if (xb[j] > max) max = xb[j];
     }
+    const float d = (max - *min) / levels;
+    *d_f16 = tp_f32_to_f16(d);
+    *m_f16 = tp_f32_to_f16(*min);
+    return d != 0.0f ? 1.0f / d : 0.0f;
 }
 
 static void quantize_q4_1(const float *x, tp_block_q4_1 *y, int64_t n) {
     for (int64_t i = 0; i < n / TP_QK; i++) {
         const float *xb = x + i * TP_QK;
-        float min, max;
-        block_min_max(xb, &min, &max);
-        const float d = (max - min) / 15.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = tp_f32_to_f16(d);
-        y[i].m = tp_f32_to_f16(min);
+        float min;
+        const float id = min_and_scale(xb, 15.0f, &y[i].d, &y[i].m, &min);
         for (int j = 0; j < TP_QK / 2; j++) {
             const int v0 = TP_MIN(15, (int)(int8_t)((xb[j] - min) * id + 0.5f));
             const int v1 = TP_MIN(15, (int)(int8_t)((xb[TP_QK / 2 + j] - min) * id + 0.5f));
@@ -131,16 +139,7 @@ static void pack_q5_levels(const int v[TP_QK], uint8_t qs[16], uint8_t qh_bytes[
 static void quantize_q5_0(const float *x, tp_block_q5_0 *y, int64_t n) {
     for (int64_t i = 0; i < n / TP_QK; i++) {
         const float *xb = x + i * TP_QK;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < TP_QK; j++) {
-            if (amax < fabsf(xb[j])) {
-                amax = fabsf(xb[j]);
-                max = xb[j];
-            }
-        }
-        const float d = max / -16.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = tp_f32_to_f16(d);
+        const float id = signed_scale(xb, 16.0f, &y[i].d);
         int v[TP_QK];
         for (int j = 0; j < TP_QK; j++) v[j] = TP_MIN(31, (int)(int8_t)(xb[j] * id + 16.5f));
         pack_q5_levels(v, y[i].qs, y[i].qh);
@@ -150,12 +149,8 @@ static void quantize_q5_0(const float *x, tp_block_q5_0 *y, int64_t n) {
 static void quantize_q5_1(const float *x, tp_block_q5_1 *y, int64_t n) {
     for (int64_t i = 0; i < n / TP_QK; i++) {
         const float *xb = x + i * TP_QK;
-        float min, max;
-        block_min_max(xb, &min, &max);
-        const float d = (max - min) / 31.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = tp_f32_to_f16(d);
-        y[i].m = tp_f32_to_f16(min);
+        float min;
+        const float id = min_and_scale(xb, 31.0f, &y[i].d, &y[i].m, &min);
         int v[TP_QK];
         for (int j = 0; j < TP_QK; j++) v[j] = (int)(uint8_t)((xb[j] - min) * id + 0.5f);
         pack_q5_levels(v, y[i].qs, y[i].qh);

@@ -101,18 +101,30 @@ def run(n_threads: int = 2) -> list[dict]:
         # (file type, precision): F32 arithmetic is exact; BF16 rounds the products' inputs (AMX/AVX512-BF16);
         # the CLI's default (auto) is BF16 for both of these files; int8 (--precision int8) quantises the F16
         # file's matrices to Q8_0 at load
+        f32_tokens: dict[str, np.ndarray] = {}
         for outtype, precision in (("f16", 0), ("f16", 1), ("f16", 2), ("q8_0", 0), ("q8_0", 1)):
             gguf = root / f"v-{outtype}.gguf"
             if not gguf.exists():
                 convert(ckpt, mmproj=True, outtype=outtype, outfile=gguf, progress=False)
+            t0 = time.perf_counter()
             enc = VisionEncoder(gguf, n_threads=n_threads, precision=precision)
+            load_ms = (time.perf_counter() - t0) * 1e3  # int8: the matrices quantised to Q8_0 here
             label = outtype + {0: "", 1: " bf16-precision", 2: " int8-precision"}[precision]
             for name, (size, mode) in SIZES.items():
                 p = prepare_image(_page(size), mode, enc.geometry)
-                enc.encode([p])  # builds the graph
+                (tokens,) = enc.encode([p])  # builds the graph
                 t0 = time.perf_counter()
                 enc.encode([p])
                 ms = (time.perf_counter() - t0) * 1e3
+                # the trade a precision makes: its tokens against F32 arithmetic on the same file's weights
+                if outtype == "f16":
+                    if precision == 0:
+                        f32_tokens[name] = tokens.astype(np.float64)
+                    else:
+                        a, b = f32_tokens[name], tokens.astype(np.float64)
+                        rows.append({"name": f"vision {label} {name} cosine to f32 precision",
+                                     "cosine": float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))),
+                                     "load_ms": load_ms})
                 gflops = FLOPS[name] / (ms / 1e3) / 1e9
                 peak = bf16_peak if precision and bf16_peak > 0 else fma_peak
                 rows.append({"name": f"vision {label} {name}", "ours_ms": ms, "peer": "transformers fp32",
