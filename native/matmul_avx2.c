@@ -164,19 +164,15 @@ void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, con
                     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_of_byte), bit_of_byte);
                     v = _mm256_or_si256(v, _mm256_and_si256(set, _mm256_set1_epi8(16)));
                 }
-                uint16_t h;
+                uint16_t h, hc;
                 memcpy(&h, b, 2);
-                const float d = h2f(h);
-                float c = d;
-                if (L.m >= 0) {
-                    memcpy(&h, b + L.m, 2);
-                    c = h2f(h);
-                }
+                memcpy(&hc, b + tp_q32_c_at(&L), 2);
+                const float d = h2f(h), c = h2f(hc);
                 const __m256i ip = dot_u8s8_256(v, _mm256_loadu_si256((const __m256i *)x[i].qs));
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ip), _mm256_set1_ps(d * x[i].d), acc);
                 corr += c * x[i].d * (float)(x[i].s[0] + x[i].s[1]);
             }
-            out[r] = hsum256(acc) + (L.m >= 0 ? 1.0f : -(float)L.offset) * corr;
+            out[r] = hsum256(acc) + tp_q32_c_factor(&L) * corr;
         } else if (type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K) {
             float sum = 0.0f;
             const bool q5 = type == TP_TYPE_Q5_K;

@@ -99,11 +99,26 @@ static inline __attribute__((always_inline)) __m512i q32_levels2(const tp_q32_la
     return v;
 }
 
-/* F16 field at byte p of a block, as float */
-static inline float q32_f16(const uint8_t *p) {
+/* the F16 field at byte p of a block, as float */
+static inline float f16_at(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return h2f(h);
+}
+
+/* 8 F16 fields `stride` bytes apart (the same field of 8 consecutive blocks) as floats */
+static inline __attribute__((always_inline)) __m256 h2f8_strided(const uint8_t *p, int stride) {
+    uint16_t h[8];
+    for (int i = 0; i < 8; i++) memcpy(&h[i], p + i * stride, 2);
+    __m128i v = _mm_cvtsi32_si128(h[0]);
+    v = _mm_insert_epi16(v, h[1], 1);
+    v = _mm_insert_epi16(v, h[2], 2);
+    v = _mm_insert_epi16(v, h[3], 3);
+    v = _mm_insert_epi16(v, h[4], 4);
+    v = _mm_insert_epi16(v, h[5], 5);
+    v = _mm_insert_epi16(v, h[6], 6);
+    v = _mm_insert_epi16(v, h[7], 7);
+    return _mm256_cvtph_ps(v);
 }
 
 /* Q4_0 / Q4_1 / Q5_0 / Q5_1: Σ (d·u + bias)·x = d·dx·Σ u·q + bias·dx·Σ q per block; the second term
@@ -119,8 +134,8 @@ static inline void qdot_q32(tp_type type, const void *wrow, const tp_block_q8a *
     for (; i + 2 <= nb; i += 2) {
         const uint8_t *b0 = w + (size_t)i * (size_t)L.bytes, *b1 = b0 + L.bytes;
         const __m512i v = q32_levels2(&L, b0);
-        const float d0 = q32_f16(b0), d1 = q32_f16(b1);
-        const float c0 = L.m >= 0 ? q32_f16(b0 + L.m) : d0, c1 = L.m >= 0 ? q32_f16(b1 + L.m) : d1;
+        const float d0 = f16_at(b0), d1 = f16_at(b1);
+        const float c0 = f16_at(b0 + tp_q32_c_at(&L)), c1 = f16_at(b1 + tp_q32_c_at(&L));
         for (int t = 0; t < nt; t++) {
             const tp_block_q8a *xt = x + t * ldx + i;
             const __m512i ip = dot_u8s8(v, load2x256(xt[0].qs, xt[1].qs), vnni);
@@ -128,9 +143,8 @@ static inline void qdot_q32(tp_type type, const void *wrow, const tp_block_q8a *
             corr[t] += c0 * xt[0].d * (float)(xt[0].s[0] + xt[0].s[1]) + c1 * xt[1].d * (float)(xt[1].s[0] + xt[1].s[1]);
         }
     }
-    const float factor = L.m >= 0 ? 1.0f : -(float)L.offset;
     for (int t = 0; t < nt; t++) {
-        float sum = _mm512_reduce_add_ps(acc[t]) + factor * corr[t];
+        float sum = _mm512_reduce_add_ps(acc[t]) + tp_q32_c_factor(&L) * corr[t];
         if (i < nb) sum += tp_vec_dot_q8a(type, w + (size_t)i * (size_t)L.bytes, x + t * ldx + i, TP_QK);
         out[t] = sum;
     }
@@ -276,30 +290,10 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(c4);
 }
 
-static inline __m256 h2f8_gather(const void *base, __m256i offs) {
-#ifdef QGATHER
-    const __m256i g = _mm256_i32gather_epi32((const int *)base, offs, 1);
-    return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g));
-#else
-    (void)offs;
-    const tp_block_q8_0 *b = base;
-    __m128i h = _mm_cvtsi32_si128(b[0].d);
-    h = _mm_insert_epi16(h, b[1].d, 1);
-    h = _mm_insert_epi16(h, b[2].d, 2);
-    h = _mm_insert_epi16(h, b[3].d, 3);
-    h = _mm_insert_epi16(h, b[4].d, 4);
-    h = _mm_insert_epi16(h, b[5].d, 5);
-    h = _mm_insert_epi16(h, b[6].d, 6);
-    h = _mm_insert_epi16(h, b[7].d, 7);
-    return _mm256_cvtph_ps(h);
-#endif
-}
-
 /* Q8_0 over nbs blocks (w already at the segment): weights ^ 0x80 are unsigned, so
  * Σ w·x = vpdpbusd(w + 128, x) − 128 Σ x per block. */
 static void qv_q8_0(const tp_block_q8_0 *w, const qx_pack *pk, int nt, int64_t nbs, float *out) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const __m256i offs = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
                   i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
@@ -314,7 +308,7 @@ static void qv_q8_0(const tp_block_q8_0 *w, const qx_pack *pk, int nt, int64_t n
         _mm_prefetch((const char *)(wb + 16) + 128, _MM_HINT_T0);
         _mm_prefetch((const char *)(wb + 16) + 192, _MM_HINT_T0);
         _mm_prefetch((const char *)(wb + 16) + 256, _MM_HINT_T0);
-        const __m256 dw = h2f8_gather(wb, offs);
+        const __m256 dw = h2f8_strided((const uint8_t *)wb, (int)sizeof(tp_block_q8_0));
         const __m512i w0 = _mm512_xor_si512(load2x256(wb[0].qs, wb[1].qs), flip);
         const __m512i w1 = _mm512_xor_si512(load2x256(wb[2].qs, wb[3].qs), flip);
         const __m512i w2 = _mm512_xor_si512(load2x256(wb[4].qs, wb[5].qs), flip);
@@ -361,12 +355,6 @@ static inline __m128i q4k_scales_mins(const uint8_t *scales) {
 #define K45_QS(q5) ((q5) ? 48 : 16)
 #define K45_SCALES 4
 
-static inline float k45_half(const uint8_t *b, int off) {
-    uint16_t h;
-    memcpy(&h, b + off, 2);
-    return h2f(h);
-}
-
 /* Q5_K: add each level's fifth bit (qh[l] bit 2c for the low nibbles of 32-byte chunk c, bit 2c + 1 for
  * the high ones) to the four nibble vectors n0 (chunks 0, 1 low), n1 (0, 1 high), n2 (2, 3 low), n3. */
 static inline __attribute__((always_inline)) void q5k_add_high(const uint8_t *qh, __m512i *n0, __m512i *n1,
@@ -397,9 +385,9 @@ static inline __attribute__((always_inline)) void qv_k45(const uint8_t *w, bool 
         _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)) + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)) + 128, _MM_HINT_T0);
         const __m128i smv = q4k_scales_mins(b + K45_SCALES); /* 8 scales, 8 mins */
-        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(k45_half(b, 0)));
+        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(f16_at(b)));
         const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(smv, smv))),
-                                        _mm256_set1_ps(k45_half(b, 2)));
+                                        _mm256_set1_ps(f16_at(b + 2)));
         const uint8_t *qs = b + K45_QS(q5);
         const __m512i v0 = _mm512_loadu_si512((const void *)qs), v1 = _mm512_loadu_si512((const void *)(qs + 64));
         __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
@@ -445,7 +433,6 @@ static inline void qv_reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3, float 
 /* One Q8_0 row over blocks [0, nbs): returns Σ (with the −128 correction folded in) as lanes. */
 QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const float *xd, const float *xs, int64_t nbs) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const __m256i offs = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
                   i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
@@ -461,7 +448,7 @@ QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const fl
         _mm_prefetch(pf + 192, _MM_HINT_T0);
         _mm_prefetch(pf + 256, _MM_HINT_T0);
         const int8_t *xq = xqs + j * 32;
-        const __m256 dw = h2f8_gather(wb, offs);
+        const __m256 dw = h2f8_strided((const uint8_t *)wb, (int)sizeof(tp_block_q8_0));
         const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(xd + j));
         corr = _mm256_fmadd_ps(dw, _mm256_load_ps(xs + j), corr);
         const __m512i z = _mm512_setzero_si512();
@@ -593,13 +580,6 @@ static void qv4_q5_K(const char *r, size_t lda, const int8_t *q, const float *d,
 
 #define QV_PF_Q32 512 /* bytes ahead, as Q8_0 */
 
-/* 8 F16 fields `stride` bytes apart (a field of 8 consecutive 32-blocks) as floats */
-QV_INLINE __m256 h2f8_strided(const uint8_t *p, int stride) {
-    uint16_t h[8];
-    for (int i = 0; i < 8; i++) memcpy(&h[i], p + i * stride, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
-}
-
 /* One Q4_0/Q4_1/Q5_0/Q5_1 row over blocks [0, nbs) as lanes; c·Σq (c = m, or d times −offset) folded in. */
 QV_INLINE __m512 qv_row_q32(tp_type type, const uint8_t *w, const int8_t *xqs, const float *xd, const float *xs,
                             int64_t nbs) {
@@ -616,7 +596,7 @@ QV_INLINE __m512 qv_row_q32(tp_type type, const uint8_t *w, const int8_t *xqs, c
         _mm_prefetch((const char *)wb + QV_PF_Q32 + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)wb + QV_PF_Q32 + 128, _MM_HINT_T0);
         const __m256 dw = h2f8_strided(wb, L.bytes);
-        const __m256 cw = L.m >= 0 ? h2f8_strided(wb + L.m, L.bytes) : dw;
+        const __m256 cw = L.m >= 0 ? h2f8_strided(wb + L.m, L.bytes) : dw; /* tp_q32_c_at */
         corr = _mm256_fmadd_ps(cw, _mm256_load_ps(xs + j), corr);
         const __m256 s8 = _mm256_mul_ps(dw, _mm256_load_ps(xd + j));
         acc = dot4_scaled(acc, q32_levels2(&L, wb), q32_levels2(&L, wb + 2 * L.bytes), q32_levels2(&L, wb + 4 * L.bytes),
@@ -625,11 +605,11 @@ QV_INLINE __m512 qv_row_q32(tp_type type, const uint8_t *w, const int8_t *xqs, c
     float tail = 0.0f, tail_c = 0.0f;
     for (; j + 2 <= nbs; j += 2) { /* tail pairs (896-wide rows: 28 blocks = 3·8 + 2·2) */
         const uint8_t *wb = w + (size_t)j * (size_t)L.bytes;
-        const float d0 = q32_f16(wb), d1 = q32_f16(wb + L.bytes);
+        const float d0 = f16_at(wb), d1 = f16_at(wb + L.bytes);
         const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q32_levels2(&L, wb),
                                               _mm512_load_si512((const void *)(xqs + j * 32)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale2(d0 * xd[j], d1 * xd[j + 1]), acc);
-        tail_c += (L.m >= 0 ? q32_f16(wb + L.m) : d0) * xs[j] + (L.m >= 0 ? q32_f16(wb + L.bytes + L.m) : d1) * xs[j + 1];
+        tail_c += f16_at(wb + tp_q32_c_at(&L)) * xs[j] + f16_at(wb + L.bytes + tp_q32_c_at(&L)) * xs[j + 1];
     }
     for (; j < nbs; j++) { /* an odd last block */
         uint8_t u[32];
@@ -638,9 +618,9 @@ QV_INLINE __m512 qv_row_q32(tp_type type, const uint8_t *w, const int8_t *xqs, c
         int s = 0;
         for (int l = 0; l < 32; l++) s += u[l] * xqs[j * 32 + l];
         tail += d * xd[j] * (float)s;
-        tail_c += (L.m >= 0 ? bias : d) * xs[j];
+        tail_c += f16_at(w + (size_t)j * (size_t)L.bytes + tp_q32_c_at(&L)) * xs[j];
     }
-    const float factor = L.m >= 0 ? 1.0f : -(float)L.offset;
+    const float factor = tp_q32_c_factor(&L);
     acc = _mm512_add_ps(acc, _mm512_zextps128_ps512(_mm_set_ss(tail + factor * tail_c)));
     return _mm512_fmadd_ps(_mm512_zextps256_ps512(corr), _mm512_set1_ps(factor), acc);
 }
@@ -737,8 +717,10 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
     for (int64_t j = 0; j < nb; j++) {
         pk.xd[j] = x[j].d;
         pk.xs[j] = x[j].d * (float)(x[j].s[0] + x[j].s[1]);
-        pk.xs16[2 * j] = x[j].d * (float)x[j].s[0];
-        pk.xs16[2 * j + 1] = x[j].d * (float)x[j].s[1];
+        if (type == TP_TYPE_Q6_K) {
+            pk.xs16[2 * j] = x[j].d * (float)x[j].s[0];
+            pk.xs16[2 * j + 1] = x[j].d * (float)x[j].s[1];
+        }
         const int64_t pos = k45 ? (j & ~(int64_t)7) + q4k_pos[j & 7] : j;
         _mm256_store_si256((__m256i *)(pk.qs + pos * 32), _mm256_loadu_si256((const __m256i *)x[j].qs));
     }
@@ -881,7 +863,7 @@ size_t tp_qgemm_panel_bytes(int64_t k) { return (size_t)(k / TP_QK) * QG_BLOCK_B
 /* c where every block's bias is c·scale (Q8_0 −128, Q4_0 −8, Q5_0 −16; the kernel then folds it), else 0 */
 static float qg_bias_per_scale(tp_type type) {
     if (type == TP_TYPE_Q8_0) return -128.0f;
-    if (tp_is_q32(type) && tp_q32_layout_of(type).offset) return -(float)tp_q32_layout_of(type).offset;
+    if (tp_is_q32(type)) return -(float)tp_q32_layout_of(type).offset; /* 0 where the type has a min */
     return 0.0f;
 }
 

@@ -83,16 +83,6 @@ static void quantize_q4_0(const float *x, tp_block_q4_0 *y, int64_t n) {
     }
 }
 
-static void dequantize_q4_0(const tp_block_q4_0 *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n / TP_QK; i++) {
-        const float d = tp_f16_to_f32(x[i].d);
-        for (int j = 0; j < TP_QK / 2; j++) {
-            y[i * TP_QK + j] = (float)((x[i].qs[j] & 0xF) - 8) * d;
-            y[i * TP_QK + j + 16] = (float)((x[i].qs[j] >> 4) - 8) * d;
-        }
-    }
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Q4_1 / Q5_0 / Q5_1: ggml's reference quantisers (min/max per block; Q5_0 symmetric like Q4_0)
  * ------------------------------------------------------------------------------------------- */
@@ -157,7 +147,8 @@ static void quantize_q5_1(const float *x, tp_block_q5_1 *y, int64_t n) {
     }
 }
 
-/* Q4_1, Q5_0, Q5_1 as ggml computes them: (u − 16)·d for Q5_0, u·d + m for the types with a min. */
+/* Q4_0, Q4_1, Q5_0, Q5_1 as ggml computes them: (u − 8)·d, (u − 16)·d for the types with an offset, u·d + m
+ * for the types with a min. */
 static void dequantize_q32(tp_type type, const void *x, float *y, int64_t n) {
     const tp_q32_layout L = tp_q32_layout_of(type);
     uint8_t u[TP_QK];
@@ -512,7 +503,7 @@ static void dequantize_q6_K(const tp_block_q6_K *x, float *y, int64_t n) {
 void tp_dequantize_row(tp_type type, const void *src, float *dst, int64_t n) {
     switch (type) {
     case TP_TYPE_Q8_0: dequantize_q8_0(src, dst, n); return;
-    case TP_TYPE_Q4_0: dequantize_q4_0(src, dst, n); return;
+    case TP_TYPE_Q4_0:
     case TP_TYPE_Q4_1:
     case TP_TYPE_Q5_0:
     case TP_TYPE_Q5_1: dequantize_q32(type, src, dst, n); return;

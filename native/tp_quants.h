@@ -63,6 +63,12 @@ static inline tp_q32_layout tp_q32_layout_of(tp_type t) {
     }
 }
 
+/* Kernels split a block's Σ (d·u + bias)·x into d·Σ u·x and c·Σ x, with c the F16 field at byte
+ * tp_q32_c_at (the min where the type has one, else d) scaled at the end by tp_q32_c_factor (1, or
+ * −offset). */
+static inline int tp_q32_c_at(const tp_q32_layout *L) { return L->m >= 0 ? L->m : 0; }
+static inline float tp_q32_c_factor(const tp_q32_layout *L) { return L->m >= 0 ? 1.0f : -(float)L->offset; }
+
 /* Block i of a row of a 32-block type: its 32 levels in element order, d, and the bias (m or −offset·d). */
 static inline void tp_q32_block_levels(const tp_q32_layout *L, const void *row, int64_t i, uint8_t u[32], float *d,
                                        float *bias) {

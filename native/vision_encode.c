@@ -77,7 +77,7 @@ tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vi
         if (st == TP_OK && m->params.precision == -1)
             m->params.precision = w.sam[0].qkv_w->type == TP_TYPE_F32 ? TP_PRECISION_F32 : TP_PRECISION_BF16;
         if (st == TP_OK && m->params.precision == TP_PRECISION_INT8)
-            st = vision_q8_make(&w, &m->hp, m->pool, tp_threadpool_n_threads(m->pool), &m->q8, err);
+            st = vision_q8_make(&w, &m->hp, m->pool, &m->q8, err);
         tp_context_free(probe);
     }
     if (st != TP_OK) {

@@ -49,8 +49,8 @@ static void quantize_rows(void *arg, int ith, int nth) {
     }
 }
 
-tp_status vision_q8_make(vision_weights *w, const vision_hparams *hp, tp_threadpool *pool, int n_threads,
-                         vision_q8 *q, tp_error *err) {
+tp_status vision_q8_make(vision_weights *w, const vision_hparams *hp, tp_threadpool *pool, vision_q8 *q,
+                         tp_error *err) {
     memset(q, 0, sizeof(*q));
     tp_tensor **slot[VISION_Q8_MAX];
     const int n = matrix_slots(w, hp, slot);
@@ -67,7 +67,7 @@ tp_status vision_q8_make(vision_weights *w, const vision_hparams *hp, tp_threadp
     q->n = n;
     if (total == 0) return TP_OK;
     q->data = malloc(total);
-    float *scratch = malloc((size_t)n_threads * (size_t)widest * sizeof(float));
+    float *scratch = malloc((size_t)tp_threadpool_n_threads(pool) * (size_t)widest * sizeof(float));
     if (!q->data || !scratch) {
         free(scratch);
         vision_q8_free(q);

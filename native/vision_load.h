@@ -18,9 +18,9 @@ typedef struct vision_q8 {
     int n;
 } vision_q8;
 
-/* Quantise the F32/F16/BF16 matrices of w (loaded in any context) on the pool's n_threads threads. */
-tp_status vision_q8_make(vision_weights *w, const vision_hparams *hp, tp_threadpool *pool, int n_threads,
-                         vision_q8 *q, tp_error *err);
+/* Quantise the F32/F16/BF16 matrices of w (loaded in any context) on the pool's threads. */
+tp_status vision_q8_make(vision_weights *w, const vision_hparams *hp, tp_threadpool *pool, vision_q8 *q,
+                         tp_error *err);
 /* Point w's matrices at the copies, as tensors of ctx. */
 void vision_q8_apply(tp_context *ctx, vision_weights *w, const vision_hparams *hp, const vision_q8 *q);
 void vision_q8_free(vision_q8 *q);
