@@ -25,7 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # annotations only: the CLI imports its modules when it runs
+    from .generate import NoRepeat, Sampling
+    from .pipeline import OcrPipeline
 
 PROG = "tilepass-cli"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRUNCATED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
@@ -38,6 +42,10 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.status = status
+
+
+# --precision's names and their tp_precision codes (-1: auto, resolved by the library from the file)
+PRECISIONS = {"auto": -1, "f32": 0, "bf16": 1, "int8": 2}
 
 
 def _positive_int(name: str, minimum: int = 1):
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KV-cache length (default 0: the model's context length)")
     p.add_argument("-t", "--threads", type=_positive_int("-t"), default=None, metavar="N",
                    help="threads (default: all CPUs, at most 64)")
-    p.add_argument("--precision", choices=("auto", "f32", "bf16", "int8"), default="auto",
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="auto",
                    help="vision arithmetic: f32 (exact), bf16 (BF16 products with F32 sums where the CPU has "
                         "AVX512-BF16/AMX: about 2x faster, cosine >= 0.999 to f32; elsewhere the same as f32) or "
                         "int8 (the weight matrices quantised to Q8_0 at load, int8 products as with a Q8_0 vision "
@@ -233,8 +241,8 @@ def _on_term(signum, frame) -> None:
 
 # ---- the run -------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, rep: Reporter) -> int:
-    from .generate import NoRepeat, Sampling
-    from .grounding import DEFAULT_IMAGE_LINK, GroundingParser, dumps, page_json
+    from .generate import Sampling
+    from .grounding import dumps
     from .pipeline import OcrPipeline, PipelineError, normalise_prompt, peak_memory_bytes
     from .tokenizer import TokenizerError
 
@@ -266,10 +274,11 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     t0 = time.perf_counter()
     try:
         pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
-                           vision_precision={"auto": -1, "f32": 0, "bf16": 1, "int8": 2}[args.precision], kv_type=args.kv_type)
+                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type)
     except (PipelineError, TokenizerError) as e:
         raise CliError(str(e)) from None
-    vision_arith = {1: "bf16", 2: "int8"}.get(getattr(pipe.vision, "precision", 0), "f32")
+    code = getattr(pipe.vision, "precision", 0)
+    vision_arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
     rep.info(f"models loaded in {time.perf_counter() - t0:.2f} s (text width {pipe.n_embd}, vocab {pipe.n_vocab}, "
              f"{threads} threads, vision arithmetic {vision_arith}{' (auto)' if args.precision == 'auto' else ''})")
 
@@ -281,6 +290,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     truncated: list[str] = []
     json_pages: list[dict] = []
     multi = len(images) > 1
+    job = _Job(args, rep, pipe, prompt, sampling, no_repeat, outs, box_outs, multi)
     per_pass = args.images_per_pass or len(images)
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
@@ -307,94 +317,16 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
             continue
         enc_total += enc_s
         rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
-        emb_of = dict(zip(good, embs))
         pass_tokens = sum(prepared[i].n_tokens for i in good)
-        for i in good:
-            k = n_shown
+        for i, emb in zip(good, embs):
+            outcome = _decode_page(job, n_shown, i, prepared[i], emb, enc_s, prepared[i].n_tokens / max(1, pass_tokens))
             n_shown += 1
-            name = images[i]
-            prep = prepared[i]
-            stem = outs[i].stem if outs else None
-            link = DEFAULT_IMAGE_LINK
-            if outs is not None:
-                esc = stem.replace("{", "{{").replace("}", "}}")
-                link = f"![](images/{esc}_{{index}}.jpg)\n"
-            parser = GroundingParser(image_link=link, raw=args.raw)
-            sd = pipe.tokenizer.stream()
-            pieces: list[str] = []
-            stream_now = args.stream
-
-            if stream_now and multi and outs is None:
-                _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
-
-            def on_token(tok: int) -> None:
-                s = parser.feed(sd.push(tok))
-                if s:
-                    pieces.append(s)
-                    if stream_now:
-                        _stdout_write(s)
-
-            try:
-                res = pipe.run_page(name, prep, emb_of[i], prompt, args.n_predict, sampling, no_repeat, on_token)
-            except PipelineError as e:
-                rep.error(f"{name}: {e}")
+            if not outcome.ok:
                 status = EXIT_ERROR
-                continue
-            except Exception as e:  # the decoder failed on this page: report, go on
-                rep.error(f"{name}: decoding failed: {e}")
-                status = EXIT_ERROR
-                continue
-            tail = parser.feed(sd.flush()) + parser.finish()
-            if tail:
-                pieces.append(tail)
-                if stream_now:
-                    _stdout_write(tail)
-            text = "".join(pieces)
-            res.encode_ms = enc_s * 1e3 * (prep.n_tokens / max(1, pass_tokens))
-
-            rep.info(f"[{i + 1}/{len(images)}] {name}: {res.n_image_tokens} image tokens, "
-                     f"prompt {res.n_prompt} tokens; prefill {res.prefill_ms:.0f} ms ({res.prefill_tps:.1f} tok/s), {len(res.tokens)} new tokens, "
-                     f"decode {res.decode_tps:.1f} tok/s; stop: {res.stop_reason}")
-            if not res.complete:
-                why = {"length": f"the -n limit ({args.n_predict} tokens)", "context": "the end of the context",
-                       "no_candidates": "a step where every token was banned"}.get(res.stop_reason, res.stop_reason)
-                rep.warn(f"{name}: generation stopped at {why} without an end-of-text token; the output is incomplete")
-                truncated.append(name)
-
-            w, h = res.original_size
-            page = None
-            if args.json:
-                page = page_json(text, res.text, parser.regions, w, h, image=name, mode=res.mode,
-                                 complete=res.complete, stop_reason=res.stop_reason,
-                                 tokens={"prompt": res.n_prompt, "image": res.n_image_tokens,
-                                         "generated": len(res.tokens)},
-                                 token_ids=res.tokens,
-                                 timings_ms={"encode_batch": round(enc_s * 1e3, 1), "prefill": round(res.prefill_ms, 1),
-                                             "decode": round(res.decode_ms, 1)},
-                                 tokens_per_s={"prefill": round(res.prefill_tps, 2),
-                                               "decode": round(res.decode_tps, 2)})
-
-            # outputs
-            try:
-                if outs is not None:
-                    data = (dumps(page) + "\n") if page is not None else text
-                    if not args.raw and outs is not None:
-                        _save_crops(name, outs[i], parser.regions, rep)
-                    write_atomic(outs[i], data.encode("utf-8"))
-                    rep.info(f"wrote {outs[i]}")
-                elif page is not None:
-                    json_pages.append(page)
-                elif not stream_now:
-                    if multi:
-                        _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
-                    _stdout_write(text)
-                if box_outs is not None:
-                    _save_boxes(name, box_outs[i], parser.regions)
-                    rep.info(f"wrote {box_outs[i]}")
-            except OSError as e:
-                target = getattr(e, "filename", None) or (outs[i] if outs else "output")
-                rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
-                status = EXIT_ERROR
+            if outcome.truncated:
+                truncated.append(images[i])
+            if outcome.json_page is not None:
+                json_pages.append(outcome.json_page)
 
     if not any_usable:
         raise CliError("no usable image", EXIT_ERROR)
@@ -405,6 +337,114 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     if status == EXIT_OK and truncated:
         status = EXIT_TRUNCATED
     return status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What every page of a run shares."""
+    args: argparse.Namespace
+    rep: Reporter
+    pipe: OcrPipeline
+    prompt: str
+    sampling: Sampling
+    no_repeat: NoRepeat
+    outs: list[Path] | None
+    box_outs: list[Path] | None
+    multi: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _PageOutcome:
+    ok: bool  # decoded and written
+    truncated: bool  # stopped without an end-of-text token
+    json_page: dict | None  # for the JSON document on stdout (--json without -o)
+
+
+def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: float) -> _PageOutcome:
+    """Decode image i (the k-th page handed to the decoder) from its embeddings, then write its outputs; a
+    failure is reported and costs only this page. share: this page's part of its pass's encode time."""
+    from .grounding import DEFAULT_IMAGE_LINK, GroundingParser, dumps, page_json
+    from .pipeline import PipelineError
+
+    args, rep, pipe, outs = job.args, job.rep, job.pipe, job.outs
+    name = args.image[i]
+    link = DEFAULT_IMAGE_LINK
+    if outs is not None:
+        esc = outs[i].stem.replace("{", "{{").replace("}", "}}")
+        link = f"![](images/{esc}_{{index}}.jpg)\n"
+    parser = GroundingParser(image_link=link, raw=args.raw)
+    sd = pipe.tokenizer.stream()
+    pieces: list[str] = []
+    stream_now = args.stream
+
+    if stream_now and job.multi and outs is None:
+        _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
+
+    def on_token(tok: int) -> None:
+        s = parser.feed(sd.push(tok))
+        if s:
+            pieces.append(s)
+            if stream_now:
+                _stdout_write(s)
+
+    try:
+        res = pipe.run_page(name, prep, emb, job.prompt, args.n_predict, job.sampling, job.no_repeat, on_token)
+    except PipelineError as e:
+        rep.error(f"{name}: {e}")
+        return _PageOutcome(False, False, None)
+    except Exception as e:  # the decoder failed on this page: report, go on
+        rep.error(f"{name}: decoding failed: {e}")
+        return _PageOutcome(False, False, None)
+    tail = parser.feed(sd.flush()) + parser.finish()
+    if tail:
+        pieces.append(tail)
+        if stream_now:
+            _stdout_write(tail)
+    text = "".join(pieces)
+    res.encode_ms = enc_s * 1e3 * share
+
+    rep.info(f"[{i + 1}/{len(args.image)}] {name}: {res.n_image_tokens} image tokens, "
+             f"prompt {res.n_prompt} tokens; prefill {res.prefill_ms:.0f} ms ({res.prefill_tps:.1f} tok/s), "
+             f"{len(res.tokens)} new tokens, decode {res.decode_tps:.1f} tok/s; stop: {res.stop_reason}")
+    if not res.complete:
+        why = {"length": f"the -n limit ({args.n_predict} tokens)", "context": "the end of the context",
+               "no_candidates": "a step where every token was banned"}.get(res.stop_reason, res.stop_reason)
+        rep.warn(f"{name}: generation stopped at {why} without an end-of-text token; the output is incomplete")
+
+    w, h = res.original_size
+    page = None
+    if args.json:
+        page = page_json(text, res.text, parser.regions, w, h, image=name, mode=res.mode,
+                         complete=res.complete, stop_reason=res.stop_reason,
+                         tokens={"prompt": res.n_prompt, "image": res.n_image_tokens, "generated": len(res.tokens)},
+                         token_ids=res.tokens,
+                         timings_ms={"encode_batch": round(enc_s * 1e3, 1), "prefill": round(res.prefill_ms, 1),
+                                     "decode": round(res.decode_ms, 1)},
+                         tokens_per_s={"prefill": round(res.prefill_tps, 2), "decode": round(res.decode_tps, 2)})
+
+    # outputs
+    json_page = None
+    try:
+        if outs is not None:
+            data = (dumps(page) + "\n") if page is not None else text
+            if not args.raw:
+                _save_crops(name, outs[i], parser.regions, rep)
+            write_atomic(outs[i], data.encode("utf-8"))
+            rep.info(f"wrote {outs[i]}")
+        elif page is not None:
+            json_page = page
+        elif not stream_now:
+            if job.multi:
+                _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
+            _stdout_write(text)
+        if job.box_outs is not None:
+            _save_boxes(name, job.box_outs[i], parser.regions)
+            rep.info(f"wrote {job.box_outs[i]}")
+    except OSError as e:
+        target = getattr(e, "filename", None) or (outs[i] if outs else "output")
+        rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
+        return _PageOutcome(False, not res.complete, json_page)
+    return _PageOutcome(True, not res.complete, json_page)
 
 
 def _save_boxes(name: str, path: Path, regions) -> None:
