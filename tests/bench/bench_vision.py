@@ -23,6 +23,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 # GFLOPs per image from deepseek-ocr-v1.md §10
 FLOPS = {"base": 1140e9, "large": 1943e9, "gundam2x3": 3470e9}
+# every per-image time, ours and the reference's, is the best of this many runs (a single run on this
+# shared machine wanders by several per cent); ours come after an untimed run that builds the graph
+TIMED_RUNS = 2
 SIZES = {"base": ((1240, 1754), "base"), "large": ((1240, 1754), "large"), "gundam2x3": ((1240, 1754), "gundam")}
 
 
@@ -33,6 +36,16 @@ def _checkpoint(root: Path) -> Path:
     dims = replace(FULL, vocab_size=1024, text_hidden=1280, text_layers=2, text_heads=10, text_kv_heads=10,
                    text_ffn=48, n_experts=4, moe_ffn=16, top_k=2, n_shared=1, initializer_range=0.02)
     return build_tiny_ocr(root / "ckpt", seed=0, dims=dims)
+
+
+def _best_of(n: int, fn) -> float:
+    """The fastest of n timed calls, in ms."""
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
 
 
 def _peak_rss_mb() -> float:
@@ -60,9 +73,7 @@ def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
             kw = dict(pixel_values_local=torch.from_numpy(np.ascontiguousarray(p.tiles.transpose(0, 3, 1, 2))),
                       num_local_patches=[p.tiles.shape[0]], patches_grid=[list(p.grid)])
         with torch.no_grad():
-            t0 = time.perf_counter()
-            model.get_image_features(pixel_values=gv, **kw)
-            res[name] = (time.perf_counter() - t0) * 1e3
+            res[name] = _best_of(TIMED_RUNS, lambda: model.get_image_features(pixel_values=gv, **kw))
     res["peak_rss_mb"] = _peak_rss_mb()
     Path(out_json).write_text(json.dumps(res))
 
@@ -113,9 +124,7 @@ def run(n_threads: int = 2) -> list[dict]:
             for name, (size, mode) in SIZES.items():
                 p = prepare_image(_page(size), mode, enc.geometry)
                 (tokens,) = enc.encode([p])  # builds the graph
-                t0 = time.perf_counter()
-                enc.encode([p])
-                ms = (time.perf_counter() - t0) * 1e3
+                ms = _best_of(TIMED_RUNS, lambda: enc.encode([p]))
                 # the trade a precision makes: its tokens against F32 arithmetic on the same file's weights
                 if outtype == "f16":
                     if precision == 0:
