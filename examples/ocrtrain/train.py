@@ -422,8 +422,15 @@ def main():
     model.model.multi_modal_projector.register_forward_hook(
         lambda m, _i, o: projected.append(o) if m.training else None)
     reading = ReadingAttention(model.model.language_model) if a.read_attn else None
-    for batch in dl:
+    batches = iter(dl)
+    data_wait = 0.0  # seconds this rank waited for the DataLoader since the last log line (data-bound if large)
+    while True:
+        t_fetch = time.time()
+        batch = next(batches, None)
+        if batch is None:
+            break
         now = time.time()
+        data_wait += now - t_fetch
         trained_s += now - t_last
         t_last = now
         prog = min(1.0, trained_s / total_s)
@@ -470,9 +477,11 @@ def main():
             stats = torch.stack([h[2] for h in hist]).mean(0).tolist()
             losses = {m: [c for (hm, _, _), c in zip(hist, caption) if hm == m] for m in MODE_W}
             log(step=step, t=round(trained_s, 1), lr=round(lr, 6), gn=round(float(gn), 3), prog=round(prog, 3),
+                data_wait=round(data_wait, 2),
                 **{k: round(v, d) for k, v, d in zip(STATS, stats, STAT_DIGITS)},
                 **{f"loss_{m}": round(float(np.mean(v)), 4) for m, v in losses.items() if v})
             hist = []
+            data_wait = 0.0
         done = (time.time() - t_run > a.minutes * 60) or prog >= 1.0 or (a.max_steps and step >= a.max_steps)
         if world > 1:  # every rank stops at the same step (rank 0's clock decides)
             flag = torch.tensor([1.0 if done else 0.0], device=dev)
