@@ -122,13 +122,14 @@ def encode_once(pipes: dict, files: dict, prepared) -> dict:
 
 
 def run(model_dir: Path, n_pages: int, modes: list[str], types: list[str], max_new: int, work: Path,
-        n_threads: int = 2, log=print, kv_type: str | None = None) -> dict:
+        n_threads: int = 2, log=print, kv_type: str | None = None, vision_precision: int = 0) -> dict:
     from encoder.pipeline import OcrPipeline
 
     files = convert_files(model_dir, work, types)
     ref = Reference.load(model_dir, n_threads)
     pages = [make_page(EVAL_SEED0 + i) for i in range(n_pages)]
-    pipes = {t: OcrPipeline(*files[t], n_threads=n_threads, kv_type=kv_type) for t in types}
+    pipes = {t: OcrPipeline(*files[t], n_threads=n_threads, kv_type=kv_type, vision_precision=vision_precision)
+             for t in types}
     off = no_repeat_off()
     report: dict = {}
     for mode in modes:
@@ -161,6 +162,8 @@ def run(model_dir: Path, n_pages: int, modes: list[str], types: list[str], max_n
 
 
 def main() -> None:
+    from encoder.cli import PRECISIONS
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "examples" / "model"))
     ap.add_argument("--pages", type=int, default=200)
@@ -171,12 +174,15 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="keep the GGUF files here (default: a temporary directory)")
     ap.add_argument("--kv-type", default=None, choices=("f32", "f16", "q8_0"),
                     help="KV cache of every text file (default: the runtime's, f32 for an F32 file, else f16)")
+    ap.add_argument("--vision-precision", default="f32", choices=tuple(PRECISIONS),
+                    help="vision arithmetic of every file, as tilepass-cli --precision (default f32: exact)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tp-engine-check-") as tmp:
         work = Path(a.work) if a.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         r = run(Path(a.model), a.pages, a.modes, a.types, a.max_new, work, a.threads,
-                log=lambda s: print(s, file=sys.stderr, flush=True), kv_type=a.kv_type)
+                log=lambda s: print(s, file=sys.stderr, flush=True), kv_type=a.kv_type,
+                vision_precision=PRECISIONS[a.vision_precision])
     print(json.dumps(r, indent=1))
 
 
