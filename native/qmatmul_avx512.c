@@ -349,12 +349,6 @@ static inline __m128i q4k_scales_mins(const uint8_t *scales) {
     return _mm_mask_blend_epi8(0xF000, _mm_mask_blend_epi8(0x00F0, lo, hs), hm);
 }
 
-/* Q4_K and Q5_K super-blocks share d, dmin and the 12 scale bytes at offsets 0, 2 and 4; Q5_K then has
- * 32 bytes of fifth bits before its 128 nibble bytes. */
-#define K45_BYTES(q5) ((q5) ? (int64_t)sizeof(tp_block_q5_K) : (int64_t)sizeof(tp_block_q4_K))
-#define K45_QS(q5) ((q5) ? 48 : 16)
-#define K45_SCALES 4
-
 /* Q5_K: add each level's fifth bit (qh[l] bit 2c for the low nibbles of 32-byte chunk c, bit 2c + 1 for
  * the high ones) to the four nibble vectors n0 (chunks 0, 1 low), n1 (0, 1 high), n2 (2, 3 low), n3. */
 static inline __attribute__((always_inline)) void q5k_add_high(const uint8_t *qh, __m512i *n0, __m512i *n1,
@@ -368,11 +362,21 @@ static inline __attribute__((always_inline)) void q5k_add_high(const uint8_t *qh
     *n3 = _mm512_mask_add_epi8(*n3, _mm512_test_epi8_mask(h, _mm512_slli_epi16(sel, 5)), *n3, sixteen);
 }
 
+/* The 256 levels of a Q4_K / Q5_K super-block as four 64-byte vectors in QX_Q4K order: n0 the low nibbles of
+ * chunks 0, 1, n1 their high nibbles, n2 and n3 the same for chunks 2, 3 (Q5_K: with the fifth bits). */
+static inline __attribute__((always_inline)) void k45_levels(const tp_k45_block *blk, bool q5, __m512i *n0,
+                                                             __m512i *n1, __m512i *n2, __m512i *n3) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i v0 = _mm512_loadu_si512((const void *)blk->qs), v1 = _mm512_loadu_si512((const void *)(blk->qs + 64));
+    *n0 = _mm512_and_si512(v0, m4), *n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+    *n2 = _mm512_and_si512(v1, m4), *n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+    if (q5) q5k_add_high(blk->qh, n0, n1, n2, n3);
+}
+
 /* Q4_K / Q5_K over nsb super-blocks: Σ_j d·sc_j·xd_j·Σ(q·x) − dmin·m_j·xd_j·Σx per sub-block j; the
  * activations are in QX_Q4K order so the low/high nibbles of 64 bytes meet 64 contiguous bytes. */
 static inline __attribute__((always_inline)) void qv_k45(const uint8_t *w, bool q5, const qx_pack *pk, int nt,
                                                          int64_t nsb, float *out) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
                   i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(5));
@@ -380,19 +384,17 @@ static inline __attribute__((always_inline)) void qv_k45(const uint8_t *w, bool 
     __m256 corr[QT];
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), corr[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        const uint8_t *b = w + i * K45_BYTES(q5);
-        _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)) + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 2 * K45_BYTES(q5)) + 128, _MM_HINT_T0);
-        const __m128i smv = q4k_scales_mins(b + K45_SCALES); /* 8 scales, 8 mins */
-        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(f16_at(b)));
+        const tp_k45_block blk = tp_k45_block_at(w, i, q5);
+        const char *ahead = (const char *)w + (i + 2) * tp_k45_block_bytes(q5);
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        _mm_prefetch(ahead + 128, _MM_HINT_T0);
+        const __m128i smv = q4k_scales_mins(blk.scales); /* 8 scales, 8 mins */
+        const __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)), _mm256_set1_ps(h2f(blk.d)));
         const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(smv, smv))),
-                                        _mm256_set1_ps(f16_at(b + 2)));
-        const uint8_t *qs = b + K45_QS(q5);
-        const __m512i v0 = _mm512_loadu_si512((const void *)qs), v1 = _mm512_loadu_si512((const void *)(qs + 64));
-        __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
-        __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
-        if (q5) q5k_add_high(b + 16, &n0, &n1, &n2, &n3);
+                                        _mm256_set1_ps(h2f(blk.dmin)));
+        __m512i n0, n1, n2, n3;
+        k45_levels(&blk, q5, &n0, &n1, &n2, &n3);
         for (int t = 0; t < nt; t++) {
             const int8_t *xq = pk->qs[t] + i * 256;
             const __m256 s8 = _mm256_mul_ps(scf, _mm256_load_ps(pk->xd[t] + 8 * i));
@@ -488,7 +490,6 @@ static void qv4_q8_0(const char *row, size_t lda, const int8_t *xq, const float 
 /* The Q4_K / Q5_K sub-block work of one super-block given its scale vector sm = [d·sc0..7, dmin·m0..7]. */
 QV_INLINE void qv_sb_k45(const uint8_t *b, bool q5, __m512 sm, const int8_t *xq, const float *xd, const float *xs,
                          __m512 *acc, __m512 *acb, __m256 *corr) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
                   i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(5));
@@ -498,11 +499,9 @@ QV_INLINE void qv_sb_k45(const uint8_t *b, bool q5, __m512 sm, const int8_t *xq,
     _mm_prefetch(pf + 128, _MM_HINT_T0);
     const __m256 s8 = _mm256_mul_ps(_mm512_castps512_ps256(sm), _mm256_load_ps(xd));
     *corr = _mm256_fmadd_ps(_mm512_extractf32x8_ps(sm, 1), _mm256_load_ps(xs), *corr);
-    const uint8_t *qs = b + K45_QS(q5);
-    const __m512i v0 = _mm512_loadu_si512((const void *)qs), v1 = _mm512_loadu_si512((const void *)(qs + 64));
-    __m512i n0 = _mm512_and_si512(v0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
-    __m512i n2 = _mm512_and_si512(v1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
-    if (q5) q5k_add_high(b + 16, &n0, &n1, &n2, &n3);
+    const tp_k45_block blk = tp_k45_block_at(b, 0, q5);
+    __m512i n0, n1, n2, n3;
+    k45_levels(&blk, q5, &n0, &n1, &n2, &n3);
     const __m512i z = _mm512_setzero_si512();
     const __m512i p0 = _mm512_dpbusd_epi32(z, n0, _mm512_load_si512((const void *)xq));
     const __m512i p1 = _mm512_dpbusd_epi32(z, n1, _mm512_load_si512((const void *)(xq + 64)));
@@ -515,9 +514,9 @@ QV_INLINE void qv_sb_k45(const uint8_t *b, bool q5, __m512 sm, const int8_t *xq,
 }
 
 /* [d·sc0..7, dmin·m0..7] of a super-block from its decoded scale/min bytes. */
-QV_INLINE __m512 qv_k45_sm(const uint8_t *b, __m128i smb) {
-    uint32_t dm;
-    memcpy(&dm, b, 4);
+QV_INLINE __m512 qv_k45_sm(const uint8_t *b, bool q5, __m128i smb) {
+    const tp_k45_block blk = tp_k45_block_at(b, 0, q5);
+    const uint32_t dm = blk.d | (uint32_t)blk.dmin << 16;
     const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm)); /* d, dmin */
     const __m512 ddv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
                                              _mm512_castps128_ps512(dd));
@@ -531,16 +530,16 @@ QV_INLINE __m512 qv_row_k45(const uint8_t *w, bool q5, const int8_t *xq, const f
     const __m512i sh_a = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
     const __m512i sh_b = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
     const __m512i c0 = _mm512_set1_epi8((char)0xC0), c3f = _mm512_set1_epi8(0x3F), m4 = _mm512_set1_epi8(0x0F);
-    const int64_t bytes = K45_BYTES(q5);
+    const int64_t bytes = tp_k45_block_bytes(q5);
     __m512 acc = _mm512_setzero_ps(), acb = _mm512_setzero_ps();
     __m256 corr = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= nsb; i += 4) {
         const uint8_t *b = w + i * bytes;
-        __m512i sv = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b + K45_SCALES)));
-        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)(b + bytes + K45_SCALES)), 1);
-        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)(b + 2 * bytes + K45_SCALES)), 2);
-        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)(b + 3 * bytes + K45_SCALES)), 3);
+        __m512i sv = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)tp_k45_block_at(b, 0, q5).scales));
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)tp_k45_block_at(b, 1, q5).scales), 1);
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)tp_k45_block_at(b, 2, q5).scales), 2);
+        sv = _mm512_inserti32x4(sv, _mm_loadu_si128((const __m128i *)tp_k45_block_at(b, 3, q5).scales), 3);
         const __m512i a = _mm512_shuffle_epi8(sv, sh_a), bb = _mm512_shuffle_epi8(sv, sh_b);
         const __m512i top = _mm512_srli_epi16(_mm512_and_si512(bb, c0), 2);
         const __m512i lo = _mm512_and_si512(a, c3f);
@@ -551,12 +550,12 @@ QV_INLINE __m512 qv_row_k45(const uint8_t *w, bool q5, const int8_t *xq, const f
         const __m128i smb[4] = {_mm512_castsi512_si128(smv), _mm512_extracti32x4_epi32(smv, 1),
                                 _mm512_extracti32x4_epi32(smv, 2), _mm512_extracti32x4_epi32(smv, 3)};
         for (int s = 0; s < 4; s++)
-            qv_sb_k45(b + s * bytes, q5, qv_k45_sm(b + s * bytes, smb[s]), xq + (i + s) * 256, xd + 8 * (i + s),
+            qv_sb_k45(b + s * bytes, q5, qv_k45_sm(b + s * bytes, q5, smb[s]), xq + (i + s) * 256, xd + 8 * (i + s),
                       xs + 8 * (i + s), &acc, &acb, &corr);
     }
     for (; i < nsb; i++) {
         const uint8_t *b = w + i * bytes;
-        qv_sb_k45(b, q5, qv_k45_sm(b, q4k_scales_mins(b + K45_SCALES)), xq + i * 256, xd + 8 * i, xs + 8 * i, &acc,
+        qv_sb_k45(b, q5, qv_k45_sm(b, q5, q4k_scales_mins(tp_k45_block_at(b, 0, q5).scales)), xq + i * 256, xd + 8 * i, xs + 8 * i, &acc,
                   &acb, &corr);
     }
     return _mm512_sub_ps(_mm512_add_ps(acc, acb), _mm512_zextps256_ps512(corr));
@@ -773,8 +772,8 @@ static void qdot_fast(tp_type type, const void *A, size_t lda, int64_t nrows, co
             for (int64_t r = 0; r < nrows; r++) {
                 const char *row = (const char *)A + (size_t)r * lda;
                 float tmp[QT] = {0};
-                if (type == TP_TYPE_Q4_K) qv_k45((const uint8_t *)row + b0 / 8 * K45_BYTES(false), false, &pk, nt, nbs / 8, tmp);
-                else if (type == TP_TYPE_Q5_K) qv_k45((const uint8_t *)row + b0 / 8 * K45_BYTES(true), true, &pk, nt, nbs / 8, tmp);
+                if (type == TP_TYPE_Q4_K) qv_k45((const uint8_t *)row + b0 / 8 * tp_k45_block_bytes(false), false, &pk, nt, nbs / 8, tmp);
+                else if (type == TP_TYPE_Q5_K) qv_k45((const uint8_t *)row + b0 / 8 * tp_k45_block_bytes(true), true, &pk, nt, nbs / 8, tmp);
                 else qv_q8_0((const tp_block_q8_0 *)row + b0, &pk, nt, nbs, tmp);
                 for (int t = 0; t < nt; t++) out[(n0 + t) * ldo + r] += tmp[t];
             }

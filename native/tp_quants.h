@@ -4,6 +4,8 @@
 
 #include "tp_internal.h"
 
+#include <stddef.h>
+
 /* Whether the type is a block-quantised type this build implements. */
 bool tp_is_quantized(tp_type type);
 /* One row of n elements (a multiple of the block size). */
@@ -54,14 +56,20 @@ static inline bool tp_is_q32(tp_type t) {
     return t == TP_TYPE_Q4_0 || t == TP_TYPE_Q4_1 || t == TP_TYPE_Q5_0 || t == TP_TYPE_Q5_1;
 }
 
+#define TP_Q32_AT(type, field) ((int)offsetof(type, field))
 static inline tp_q32_layout tp_q32_layout_of(tp_type t) {
     switch (t) {
-    case TP_TYPE_Q4_1: return (tp_q32_layout){20, 4, -1, 2, 0};
-    case TP_TYPE_Q5_0: return (tp_q32_layout){22, 6, 2, -1, 16};
-    case TP_TYPE_Q5_1: return (tp_q32_layout){24, 8, 4, 2, 0};
-    default: return (tp_q32_layout){18, 2, -1, -1, 8}; /* Q4_0 */
+    case TP_TYPE_Q4_1:
+        return (tp_q32_layout){(int)sizeof(tp_block_q4_1), TP_Q32_AT(tp_block_q4_1, qs), -1, TP_Q32_AT(tp_block_q4_1, m), 0};
+    case TP_TYPE_Q5_0:
+        return (tp_q32_layout){(int)sizeof(tp_block_q5_0), TP_Q32_AT(tp_block_q5_0, qs), TP_Q32_AT(tp_block_q5_0, qh), -1, 16};
+    case TP_TYPE_Q5_1:
+        return (tp_q32_layout){(int)sizeof(tp_block_q5_1), TP_Q32_AT(tp_block_q5_1, qs), TP_Q32_AT(tp_block_q5_1, qh),
+                               TP_Q32_AT(tp_block_q5_1, m), 0};
+    default: return (tp_q32_layout){(int)sizeof(tp_block_q4_0), TP_Q32_AT(tp_block_q4_0, qs), -1, -1, 8}; /* Q4_0 */
     }
 }
+#undef TP_Q32_AT
 
 /* Kernels split a block's Σ (d·u + bias)·x into d·Σ u·x and c·Σ x, with c the F16 field at byte
  * tp_q32_c_at (the min where the type has one, else d) scaled at the end by tp_q32_c_factor (1, or
@@ -109,6 +117,11 @@ typedef struct {
     const uint8_t *qs, *qh, *scales;
     uint16_t d, dmin;
 } tp_k45_block;
+
+/* bytes of one Q4_K or Q5_K super-block */
+static inline int64_t tp_k45_block_bytes(bool q5) {
+    return q5 ? (int64_t)sizeof(tp_block_q5_K) : (int64_t)sizeof(tp_block_q4_K);
+}
 
 static inline tp_k45_block tp_k45_block_at(const void *row, int64_t i, bool q5) {
     tp_k45_block b;
