@@ -378,7 +378,7 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
     stream_now = args.stream
 
     if stream_now and job.multi and outs is None:
-        _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
+        _write_page_marker(k, name)
 
     def on_token(tok: int) -> None:
         s = parser.feed(sd.push(tok))
@@ -435,7 +435,7 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
             json_page = page
         elif not stream_now:
             if job.multi:
-                _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
+                _write_page_marker(k, name)
             _stdout_write(text)
         if job.box_outs is not None:
             _save_boxes(name, job.box_outs[i], parser.regions)
@@ -445,6 +445,11 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
         rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
         return _PageOutcome(False, not res.complete, json_page)
     return _PageOutcome(True, not res.complete, json_page)
+
+
+def _write_page_marker(k: int, name: str) -> None:
+    """Where several pages share stdout: the k-th page's marker (a blank line before all but the first)."""
+    _stdout_write(("\n" if k else "") + f"<!-- page {k + 1}: {name} -->\n")
 
 
 def _save_boxes(name: str, path: Path, regions) -> None:

@@ -180,6 +180,22 @@ def dequant(t) -> np.ndarray:
     return gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape).astype(np.float32)
 
 
+def _block32_error_bound(qtype: QT, blk: np.ndarray) -> np.ndarray:
+    """The largest error a 32-block type allows per block (blk: [n, 32] of source values)."""
+    amax = np.abs(blk).max(axis=1, keepdims=True)
+    # the f16 rounding of d adds up to |q|·d·2^-11
+    if qtype == QT.Q8_0:  # d = amax/127, error <= d/2
+        return amax / 127 * (0.5 + 127 / 2048)
+    if qtype == QT.Q4_0:  # d = amax/8, error <= d (the clamped top value)
+        return amax / 8 * (1 + 8 / 2048)
+    if qtype == QT.Q5_0:  # d = amax/16, levels -16..15: error <= d/2 (d at the clamped top)
+        return amax / 16 * (1 + 16 / 2048)
+    # Q4_1 / Q5_1: d = (max - min)/levels, error <= d/2 + the f16 rounding of d and min
+    lo, hi = blk.min(axis=1, keepdims=True), blk.max(axis=1, keepdims=True)
+    d = (hi - lo) / (15 if qtype == QT.Q4_1 else 31)
+    return d / 2 + (np.abs(lo) + (hi - lo)) * 2.0**-10
+
+
 def check_values(name: str, qtype: QT, got: np.ndarray, src: np.ndarray) -> None:
     """Dequantised value vs source: exact for F32, the type's rounding for F16/BF16, the block error bound
     for quantised types."""
@@ -192,24 +208,9 @@ def check_values(name: str, qtype: QT, got: np.ndarray, src: np.ndarray) -> None
     elif qtype == QT.BF16:
         from reference_models import bf16_bits_to_f32, f32_to_bf16_bits
         np.testing.assert_array_equal(got, bf16_bits_to_f32(f32_to_bf16_bits(src)), err_msg=name)
-    elif qtype in (QT.Q8_0, QT.Q4_0):
+    elif qtype in (QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_1, QT.Q5_1):
         blk = src.reshape(-1, 32)
-        amax = np.abs(blk).max(axis=1, keepdims=True)
-        # Q8_0: d = amax/127, error <= d/2; Q4_0: d = amax/8, error <= d (the clamped top value); + f16 scale
-        # (the f16 rounding of d adds up to |q|·d·2^-11)
-        bound = amax / 127 * (0.5 + 127 / 2048) if qtype == QT.Q8_0 else amax / 8 * (1 + 8 / 2048)
-        err = np.abs(got.reshape(-1, 32) - blk)
-        assert np.all(err <= bound * 1.01 + 1e-7), (name, float((err - bound).max()))
-    elif qtype == QT.Q5_0:  # d = amax/16, levels -16..15: error <= d/2 (d at the clamped top) + f16 rounding of d
-        blk = src.reshape(-1, 32)
-        bound = np.abs(blk).max(axis=1, keepdims=True) / 16 * (1 + 16 / 2048)
-        err = np.abs(got.reshape(-1, 32) - blk)
-        assert np.all(err <= bound * 1.01 + 1e-7), (name, float((err - bound).max()))
-    elif qtype in (QT.Q4_1, QT.Q5_1):  # d = (max - min)/levels, error <= d/2 + the f16 rounding of d and min
-        blk = src.reshape(-1, 32)
-        lo, hi = blk.min(axis=1, keepdims=True), blk.max(axis=1, keepdims=True)
-        d = (hi - lo) / (15 if qtype == QT.Q4_1 else 31)
-        bound = d / 2 + (np.abs(lo) + (hi - lo)) * 2.0**-10
+        bound = _block32_error_bound(qtype, blk)
         err = np.abs(got.reshape(-1, 32) - blk)
         assert np.all(err <= bound * 1.01 + 1e-7), (name, float((err - bound).max()))
     else:  # K-quants: relative RMS error per super-block of 256

@@ -8,10 +8,10 @@ import pytest
 
 from encoder.graph import Context, to_numpy
 from encoder.native import ffi, lib
+from test_mul_mat import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q8_0, TYPE_NAMES
 from tp_testing import rel_err  # noqa: E402
 
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K = 2, 3, 6, 7, 8, 12, 13
-NAMES = {Q4_0: "q4_0", Q4_1: "q4_1", Q5_0: "q5_0", Q5_1: "q5_1", Q8_0: "q8_0", Q4_K: "q4_K", Q5_K: "q5_K"}
+NAMES = {t: TYPE_NAMES[t] for t in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K)}  # the int8 GEMM's weight types
 BEST = int(lib.tp_cpu_best_path())
 AVX2_OR_SCALAR = min(BEST, 1)
 

@@ -41,8 +41,11 @@ GEMM_SHAPES = [("sam_qkv", 2304, 768, 4096), ("clip_ffn", 4096, 1024, 257)]  # n
 GEMV_SHAPES = [(1280, 1280), (6848, 1280), (129280, 1280)]  # M, K
 
 
-def _best_ms(fn, min_time=0.3, max_reps=30, min_reps=3):
-    fn()
+def _best_ms(fn, min_time=0.3, max_reps=30, min_reps=3, warm_up=True):
+    """The fastest of at least min_reps timed calls (more while min_time lasts, at most max_reps), in ms,
+    after one untimed call unless warm_up is False."""
+    if warm_up:
+        fn()
     times = []
     t_end = time.perf_counter() + min_time
     while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):

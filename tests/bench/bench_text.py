@@ -128,24 +128,32 @@ def stream_bandwidth_gbs(n_threads: int) -> float:
     return float(out.strip())
 
 
-def _decode_tok_s(m, rng, n_dec: int = 48, n_warm: int = DECODE_WARM) -> float:
-    """Decode speed at context 1000 (greedy, one token per eval), after n_warm untimed tokens (as
-    llama-bench's warm-up run: the first one-token eval builds its graph, and the first few run slower
-    while the machine settles; the reference gets the same warm-up): the median of DECODE_ROUNDS rounds,
-    each from the same 1000-token context."""
-    ctx = rng.integers(3, 100000, size=1000).astype(np.int32)
+def _median_decode_rate(start, step, n_dec: int) -> float:
+    """Decode tok/s, ours and the reference's alike: DECODE_ROUNDS rounds, each start() (the context, untimed;
+    it returns the decoder's state), DECODE_WARM untimed step(state) -> state calls (as llama-bench's warm-up
+    run: our first one-token eval builds its graph, and the first few run slower while the machine settles),
+    then n_dec timed ones; the median round."""
     rounds = []
     for _ in range(DECODE_ROUNDS):
-        m.reset()
-        m.eval(ctx)
-        tok = 5
-        for i in range(n_warm + n_dec):
-            if i == n_warm:
+        state = start()
+        for i in range(DECODE_WARM + n_dec):
+            if i == DECODE_WARM:
                 t0 = time.perf_counter()
-            logits = m.eval(np.array([tok], np.int32))
-            tok = int(np.argmax(logits))
+            state = step(state)
         rounds.append(n_dec / (time.perf_counter() - t0))
     return float(np.median(rounds))
+
+
+def _decode_tok_s(m, rng, n_dec: int = 48) -> float:
+    """Decode speed at context 1000 (greedy, one token per eval)."""
+    ctx = rng.integers(3, 100000, size=1000).astype(np.int32)
+
+    def start() -> int:
+        m.reset()
+        m.eval(ctx)
+        return 5
+
+    return _median_decode_rate(start, lambda tok: int(np.argmax(m.eval(np.array([tok], np.int32)))), n_dec)
 
 
 def ours(path: Path, n_threads: int) -> dict:
@@ -215,19 +223,11 @@ def _reference_worker(n_threads: int, out_json: str) -> None:
             model(input_ids=ids, use_cache=True)
             res[f"prefill{n}_tok_s"] = n / (time.perf_counter() - t0)
         ids = torch.from_numpy(rng.integers(3, 100000, size=(1, 1000)))
-        n_dec, rounds = 8, []
-        for _ in range(DECODE_ROUNDS):
-            out = model(input_ids=ids, use_cache=True)
-            past = out.past_key_values
-            tok = out.logits[:, -1:].argmax(-1)
-            for i in range(DECODE_WARM + n_dec):
-                if i == DECODE_WARM:
-                    t0 = time.perf_counter()
-                out = model(input_ids=tok, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                tok = out.logits[:, -1:].argmax(-1)
-            rounds.append(n_dec / (time.perf_counter() - t0))
-        res["decode_tok_s"] = float(np.median(rounds))
+
+        def step(out):
+            return model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+
+        res["decode_tok_s"] = _median_decode_rate(lambda: model(input_ids=ids, use_cache=True), step, 8)
     Path(out_json).write_text(json.dumps(res))
 
 

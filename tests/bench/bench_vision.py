@@ -39,13 +39,11 @@ def _checkpoint(root: Path) -> Path:
 
 
 def _best_of(n: int, fn) -> float:
-    """The fastest of n timed calls, in ms."""
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, (time.perf_counter() - t0) * 1e3)
-    return best
+    """The fastest of n timed calls, in ms (no warm-up call: the reference's first run counts as ours does
+    after the untimed run that builds our graph)."""
+    from bench_kernels import _best_ms
+
+    return _best_ms(fn, min_time=0.0, max_reps=n, min_reps=n, warm_up=False)
 
 
 def _peak_rss_mb() -> float:
