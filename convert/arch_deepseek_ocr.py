@@ -20,7 +20,7 @@ from gguf import Keys
 
 from .config import OcrConfig
 from .errors import ConversionError
-from .quant_policy import choose_type, file_type
+from .quant_policy import OutType, choose_type
 from .safetensors_reader import Checkpoint, TensorRef, iter_rows_f32
 
 # ---- our own keys (values llama.cpp hard-codes; see convert/README_SECTION.md) -------------------------
@@ -140,6 +140,11 @@ class _OcrPart:
     def kv_pairs(self, **extra: Any) -> list[KV]:
         raise NotImplementedError
 
+    @property
+    def n_layer(self) -> int:
+        """The text model's block count (what the _M mixture's layer rule counts)."""
+        return self.cfg.text.num_hidden_layers
+
     # ---- helpers ----
     def _where(self) -> str:
         idx = self.ckpt.dir / "model.safetensors.index.json"
@@ -158,7 +163,7 @@ class _OcrPart:
                                             f"{axis + 1} dimensions")
         return ref.shape[axis]
 
-    def build(self, chosen: QT, **kv_extra: Any) -> ModelPlan:
+    def build(self, chosen: OutType, **kv_extra: Any) -> ModelPlan:
         exps = self.expectations()
         expected_sources: set[str] = set()
         tensors: list[TensorPlan] = []
@@ -173,7 +178,8 @@ class _OcrPart:
                     raise ConversionError(ref.path, f"tensor {s!r} has non-float dtype {ref.dtype}")
                 refs.append(ref)
                 expected_sources.add(s)
-            tc = choose_type(chosen, e.out_shape[-1], force_f32=e.force_f32, conv_f16_only=e.conv_f16_only)
+            tc = choose_type(chosen.tensor_type(e.gguf_name, self.n_layer), e.out_shape[-1], force_f32=e.force_f32,
+                             conv_f16_only=e.conv_f16_only)
             tensors.append(TensorPlan(e.gguf_name, refs, tuple(e.out_shape), tc.qtype, tc.note))
         dropped, skipped = [], []
         for name, ref in self.ckpt.tensors.items():
@@ -189,11 +195,11 @@ class _OcrPart:
         kv = self.kv_pairs(chosen=chosen, **kv_extra)
         return ModelPlan(self.gguf_arch, kv, tensors, dropped, skipped)
 
-    def _general(self, chosen: QT) -> list[KV]:
+    def _general(self, chosen: OutType) -> list[KV]:
         return [
             KV(Keys.General.TYPE, self.file_kind, VT.STRING),
             KV(Keys.General.NAME, self.cfg.name or "DeepSeek-OCR", VT.STRING),
-            KV(Keys.General.FILE_TYPE, file_type(chosen), VT.UINT32),
+            KV(Keys.General.FILE_TYPE, chosen.file_type, VT.UINT32),
             KV(Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION, VT.UINT32),
             KV(KEY_FORMAT_VERSION, FORMAT_VERSION, VT.UINT32),
         ]
@@ -258,7 +264,7 @@ class DeepseekOcrTextModel(_OcrPart):
             out.append(_Expect(tname(MT.OUTPUT, suffix=".weight"), ["lm_head.weight"], (V, H), (V, H)))
         return out
 
-    def kv_pairs(self, *, chosen: QT, vocab=None, **_: Any) -> list[KV]:
+    def kv_pairs(self, *, chosen: OutType, vocab=None, **_: Any) -> list[KV]:
         t = self.cfg.text
         a = self.gguf_arch
         L, A, R = Keys.LLM, Keys.Attention, Keys.Rope
@@ -449,7 +455,7 @@ class DeepseekOcrVisionModel(_OcrPart):
         ]
         return out
 
-    def kv_pairs(self, *, chosen: QT, **_: Any) -> list[KV]:
+    def kv_pairs(self, *, chosen: OutType, **_: Any) -> list[KV]:
         s, c, cfg = self.cfg.sam, self.cfg.clip, self.cfg
         C, CV = Keys.Clip, Keys.ClipVision
         return self._general(chosen) + [

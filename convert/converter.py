@@ -5,12 +5,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gguf import GGMLQuantizationType as QT
 
 from .arch_deepseek_ocr import ARCHITECTURES, KV, ModelPlan, TensorPlan
 from .config import OcrConfig, load_config
 from .errors import ConversionError
-from .quant_policy import K_QUANTS, resolve_outtype
+from .quant_policy import K_QUANTS, OutType, resolve_outtype
 from .safetensors_reader import Checkpoint
 from .tokenizer import load_vocab
 
@@ -23,7 +22,7 @@ class Plan:
     config: OcrConfig
     mmproj: bool
     outtype: str
-    chosen: QT
+    chosen: OutType
     arch: str
     kv: list[KV]
     tensors: list[TensorPlan]

@@ -4,10 +4,17 @@ Policy (llama.cpp's): tensors llama.cpp keeps in F32 stay F32; everything else g
 with ``--outtype``. A row (innermost dimension) that is not a multiple of the type's block cannot be
 stored in that type and falls back as llama-quantize does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0
 (DeepSeek-OCR's 896-wide expert rows), and a 32-block type -> F16.
+
+``q4_k_m`` / ``q5_k_m`` are llama-quantize's ``_M`` mixtures for a text file: the K-quant everywhere, but Q6_K
+for the output head, and for ``attn_v`` and every ``ffn_down`` (dense, experts, shared experts) in the layers
+its ``use_more_bits`` rule picks (the first and last eighth, and every third layer between), before the
+fallbacks above.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import re
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -16,12 +23,15 @@ from gguf import quants as gq
 
 from .errors import ConversionError
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "auto")
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m",
+            "q5_k_m", "auto")
 
 _BY_NAME = {
     "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
     "q5_0": QT.Q5_0, "q5_1": QT.Q5_1, "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K,
 }
+# llama-quantize's _M mixtures: their main type
+_MIXTURES = {"q4_k_m": QT.Q4_K, "q5_k_m": QT.Q5_K}
 # what the published files use
 AUTO_TEXT = QT.Q8_0
 AUTO_VISION = QT.F16
@@ -36,21 +46,57 @@ _FILE_TYPE = {
     QT.Q5_0: LlamaFileType.MOSTLY_Q5_0, QT.Q5_1: LlamaFileType.MOSTLY_Q5_1,
     QT.Q4_K: LlamaFileType.MOSTLY_Q4_K_S, QT.Q5_K: LlamaFileType.MOSTLY_Q5_K_S, QT.Q6_K: LlamaFileType.MOSTLY_Q6_K,
 }
+_MIXTURE_FILE_TYPE = {QT.Q4_K: LlamaFileType.MOSTLY_Q4_K_M, QT.Q5_K: LlamaFileType.MOSTLY_Q5_K_M}
+_LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
-def resolve_outtype(outtype: str, mmproj: bool) -> QT:
-    """The GGML type named by ``--outtype`` (``auto``: text Q8_0, vision F16)."""
+def use_more_bits(i_layer: int, n_layer: int) -> bool:
+    """llama-quantize's choice of layers for more bits in an _M mixture."""
+    return i_layer < n_layer // 8 or i_layer >= 7 * n_layer // 8 or (i_layer - n_layer // 8) % 3 == 2
+
+
+@dataclass(frozen=True)
+class OutType:
+    """What ``--outtype`` asks for: one main type, and whether the ``_M`` mixture is laid over it."""
+
+    qtype: QT
+    mixture: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.qtype.name + ("_M" if self.mixture else "")
+
+    @property
+    def file_type(self) -> int:
+        """``general.file_type`` (llama_ftype)."""
+        return int(_MIXTURE_FILE_TYPE[self.qtype] if self.mixture else _FILE_TYPE[self.qtype])
+
+    def tensor_type(self, gguf_name: str, n_layer: int) -> QT:
+        """The type this outtype gives a weight matrix of the text file, before fallbacks."""
+        if not self.mixture:
+            return self.qtype
+        if gguf_name == "output.weight":
+            return QT.Q6_K
+        m = _LAYER.match(gguf_name)
+        part = gguf_name.split(".")[2] if m else ""
+        if m and (part == "attn_v" or part.startswith("ffn_down")) and use_more_bits(int(m.group(1)), n_layer):
+            return QT.Q6_K
+        return self.qtype
+
+
+def resolve_outtype(outtype: str, mmproj: bool) -> OutType:
+    """What ``--outtype`` names (``auto``: text Q8_0, vision F16)."""
     key = outtype.lower()
     if key == "auto":
-        return AUTO_VISION if mmproj else AUTO_TEXT
+        return OutType(AUTO_VISION if mmproj else AUTO_TEXT)
+    if key in _MIXTURES:
+        if mmproj:
+            raise ConversionError(None, f"--outtype {key} is llama-quantize's mixture for a text model; for "
+                                        f"--mmproj choose one type (e.g. {key[:-2]})")
+        return OutType(_MIXTURES[key], mixture=True)
     if key not in _BY_NAME:
         raise ConversionError(None, f"unknown --outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
-    return _BY_NAME[key]
-
-
-def file_type(qtype: QT) -> int:
-    """``general.file_type`` (llama_ftype) for a file whose main type is ``qtype``."""
-    return int(_FILE_TYPE[qtype])
+    return OutType(_BY_NAME[key])
 
 
 def block_size(qtype: QT) -> int:

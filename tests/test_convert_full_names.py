@@ -16,6 +16,7 @@ import reference_models as rm
 from convert import plan
 from convert.cli import main
 from convert.config import load_config
+from convert.errors import ConversionError
 from convert.quant_policy import choose_type
 from convert_expect import DROPPED, gguf_files, map_name
 
@@ -131,9 +132,34 @@ def test_type_policy():
     assert choose_type(QT.BF16, 16, conv_f16_only=True).qtype == QT.F32
 
 
+def test_q4_k_m_mixture(full_model, capsys):
+    """--outtype q4_k_m is llama-quantize's Q4_K_M: Q6_K for output.weight, and for attn_v and every ffn_down
+    (dense, experts, shared experts) in layers 0, 3, 6, 9, 10 and 11 of 12 (src/llama-quant.cpp's use_more_bits:
+    i < n/8, i >= 7n/8, (i - n/8) % 3 == 2, worked out by hand); Q4_K elsewhere; then the same fallbacks as any
+    K-quant (these small widths: Q6_K -> Q8_0 -> F16, Q4_K -> Q5_0 -> F16); general.file_type 15."""
+    more_bits = {0, 3, 6, 9, 10, 11}
+    single = {t.name: t.qtype for t in plan(full_model, outtype="q4_k").tensors}
+    p = plan(full_model, outtype="q4_k_m")
+    upgraded = 0
+    for t in p.tensors:
+        if single[t.name] == QT.F32:  # norms, router, ...: F32 whatever the outtype
+            assert t.qtype == QT.F32, t.name
+            continue
+        m = re.match(r"blk\.(\d+)\.(attn_v|ffn_down|ffn_down_exps|ffn_down_shexp)\.weight$", t.name)
+        more = t.name == "output.weight" or bool(m and int(m.group(1)) in more_bits)
+        upgraded += more
+        assert t.qtype == choose_type(QT.Q6_K if more else QT.Q4_K, t.row_len).qtype, t.name
+    assert upgraded == 1 + 6 + 1 + 5 * 2  # output; 6 attn_v; layer 0's dense ffn_down; 5 MoE layers' exps + shexp
+    assert {kv.key: kv.value for kv in p.kv}["general.file_type"] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert main([str(full_model), "--dry-run", "--outtype", "q4_k_m"]) == 0
+    assert "outtype q4_k_m (Q4_K_M)" in capsys.readouterr().out
+    with pytest.raises(ConversionError, match="mixture for a text model"):
+        plan(full_model, mmproj=True, outtype="q4_k_m")
+
+
 def test_auto_picks_published_types(full_model):
-    assert plan(full_model, outtype="auto").chosen == QT.Q8_0
-    assert plan(full_model, mmproj=True, outtype="auto").chosen == QT.F16
+    assert plan(full_model, outtype="auto").chosen.qtype == QT.Q8_0
+    assert plan(full_model, mmproj=True, outtype="auto").chosen.qtype == QT.F16
     p = plan(full_model, mmproj=True, outtype="auto")
     types = {t.name: t.qtype for t in p.tensors}
     assert types["v.blk.0.attn_qkv.weight"] == QT.F16

@@ -1,6 +1,6 @@
 """The bundled model through the whole product against transformers, on held-out pages.
 
-    python examples/ocrtrain/engine_check.py --pages 200 --modes base gundam --types f32 f16 q8_0 q4_k
+    python examples/ocrtrain/engine_check.py --pages 200 --modes base gundam --types f32 f16 q8_0 q4_k q4_k_m
 
 For each page: transformers (float32, the bf16 checkpoint upcast) greedy-decodes from the preprocessed views;
 tilepass (convert-hf-to-gguf's files, the C library, the same views) greedy-decodes from the same ids, with
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "examples" / "model"))
     ap.add_argument("--pages", type=int, default=200)
     ap.add_argument("--modes", nargs="+", default=["base", "gundam"])
-    ap.add_argument("--types", nargs="+", default=["f32", "f16", "q8_0", "q4_k"])
+    ap.add_argument("--types", nargs="+", default=["f32", "f16", "q8_0", "q4_k", "q4_k_m"])
     ap.add_argument("--max-new", type=int, default=700)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="keep the GGUF files here (default: a temporary directory)")
