@@ -1,5 +1,5 @@
 """Text decoder benchmark (issue 6): synthetic text GGUFs with DeepSeek-OCR's real dimensions (random
-Q8_0 / Q4_K blocks written directly), prefill tok/s over 512 and 1024 tokens, decode tok/s at context
+Q8_0 / Q4_K / Q4_K_M blocks written directly, each tensor in the type the converter gives it), prefill tok/s over 512 and 1024 tokens, decode tok/s at context
 1000 with the default F16 KV cache, an F32 one and a Q8_0 one, and the memory-bandwidth bound (active weight bytes per
 token over a streaming read measured in the same run; the KV bytes attention reads are reported beside it); beside the transformers reference (fp32, same architecture, random weights, own process)."""
 
@@ -34,6 +34,8 @@ def _blocks(qtype, n_rows: int, n_per_row: int, rng) -> np.ndarray:
     raw = rng.integers(0, 256, size=(n_rows, n_per_row // bs, ts), dtype=np.uint8)
     if qtype == gguf.GGMLQuantizationType.Q8_0:
         raw[..., 0:2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
+    elif qtype == gguf.GGMLQuantizationType.Q6_K:  # ql, qh, 16 int8 scales, then d
+        raw[..., 208:210] = np.frombuffer(np.float16(0.0002).tobytes(), np.uint8)
     elif qtype == gguf.GGMLQuantizationType.Q5_0:  # d, then the high bits and nibbles
         raw[..., 0:2] = np.frombuffer(np.float16(0.008).tobytes(), np.uint8)
     else:  # Q4_K: d, dmin at the front
@@ -57,10 +59,15 @@ def _copy_tokenizer(w, source: Path) -> None:
             w.add_key_value(key, field.contents(), vt)
 
 
-def write_text_gguf(path: Path, qtype, tokenizer_from: Path | None = None) -> int:
-    """Returns the bytes one decoded token reads (attention + dense/shared + 6 experts + lm_head)."""
+def write_text_gguf(path: Path, qtype, tokenizer_from: Path | None = None, mixture: bool = False) -> int:
+    """Weights of type ``qtype`` (``mixture``: llama-quantize's _M mixture over it), each tensor in the type the
+    converter would give it. Returns the bytes one decoded token reads (attention + dense/shared + 6 experts +
+    lm_head)."""
     import gguf
 
+    from convert.quant_policy import OutType, choose_type
+
+    outtype = OutType(qtype, mixture)
     rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(str(path), ARCH)
     if tokenizer_from is not None:
@@ -79,10 +86,9 @@ def write_text_gguf(path: Path, qtype, tokenizer_from: Path | None = None) -> in
 
     def q(name: str, rows: int, cols: int, experts: int = 0, used: int = 0) -> None:
         nonlocal active
-        # llama-quantize's fallback (and the converter's): rows that are not whole super-blocks (ffn_down of
-        # the dense MLP, 6848, and of the experts, 896) are written as Q5_0 in a Q4_K file
-        bs = gguf.GGML_QUANT_SIZES[qtype][0]
-        tq = qtype if cols % bs == 0 else gguf.GGMLQuantizationType.Q5_0
+        # llama-quantize's fallbacks (and the converter's): rows that are not whole super-blocks (ffn_down of
+        # the dense MLP, 6848, and of the experts, 896) are Q5_0 in a Q4_K file, Q8_0 where Q6_K was asked
+        tq = choose_type(outtype.tensor_type(name, N_LAYER), cols).qtype
         data = _blocks(tq, rows * max(experts, 1), cols, rng)
         if experts:
             data = data.reshape(experts, rows, -1)
@@ -245,9 +251,11 @@ def run(n_threads: int = 2) -> list[dict]:
                            env=env)
         ref = json.loads(ref_json.read_text()) if r.returncode == 0 and ref_json.exists() else {}
         measured = []
-        for qname, qtype in (("q8_0", gguf.GGMLQuantizationType.Q8_0), ("q4_k", gguf.GGMLQuantizationType.Q4_K)):
+        QT = gguf.GGMLQuantizationType
+        # q4_k_m: llama-quantize's Q4_K_M, the file llama.cpp's decode figure in issue 6 was measured on
+        for qname, qtype, mixture in (("q8_0", QT.Q8_0, False), ("q4_k", QT.Q4_K, False), ("q4_k_m", QT.Q4_K, True)):
             path = Path(tmp) / f"text-{qname}.gguf"
-            active = write_text_gguf(path, qtype)
+            active = write_text_gguf(path, qtype, mixture=mixture)
             measured.append((qname, active, ours(path, n_threads)))
             path.unlink()
         bw_after = stream_bandwidth_gbs(n_threads)
