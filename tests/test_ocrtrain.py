@@ -238,3 +238,41 @@ def test_bundle_checkpoint_layout(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == "deepseek_vl_v2" and cfg["language_config"]["vocab_size"] == tok.get_vocab_size()
     assert (tmp_path / "tokenizer.json").exists() and (tmp_path / "tokenizer_config.json").exists()
+
+
+def test_average_bundles(tmp_path, monkeypatch):
+    """average.py: every tensor of the written bundle is the weighted mean of the inputs' (read back from the
+    safetensors files, to bf16 rounding), trainer.json names the steps averaged, the tokenizer comes along."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+    from transformers import UnlimitedOcrForConditionalGeneration
+
+    import average
+
+    tok = common.load_tokenizer(MODEL)
+    cfg = common.transformers_config(tok.get_vocab_size(), common.special_ids(tok), SMALL)
+    dirs = []
+    for step in (100, 200):
+        torch.manual_seed(step)
+        d = tmp_path / f"b{step}"
+        common.save_bundle(UnlimitedOcrForConditionalGeneration(cfg).eval(), MODEL, d)
+        (d / "trainer.json").write_text(json.dumps({"step": step, "trained_s": 1.0, "salt": 0}))
+        dirs.append(d)
+    out = tmp_path / "avg"
+    monkeypatch.setattr(sys, "argv", ["average.py", str(out), *map(str, dirs), "--weights", "1", "3"])
+    assert average.main() == 0
+
+    def tensors(d):
+        t = {}
+        for f in sorted(d.glob("model*.safetensors")):
+            t.update(load_file(str(f)))
+        return t
+
+    a, b, got = tensors(dirs[0]), tensors(dirs[1]), tensors(out)
+    assert set(got) == set(a) and len(got) > 90
+    for name, g in got.items():
+        want = 0.25 * a[name].float() + 0.75 * b[name].float()
+        assert g.dtype == torch.bfloat16 and g.shape == want.shape, name
+        assert torch.all((g.float() - want).abs() <= want.abs() * 2**-8 + 1e-30), name
+    assert json.loads((out / "trainer.json").read_text())["averaged"] == {"steps": [100, 200], "weights": [1.0, 3.0]}
+    assert (out / "tokenizer.json").exists()
