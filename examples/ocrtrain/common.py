@@ -89,7 +89,7 @@ def _tiles(a: np.ndarray, grid, k: int) -> np.ndarray:
 def make_views(img: Image.Image, mode: str):
     """Return (global uint8 [3,S,S], tiles uint8 [n,3,640,640] or None, (cols, rows))."""
     g, grid_img, grid = _cut(img.convert("RGB"), mode, Image.BICUBIC, (127, 127, 127))
-    glob = np.asarray(g, dtype=np.uint8).transpose(2, 0, 1)
+    glob = np.array(g, dtype=np.uint8).transpose(2, 0, 1)  # a writable copy (torch.from_numpy warns on read-only)
     tiles = None
     if grid_img is not None:
         tiles = np.ascontiguousarray(_tiles(np.asarray(grid_img, dtype=np.uint8), grid, 640).transpose(0, 3, 1, 2))
