@@ -12,9 +12,8 @@ fallbacks above.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -47,7 +46,8 @@ _FILE_TYPE = {
     QT.Q4_K: LlamaFileType.MOSTLY_Q4_K_S, QT.Q5_K: LlamaFileType.MOSTLY_Q5_K_S, QT.Q6_K: LlamaFileType.MOSTLY_Q6_K,
 }
 _MIXTURE_FILE_TYPE = {QT.Q4_K: LlamaFileType.MOSTLY_Q4_K_M, QT.Q5_K: LlamaFileType.MOSTLY_Q5_K_M}
-_LAYER = re.compile(r"^blk\.(\d+)\.")
+# the tensors an _M mixture gives more bits in the layers use_more_bits picks (group 1: the layer)
+_MORE_BITS_TENSOR = re.compile(r"^blk\.(\d+)\.(attn_v|ffn_down|ffn_down_exps|ffn_down_shexp)\.weight$")
 
 
 def use_more_bits(i_layer: int, n_layer: int) -> bool:
@@ -75,11 +75,8 @@ class OutType:
         """The type this outtype gives a weight matrix of the text file, before fallbacks."""
         if not self.mixture:
             return self.qtype
-        if gguf_name == "output.weight":
-            return QT.Q6_K
-        m = _LAYER.match(gguf_name)
-        part = gguf_name.split(".")[2] if m else ""
-        if m and (part == "attn_v" or part.startswith("ffn_down")) and use_more_bits(int(m.group(1)), n_layer):
+        m = _MORE_BITS_TENSOR.match(gguf_name)
+        if gguf_name == "output.weight" or (m and use_more_bits(int(m.group(1)), n_layer)):
             return QT.Q6_K
         return self.qtype
 

@@ -42,6 +42,12 @@ def average(bundles: list[Path], weights: list[float]):
     return out
 
 
+def _trainer_state(bundle: Path) -> dict:
+    """A bundle's trainer.json ({} if it has none)."""
+    f = bundle / "trainer.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -62,10 +68,8 @@ def main() -> int:
     save_bundle(model, tok_dir, a.out)
     if (last / "transformers_config.json").exists():  # the same model; save_pretrained of an fp32-loaded one
         shutil.copy(last / "transformers_config.json", a.out / "transformers_config.json")  # adds sub-config dtypes
-    trainer = json.loads((last / "trainer.json").read_text()) if (last / "trainer.json").exists() else {}
-    steps = [json.loads((b / "trainer.json").read_text()).get("step") if (b / "trainer.json").exists() else None
-             for b in a.bundles]
-    trainer["averaged"] = {"steps": steps, "weights": weights}
+    trainer = _trainer_state(last)
+    trainer["averaged"] = {"steps": [_trainer_state(b).get("step") for b in a.bundles], "weights": weights}
     (a.out / "trainer.json").write_text(json.dumps(trainer))
     if (last / "probe_heads.pt").exists():  # training-only heads: a resumed run keeps the last ones
         shutil.copy(last / "probe_heads.pt", a.out / "probe_heads.pt")

@@ -163,6 +163,7 @@ def run(model_dir: Path, n_pages: int, modes: list[str], types: list[str], max_n
 
 def main() -> None:
     from encoder.cli import PRECISIONS
+    from encoder.text_model import TextModel
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "examples" / "model"))
@@ -172,8 +173,8 @@ def main() -> None:
     ap.add_argument("--max-new", type=int, default=700)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="keep the GGUF files here (default: a temporary directory)")
-    ap.add_argument("--kv-type", default=None, choices=("f32", "f16", "q8_0"),
-                    help="KV cache of every text file (default: the runtime's, f32 for an F32 file, else f16)")
+    ap.add_argument("--kv-type", default="auto", choices=tuple(TextModel.KV_TYPES),
+                    help="KV cache of every text file (default auto: the runtime's, f32 for an F32 file, else f16)")
     ap.add_argument("--vision-precision", default="f32", choices=tuple(PRECISIONS),
                     help="vision arithmetic of every file, as tilepass-cli --precision (default f32: exact)")
     a = ap.parse_args()
