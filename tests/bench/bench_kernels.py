@@ -121,7 +121,7 @@ def _fma_peak_gflops(n_threads: int) -> float:
 
 
 def _stream_read_gbs(n_threads: int) -> float:
-    """tests/bench/stream.c (a plain streaming read of 1 GiB by n threads, best of 5), built here."""
+    """tests/bench/stream.c (a plain streaming read of 1 GiB by n threads, best of 20), built here."""
     exe = Path(tempfile.gettempdir()) / "tilepass-stream"
     src = Path(__file__).resolve().parent / "stream.c"
     subprocess.run(["cc", "-O3", "-march=native", "-pthread", str(src), "-o", str(exe)], check=True)
