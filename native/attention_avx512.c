@@ -222,6 +222,13 @@ void tp_attn_pv1_avx512(const float *Pt, int ldp, const float *V, size_t ldv, fl
 
 /* ---- decode (one query per head, all heads of a key block at once; contracts at the scalar
  * versions in ops_attention.c): keys are read in memory order, every head of a key row in turn. ---- */
+/* Decode attention streams the whole cache once per token (62 MB at context 1000 for DeepSeek-OCR's
+ * F16 cache), a K chunk then a V chunk, so the hardware prefetchers restart at every 4 KiB page; a
+ * software prefetch a few lines ahead of each read keeps the reads in flight (measured on Zen 4, 2
+ * threads, cold 12-layer cache: 25 % less time; 128-384 bytes ahead alike, 1-2 KiB worse). */
+#define DEC_PF 256
+static inline void dec_prefetch(const void *p) { _mm_prefetch((const char *)p + DEC_PF, _MM_HINT_T0); }
+
 void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                            int nc, int H, int nq, int D) {
     const int dfull = D & ~31;
@@ -233,6 +240,8 @@ void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, co
             __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
             int d = 0;
             for (; d < dfull; d += 32) {
+                dec_prefetch(kr + d);
+                dec_prefetch(kr + d + 16);
                 a = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d), _mm512_loadu_ps(qh + d), a);
                 b = _mm512_fmadd_ps(_mm512_loadu_ps(kr + d + 16), _mm512_loadu_ps(qh + d + 16), b);
             }
@@ -257,6 +266,7 @@ void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv,
             float *o = O + (size_t)h * Dv;
             for (int e = 0; e < Dv; e += 16) {
                 const __mmask16 m = (__mmask16)(Dv - e >= 16 ? 0xFFFF : (1u << (Dv - e)) - 1);
+                dec_prefetch(vr + e);
                 _mm512_mask_storeu_ps(o + e, m, _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m, vr + e), _mm512_maskz_loadu_ps(m, o + e)));
             }
         }
@@ -280,6 +290,7 @@ void tp_attn_dec_qk_f16_avx512(const uint16_t *K, size_t ldk, size_t ldh, int gr
             __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
             int d = 0;
             for (; d < dfull; d += 32) {
+                dec_prefetch(kr + d);
                 a = _mm512_fmadd_ps(ld16h(kr + d), _mm512_loadu_ps(qh + d), a);
                 b = _mm512_fmadd_ps(ld16h(kr + d + 16), _mm512_loadu_ps(qh + d + 16), b);
             }
@@ -304,6 +315,7 @@ void tp_attn_dec_pv_f16_avx512(const float *Pt, int ldp, const uint16_t *V, size
             float *o = O + (size_t)h * Dv;
             for (int e = 0; e < Dv; e += 16) {
                 const __mmask16 m = (__mmask16)(Dv - e >= 16 ? 0xFFFF : (1u << (Dv - e)) - 1);
+                if ((e & 31) == 0) dec_prefetch(vr + e); /* one line per 32 values */
                 _mm512_mask_storeu_ps(o + e, m, _mm512_fmadd_ps(p, ld16h_mask(m, vr + e), _mm512_maskz_loadu_ps(m, o + e)));
             }
         }
@@ -322,6 +334,7 @@ void tp_attn_dec_qk_q8_avx512(const uint8_t *K, size_t ldk, size_t ldh, int grou
             const float *qh = Q + (size_t)h * D;
             __m512 a = _mm512_setzero_ps();
             for (int d = 0; d < D; d += 32, kr += 34) {
+                dec_prefetch(kr);
                 const __m512 t = _mm512_fmadd_ps(q8_hi(kr), _mm512_loadu_ps(qh + d + 16),
                                                  _mm512_mul_ps(q8_lo(kr), _mm512_loadu_ps(qh + d)));
                 a = _mm512_fmadd_ps(t, _mm512_set1_ps(q8_scale(kr)), a);
@@ -341,6 +354,7 @@ void tp_attn_dec_pv_q8_avx512(const float *Pt, int ldp, const uint8_t *V, size_t
             const uint8_t *vr = vc + (size_t)(h / group) * ldh;
             float *o = O + (size_t)h * Dv;
             for (int e = 0; e < Dv; e += 32, vr += 34) {
+                dec_prefetch(vr);
                 const __m512 p = _mm512_set1_ps(pr[h] * q8_scale(vr));
                 _mm512_storeu_ps(o + e, _mm512_fmadd_ps(p, q8_lo(vr), _mm512_loadu_ps(o + e)));
                 _mm512_storeu_ps(o + e + 16, _mm512_fmadd_ps(p, q8_hi(vr), _mm512_loadu_ps(o + e + 16)));
