@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from encoder.graph import Context, Graph, ThreadPool  # noqa: E402
 from encoder.native import ffi, lib  # noqa: E402
+from bench_text import stream_bandwidth_gbs  # noqa: E402  (tests/bench/stream.c, built once)
 
 F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 6, 8, 12, 13, 14, 30
 TNAME = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q5_0: "q5_0", Q4_K: "q4_K", Q5_K: "q5_K",
@@ -120,15 +121,6 @@ def _fma_peak_gflops(n_threads: int) -> float:
     return _machine_peaks(n_threads)[0]
 
 
-def _stream_read_gbs(n_threads: int) -> float:
-    """tests/bench/stream.c (a plain streaming read of 1 GiB by n threads, best of 20), built here."""
-    exe = Path(tempfile.gettempdir()) / "tilepass-stream"
-    src = Path(__file__).resolve().parent / "stream.c"
-    subprocess.run(["cc", "-O3", "-march=native", "-pthread", str(src), "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe), str(n_threads)], check=True, capture_output=True, text=True).stdout
-    return float(out.strip())
-
-
 class _GemvSet:
     """`copies` independent one-token mul_mats (distinct copies of one weight matrix, one shared x) in
     one graph: the copies together exceed the last-level cache, so every weight byte comes from
@@ -159,7 +151,7 @@ def gemv_rows(n_threads: int, rng, pool, pool1, qtypes=GEMV_QTYPES) -> list[dict
     bytes read (cold: copies cycled so that nothing stays cached) against stream.c run in the same
     sitting with the same thread count; `ratio` = the share of the streaming bandwidth; `speedup`
     = 1-thread time / n-thread time."""
-    stream = _stream_read_gbs(n_threads)
+    stream = stream_bandwidth_gbs(n_threads)
     rows = [{"name": "stream_read", "gbs": stream, "threads": n_threads, "peer": "stream.c"}]
     for wtype in qtypes:
         for M, K in GEMV_SHAPES:
