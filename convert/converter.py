@@ -1,17 +1,19 @@
-"""Top level: checkpoint directory -> plan -> GGUF file."""
+"""Top level: checkpoint directory -> plan -> GGUF file.
+
+The family is the one registered for the config's ``architectures[0]`` (``convert.base.ModelBase.register``;
+the families are in ``convert/models/``); its text or vision part decides every tensor and KV pair.
+"""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from .arch_deepseek_ocr import ARCHITECTURES, KV, ModelPlan, TensorPlan
-from .config import OcrConfig, load_config
+from .base import KV, ModelBase, ModelConfig, ModelPlan, TensorPlan
+from .config import load_config
 from .errors import ConversionError
 from .quant_policy import K_QUANTS, OutType, resolve_outtype
 from .safetensors_reader import Checkpoint
-from .tokenizer import load_vocab
 
 
 @dataclass
@@ -19,7 +21,7 @@ class Plan:
     """Everything a conversion would write (what ``--dry-run`` prints)."""
 
     model_dir: Path
-    config: OcrConfig
+    config: ModelConfig
     mmproj: bool
     outtype: str
     chosen: OutType
@@ -57,28 +59,35 @@ def plan(model_dir: str | Path, *, mmproj: bool = False, outtype: str = "auto", 
     chosen = resolve_outtype(outtype, mmproj)
     if vocab_only and mmproj:
         raise ConversionError(None, "--vocab-only applies to the text GGUF, not to --mmproj")
-    text_cls, vision_cls = ARCHITECTURES[cfg.architecture]
-    vocab = None
-    if not mmproj:
-        t = cfg.text
-        vocab = load_vocab(model_dir, t.vocab_size, bos_id=t.bos_token_id, eos_id=t.eos_token_id,
-                           pad_id=t.pad_token_id)
-        if cfg.image_token_id is None:
-            cfg.image_token_id = vocab.special.get("<image>")
-    if cfg.image_token_id is None:
-        cfg.image_token_id = 128815
+    part_cls = ModelBase.lookup(cfg.architecture, mmproj)
+    if part_cls is None:
+        raise ConversionError(cfg.path, f"{cfg.architecture} has no {'vision' if mmproj else 'text'} part in this "
+                                        f"converter")
+    ckpt = None
+    if not vocab_only:
+        ckpt = Checkpoint(model_dir)
+    elif _has_checkpoint(model_dir):  # --vocab-only needs no weights, but their headers bound the config
+        try:
+            ckpt = Checkpoint(model_dir)
+        except ConversionError:
+            ckpt = None
+    part = part_cls(cfg, ckpt)
+    if ckpt is not None:
+        part.check_counts()  # before the config sizes anything (the token list, the tensor list)
+    vocab = None if mmproj else part_cls.load_vocab(model_dir, cfg)
     if vocab_only:
-        part = text_cls(cfg, None)  # type: ignore[arg-type]
         kv = part.kv_pairs(chosen=chosen, vocab=vocab)
         return Plan(model_dir, cfg, mmproj, outtype, chosen, part.gguf_arch, kv, [])
-    ckpt = Checkpoint(model_dir)
-    part = vision_cls(cfg, ckpt) if mmproj else text_cls(cfg, ckpt)
     mp: ModelPlan = part.build(chosen, vocab=vocab)
     if any(t.qtype in K_QUANTS for t in mp.tensors):
         from . import native_quant
         native_quant._native()  # fail now, with a clear message, rather than half-way through writing
     return Plan(model_dir, cfg, mmproj, outtype, chosen, mp.arch, mp.kv, mp.tensors, mp.dropped, mp.skipped,
                 input_bytes=sum(t.source_bytes for t in mp.tensors))
+
+
+def _has_checkpoint(model_dir: Path) -> bool:
+    return (model_dir / "model.safetensors.index.json").exists() or any(model_dir.glob("*.safetensors"))
 
 
 def convert(model_dir: str | Path, *, mmproj: bool = False, outtype: str = "auto", outfile: str | Path | None = None,

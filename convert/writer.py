@@ -1,10 +1,14 @@
 """Streaming GGUF output: header, KV pairs and tensor infos first, then each tensor's data row chunk
-by row chunk, into a temporary file next to the target that is renamed only once complete."""
+by row chunk, into a temporary file next to the target that is renamed only once complete.
+
+The file gets the permissions ``open(outfile, "w")`` would give it (0o666 less the umask, or an existing
+file's own), and a symlink at ``outfile`` is written through (its target replaced), not replaced."""
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,7 +16,7 @@ import numpy as np
 import gguf
 from gguf import GGUFValueType as VT
 
-from .arch_deepseek_ocr import KV, TensorPlan
+from .base import KV, TensorPlan
 from .errors import ConversionError
 from .quant_policy import quantize_rows
 
@@ -38,27 +42,46 @@ def check_output_path(outfile: Path, force: bool) -> None:
         raise ConversionError(outfile, f"cannot write output: directory {parent} is not writable")
 
 
+def _link_target(path: Path) -> Path:
+    """Where writing to path lands: a symlink's (final) target, else path itself."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _create_temp(tmp: Path, target: Path) -> None:
+    """Create tmp (never an existing file) with the mode open(target, "w") would leave: 0o666 less the umask
+    for a new file (tempfile.mkstemp would give 0o600), an existing target's own permission bits."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        st = os.stat(target)
+        if stat.S_ISREG(st.st_mode):
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o777)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_gguf(outfile: Path, arch: str, kv: Sequence[KV], tensors: Sequence[TensorPlan], *, force: bool = False,
                progress: bool | None = None, on_tensor: Callable[[TensorPlan], None] | None = None) -> None:
-    """Write one GGUF file atomically (a ``<name>.tmp*`` file renamed at the end; removed on failure)."""
+    """Write one GGUF file atomically (a ``<name>.tmp*`` file renamed at the end; removed on failure, on
+    KeyboardInterrupt too, which is what the CLI turns SIGTERM and SIGHUP into)."""
     outfile = Path(outfile)
     check_output_path(outfile, force)
+    target = _link_target(outfile)
+    # the name is chosen before the file exists, so that an interruption at any point finds it to remove it
+    tmp = target.parent / f"{target.name}.tmp{secrets.token_hex(4)}"
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=outfile.name + ".tmp", dir=outfile.parent)
-    except OSError as e:
-        raise ConversionError(outfile, f"cannot write output: {e.strerror or e}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        _create_temp(tmp, target)
         _write(tmp, arch, kv, tensors, progress, on_tensor)
-        if outfile.exists() and not force:  # appeared meanwhile
+        if target.exists() and not force:  # appeared meanwhile
             raise ConversionError(outfile, "output file exists (use --force to overwrite)")
-        os.replace(tmp, outfile)
+        os.replace(tmp, target)
     except BaseException as e:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        if not isinstance(e, FileExistsError):  # a FileExistsError: the random name was someone else's
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
         if isinstance(e, OSError):
             raise ConversionError(outfile, f"cannot write output: {e.strerror or e}") from None
         raise

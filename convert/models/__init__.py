@@ -1,0 +1,10 @@
+"""The model families the converter knows, one module each; importing them registers their parts
+(``convert.base.ModelBase.register``).
+
+* ``deepseek_ocr``  - DeepSeek-OCR v1 (``deepseek2-ocr`` text, ``clip``/``deepseekocr`` vision)
+* ``deepseek_ocr2`` - DeepSeek-OCR-2 (the same text file, ``clip``/``deepseekocr2`` vision)
+* ``sam``           - SAM ViT-B, the vision stage both share (not a family)
+"""
+from . import deepseek_ocr, deepseek_ocr2  # noqa: F401
+
+__all__ = ["deepseek_ocr", "deepseek_ocr2"]
