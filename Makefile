@@ -13,7 +13,11 @@ BUILD   := build
 
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
-CFLAGS_COMMON := $(CSTD) $(WARN) -fPIC -pthread -Iinclude -Inative
+# native/ is split by layer: core/ (context, tensors, graph, planner, thread pool), ops/ (one op family per
+# file), kernels/ (per-ISA files), gguf/ (reader, weight loader, the table of names), image/ (preprocessing),
+# models/ (the registry, the generic vision/text APIs, shared blocks and one folder per model family).
+NATIVE_DIRS := $(shell find native -type d)
+CFLAGS_COMMON := $(CSTD) $(WARN) -fPIC -pthread -Iinclude $(addprefix -I,$(NATIVE_DIRS))
 CFLAGS_REL    := $(CFLAGS_COMMON) -O3
 CFLAGS_SAN    := $(CFLAGS_COMMON) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDLIBS  := -lm -pthread
@@ -24,8 +28,8 @@ ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c -mavx2
 ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-bf16 -mamx-int8
 
-SRCS    := $(wildcard native/*.c)
-HDRS    := $(wildcard native/*.h) include/tilepass.h
+SRCS    := $(shell find native -name '*.c' | sort)
+HDRS    := $(shell find native -name '*.h') include/tilepass.h
 OBJS    := $(patsubst native/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SOBJS   := $(patsubst native/%.c,$(BUILD)/san/%.o,$(SRCS))
 LIB     := $(BUILD)/libtilepass.so

@@ -78,9 +78,6 @@ def check_model_files(text_path: str | os.PathLike, vision_path: str | os.PathLi
         what = "it is a text model" if v["arch"] in TEXT_ARCHS else f"general.architecture = {v['arch']!r}"
         raise PipelineError(f"{vp}: not a vision (mmproj) GGUF ({what}); "
                             "pass the text model with -m and the vision file with --mmproj")
-    if v["projector_type"] is not None and v["projector_type"] != "deepseekocr":
-        raise PipelineError(f"{vp}: vision projector {v['projector_type']!r} is not supported (expected "
-                            "'deepseekocr')")
     if t["arch"] not in TEXT_ARCHS:
         what = "it is a vision (mmproj) file" if t["arch"] in VISION_ARCHS else f"general.architecture = {t['arch']!r}"
         raise PipelineError(f"{tp}: not a DeepSeek-OCR text GGUF ({what}); "
@@ -181,20 +178,14 @@ class OcrPipeline:
                                 if i is not None)
 
     # ---- pages ----
-    def prepare(self, sources: Sequence[Any], mode: str = "gundam", min_tiles: int | None = None,
+    def prepare(self, sources: Sequence[Any], mode: str | None = None, min_tiles: int | None = None,
                 max_tiles: int | None = None) -> list[Any]:
-        """One PreparedImage per source, or the exception (ImageError, ...) that source raised."""
-        from .preprocess import prepare_image
-
-        geom = self.vision.geometry
-        if min_tiles is not None or max_tiles is not None:
-            lo = min(geom.min_tiles, max_tiles or geom.min_tiles) if min_tiles is None else min_tiles
-            hi = max(geom.max_tiles, lo) if max_tiles is None else max_tiles
-            geom = dataclasses.replace(geom, min_tiles=lo, max_tiles=hi)
+        """One PreparedImage per source (mode None: the vision model's default), or the exception
+        (ImageError, ...) that source raised."""
         out: list[Any] = []
         for s in sources:
             try:
-                out.append(prepare_image(s, mode, geom))
+                out.append(self.vision.prepare(s, mode, min_tiles, max_tiles))
             except (ValueError, OSError, MemoryError) as e:  # ImageError is a ValueError
                 out.append(e)
         return out
@@ -216,8 +207,11 @@ class OcrPipeline:
         ids += self.tokenizer.encode(after) if after else []
         return ids
 
-    def default_no_repeat(self, ngram: int = 30, window: int = 90) -> NoRepeat:
-        return NoRepeat(ngram=ngram, window=window, whitelist=self.td_ids, scope="generated")
+    def default_no_repeat(self, ngram: int | None = None, window: int | None = None) -> NoRepeat:
+        """The no-repeat rule: the vision family's official runner's n-gram size and window where not given."""
+        fam_ngram, fam_window = getattr(self.vision, "no_repeat", (30, 90))
+        return NoRepeat(ngram=fam_ngram if ngram is None else ngram, window=fam_window if window is None else window,
+                        whitelist=self.td_ids, scope="generated")
 
     def generate(self, ids: Sequence[int], embd: np.ndarray | None, max_new_tokens: int,
                  sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,

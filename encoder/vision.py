@@ -1,24 +1,23 @@
-"""VisionEncoder: preprocess images and encode them with libtilepass, all pages in one pass."""
+"""VisionEncoder: a vision GGUF of any family this build runs; images to their laid-out image-token
+embeddings, every view of every image in one pass."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
-from .native import TilepassError, check_error, ffi, lib, new_error
-from .preprocess import PreparedImage, ViewGeometry, prepare_image
-
-ImageSource = Image.Image | str | Path | bytes
+from .native import check_error, ffi, lib, new_error
+from .preprocess import ImageSource, PreparedImage, prepare_image
 
 
 class VisionEncoder:
     """A vision GGUF loaded into libtilepass.
 
-    encode() turns images into their laid-out image-token embeddings ([n_tokens, n_embd] each),
-    encoding every view of every image in one graph computation."""
+    ``modes`` are the model's image modes (the first is its default); encode() turns images into their
+    laid-out image-token embeddings ([n_tokens, n_embd] each), encoding every view of every image in one
+    graph computation."""
 
     def __init__(self, path: str | Path, n_threads: int = 1, cpu_path: int = -1, keep_stages: bool = False,
                  precision: int = 0) -> None:
@@ -36,49 +35,53 @@ class VisionEncoder:
         lib.tp_vision_get_info(self._model, info)
         self.n_embd = int(info.n_embd)
         self.precision = int(info.precision)  # what the model computes with (auto resolved)
-        self.geometry = ViewGeometry(
-            global_size=int(info.image_size),
-            tile_size=int(info.tile_size),
-            patch_size=int(info.patch_size),
-            downsample=int(info.downsample),
-            min_tiles=int(info.min_tiles),
-            max_tiles=int(info.max_tiles),
-            pad_color=int(info.pad_color),
-            mean=tuple(float(v) for v in info.image_mean),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in info.image_std),  # type: ignore[arg-type]
-        )
+        self.family = ffi.string(info.family).decode()
+        self.projector_type = ffi.string(info.projector_type).decode()
+        # the family's official runner's no-repeat rule (n-gram size, window of generated tokens)
+        self.no_repeat = (int(info.no_repeat_ngram), int(info.no_repeat_window))
+        self.modes: tuple[str, ...] = tuple(ffi.string(lib.tp_vision_mode_name(self._model, i)).decode()
+                                            for i in range(info.n_modes))
 
-    def prepare(self, image: ImageSource | PreparedImage, mode: str = "gundam") -> PreparedImage:
+    @property
+    def default_mode(self) -> str:
+        return self.modes[0]
+
+    def preprocess_params(self, mode: str | None = None, min_tiles: int | None = None,
+                          max_tiles: int | None = None) -> object:
+        """tp_preprocess_params of an image mode (None: the default), tile limits optionally overridden."""
+        mode = mode or self.default_mode
+        if mode not in self.modes:
+            raise ValueError(f"unknown image mode {mode!r} for this {self.family} model "
+                             f"(expected one of: {', '.join(self.modes)})")
+        p = ffi.new("tp_preprocess_params *")
+        check_error(lib.tp_vision_preprocess_params(self._model, mode.encode(), p))
+        if min_tiles is not None or max_tiles is not None:
+            lo = min(p.min_tiles, max_tiles or p.min_tiles) if min_tiles is None else min_tiles
+            p.min_tiles, p.max_tiles = lo, max(p.max_tiles, lo) if max_tiles is None else max_tiles
+        return p
+
+    def prepare(self, image: ImageSource | PreparedImage, mode: str | None = None, min_tiles: int | None = None,
+                max_tiles: int | None = None) -> PreparedImage:
         if isinstance(image, PreparedImage):
             return image
-        return prepare_image(image, mode, self.geometry)
+        mode = mode or self.default_mode
+        params = self.preprocess_params(mode, min_tiles, max_tiles)
+        return prepare_image(image, mode, params, lambda views: lib.tp_vision_page_n_tokens(self._model, views))
 
-    def n_tokens(self, image: ImageSource | PreparedImage, mode: str = "gundam") -> int:
+    def n_tokens(self, image: ImageSource | PreparedImage, mode: str | None = None) -> int:
         return self.prepare(image, mode).n_tokens
 
-    def encode(self, images: Sequence[ImageSource | PreparedImage], mode: str = "gundam") -> list[np.ndarray]:
+    def encode(self, images: Sequence[ImageSource | PreparedImage], mode: str | None = None) -> list[np.ndarray]:
         """One [n_tokens, n_embd] float32 array per image, all encoded in one pass."""
         prepared = [self.prepare(im, mode) for im in images]
         if not prepared:
             return []
         pages = ffi.new("tp_page_views[]", len(prepared))
-        keep: list[Any] = []
-        outputs: list[np.ndarray] = []
         out_ptrs = ffi.new("float *[]", len(prepared))
+        outputs: list[np.ndarray] = []
         for i, p in enumerate(prepared):
-            gv = np.ascontiguousarray(p.global_view, dtype=np.float32)
-            tiles = np.ascontiguousarray(p.tiles, dtype=np.float32)
-            keep += [gv, tiles]
-            pages[i].global_view = ffi.cast("float *", ffi.from_buffer(gv))
-            pages[i].global_size = gv.shape[0]
-            pages[i].n_tiles = tiles.shape[0]
-            pages[i].tiles = ffi.cast("float *", ffi.from_buffer(tiles)) if tiles.shape[0] else ffi.NULL
-            pages[i].tile_size = tiles.shape[1] if tiles.shape[0] else 0
-            pages[i].grid_cols, pages[i].grid_rows = p.grid if tiles.shape[0] else (0, 0)
-            n = lib.tp_vision_page_n_tokens(self._model, ffi.addressof(pages, i))
-            if n < 0:
-                raise TilepassError(lib.TP_ERR_INVALID_ARGUMENT, f"image {i}: views this model cannot encode")
-            out = np.empty((n, self.n_embd), dtype=np.float32)
+            pages[i] = p.views[0]
+            out = np.empty((p.n_tokens, self.n_embd), dtype=np.float32)
             outputs.append(out)
             out_ptrs[i] = ffi.cast("float *", ffi.from_buffer(out))
         err = new_error()
@@ -86,13 +89,15 @@ class VisionEncoder:
         return outputs
 
     def stage(self, name: str, view: int) -> np.ndarray:
-        """A stage output ("sam", "clip", "proj") of one view of the last encode (keep_stages=True)."""
+        """A stage output ("proj" and the family's, e.g. "sam", "clip") of one view of the last encode
+        (keep_stages=True), flat."""
         n = ffi.new("int64_t *")
         err = new_error()
         check_error(lib.tp_vision_get_stage(self._model, name.encode(), view, ffi.NULL, 0, n, err), err)
         out = np.empty(int(n[0]), dtype=np.float32)
         check_error(
-            lib.tp_vision_get_stage(self._model, name.encode(), view, ffi.cast("float *", ffi.from_buffer(out)), out.size, n, err),
+            lib.tp_vision_get_stage(self._model, name.encode(), view, ffi.cast("float *", ffi.from_buffer(out)),
+                                    out.size, n, err),
             err,
         )
         return out

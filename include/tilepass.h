@@ -412,13 +412,14 @@ const void *tp_gguf_tensor_data(const tp_gguf *g, int64_t i);
 tp_tensor *tp_gguf_load_tensor(tp_gguf *g, tp_context *ctx, const char *name);
 
 /* ---------------------------------------------------------------------------------------------
- * Vision encoders (a "vision" GGUF: general.architecture = clip). Today: DeepSeek-OCR v1
- * (SAM -> CLIP -> linear projector, newline + view-separator layout).
+ * Vision encoders (a "vision" GGUF: general.architecture = clip; the projector type names the model
+ * family, tp_vision_info.family).
  *
- * A page is one global view plus zero or more tiles (all views already preprocessed: float
- * pixels, channels innermost, normalised). tp_vision_encode takes several pages and encodes all
- * of their views in ONE graph computation; the graph for a given set of view sizes is built
- * once and reused.
+ * A page is a list of views, images the encoder takes as they are (resized, padded, normalised): a
+ * family's image modes say how a page's views are made from an image (tp_vision_preprocess_params,
+ * tp_page_from_rgb). tp_vision_encode takes several pages and encodes all of their views in ONE graph
+ * computation (same-size views on a batch dimension); the graph for a given set of view sizes is built
+ * once and reused. A loaded model may be shared between threads: calls on it take turns.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct tp_vision_model tp_vision_model;
@@ -437,30 +438,29 @@ typedef struct tp_vision_params {
 
 tp_vision_params tp_vision_default_params(void);
 
-/* What preprocessing needs to know, read from the file (with llama.cpp's values as fallbacks). */
 typedef struct tp_vision_info {
-    int32_t image_size;   /* the global view's side (1024) */
-    int32_t tile_size;    /* a tile's side (640) */
-    int32_t patch_size;   /* SAM patch (16) */
-    int32_t window_size;  /* SAM window (14) */
-    int32_t downsample;   /* SAM-grid to token-grid factor (4) */
-    int32_t min_tiles, max_tiles;
-    int32_t pad_color;    /* 127 */
-    int32_t n_embd;       /* width of the output tokens (1280) */
-    float image_mean[3];
-    float image_std[3];
-    int32_t precision;    /* the tp_precision the model computes with (auto resolved) */
+    int32_t n_embd;          /* width of the output tokens (the text model's embedding width) */
+    int32_t precision;       /* the tp_precision the model computes with (auto resolved) */
+    int32_t n_modes;         /* image modes, named by tp_vision_mode_name; mode 0 is the default */
+    int32_t no_repeat_ngram; /* the family's official runner's no-repeat rule: n-grams of this size ... */
+    int32_t no_repeat_window;/* ... in a window of this many generated tokens are not repeated */
+    char family[32];         /* the model family, e.g. "deepseek_ocr" */
+    char projector_type[32]; /* the file's clip.projector_type */
 } tp_vision_info;
 
-/* One page's views. global_view: [global_size, global_size, 3] floats (row-major HWC);
- * tiles: [n_tiles, tile_size, tile_size, 3] or NULL when n_tiles == 0; the tiles form a
- * grid_cols × grid_rows grid in raster order (n_tiles == grid_cols · grid_rows). */
+/* One view: [height][width][3] floats (HWC, normalised), owned by the caller. */
+typedef struct tp_image_view {
+    const float *pixels;
+    int32_t width;
+    int32_t height;
+} tp_image_view;
+
+/* One page: its views in the order its mode made them (tp_page_from_rgb: the tiles in raster order, then
+ * the whole-image view) and the grid the tiles form (grid_cols × grid_rows == n_views − 1), or a 0 × 0
+ * grid for a page of one view. */
 typedef struct tp_page_views {
-    const float *global_view;
-    int32_t global_size;
-    const float *tiles;
-    int32_t n_tiles;
-    int32_t tile_size;
+    const tp_image_view *views;
+    int32_t n_views;
     int32_t grid_cols;
     int32_t grid_rows;
 } tp_page_views;
@@ -469,9 +469,11 @@ tp_status tp_vision_load(const char *path, const tp_vision_params *params, tp_vi
                          tp_error *err);
 void tp_vision_free(tp_vision_model *m);
 tp_status tp_vision_get_info(const tp_vision_model *m, tp_vision_info *out);
+/* The name of image mode `mode` (0 .. n_modes − 1), NULL when out of range. */
+const char *tp_vision_mode_name(const tp_vision_model *m, int32_t mode);
 
-/* Laid-out tokens of a page (tiles with newlines, global view with newlines, separator); -1 if the
- * page's sizes are invalid for this model. */
+/* Laid-out tokens of a page (its views' tokens plus the family's layout tokens: newlines, separators);
+ * -1 if the page's views are invalid for this model. */
 int64_t tp_vision_page_n_tokens(const tp_vision_model *m, const tp_page_views *page);
 
 /* Encode n_pages pages in one pass. out_tokens[i] receives page i's tokens as a row-major
@@ -479,14 +481,12 @@ int64_t tp_vision_page_n_tokens(const tp_vision_model *m, const tp_page_views *p
 tp_status tp_vision_encode(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages,
                            float *const *out_tokens, tp_error *err);
 
-/* After an encode with keep_stages: the output of one stage for one view. Views are numbered
- * page by page, each page's tiles first, then its global view. Stages (row-major, tokens × width):
- *   "sam"  - the SAM compressor output [h·w, C_sam] (h = w = side/16/4),
- *   "clip" - the CLIP output including CLS [1 + h·w, C_clip],
- *   "proj" - the projected tokens [h·w, n_embd].
- * *n_out receives the element count; dst (capacity n floats) may be NULL to ask for it. */
-tp_status tp_vision_get_stage(const tp_vision_model *m, const char *stage, int32_t view, float *dst,
-                              int64_t n, int64_t *n_out, tp_error *err);
+/* After an encode with keep_stages: the output of one stage for one view (views numbered page by page,
+ * in each page's order), row-major tokens × width. Every family has "proj" (the view's projected tokens,
+ * before the page layout); the others are the family's (DeepSeek-OCR: "sam", "clip"; DeepSeek-OCR-2:
+ * "sam", "encoder"). *n_out receives the element count; dst (capacity n floats) may be NULL to ask for it. */
+tp_status tp_vision_get_stage(tp_vision_model *m, const char *stage, int32_t view, float *dst, int64_t n,
+                              int64_t *n_out, tp_error *err);
 
 /* Bytes of the compute buffer of the last encode graph (its peak intermediate memory). */
 size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
@@ -497,8 +497,8 @@ size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
 void tp_vision_trim(tp_vision_model *m);
 
 /* ---------------------------------------------------------------------------------------------
- * Text models (a "text" GGUF). Today: the DeepSeek-V2-style MoE decoder of DeepSeek-OCR
- * (general.architecture = deepseek2-ocr). One model holds one sequence and its KV cache.
+ * Text models (a "text" GGUF; general.architecture names the family). One model holds one sequence and
+ * its KV cache: share it between threads only with your own lock.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct tp_text_model tp_text_model;
@@ -557,36 +557,33 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
 const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len);
 
 /* ---------------------------------------------------------------------------------------------
- * Images as RGB bytes (no Python needed). DeepSeek-OCR v1 preprocessing exactly as the Python
- * side (encoder/preprocess.py, Pillow) does it, pixel for pixel:
- *   - tiny / small: stretch to 512 / 640 (aspect ratio not kept);
- *   - base / large: ImageOps.pad to global_size / 1280 (aspect-preserving resize, centred on
- *     pad_color, offsets rounded as Python's round());
- *   - gundam: the base view, plus, when the image is wider or taller than a tile, the whole image
- *     resized (no padding) to a cols × rows canvas of tiles (tp_image_tile_grid) cut in raster
- *     order; a 1 × 1 grid (min_tiles == 1) means no tiles;
- *   - auto: gundam when the image exceeds a tile in either direction, else base;
+ * Images as RGB bytes (no Python needed): an image becomes a page's views exactly as the models'
+ * reference pipelines make them with Pillow, pixel for pixel:
+ *   - the whole-image view, by `fit`: TP_FIT_STRETCH resizes to view_size × view_size (aspect ratio not
+ *     kept); TP_FIT_PAD is ImageOps.pad (aspect-preserving resize as ImageOps.contain, centred on the
+ *     pad colour, offsets rounded as Python's round()); TP_FIT_PAD_FLOOR scales the longer side to
+ *     view_size (the other rounded as Python's round()) and centres it with offsets floored
+ *     (transformers' pad_to_square);
+ *   - tiles, when tile_size > 0 and the image is wider or taller than a tile: the whole image resized
+ *     (no padding) to a cols × rows canvas of tiles (tp_image_tile_grid) cut in raster order; a 1 × 1
+ *     grid (min_tiles == 1) means no tiles;
  *   - every resize is Pillow's Image.resize(..., BICUBIC) (antialiased, fixed-point, a = -0.5);
- *   - normalisation in float32: (x / 255 - mean) / std, HWC (channels innermost), the layout
- *     tp_page_views takes.
- * Results equal encoder/preprocess.py's arrays bit for bit (tests/test_c_preprocess.py).
+ *   - normalisation in float32: (x / 255 - mean) / std, HWC (channels innermost).
+ * A model's modes give these parameters (tp_vision_preprocess_params).
  * ------------------------------------------------------------------------------------------- */
 
-/* The largest image accepted, in pixels (width · height): encoder/images.py's MAX_PIXELS. */
+/* The largest image accepted, in pixels (width · height). */
 #define TP_IMAGE_MAX_PIXELS 40000000
-/* The largest max_tiles accepted: encoder/tiling.py's MAX_TILES_LIMIT. */
+/* The largest max_tiles accepted. */
 #define TP_IMAGE_MAX_TILES 64
 /* The largest view or tile side accepted (the encoder's limit too). */
 #define TP_IMAGE_MAX_SIDE 4096
 
-typedef enum tp_image_mode {
-    TP_IMAGE_MODE_TINY = 0,   /* stretch to 512 × 512, no tiles */
-    TP_IMAGE_MODE_SMALL = 1,  /* stretch to 640 × 640, no tiles */
-    TP_IMAGE_MODE_BASE = 2,   /* pad to global_size, no tiles */
-    TP_IMAGE_MODE_LARGE = 3,  /* pad to 1280, no tiles */
-    TP_IMAGE_MODE_GUNDAM = 4, /* pad to global_size + tile_size tiles when the image exceeds a tile */
-    TP_IMAGE_MODE_AUTO = 5    /* gundam if width or height > tile_size, else base */
-} tp_image_mode;
+typedef enum tp_view_fit {
+    TP_FIT_STRETCH = 0,  /* resize to a square, aspect ratio not kept */
+    TP_FIT_PAD = 1,      /* ImageOps.pad: centred, offsets rounded half to even */
+    TP_FIT_PAD_FLOOR = 2 /* longer side to the view, centred with offsets floored */
+} tp_view_fit;
 
 /* An 8-bit RGB image in caller memory: `height` rows of `width` pixels of 3 bytes (R, G, B), row r
  * starting at rgb + r · stride. stride 0 means width · 3 (packed rows); otherwise stride >= width · 3.
@@ -599,26 +596,27 @@ typedef struct tp_rgb_image {
 } tp_rgb_image;
 
 typedef struct tp_preprocess_params {
-    int mode;                /* a tp_image_mode (default TP_IMAGE_MODE_GUNDAM, as tilepass-cli) */
-    int32_t global_size;     /* side of the base / gundam view, 1..TP_IMAGE_MAX_SIDE (1024) */
-    int32_t tile_size;       /* side of a gundam tile, 1..TP_IMAGE_MAX_SIDE (640) */
-    int32_t min_tiles;       /* gundam grid: 1 <= min_tiles <= max_tiles <= TP_IMAGE_MAX_TILES (2) */
+    int fit;                 /* a tp_view_fit for the whole-image view (TP_FIT_PAD) */
+    int32_t view_size;       /* its side, 1..TP_IMAGE_MAX_SIDE (1024) */
+    int32_t tile_size;       /* 0: no tiles; else the side of a tile, 1..TP_IMAGE_MAX_SIDE (640) */
+    int32_t min_tiles;       /* tile grid: 1 <= min_tiles <= max_tiles <= TP_IMAGE_MAX_TILES (2) */
     int32_t max_tiles;       /* (9) */
     int32_t pad_color;       /* grey level of the padding, 0..255 (127) */
     float image_mean[3];     /* (0.5, 0.5, 0.5) */
     float image_std[3];      /* (0.5, 0.5, 0.5); finite and non-zero */
 } tp_preprocess_params;
 
-/* DeepSeek-OCR v1's values (the numbers in parentheses above). */
+/* The values in parentheses above (DeepSeek-OCR v1's gundam mode). */
 tp_preprocess_params tp_preprocess_default_params(void);
-/* The values a vision model's file gives (tp_vision_info: image_size, tile_size, tile limits, pad
- * colour, mean, std) with mode TP_IMAGE_MODE_GUNDAM. */
-tp_status tp_vision_preprocess_params(const tp_vision_model *m, tp_preprocess_params *out);
+/* The parameters of a model's image mode by name (NULL: its default mode, mode 0), with the values its
+ * file gives (view and tile sizes, tile limits, pad colour, mean, std). TP_ERR_INVALID_ARGUMENT for a
+ * mode the model does not have. */
+tp_status tp_vision_preprocess_params(const tp_vision_model *m, const char *mode, tp_preprocess_params *out);
 
-/* The gundam (cols, rows) tile grid of a width × height image: of every grid with
+/* The (cols, rows) tile grid of a width × height image: of every grid with
  * min_tiles <= cols·rows <= max_tiles (ordered by tile count, then cols), the one whose cols/rows is
- * closest to width/height; on an exact tie the later one when width·height > 0.5·tile_size²·cols·rows
- * (encoder/tiling.py). The caller decides whether to tile at all (gundam: width or height > tile). */
+ * closest to width/height; on an exact tie the later one when width·height > 0.5·tile_size²·cols·rows.
+ * The caller decides whether to tile at all (an image wider or taller than a tile). */
 tp_status tp_image_tile_grid(int32_t width, int32_t height, int32_t min_tiles, int32_t max_tiles,
                              int32_t tile_size, int32_t *cols, int32_t *rows, tp_error *err);
 
@@ -640,16 +638,13 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
                            tp_error *err);
 /* NULL is ignored. Invalidates the pointers tp_page_get_views returned. */
 void tp_page_free(tp_page *page);
-/* The page's views, ready for tp_vision_encode / tp_vision_page_n_tokens: global view
- * [global_size, global_size, 3] and tiles [n_tiles, tile_size, tile_size, 3] floats (HWC), grid
- * (grid_cols, grid_rows), or n_tiles = 0, tiles = NULL and a 0 × 0 grid. The struct and the pixels
- * belong to the page and stay valid until tp_page_free. NULL for a NULL page. */
+/* The page's views, ready for tp_vision_encode / tp_vision_page_n_tokens: the tiles (raster order) then
+ * the whole-image view. The struct and the pixels belong to the page and stay valid until tp_page_free.
+ * NULL for a NULL page. */
 const tp_page_views *tp_page_get_views(const tp_page *page);
-/* The mode used (auto resolved to gundam or base); -1 for a NULL page. */
-int tp_page_mode(const tp_page *page);
 
-/* Preprocess n_images RGB images with params (NULL = tp_vision_preprocess_params of m) and encode
- * them all in one pass (tp_vision_encode). out_tokens and out_n_tokens have n_images entries.
+/* Preprocess n_images RGB images with params (NULL = the model's default mode) and encode them all in
+ * one pass (tp_vision_encode). out_tokens and out_n_tokens have n_images entries.
  * On success out_tokens[i] is a new row-major [out_n_tokens[i], n_embd] float array that the
  * caller owns and releases with tp_vision_tokens_free. On failure every out_tokens[i] is NULL,
  * every out_n_tokens[i] is 0 and nothing stays allocated; the message names the failing image. */

@@ -178,6 +178,10 @@ void tp_gguf_drop_pages(tp_gguf *g);
 /* ---- context internals used by graphs ---- */
 /* Threads a computation may use (scratch sizes are planned for this many). */
 #define TP_MAX_THREADS_PLAN 64
+/* A context whose op constructors also take the leaves of `parent` (a model's weights, bound once at
+ * load) as inputs; parent must outlive it and is never written through it. */
+tp_status tp_context_create_child(const tp_context_params *params, const tp_context *parent, tp_context **out,
+                                  tp_error *err);
 void *tp_ctx_alloc(tp_context *ctx, size_t size); /* zeroed, owned by ctx, freed with it */
 int tp_ctx_n_tensors(const tp_context *ctx);
 int tp_context_precision(const tp_context *ctx); /* tp_precision */

@@ -2,27 +2,26 @@
  * position embeddings (resized with bicubic antialias for grids other than 16×16), pre-LN, then
  * layers on the flattened tokens of all views; attention keeps each view to itself through
  * segments, so views of different sizes share one attention call. */
-#include "vision.h"
+#include "deepseek_ocr.h"
+#include "../blocks/graph_util.h"
 
 #include <math.h>
 
 /* CLIP position embeddings for an out_grid×out_grid view: [F, 1 + g·g]. */
-static tp_tensor *clip_positions(tp_context *ctx, const vision_hparams *hp, const vision_weights *w,
-                                 int out_grid) {
-    if (out_grid == hp->clip_pos_grid) return w->clip_pos;
-    const int64_t F = hp->clip_width, g0 = hp->clip_pos_grid;
-    tp_tensor *cls = vision_cols(ctx, w->clip_pos, 0, 1);
-    tp_tensor *grid = vision_reshape4(ctx, tp_cont(ctx, vision_cols(ctx, w->clip_pos, 1, g0 * g0)), F, g0, g0, 1);
-    tp_tensor *r = vision_resize_grid(ctx, grid, out_grid);
-    r = vision_reshape2(ctx, r, F, (int64_t)out_grid * out_grid);
+static tp_tensor *clip_positions(tp_context *ctx, const dsocr_vision *m, int out_grid) {
+    if (out_grid == m->clip_pos_grid) return m->clip_pos;
+    const int64_t F = m->clip_width, g0 = m->clip_pos_grid;
+    tp_tensor *cls = gu_cols(ctx, m->clip_pos, 0, 1);
+    tp_tensor *grid = gu_reshape4(ctx, tp_cont(ctx, gu_cols(ctx, m->clip_pos, 1, g0 * g0)), F, g0, g0, 1);
+    tp_tensor *r = gu_resize_grid(ctx, grid, out_grid);
+    r = gu_reshape2(ctx, r, F, (int64_t)out_grid * out_grid);
     return tp_concat(ctx, tp_cont(ctx, cls), r, 1);
 }
 
-void vision_build_clip(tp_context *ctx, const vision_hparams *hp, const vision_weights *w,
-                       const view_group *groups, int n_groups, tp_tensor *const *sam_out,
-                       tp_tensor **clip_out) {
-    const int64_t F = hp->clip_width, H = hp->clip_heads, D = F / H;
-    tp_tensor *parts[8] = {0};
+void dsocr_build_clip(tp_context *ctx, const dsocr_vision *m, const view_group *groups, int n_groups,
+                      tp_tensor *const *sam_out, tp_tensor **clip_out) {
+    const int64_t F = m->clip_width, H = m->clip_heads, D = F / H;
+    tp_tensor *parts[TP_VISION_MAX_GROUPS] = {0};
     int64_t n_views = 0;
     for (int gi = 0; gi < n_groups; gi++) n_views += groups[gi].n_views;
     int64_t n_seg = n_views + 1;
@@ -33,27 +32,28 @@ void vision_build_clip(tp_context *ctx, const vision_hparams *hp, const vision_w
     seg[s++] = 0;
     for (int gi = 0; gi < n_groups; gi++) {
         const view_group *g = &groups[gi];
-        int64_t hw = (int64_t)g->out_grid * g->out_grid, B = g->n_views;
-        tp_tensor *x = vision_reshape3(ctx, sam_out[gi], F, hw, B);
+        const int out_grid = sam_out_grid(&m->sam_hp, g->width);
+        int64_t hw = (int64_t)out_grid * out_grid, B = g->n_views;
+        tp_tensor *x = gu_reshape3(ctx, sam_out[gi], F, hw, B);
         /* a CLS token per view: zeros [F, 1, B] + class embedding, broadcast */
         int64_t zne[3] = {F, 1, B};
         tp_tensor *zeros = tp_new_tensor(ctx, TP_TYPE_F32, 3, zne);
-        tp_tensor *cls = tp_add(ctx, zeros, w->class_embd);
+        tp_tensor *cls = tp_add(ctx, zeros, m->class_embd);
         x = tp_concat(ctx, cls, x, 1); /* [F, 1 + hw, B] */
-        x = tp_add(ctx, x, clip_positions(ctx, hp, w, g->out_grid));
-        parts[gi] = vision_reshape2(ctx, x, F, (1 + hw) * B);
+        x = tp_add(ctx, x, clip_positions(ctx, m, out_grid));
+        parts[gi] = gu_reshape2(ctx, x, F, (1 + hw) * B);
         for (int64_t v = 0; v < B; v++) {
             n_tok += 1 + hw;
             seg[s++] = (int32_t)n_tok;
         }
     }
-    tp_tensor *x = vision_concat_n(ctx, parts, n_groups, 1); /* [F, N] */
-    x = tp_layer_norm(ctx, x, w->pre_ln_w, w->pre_ln_b, hp->clip_eps);
+    tp_tensor *x = gu_concat_n(ctx, parts, n_groups, 1); /* [F, N] */
+    x = tp_layer_norm(ctx, x, m->pre_ln_w, m->pre_ln_b, m->clip_eps);
 
-    for (int i = 0; i < hp->clip_layers; i++) {
-        const clip_layer *l = &w->clip[i];
-        tp_tensor *h = tp_layer_norm(ctx, x, l->ln1_w, l->ln1_b, hp->clip_eps);
-        tp_tensor *qkv = vision_linear(ctx, h, l->qkv_w, l->qkv_b); /* [3F, N] */
+    for (int i = 0; i < m->clip_layers; i++) {
+        const clip_layer *l = &m->clip[i];
+        tp_tensor *h = tp_layer_norm(ctx, x, l->ln1_w, l->ln1_b, m->clip_eps);
+        tp_tensor *qkv = gu_linear(ctx, h, l->qkv_w, l->qkv_b); /* [3F, N] */
         if (!qkv) return;
         int64_t ne[4] = {D, H, n_tok, 1};
         size_t nb[4] = {sizeof(float), (size_t)D * sizeof(float), qkv->nb[1], qkv->nb[1] * (size_t)n_tok};
@@ -64,18 +64,19 @@ void vision_build_clip(tp_context *ctx, const vision_hparams *hp, const vision_w
         opts.scale = 1.0f / sqrtf((float)D);
         opts.segments = n_views > 1 ? segments : NULL;
         tp_tensor *o = tp_attention(ctx, q, k, v, &opts); /* [D, H, N, 1] */
-        o = vision_reshape2(ctx, o, F, n_tok);
-        x = tp_add(ctx, x, vision_linear(ctx, o, l->out_w, l->out_b));
-        h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, hp->clip_eps);
-        h = vision_linear(ctx, tp_linear(ctx, l->fc1_w, h, l->fc1_b, TP_ACT_QUICK_GELU), l->fc2_w, l->fc2_b);
+        o = gu_reshape2(ctx, o, F, n_tok);
+        x = tp_add(ctx, x, gu_linear(ctx, o, l->out_w, l->out_b));
+        h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, m->clip_eps);
+        h = gu_linear(ctx, tp_linear(ctx, l->fc1_w, h, l->fc1_b, TP_ACT_QUICK_GELU), l->fc2_w, l->fc2_b);
         x = tp_add(ctx, x, h);
     }
 
     int64_t first = 0;
     for (int gi = 0; gi < n_groups; gi++) {
         const view_group *g = &groups[gi];
-        int64_t hw = (int64_t)g->out_grid * g->out_grid, B = g->n_views;
-        clip_out[gi] = vision_reshape3(ctx, vision_cols(ctx, x, first, (1 + hw) * B), F, 1 + hw, B);
+        const int out_grid = sam_out_grid(&m->sam_hp, g->width);
+        int64_t hw = (int64_t)out_grid * out_grid, B = g->n_views;
+        clip_out[gi] = gu_reshape3(ctx, gu_cols(ctx, x, first, (1 + hw) * B), F, 1 + hw, B);
         first += (1 + hw) * B;
     }
 }

@@ -109,7 +109,7 @@ static tp_status collect_nodes(tp_graph *g, int n_ids) {
             if (i < TP_MAX_SRC) {
                 next_src[t->id] = i + 1;
                 tp_tensor *s = t->src[i];
-                if (s && state[s->id] == 0) {
+                if (s && s->ctx == g->ctx && state[s->id] == 0) {
                     state[s->id] = 1;
                     next_src[s->id] = 0;
                     stack[sp++] = s;
@@ -227,12 +227,13 @@ tp_status tp_graph_plan(tp_graph *g) {
         return tp_ctx_set_error(ctx, TP_ERR_OUT_OF_MEMORY, "tp_graph_plan: out of memory");
     }
     for (int i = 0; i < n_ids; i++) last_use[i] = -1;
-    for (int o = 0; o < g->n_outputs; o++) keep[storage_of(g->outputs[o])->id] = 1;
+    for (int o = 0; o < g->n_outputs; o++)
+        if (storage_of(g->outputs[o])->ctx == ctx) keep[storage_of(g->outputs[o])->id] = 1;
     for (int n = 0; n < g->n_nodes; n++) {
         tp_tensor *t = g->nodes[n];
         for (int s = 0; s < TP_MAX_SRC; s++)
-            if (t->src[s]) last_use[storage_of(t->src[s])->id] = n;
-        if (t->view_src) last_use[t->view_src->id] = TP_MAX(last_use[t->view_src->id], n);
+            if (t->src[s] && storage_of(t->src[s])->ctx == ctx) last_use[storage_of(t->src[s])->id] = n;
+        if (t->view_src && t->view_src->ctx == ctx) last_use[t->view_src->id] = TP_MAX(last_use[t->view_src->id], n);
     }
 
     size_t total = 0;
@@ -252,7 +253,7 @@ tp_status tp_graph_plan(tp_graph *g) {
             tp_tensor *src = t->src[s];
             if (!src) continue;
             tp_tensor *st_t = storage_of(src);
-            if (st_t->op == TP_OP_NONE || keep[st_t->id] || last_use[st_t->id] != n) continue;
+            if (st_t->ctx != ctx || st_t->op == TP_OP_NONE || keep[st_t->id] || last_use[st_t->id] != n) continue;
             last_use[st_t->id] = -2; /* freed once */
             ok = arena_free(&a, offset[st_t->id], storage_bytes(st_t));
         }

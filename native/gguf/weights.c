@@ -69,3 +69,37 @@ void weights_need_f32(weights_loader *L, const tp_tensor *t) {
                  tp_type_name(t->type));
     L->failed = true;
 }
+
+tp_tensor *weights_load_f32(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) {
+    tp_tensor *t = weights_load(L, name, ne0, ne1, ne2, ne3);
+    if (!t || t->type == TP_TYPE_F32) return t;
+    tp_tensor *f = tp_new_tensor(L->ctx, TP_TYPE_F32, t->n_dims, t->ne);
+    if (!f || tp_tensor_get_f32(t, tp_tensor_data(f), tp_nelements(f)) != TP_OK) {
+        tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' (%s) cannot be read as f32: %s", L->path, name,
+                     tp_type_name(t->type), tp_context_error(L->ctx));
+        L->failed = true;
+        return NULL;
+    }
+    tp_tensor_set_name(f, name);
+    return f;
+}
+
+tp_tensor *weights_loadf_f32(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const char *fmt,
+                             int i) {
+    char name[128];
+    snprintf(name, sizeof name, fmt, i);
+    return weights_load_f32(L, name, ne0, ne1, ne2, ne3);
+}
+
+bool weights_str_equals(const tp_gguf *g, const char *key, const char *want) {
+    const char *s;
+    size_t n;
+    if (tp_gguf_get_str(g, key, &s, &n) != TP_OK) return false;
+    return n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+int weights_count_blocks(const tp_gguf *g, const char *fmt, int max) {
+    int n = 0;
+    while (n < max && weights_has_tensorf(g, fmt, n)) n++;
+    return n;
+}

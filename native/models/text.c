@@ -1,14 +1,15 @@
-/* text_api.c - the public text-model API: load a text GGUF, hold one sequence's KV cache, evaluate
- * tokens in batches (one graph per batch of up to n_batch tokens; the embeddings, with image rows
+/* text.c - the public text-model API: load a text GGUF through its family (models/registry.c), bind its
+ * weights once into a weights context, hold one sequence's KV cache, evaluate tokens in batches (one graph
+ * per batch of up to n_batch tokens, in a child context of the weights; the embeddings, with image rows
  * spliced in, are assembled on the host), and give token bytes.
  *
  * The KV cache is model-owned memory (F32, F16 or Q8_0, tp_text_params.kv_type), [head_dim, n_head_kv, n_ctx]
  * per layer for K and for V;
  * each graph sees it as leaves over that memory, writes its new rows with tp_cpy and attends over
- * the first n_past + n rows. A graph lives in a fresh context per batch (weights are leaves over the
- * mapped file, so creating them costs no copy). */
+ * the first n_past + n rows. */
 #define _DEFAULT_SOURCE /* madvise(MADV_POPULATE_READ) */
-#include "text_model.h"
+#include "names.h"
+#include "registry.h"
 #include "tp_quants.h"
 
 #include <stdio.h>
@@ -20,7 +21,10 @@ struct tp_text_model {
     char path[1024];
     tp_text_params params;
     tp_gguf *gguf;
+    const text_family *family;
     text_hparams hp;
+    tp_context *wctx; /* the weights, bound once at load */
+    void *weights;
     text_vocab vocab;
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
@@ -45,24 +49,13 @@ static size_t cache_bytes(tp_type type, int64_t dim, int64_t n_head_kv, int64_t 
     return tp_type_row_bytes(type, dim) * (size_t)n_head_kv * (size_t)n_ctx;
 }
 
-static void span(const tp_tensor *t, uintptr_t *lo, uintptr_t *hi) {
-    if (!t) return;
-    uintptr_t a = (uintptr_t)tp_tensor_data(t);
-    *lo = TP_MIN(*lo, a);
-    *hi = TP_MAX(*hi, a + tp_tensor_nbytes(t));
-}
-
-static void weights_span(const text_weights *w, int n_layer, uintptr_t *lo_out, uintptr_t *hi_out) {
+/* The address range of every tensor of the file (the weights are all of them). */
+static void weights_span(const tp_gguf *g, uintptr_t *lo_out, uintptr_t *hi_out) {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
-    span(w->tok_embd, &lo, &hi);
-    span(w->output_norm, &lo, &hi);
-    span(w->output, &lo, &hi);
-    for (int l = 0; l < n_layer; l++) {
-        const text_layer *ly = &w->layers[l];
-        const tp_tensor *t[] = {ly->attn_norm, ly->wq,        ly->wk,      ly->wv,        ly->wo,      ly->ffn_norm,
-                                ly->ffn_gate,  ly->ffn_up,    ly->ffn_down, ly->gate_inp, ly->gate_exps, ly->up_exps,
-                                ly->down_exps, ly->gate_sh,   ly->up_sh,   ly->down_sh};
-        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) span(t[i], &lo, &hi);
+    for (int64_t i = 0; i < tp_gguf_n_tensors(g); i++) {
+        uintptr_t a = (uintptr_t)tp_gguf_tensor_data(g, i);
+        lo = TP_MIN(lo, a);
+        hi = TP_MAX(hi, a + tp_gguf_tensor_nbytes(g, i));
     }
     *lo_out = lo;
     *hi_out = hi;
@@ -100,6 +93,8 @@ void tp_text_free(tp_text_model *m) {
     free(m->kcache);
     free(m->vcache);
     text_vocab_free(&m->vocab);
+    if (m->family && m->weights) m->family->free(m->weights);
+    tp_context_free(m->wctx);
     tp_threadpool_free(m->pool);
     tp_gguf_close(m->gguf);
     free(m);
@@ -137,26 +132,39 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
     snprintf(m->path, sizeof m->path, "%s", path);
     m->params = p;
     tp_status st = tp_gguf_open(path, &m->gguf, err);
-    if (st == TP_OK) st = text_read_hparams(m->gguf, path, &m->hp, err);
     if (st == TP_OK) {
-        /* check every weight once now, so that eval cannot meet a bad file */
+        m->family = text_family_for(m->gguf);
+        if (!m->family) {
+            const char *arch = "";
+            size_t n = 0;
+            tp_gguf_get_str(m->gguf, KEY_ARCHITECTURE, &arch, &n);
+            st = TP_ERR_FORMAT;
+            if (n == 0)
+                tp_error_set(err, st, "%s: no general.architecture: not a model file", path);
+            else
+                tp_error_set(err, st, "%s: architecture is '%.*s', not a text model this build runs (%s)%s", path,
+                             (int)(n > 64 ? 64 : n), arch, text_family_names(),
+                             weights_str_equals(m->gguf, KEY_ARCHITECTURE, "clip") ? " (it is a vision/mmproj file)" : "");
+        }
+    }
+    if (st == TP_OK) st = m->family->read_hparams(m->gguf, path, &m->hp, err);
+    if (st == TP_OK) {
+        /* every weight bound once, now, so that eval cannot meet a bad file and never looks one up again */
         tp_context_params cp = tp_context_default_params();
-        tp_context *probe = NULL;
-        st = tp_context_create(&cp, &probe, err);
-        text_weights *w = st == TP_OK ? malloc(sizeof(*w)) : NULL;
-        if (st == TP_OK && !w) st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "out of memory");
-        if (st == TP_OK) st = text_load_weights(m->gguf, path, &m->hp, probe, w, err);
+        cp.cpu_path = p.cpu_path;
+        st = tp_context_create(&cp, &m->wctx, err);
+        weights_loader L = {m->gguf, m->wctx, path, err, false};
+        if (st == TP_OK) st = m->family->load(&L, &m->hp, &m->weights);
         if (st == TP_OK) {
-            weights_span(w, m->hp.n_layer, &m->weights_lo, &m->weights_hi);
-            m->embd_type = w->tok_embd->type;
-            m->embd_data = tp_tensor_data(w->tok_embd);
-            m->embd_row_bytes = w->tok_embd->nb[1];
+            weights_span(m->gguf, &m->weights_lo, &m->weights_hi);
+            const tp_tensor *embd = m->family->token_embd(m->weights);
+            m->embd_type = embd->type;
+            m->embd_data = tp_tensor_data(embd);
+            m->embd_row_bytes = embd->nb[1];
             /* auto: an F32 cache for F32 weights (float-reference parity), else F16 */
             m->kv_type = p.kv_type >= 0 ? (tp_type)p.kv_type
-                         : w->layers[0].wq->type == TP_TYPE_F32 ? TP_TYPE_F32 : TP_TYPE_F16;
+                         : m->family->probe_matrix(m->weights)->type == TP_TYPE_F32 ? TP_TYPE_F32 : TP_TYPE_F16;
         }
-        free(w);
-        tp_context_free(probe);
     }
     if (st == TP_OK && m->kv_type == TP_TYPE_Q8_0 && (m->hp.head_dim % 32 != 0 || m->hp.head_dim_v % 32 != 0)) {
         char msg[160];
@@ -236,18 +244,15 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     tp_context_params cp = tp_context_default_params();
     cp.cpu_path = m->params.cpu_path;
     tp_context *ctx = NULL;
-    tp_status st = tp_context_create(&cp, &ctx, err);
+    tp_status st = tp_context_create_child(&cp, m->wctx, &ctx, err);
     if (st != TP_OK) return st;
-    text_weights *w = malloc(sizeof(*w));
     tp_tensor **kc = calloc((size_t)hp->n_layer, sizeof(*kc));
     tp_tensor **vc = calloc((size_t)hp->n_layer, sizeof(*vc));
-    if (!w || !kc || !vc) {
+    if (!kc || !vc) {
         st = TP_ERR_OUT_OF_MEMORY;
         tp_error_set(err, st, "tp_text_eval: out of memory");
         goto done;
     }
-    st = text_load_weights(m->gguf, m->path, hp, ctx, w, err);
-    if (st != TP_OK) goto done;
     int64_t xne[2] = {C, n};
     tp_tensor *x = tp_new_tensor(ctx, TP_TYPE_F32, 2, xne);
     tp_tensor *pos = tp_new_tensor(ctx, TP_TYPE_I32, 1, &n);
@@ -272,7 +277,7 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     }
     tp_graph *g = tp_graph_new(ctx);
     tp_tensor *out = NULL;
-    if (g && x && pos) out = text_build_graph(ctx, g, hp, w, x, pos, kc, vc, m->n_past, n, n_out);
+    if (g && x && pos) out = m->family->build(ctx, g, hp, m->weights, x, pos, kc, vc, m->n_past, n, n_out);
     st = tp_context_status(ctx);
     if (st == TP_OK && (!g || (n_out > 0 && !out))) st = TP_ERR_INTERNAL;
     if (st == TP_OK) st = tp_graph_compute(g, m->pool);
@@ -284,7 +289,6 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
         memcpy(logits, tp_tensor_data(out), (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
     m->n_past += (int32_t)n;
 done:
-    free(w);
     free(kc);
     free(vc);
     tp_context_free(ctx);

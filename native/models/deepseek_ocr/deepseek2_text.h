@@ -1,23 +1,9 @@
-/* text_model.h - the DeepSeek-OCR text decoder (DeepSeek-V2-style MoE with plain MHA): its
- * hyperparameters, weights and graph builder. Loading is in text_load.c, the graph in
- * text_decoder.c and the public API (KV cache, batching, tokens) in text_api.c. */
-#ifndef TP_TEXT_MODEL_H
-#define TP_TEXT_MODEL_H
+/* deepseek2_text.h - the DeepSeek-OCR text decoder (architecture deepseek2-ocr: DeepSeek-V2-style MoE
+ * with plain MHA): its weights and graph builder. Loading is in text_load.c, the graph in text_decoder.c. */
+#ifndef TP_DEEPSEEK2_TEXT_H
+#define TP_DEEPSEEK2_TEXT_H
 
-#include "tp_internal.h"
-
-#define TP_TEXT_MAX_LAYERS 256
-
-typedef struct text_hparams {
-    int n_vocab, n_embd, n_layer, n_ctx_train;
-    int n_head, n_head_kv, head_dim, head_dim_v;
-    int n_dense_lead;      /* leading dense layers (informative; each layer's kind comes from its tensors) */
-    int n_ff;              /* dense layers' intermediate width */
-    int n_expert, n_expert_used, n_expert_shared;
-    int n_ff_exp, n_ff_shexp; /* routed / shared (all shared experts fused) widths; 0 when absent */
-    float eps, rope_base, expert_weights_scale;
-    int bos_id, eos_id, pad_id, image_token_id;
-} text_hparams;
+#include "../text_family.h"
 
 typedef struct text_layer {
     bool moe;
@@ -39,14 +25,12 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
 tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
                             text_weights *w, tp_error *err);
 
-/* Token strings decoded to raw bytes: token i is bytes[offs[i] .. offs[i + 1]). */
-typedef struct text_vocab {
-    int64_t n;
-    int64_t *offs;
-    char *bytes;
-} text_vocab;
-tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, text_vocab *v, tp_error *err);
-void text_vocab_free(text_vocab *v);
+/* Architecture check and every hyperparameter (keys first, tensor shapes as fallbacks); errors name
+ * the file. */
+tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp, tp_error *err);
+/* Every weight as a leaf of ctx over the mapped file, shapes checked against hp. */
+tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
+                            text_weights *w, tp_error *err);
 
 /* One decoder pass over n tokens at positions n_past .. n_past + n − 1.
  *   x:      [n_embd, n] input embeddings (a leaf);

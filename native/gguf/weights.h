@@ -29,5 +29,15 @@ tp_tensor *weights_loadf(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne
                          int i);
 /* Fail unless t is F32 (tensors used element-wise: norms, biases). */
 void weights_need_f32(weights_loader *L, const tp_tensor *t);
+/* As weights_load(f), for tensors used element-wise or reshaped (norms, biases, position and rel-pos
+ * tables, layout vectors): a file may store them as F16, BF16 or even quantised (plain llama-quantize
+ * quantises every 2-D table), so anything but F32 is dequantised once, here, into an F32 leaf of L->ctx. */
+tp_tensor *weights_load_f32(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+tp_tensor *weights_loadf_f32(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const char *fmt,
+                             int i);
+/* A string key equal to `want`. */
+bool weights_str_equals(const tp_gguf *g, const char *key, const char *want);
+/* Tensors fmt % 0, fmt % 1, ... present, counted up to `max`. */
+int weights_count_blocks(const tp_gguf *g, const char *fmt, int max);
 
 #endif

@@ -1,8 +1,9 @@
 /* preprocess.c - images as RGB bytes to the vision encoder's page views, without Python.
  *
- * DeepSeek-OCR v1 preprocessing as encoder/preprocess.py does it with Pillow (spec §6): the same
- * modes, the same gundam grid (encoder/tiling.py), ImageOps.pad's sizes and offsets, and resizes
- * equal to Pillow's Image.resize(BICUBIC) for RGB images pixel for pixel. Pillow's algorithm
+ * What the models' reference pipelines do with Pillow (tilepass.h, "Images as RGB bytes"): the whole-image
+ * view stretched, padded as ImageOps.pad or fitted and padded as transformers' pad_to_square, the tile
+ * grid of DeepSeek-OCR's dynamic_preprocess, and resizes equal to Pillow's Image.resize(BICUBIC) for RGB
+ * images pixel for pixel. Pillow's algorithm
  * (libImaging/Resample.c), re-implemented here:
  *   - per axis, output i is centred at (i + 0.5)·scale in input coordinates (scale = in/out); the
  *     filter (bicubic, a = -0.5, support 2) is stretched by max(scale, 1) (antialiasing when
@@ -23,9 +24,6 @@
 
 #define PRECISION_BITS (32 - 8 - 2)
 #define BICUBIC_SUPPORT 2.0
-#define VIEW_TINY 512
-#define VIEW_SMALL 640
-#define VIEW_LARGE 1280
 
 /* ---------------------------------------------------------------------------------------------
  * Pillow-exact bicubic resampling of RGB8
@@ -274,14 +272,14 @@ static tp_status check_tiles(const char *fn, int32_t min_tiles, int32_t max_tile
 }
 
 static tp_status check_params(const char *fn, const tp_preprocess_params *p, tp_error *err) {
-    if (p->mode < TP_IMAGE_MODE_TINY || p->mode > TP_IMAGE_MODE_AUTO) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: unknown image mode %d", fn, p->mode);
+    if (p->fit < TP_FIT_STRETCH || p->fit > TP_FIT_PAD_FLOOR) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: unknown view fit %d", fn, p->fit);
         return TP_ERR_INVALID_ARGUMENT;
     }
-    if (p->global_size < 1 || p->global_size > TP_IMAGE_MAX_SIDE || p->tile_size < 1 ||
+    if (p->view_size < 1 || p->view_size > TP_IMAGE_MAX_SIDE || p->tile_size < 0 ||
         p->tile_size > TP_IMAGE_MAX_SIDE) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: view size %d / tile size %d out of range 1..%d", fn,
-                     (int)p->global_size, (int)p->tile_size, TP_IMAGE_MAX_SIDE);
+                     (int)p->view_size, (int)p->tile_size, TP_IMAGE_MAX_SIDE);
         return TP_ERR_INVALID_ARGUMENT;
     }
     tp_status st = check_tiles(fn, p->min_tiles, p->max_tiles, err);
@@ -307,8 +305,8 @@ static tp_status check_params(const char *fn, const tp_preprocess_params *p, tp_
 tp_preprocess_params tp_preprocess_default_params(void) {
     tp_preprocess_params p;
     memset(&p, 0, sizeof p);
-    p.mode = TP_IMAGE_MODE_GUNDAM;
-    p.global_size = 1024;
+    p.fit = TP_FIT_PAD;
+    p.view_size = 1024;
     p.tile_size = 640;
     p.min_tiles = 2;
     p.max_tiles = 9;
@@ -320,25 +318,6 @@ tp_preprocess_params tp_preprocess_default_params(void) {
     return p;
 }
 
-tp_status tp_vision_preprocess_params(const tp_vision_model *m, tp_preprocess_params *out) {
-    if (!m || !out) return TP_ERR_INVALID_ARGUMENT;
-    tp_vision_info info;
-    tp_status st = tp_vision_get_info(m, &info);
-    if (st != TP_OK) return st;
-    *out = tp_preprocess_default_params();
-    out->global_size = info.image_size;
-    out->tile_size = info.tile_size;
-    out->min_tiles = info.min_tiles;
-    out->max_tiles = info.max_tiles;
-    out->pad_color = info.pad_color;
-    for (int c = 0; c < 3; c++) {
-        out->image_mean[c] = info.image_mean[c];
-        out->image_std[c] = info.image_std[c];
-    }
-    return TP_OK;
-}
-
-/* encoder/tiling.py's choose_grid, with the same double arithmetic. Arguments checked. */
 static void choose_grid(int32_t width, int32_t height, int32_t min_tiles, int32_t max_tiles, int32_t tile,
                         int32_t *cols, int32_t *rows) {
     const double aspect = (double)width / (double)height;
@@ -418,21 +397,17 @@ tp_status tp_rgb_resize(const tp_rgb_image *src, int32_t out_width, int32_t out_
 
 struct tp_page {
     tp_page_views views;
-    int mode;
-    float *global_view;
-    float *tiles;
+    tp_image_view view[TP_IMAGE_MAX_TILES + 1];
+    float *pixels; /* every view's, one after the other */
 };
 
 void tp_page_free(tp_page *page) {
     if (!page) return;
-    free(page->global_view);
-    free(page->tiles);
+    free(page->pixels);
     free(page);
 }
 
 const tp_page_views *tp_page_get_views(const tp_page *page) { return page ? &page->views : NULL; }
-
-int tp_page_mode(const tp_page *page) { return page ? page->mode : -1; }
 
 /* Python's round() of a double: half to even. */
 static int64_t round_half_even(double x) {
@@ -454,14 +429,20 @@ static void normalise_rgb(const uint8_t *src, size_t n_pixels, const float table
     }
 }
 
-/* ImageOps.pad(image, (S, S), BICUBIC, color): aspect-preserving resize (ImageOps.contain), then
- * centred on the pad colour. dst: S × S × 3 packed. */
-static tp_status pad_view(const tp_rgb_image *im, size_t stride, int32_t S, int32_t pad, uint8_t *dst) {
+/* fit TP_FIT_PAD, ImageOps.pad(image, (S, S), BICUBIC, color): aspect-preserving resize
+ * (ImageOps.contain), then centred on the pad colour with offsets rounded half to even.
+ * fit TP_FIT_PAD_FLOOR, transformers' fit + pad_to_square: scale = S / max(w, h), sizes round(w · scale)
+ * and round(h · scale), centred with offsets floored. dst: S × S × 3 packed. */
+static tp_status pad_view(const tp_rgb_image *im, size_t stride, int fit, int32_t S, int32_t pad, uint8_t *dst) {
     const int32_t w = im->width, h = im->height;
     int64_t nw = S, nh = S;
     double im_ratio = (double)w / (double)h;
     double dest_ratio = (double)S / (double)S;
-    if (im_ratio != dest_ratio) {
+    if (fit == TP_FIT_PAD_FLOOR) {
+        double scale = (double)S / (double)(w > h ? w : h);
+        nw = round_half_even((double)w * scale);
+        nh = round_half_even((double)h * scale);
+    } else if (im_ratio != dest_ratio) {
         if (im_ratio > dest_ratio) {
             int64_t v = round_half_even((double)h / (double)w * (double)S);
             if (v != S) nh = v;
@@ -476,8 +457,14 @@ static tp_status pad_view(const tp_rgb_image *im, size_t stride, int32_t S, int3
     if (nw <= 0 || nh <= 0) return TP_OK; /* Pillow pastes an empty image: all padding */
     if (nw > S || nh > S) return TP_ERR_INTERNAL; /* cannot happen: contain never grows a side past S */
     int64_t x = 0, y = 0;
-    if (nw != S) x = round_half_even((double)(S - nw) * 0.5);
-    else y = round_half_even((double)(S - nh) * 0.5);
+    if (fit == TP_FIT_PAD_FLOOR) {
+        x = (S - nw) / 2;
+        y = (S - nh) / 2;
+    } else if (nw != S) {
+        x = round_half_even((double)(S - nw) * 0.5);
+    } else {
+        y = round_half_even((double)(S - nh) * 0.5);
+    }
     if (x < 0 || y < 0 || x + nw > S || y + nh > S) return TP_ERR_INTERNAL;
     uint8_t *tmp = malloc((size_t)nw * (size_t)nh * 3);
     if (!tmp) return TP_ERR_OUT_OF_MEMORY;
@@ -505,15 +492,7 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
     if (st == TP_OK) st = check_params(fn, &p, err);
     if (st != TP_OK) return st;
 
-    const int32_t w = image->width, h = image->height, T = p.tile_size;
-    int mode = p.mode;
-    if (mode == TP_IMAGE_MODE_AUTO) mode = (w > T || h > T) ? TP_IMAGE_MODE_GUNDAM : TP_IMAGE_MODE_BASE;
-    int32_t S = mode == TP_IMAGE_MODE_TINY    ? VIEW_TINY
-                : mode == TP_IMAGE_MODE_SMALL ? VIEW_SMALL
-                : mode == TP_IMAGE_MODE_LARGE ? VIEW_LARGE
-                                              : p.global_size;
-    bool stretch = mode == TP_IMAGE_MODE_TINY || mode == TP_IMAGE_MODE_SMALL;
-
+    const int32_t w = image->width, h = image->height, T = p.tile_size, S = p.view_size;
     float table[3][256];
     for (int c = 0; c < 3; c++) {
         for (int v = 0; v < 256; v++) {
@@ -523,6 +502,13 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
             table[c][v] = x;
         }
     }
+    int32_t cols = 0, rows = 0;
+    if (T > 0 && (w > T || h > T)) {
+        choose_grid(w, h, p.min_tiles, p.max_tiles, T, &cols, &rows);
+        if (cols == 1 && rows == 1) cols = rows = 0; /* a 1 × 1 grid: no tiles */
+    }
+    const size_t ts = (size_t)T, tile_px = ts * ts, n_tiles = (size_t)cols * (size_t)rows;
+    const size_t view_px = (size_t)S * (size_t)S;
 
     tp_page *page = calloc(1, sizeof *page);
     uint8_t *u8 = NULL;
@@ -530,58 +516,56 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
         st = TP_ERR_OUT_OF_MEMORY;
         goto fail;
     }
-    page->mode = mode;
-
-    /* the global (or only) view */
-    size_t view_px = (size_t)S * (size_t)S;
-    u8 = malloc(view_px * 3);
-    page->global_view = malloc(view_px * 3 * sizeof(float));
-    if (!u8 || !page->global_view) {
+    page->pixels = malloc((n_tiles * tile_px + view_px) * 3 * sizeof(float));
+    if (!page->pixels) {
         st = TP_ERR_OUT_OF_MEMORY;
         goto fail;
     }
-    st = stretch ? resize_rgb8(image->rgb, w, h, stride, u8, S, S) : pad_view(image, stride, S, p.pad_color, u8);
+    page->views.views = page->view;
+    page->views.n_views = (int32_t)n_tiles + 1;
+    page->views.grid_cols = cols;
+    page->views.grid_rows = rows;
+
+    /* the tiles: the whole image resized to the grid's canvas, cut in raster order (tile (r, c) is rows
+     * r·T.., columns c·T.. of the canvas) */
+    if (n_tiles > 0) {
+        const int32_t cw = T * cols, ch = T * rows; /* <= 4096 · 64 */
+        u8 = malloc((size_t)cw * (size_t)ch * 3);
+        if (!u8) {
+            st = TP_ERR_OUT_OF_MEMORY;
+            goto fail;
+        }
+        st = resize_rgb8(image->rgb, w, h, stride, u8, cw, ch);
+        if (st != TP_OK) goto fail;
+        for (int32_t r = 0; r < rows; r++) {
+            for (int32_t c = 0; c < cols; c++) {
+                const size_t i = (size_t)r * (size_t)cols + (size_t)c;
+                float *tile = page->pixels + i * tile_px * 3;
+                for (int32_t y = 0; y < T; y++) {
+                    const uint8_t *src = u8 + (((size_t)r * ts + (size_t)y) * (size_t)cw + (size_t)c * ts) * 3;
+                    normalise_rgb(src, ts, (const float(*)[256])table, tile + (size_t)y * ts * 3);
+                }
+                page->view[i] = (tp_image_view){tile, T, T};
+            }
+        }
+        free(u8);
+        u8 = NULL;
+    }
+
+    /* the whole-image view, last */
+    u8 = malloc(view_px * 3);
+    if (!u8) {
+        st = TP_ERR_OUT_OF_MEMORY;
+        goto fail;
+    }
+    st = p.fit == TP_FIT_STRETCH ? resize_rgb8(image->rgb, w, h, stride, u8, S, S)
+                                 : pad_view(image, stride, p.fit, S, p.pad_color, u8);
     if (st != TP_OK) goto fail;
-    normalise_rgb(u8, view_px, (const float(*)[256])table, page->global_view);
+    float *whole = page->pixels + n_tiles * tile_px * 3;
+    normalise_rgb(u8, view_px, (const float(*)[256])table, whole);
     free(u8);
     u8 = NULL;
-    page->views.global_view = page->global_view;
-    page->views.global_size = S;
-
-    /* gundam tiles */
-    if (mode == TP_IMAGE_MODE_GUNDAM && (w > T || h > T)) {
-        int32_t cols = 1, rows = 1;
-        choose_grid(w, h, p.min_tiles, p.max_tiles, T, &cols, &rows);
-        if (cols > 1 || rows > 1) {
-            const int32_t cw = T * cols, ch = T * rows; /* <= 4096 · 64 */
-            const size_t ts = (size_t)T, tile_px = ts * ts, n_tiles = (size_t)cols * (size_t)rows;
-            u8 = malloc((size_t)cw * (size_t)ch * 3);
-            page->tiles = malloc(n_tiles * tile_px * 3 * sizeof(float));
-            if (!u8 || !page->tiles) {
-                st = TP_ERR_OUT_OF_MEMORY;
-                goto fail;
-            }
-            st = resize_rgb8(image->rgb, w, h, stride, u8, cw, ch);
-            if (st != TP_OK) goto fail;
-            /* cut in raster order: tile (r, c) is rows r·T.., columns c·T.. of the canvas */
-            for (int32_t r = 0; r < rows; r++) {
-                for (int32_t c = 0; c < cols; c++) {
-                    float *tile = page->tiles + ((size_t)r * (size_t)cols + (size_t)c) * tile_px * 3;
-                    for (int32_t y = 0; y < T; y++) {
-                        const uint8_t *src = u8 + (((size_t)r * ts + (size_t)y) * (size_t)cw + (size_t)c * ts) * 3;
-                        normalise_rgb(src, ts, (const float(*)[256])table, tile + (size_t)y * ts * 3);
-                    }
-                }
-            }
-            free(u8);
-            u8 = NULL;
-            page->views.tiles = page->tiles;
-            page->views.n_tiles = cols * rows;
-            page->views.tile_size = T;
-            page->views.grid_cols = cols;
-            page->views.grid_rows = rows;
-        }
-    }
+    page->view[n_tiles] = (tp_image_view){whole, S, S};
     *out = page;
     return TP_OK;
 
@@ -615,7 +599,7 @@ tp_status tp_vision_encode_rgb(tp_vision_model *m, const tp_rgb_image *images, i
     }
     tp_preprocess_params p;
     if (params) p = *params;
-    else if (tp_vision_preprocess_params(m, &p) != TP_OK) {
+    else if (tp_vision_preprocess_params(m, NULL, &p) != TP_OK) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: cannot read the model's preprocessing values", fn);
         return TP_ERR_INVALID_ARGUMENT;
     }
@@ -643,7 +627,7 @@ tp_status tp_vision_encode_rgb(tp_vision_model *m, const tp_rgb_image *images, i
         if (n <= 0 || info.n_embd <= 0 || (uint64_t)n > SIZE_MAX / sizeof(float) / (uint64_t)info.n_embd) {
             st = TP_ERR_INVALID_ARGUMENT;
             tp_error_set(err, st, "%s: image %d: the model cannot encode views of %d px (tiles of %d px)", fn,
-                         (int)i, (int)views[i].global_size, (int)views[i].tile_size);
+                         (int)i, (int)p.view_size, (int)p.tile_size);
             goto done;
         }
         out_tokens[i] = malloc((size_t)n * (size_t)info.n_embd * sizeof(float));

@@ -19,6 +19,9 @@ struct tp_context {
     int n_tensors;
     tp_alloc_node *allocs;
     tp_graph *graphs;
+    /* A weights context whose leaves this one's ops may read (tp_context_create_child): a model binds
+     * its weights once, at load, and each computation builds its graph in a child context. */
+    const tp_context *parent;
 };
 
 int tp_ctx_n_tensors(const tp_context *ctx) { return ctx->n_tensors; }
@@ -127,6 +130,13 @@ tp_status tp_context_create(const tp_context_params *params, tp_context **out, t
     ctx->precision = p.precision;
     *out = ctx;
     return TP_OK;
+}
+
+tp_status tp_context_create_child(const tp_context_params *params, const tp_context *parent, tp_context **out,
+                                   tp_error *err) {
+    tp_status st = tp_context_create(params, out, err);
+    if (st == TP_OK) (*out)->parent = parent;
+    return st;
 }
 
 void tp_context_free(tp_context *ctx) {
@@ -293,7 +303,7 @@ bool tp_check_inputs(tp_context *ctx, const char *op_name, int n, tp_tensor *con
             tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "%s: input %d is NULL", op_name, i);
             return false;
         }
-        if (inputs[i]->ctx != ctx) {
+        if (inputs[i]->ctx != ctx && !(ctx->parent && inputs[i]->ctx == ctx->parent && inputs[i]->op == TP_OP_NONE)) {
             tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT,
                              "%s: input %d belongs to another context", op_name, i);
             return false;

@@ -8,7 +8,7 @@
  * The KV cache of a layer is [head_dim, n_head_kv, n_ctx] (F32 or F16; tp_cpy rounds the new rows to
  * F16 and attention reads F16 rows directly): a token's keys are contiguous, so the n new tokens are
  * one contiguous block. */
-#include "text_model.h"
+#include "deepseek2_text.h"
 
 #include <math.h>
 

@@ -1,0 +1,32 @@
+/* text_model.h - what every text model shares: its hyperparameters (the union of what the families
+ * read; a family leaves fields it does not use at 0) and its vocabulary as raw bytes (text_vocab.c). The
+ * public API (KV cache, batching, tokens) is models/text.c; each family's weights and graph are in its
+ * folder. */
+#ifndef TP_TEXT_MODEL_H
+#define TP_TEXT_MODEL_H
+
+#include "tp_internal.h"
+
+#define TP_TEXT_MAX_LAYERS 256
+
+typedef struct text_hparams {
+    int n_vocab, n_embd, n_layer, n_ctx_train;
+    int n_head, n_head_kv, head_dim, head_dim_v;
+    int n_dense_lead;      /* leading dense layers (informative; each layer's kind comes from its tensors) */
+    int n_ff;              /* dense layers' intermediate width */
+    int n_expert, n_expert_used, n_expert_shared;
+    int n_ff_exp, n_ff_shexp; /* routed / shared (all shared experts fused) widths; 0 when absent */
+    float eps, rope_base, expert_weights_scale;
+    int bos_id, eos_id, pad_id, image_token_id;
+} text_hparams;
+
+/* Token strings decoded to raw bytes: token i is bytes[offs[i] .. offs[i + 1]). */
+typedef struct text_vocab {
+    int64_t n;
+    int64_t *offs;
+    char *bytes;
+} text_vocab;
+tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, text_vocab *v, tp_error *err);
+void text_vocab_free(text_vocab *v);
+
+#endif
