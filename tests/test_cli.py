@@ -251,7 +251,6 @@ def test_matches_live_transformers_generate(converted_tiny, tmp_path, capsys, ng
     from transformers import UnlimitedOcrForConditionalGeneration
 
     from encoder.pipeline import normalise_prompt
-    from encoder.preprocess import prepare_image
     from encoder.tokenizer import Tokenizer
     from encoder.vision import VisionEncoder
 
@@ -268,7 +267,7 @@ def test_matches_live_transformers_generate(converted_tiny, tmp_path, capsys, ng
 
     model = UnlimitedOcrForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     enc = VisionEncoder(vision)
-    p = prepare_image(img, "gundam", enc.geometry)
+    p = enc.prepare(img, "gundam")
     tok = Tokenizer.from_gguf(text)
     before, after = normalise_prompt("<|grounding|>Convert the document to markdown.").split("<image>")
     ids = [0] + tok.encode(before) + [128815] * p.n_tokens + tok.encode(after)

@@ -227,7 +227,6 @@ def vision_setup(tmp_path_factory):
 
 @pytest.mark.parametrize("model,outtype", [("heads16", "f32"), ("heads16", "f16"), ("heads64", "f16")])
 def test_vision_encoder_bf16_precision_cosine(vision_setup, model, outtype, record_property):
-    from encoder.preprocess import prepare_image
     from encoder.vision import VisionEncoder
     from test_vision_reference import cosine, page_image, reference_stages
 
@@ -236,7 +235,7 @@ def test_vision_encoder_bf16_precision_cosine(vision_setup, model, outtype, reco
     enc32 = VisionEncoder(files[outtype], n_threads=2)
     worst = 1.0
     for mode, size in (("base", (900, 1300)), ("gundam", (1240, 1754)), ("tiny", (640, 480))):
-        p = prepare_image(page_image(*size, seed=3), mode, enc.geometry)
+        p = enc.prepare(page_image(*size, seed=3), mode)
         (ours,) = enc.encode([p])
         (ours32,) = enc32.encode([p])
         ref_layout = reference_stages(ref, p)["layout"]
@@ -282,7 +281,6 @@ def test_vision_encoder_int8_precision(vision_setup, int8_setup, record_property
     Q8_0 bytes equal gguf.quants' (the converter's Q8_0 file), so the tokens equal that file's run with BF16
     precision (the same int8 GEMM and BF16 attention) up to float summation order; against transformers F32
     the cosine floor of the quantised files holds (F16 file: quantised from F16-rounded weights)."""
-    from encoder.preprocess import prepare_image
     from encoder.vision import VisionEncoder
     from test_vision_reference import cosine, page_image, reference_stages
 
@@ -293,7 +291,7 @@ def test_vision_encoder_int8_precision(vision_setup, int8_setup, record_property
     assert int8_f32.precision == PRECISION_INT8
     worst = 1.0
     for mode, size in (("base", (900, 1300)), ("gundam", (1240, 1754)), ("tiny", (640, 480))):
-        p = prepare_image(page_image(*size, seed=3), mode, int8_f32.geometry)
+        p = int8_f32.prepare(page_image(*size, seed=3), mode)
         (a,) = int8_f32.encode([p])
         (b,) = q8_file.encode([p])
         (c16,) = int8_f16.encode([p])

@@ -1,4 +1,5 @@
-"""Preprocessing of DeepSeek-OCR v1 (encoder/preprocess.py) against the reference pipeline.
+"""The Pillow reference of DeepSeek-OCR v1 preprocessing (tests/reference_preprocess.py, what the C preprocessing
+is checked against in test_c_preprocess.py) against the official pipeline.
 
 The references here never call our module:
 - the pixel pipeline is the official DeepSeek-OCR code's PIL steps (`infer` + `dynamic_preprocess` +
@@ -28,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from encoder.preprocess import (
+from reference_preprocess import (
     MAX_PIXELS,
     ImageError,
     PreparedImage,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from convert.converter import convert
-from encoder.preprocess import PreparedImage, prepare_image
+from encoder.preprocess import PreparedImage
 from encoder.vision import VisionEncoder
 import sys
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -116,7 +116,7 @@ CASES = [
 @pytest.mark.parametrize("mode,size,grid", CASES, ids=[f"{m}-{s[0]}x{s[1]}" for m, s, _ in CASES])
 def test_f32_stages_match_transformers(reference, vision_files, mode, size, grid):
     enc = VisionEncoder(vision_files["f32"], n_threads=2, keep_stages=True)
-    p = prepare_image(page_image(*size, seed=size[0]), mode, enc.geometry)
+    p = enc.prepare(page_image(*size, seed=size[0]), mode)
     if grid is not None:
         assert p.grid == grid
     (ours,) = enc.encode([p])
@@ -137,7 +137,7 @@ def test_exif_rotated_input(reference, vision_files):
     exif[0x0112] = 6  # rotate 90° clockwise on display
     img.save(buf, format="JPEG", quality=95, exif=exif)
     enc = VisionEncoder(vision_files["f32"], n_threads=2)
-    p = prepare_image(buf.getvalue(), "gundam", enc.geometry)
+    p = enc.prepare(buf.getvalue(), "gundam")
     assert p.original_size == (700, 1300)  # width and height swapped by the EXIF orientation
     (ours,) = enc.encode([p])
     assert rel_err(ours, reference_stages(reference, p)["layout"]) < F32_TOL
@@ -148,7 +148,7 @@ def test_quantised_vision_files_cosine(reference, vision_files, outtype, record_
     enc = VisionEncoder(vision_files[outtype], n_threads=2)
     worst = 1.0
     for mode, size in (("base", (900, 1300)), ("gundam", (1240, 1754)), ("tiny", (640, 480))):
-        p = prepare_image(page_image(*size, seed=3), mode, enc.geometry)
+        p = enc.prepare(page_image(*size, seed=3), mode)
         (ours,) = enc.encode([p])
         c = cosine(ours, reference_stages(reference, p)["layout"])
         worst = min(worst, c)
@@ -159,7 +159,7 @@ def test_quantised_vision_files_cosine(reference, vision_files, outtype, record_
 
 def test_several_pages_in_one_pass_equal_one_at_a_time(vision_files):
     enc = VisionEncoder(vision_files["f32"], n_threads=2)
-    pages = [prepare_image(page_image(*s, seed=i), "gundam", enc.geometry)
+    pages = [enc.prepare(page_image(*s, seed=i), "gundam")
              for i, s in enumerate(((1240, 1754), (1300, 650), (500, 400)))]
     together = enc.encode(pages)
     for p, t in zip(pages, together):

@@ -58,7 +58,9 @@ def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
     from transformers import UnlimitedOcrForConditionalGeneration
 
     from bench_vision import SIZES, _page
-    from encoder.preprocess import prepare_image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from reference_preprocess import prepare_image  # the Pillow reference pipeline (what the C one equals)
 
     torch.set_num_threads(n_threads)
     model = UnlimitedOcrForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval().model
@@ -88,7 +90,6 @@ def _page(size: tuple[int, int]):
 
 def run(n_threads: int = 2) -> list[dict]:
     from convert.converter import convert
-    from encoder.preprocess import prepare_image
     from encoder.vision import VisionEncoder
 
     from bench_kernels import _machine_peaks
@@ -120,7 +121,7 @@ def run(n_threads: int = 2) -> list[dict]:
             load_ms = (time.perf_counter() - t0) * 1e3  # int8: the matrices quantised to Q8_0 here
             label = outtype + {0: "", 1: " bf16-precision", 2: " int8-precision"}[precision]
             for name, (size, mode) in SIZES.items():
-                p = prepare_image(_page(size), mode, enc.geometry)
+                p = enc.prepare(_page(size), mode)
                 (tokens,) = enc.encode([p])  # builds the graph
                 ms = _best_of(TIMED_RUNS, lambda: enc.encode([p]))
                 # the trade a precision makes: its tokens against F32 arithmetic on the same file's weights
@@ -139,7 +140,7 @@ def run(n_threads: int = 2) -> list[dict]:
                              "machine_peak_gflops": peak, "peak_frac": gflops / peak})
             if outtype == "f16" and precision < 2:
                 # one pass over 8 pages vs a loop over them (batching must never be slower)
-                p = prepare_image(_page((1240, 1754)), "gundam", enc.geometry)
+                p = enc.prepare(_page((1240, 1754)), "gundam")
                 enc.encode([p] * 8)
                 t0 = time.perf_counter()
                 enc.encode([p] * 8)
