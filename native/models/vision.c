@@ -187,7 +187,6 @@ static void drop_graph(tp_vision_model *m) {
     m->ctx = NULL;
     m->graph = NULL;
     m->n_groups = 0;
-    m->n_views = 0;
     memset(&m->out, 0, sizeof m->out);
 }
 
