@@ -77,8 +77,9 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 venv: $(VENV)/.stamp
 
-# The C API example: only the public header and the library (sanitizer build), run on the GGUF
-# files llama.cpp's converter wrote (../shared/fixtures) when they are there.
+# The C API example: only the public header and the library (sanitizer build), run in each model's default
+# image mode on the GGUF files llama.cpp's converter wrote (../shared/fixtures: DeepSeek-OCR v1 and
+# DeepSeek-OCR-2) when they are there.
 FIXTURES ?= ../shared/fixtures
 EXAMPLE  := $(BUILD)/examples/c_api_example
 $(EXAMPLE): examples/c_api_example.c $(SANLIB) include/tilepass.h
@@ -86,9 +87,11 @@ $(EXAMPLE): examples/c_api_example.c $(SANLIB) include/tilepass.h
 	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
 	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
 example: $(EXAMPLE)
-	@T=$(FIXTURES)/llamacpp-tiny-v1; if [ -f $$T/text-f16.gguf ]; then \
-	    echo "== $(EXAMPLE)"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf - 8; \
-	else echo "== $(EXAMPLE): $$T missing, not run"; fi
+	@set -e; for T in $(FIXTURES)/llamacpp-tiny-v1 $(FIXTURES)/llamacpp-tiny-ocr2; do \
+	    if [ -f $$T/text-f16.gguf ]; then \
+	        echo "== $(EXAMPLE) $$T"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf - 8; \
+	    else echo "== $(EXAMPLE): $$T missing, not run"; fi; \
+	done
 
 ctest: $(CTESTS)
 	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done

@@ -1,14 +1,14 @@
 /* Image -> text through the public C API only (include/tilepass.h + libtilepass), no Python.
  *
- *   c_api_example [--mode tiny|small|base|large|gundam|auto] TEXT.gguf VISION.gguf [IMAGE.ppm | -]
- *                 [N_TOKENS] [PROMPT_ID ...]
+ *   c_api_example [--mode NAME] TEXT.gguf VISION.gguf [IMAGE.ppm | -] [N_TOKENS] [PROMPT_ID ...]
  *
  * - loads the text model and the vision model;
  * - takes an RGB image: a binary PPM (P6, 8-bit) file, or "-" / nothing for a generated test page;
- * - hands its RGB bytes and size to tp_vision_encode_rgb, which preprocesses it exactly as the Python
- *   side does (mode from --mode, default gundam: a 1024 global view plus 640 tiles for a page larger
- *   than a tile; sizes, tile limits, pad colour and normalisation from the vision file) and encodes all
- *   its views in one pass; the token array it returns belongs to us (tp_vision_tokens_free);
+ * - hands its RGB bytes and size to tp_vision_encode_rgb, which preprocesses it as the model family's
+ *   reference pipeline does (the image mode named by --mode, by default the model's default mode, e.g.
+ *   DeepSeek-OCR's gundam: a 1024 view plus 640 tiles for a page larger than a tile; sizes, tile limits,
+ *   pad colour and normalisation from the vision file) and encodes all its views in one pass; the token
+ *   array it returns belongs to us (tp_vision_tokens_free);
  * - builds the input ids [BOS] + [<image>] * n_image_tokens + PROMPT_IDs (default: the
  *   ids of "\n<|grounding|>", looked up in the file's vocabulary; tokenise a longer prompt with
  *   the Python tokenizer and pass its ids), greedy-decodes up to N_TOKENS (default 32) tokens,
@@ -103,15 +103,6 @@ static int make_test_page(image_u8 *img) {
     return 0;
 }
 
-static int parse_mode(const char *name) {
-    static const char *const names[] = {"tiny", "small", "base", "large", "gundam", "auto"};
-    static const int modes[] = {TP_IMAGE_MODE_TINY, TP_IMAGE_MODE_SMALL, TP_IMAGE_MODE_BASE,
-                                TP_IMAGE_MODE_LARGE, TP_IMAGE_MODE_GUNDAM, TP_IMAGE_MODE_AUTO};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(name, names[i]) == 0) return modes[i];
-    return -1;
-}
-
 /* Id of a token whose stored text is exactly `text` ("Ċ" is byte-level BPE's "\n"), or -1. */
 static int32_t find_token(const char *gguf_path, const char *text) {
     tp_gguf *g = NULL;
@@ -135,13 +126,9 @@ static int32_t find_token(const char *gguf_path, const char *text) {
 }
 
 int main(int argc, char **argv) {
-    int mode = TP_IMAGE_MODE_GUNDAM;
+    const char *mode = NULL; /* NULL: the model's default image mode */
     if (argc > 2 && strcmp(argv[1], "--mode") == 0) {
-        mode = parse_mode(argv[2]);
-        if (mode < 0) {
-            fprintf(stderr, "unknown mode '%s' (tiny, small, base, large, gundam, auto)\n", argv[2]);
-            return 1;
-        }
+        mode = argv[2];
         argc -= 2;
         argv += 2;
     }
@@ -190,10 +177,14 @@ int main(int argc, char **argv) {
 
     if (strcmp(image_path, "-") == 0 ? make_test_page(&img) : read_ppm(image_path, &img)) goto done;
 
-    /* RGB bytes + size in, image tokens out: the model's preprocessing values, our mode */
+    /* RGB bytes + size in, image tokens out: the model's preprocessing values for the mode */
     tp_preprocess_params pp;
-    tp_vision_preprocess_params(vm, &pp);
-    pp.mode = mode;
+    if (tp_vision_preprocess_params(vm, mode, &pp) != TP_OK) {
+        fprintf(stderr, "%s model: no image mode '%s'; its modes:", vi.family, mode ? mode : "(default)");
+        for (int32_t i = 0; i < vi.n_modes; i++) fprintf(stderr, " %s", tp_vision_mode_name(vm, i));
+        fputc('\n', stderr);
+        goto done;
+    }
     tp_rgb_image rgb = {img.rgb, img.w, img.h, (size_t)img.w * 3};
     int64_t n_img = 0;
     if (tp_vision_encode_rgb(vm, &rgb, 1, &pp, &embd, &n_img, &err) != TP_OK) {
@@ -220,8 +211,8 @@ int main(int argc, char **argv) {
         if (gr >= 0) ids[k++] = gr;
     }
     n_ids = k;
-    fprintf(stderr, "image %dx%d -> %lld image tokens; prompt %lld ids\n", img.w, img.h, (long long)n_img,
-            (long long)n_ids);
+    fprintf(stderr, "%s, mode %s: image %dx%d -> %lld image tokens; prompt %lld ids\n", vi.family,
+            mode ? mode : tp_vision_mode_name(vm, 0), img.w, img.h, (long long)n_img, (long long)n_ids);
 
     logits = malloc((size_t)ti.n_vocab * sizeof(float));
     if (!logits) goto done;

@@ -1,15 +1,20 @@
-"""The C preprocessing (native/preprocess.c: RGB bytes -> page views, no Python) against the Python one
-(encoder/preprocess.py with Pillow), through the cffi binding.
+"""The C preprocessing (native/image/preprocess.c: RGB bytes -> page views, no Python) against the Pillow
+references, through the cffi binding: DeepSeek-OCR v1's (tests/reference_preprocess.py) and transformers'
+DeepSeek-OCR-2 image processor.
 
 - views: for many image sizes (1x1, odd, very wide/tall, smaller than a tile, up- and downscales) and
-  every mode, the C float views are BIT-IDENTICAL to prepare_image's (so the 8-bit pixels before the
-  normalisation are equal too: the normalisation is injective), with the same grid and resolved mode;
+  every v1 mode (as view parameters: fit, view size, tile size), the C float views are BIT-IDENTICAL to
+  prepare_image's (so the 8-bit pixels before the normalisation are equal too: the normalisation is
+  injective), with the same grid; "auto" (gundam's parameters) makes exactly the views of the mode the
+  reference resolves it to;
+- TP_FIT_PAD_FLOOR: the views of DeepSeek-OCR-2's two modes equal DeepseekOcr2ImageProcessorPil's (the same
+  8-bit pixels; the floats within rounding, as it rescales by multiplying with 1/255);
 - resize: tp_rgb_resize equals Pillow's Image.resize(BICUBIC) on a sweep of sizes and strides;
 - tiling: tp_image_tile_grid equals tiling.choose_grid on a sweep, exact ties included;
 - bad input: NULL pointers, zero and absurd sizes, bad strides and parameters are refused with
   TP_ERR_INVALID_ARGUMENT and a message, the same limits as the Python side;
-- encode: tp_vision_encode_rgb gives the same image tokens as the float-view path (VisionEncoder) on the
-  tiny llama.cpp-written vision GGUF of ../shared/fixtures.
+- encode: tp_vision_encode_rgb gives the same image tokens as tp_vision_encode of the reference's float
+  views on the tiny llama.cpp-written vision GGUF of ../shared/fixtures.
 
 Pillow 13 resamples vertically first when the height shrinks by more than twice as many pixels as the
 width (python-pillow/Pillow#9549); the C code follows it, so exact equality needs Pillow >= 13.
@@ -27,21 +32,24 @@ from PIL import Image
 
 from encoder.images import MAX_PIXELS, ImageError, check_size
 from encoder.native import ffi, lib, new_error
-from encoder.preprocess import ViewGeometry, prepare_image
 from encoder.tiling import MAX_TILES_LIMIT, choose_grid
+from reference_preprocess import PreparedImage, ViewGeometry, prepare_image
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "llamacpp-tiny-v1"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURE = FIXTURES / "llamacpp-tiny-v1"
+FIXTURE_OCR2 = FIXTURES / "llamacpp-tiny-ocr2"
 BICUBIC = Image.Resampling.BICUBIC
 MODES = ["tiny", "small", "base", "large", "gundam", "auto"]
-MODE_IDS = {
-    "tiny": lib.TP_IMAGE_MODE_TINY,
-    "small": lib.TP_IMAGE_MODE_SMALL,
-    "base": lib.TP_IMAGE_MODE_BASE,
-    "large": lib.TP_IMAGE_MODE_LARGE,
-    "gundam": lib.TP_IMAGE_MODE_GUNDAM,
-    "auto": lib.TP_IMAGE_MODE_AUTO,
+# DeepSeek-OCR v1's modes as view parameters (tilepass.h): (fit, view size (None: the geometry's global
+# size), tiled). "auto" has gundam's parameters: gundam's views are base's for an image within a tile.
+MODE_VIEWS = {
+    "tiny": (lib.TP_FIT_STRETCH, 512, False),
+    "small": (lib.TP_FIT_STRETCH, 640, False),
+    "base": (lib.TP_FIT_PAD, None, False),
+    "large": (lib.TP_FIT_PAD, 1280, False),
+    "gundam": (lib.TP_FIT_PAD, None, True),
+    "auto": (lib.TP_FIT_PAD, None, True),
 }
-MODE_NAMES = {v: k for k, v in MODE_IDS.items()}
 
 pytestmark = pytest.mark.skipif(
     int(PIL.__version__.split(".")[0]) < 13, reason="the C resize follows Pillow >= 13's pass order"
@@ -86,10 +94,11 @@ class RgbImage:
 
 
 def c_params(mode: str, geometry: ViewGeometry = ViewGeometry()) -> Any:
+    fit, size, tiled = MODE_VIEWS[mode]
     p = ffi.new("tp_preprocess_params *", lib.tp_preprocess_default_params())
-    p.mode = MODE_IDS[mode]
-    p.global_size = geometry.global_size
-    p.tile_size = geometry.tile_size
+    p.fit = fit
+    p.view_size = geometry.global_size if size is None else size
+    p.tile_size = geometry.tile_size if tiled else 0
     p.min_tiles = geometry.min_tiles
     p.max_tiles = geometry.max_tiles
     assert isinstance(geometry.pad_color, int)
@@ -100,28 +109,38 @@ def c_params(mode: str, geometry: ViewGeometry = ViewGeometry()) -> Any:
     return p
 
 
-def c_prepare(pixels: np.ndarray, mode: str, geometry: ViewGeometry = ViewGeometry(), row_padding: int = 0):
-    """(global_view, tiles, grid, resolved mode) from the C library."""
+def c_page(pixels: np.ndarray, params: Any, row_padding: int = 0) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """(views, grid) of the C page: copies of its views [h, w, 3] in page order (tiles, then the
+    whole-image view) and its (cols, rows)."""
     img = RgbImage(pixels, row_padding)
     out = ffi.new("tp_page **")
     err = new_error()
-    st = lib.tp_page_from_rgb(img.struct, c_params(mode, geometry), out, err)
+    st = lib.tp_page_from_rgb(img.struct, params, out, err)
     assert st == lib.TP_OK, ffi.string(err.message).decode()
     page = out[0]
     try:
         v = lib.tp_page_get_views(page)
-        s = v.global_size
-        gv = np.frombuffer(ffi.buffer(v.global_view, s * s * 3 * 4), np.float32).reshape(s, s, 3).copy()
-        if v.n_tiles:
-            t = v.tile_size
-            tiles = np.frombuffer(ffi.buffer(v.tiles, v.n_tiles * t * t * 3 * 4), np.float32)
-            tiles = tiles.reshape(v.n_tiles, t, t, 3).copy()
+        views = []
+        for i in range(v.n_views):
+            w, h = v.views[i].width, v.views[i].height
+            views.append(np.frombuffer(ffi.buffer(v.views[i].pixels, w * h * 3 * 4), np.float32)
+                         .reshape(h, w, 3).copy())
+        grid = (int(v.grid_cols), int(v.grid_rows))
+        if len(views) == 1:
+            assert grid == (0, 0)
         else:
-            assert v.tiles == ffi.NULL and v.grid_cols == 0 and v.grid_rows == 0
-            tiles = np.zeros((0, geometry.tile_size, geometry.tile_size, 3), np.float32)
-        return gv, tiles, (v.grid_cols, v.grid_rows), MODE_NAMES[lib.tp_page_mode(page)]
+            assert grid[0] * grid[1] == len(views) - 1
+        return views, grid
     finally:
         lib.tp_page_free(page)
+
+
+def c_prepare(pixels: np.ndarray, mode: str, geometry: ViewGeometry = ViewGeometry(), row_padding: int = 0):
+    """(global_view, tiles, grid) from the C library in a v1 mode; tiles [n, T, T, 3]."""
+    views, grid = c_page(pixels, c_params(mode, geometry), row_padding)
+    t = geometry.tile_size
+    tiles = np.stack(views[:-1]) if len(views) > 1 else np.zeros((0, t, t, 3), np.float32)
+    return views[-1], tiles, grid
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -131,8 +150,15 @@ def bits(a: np.ndarray) -> np.ndarray:
 def assert_same_as_python(pixels: np.ndarray, mode: str, geometry: ViewGeometry = ViewGeometry(),
                           row_padding: int = 0) -> None:
     ref = prepare_image(Image.fromarray(pixels), mode, geometry)
-    gv, tiles, grid, resolved = c_prepare(pixels, mode, geometry, row_padding)
-    assert resolved == ref.mode
+    gv, tiles, grid = c_prepare(pixels, mode, geometry, row_padding)
+    if mode == "auto":
+        # the reference resolves auto (gundam over a tile, else base); the C page of gundam's parameters is
+        # exactly the C page of the resolved mode
+        assert ref.mode in ("gundam", "base")
+        rv, rt, rg = c_prepare(pixels, ref.mode, geometry, row_padding)
+        assert rg == grid and np.array_equal(bits(rv), bits(gv)) and np.array_equal(bits(rt), bits(tiles))
+    else:
+        assert ref.mode == mode
     assert grid == ref.grid
     assert gv.shape == ref.global_view.shape
     assert tiles.shape == ref.tiles.shape
@@ -338,16 +364,15 @@ def test_null_and_bad_arguments():
     assert lib.tp_page_from_rgb(raw_image(2, 2), ffi.NULL, ffi.NULL, err) == lib.TP_ERR_INVALID_ARGUMENT
     lib.tp_page_free(ffi.NULL)
     assert lib.tp_page_get_views(ffi.NULL) == ffi.NULL
-    assert lib.tp_page_mode(ffi.NULL) == -1
 
 
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("mode", 6, "mode"), ("mode", -1, "mode"),
+        ("fit", 3, "fit"), ("fit", -1, "fit"),
         ("min_tiles", 0, "tile limits"), ("max_tiles", 65, "tile limits"), ("max_tiles", 1, "tile limits"),
-        ("global_size", 0, "view size"), ("global_size", 4097, "view size"), ("tile_size", 0, "tile size"),
-        ("pad_color", 256, "pad"), ("pad_color", -1, "pad"),
+        ("view_size", 0, "view size"), ("view_size", 4097, "view size"), ("tile_size", -1, "tile size"),
+        ("tile_size", 4097, "tile size"), ("pad_color", 256, "pad"), ("pad_color", -1, "pad"),
     ],
 )
 def test_bad_params_refused(field, value, words):
@@ -367,12 +392,24 @@ def test_bad_mean_std_refused():
 
 
 def test_default_params_are_deepseek_ocr_v1():
+    # gundam: the padded global view plus tiles
     p = lib.tp_preprocess_default_params()
     g = ViewGeometry()
-    assert p.mode == lib.TP_IMAGE_MODE_GUNDAM
-    assert (p.global_size, p.tile_size, p.min_tiles, p.max_tiles, p.pad_color) == (
+    assert p.fit == lib.TP_FIT_PAD
+    assert (p.view_size, p.tile_size, p.min_tiles, p.max_tiles, p.pad_color) == (
         g.global_size, g.tile_size, g.min_tiles, g.max_tiles, g.pad_color)
     assert tuple(p.image_mean) == g.mean and tuple(p.image_std) == g.std
+
+
+def test_tile_size_zero_means_no_tiles():
+    # gundam's parameters with tile_size 0 are base's, whatever the image size
+    pixels = make_image(1500, 700, seed=11)
+    p = c_params("gundam")
+    p.tile_size = 0
+    views, grid = c_page(pixels, p)
+    base, tiles, base_grid = c_prepare(pixels, "base")
+    assert len(views) == 1 and grid == (0, 0) == base_grid
+    assert np.array_equal(bits(views[0]), bits(base))
 
 
 def test_resize_and_grid_bad_arguments():
@@ -410,8 +447,7 @@ def encode_rgb(model: Any, images: list[np.ndarray], mode: str | None) -> tuple[
     params = ffi.NULL
     if mode is not None:
         params = ffi.new("tp_preprocess_params *")
-        assert lib.tp_vision_preprocess_params(model, params) == lib.TP_OK
-        params.mode = MODE_IDS[mode]
+        assert lib.tp_vision_preprocess_params(model, mode.encode(), params) == lib.TP_OK
     toks = ffi.new("float *[]", len(rgb))
     ns = ffi.new("int64_t[]", len(rgb))
     err = new_error()
@@ -430,6 +466,32 @@ def encode_rgb(model: Any, images: list[np.ndarray], mode: str | None) -> tuple[
     return st, out, ffi.string(err.message).decode()
 
 
+def encode_views(model: Any, refs: list[PreparedImage]) -> list[np.ndarray]:
+    """tp_vision_encode of pages made of the reference's float views (tiles, then the global view)."""
+    info = ffi.new("tp_vision_info *")
+    lib.tp_vision_get_info(model, info)
+    keep: list[Any] = []
+    pages = ffi.new("tp_page_views[]", len(refs))
+    outs = [np.empty(0, np.float32)] * len(refs)
+    ptrs = ffi.new("float *[]", len(refs))
+    for i, ref in enumerate(refs):
+        arrays = [np.ascontiguousarray(t) for t in ref.tiles] + [np.ascontiguousarray(ref.global_view)]
+        views = ffi.new("tp_image_view[]", len(arrays))
+        for j, a in enumerate(arrays):
+            views[j].pixels = ffi.cast("const float *", ffi.from_buffer(a))
+            views[j].width, views[j].height = a.shape[1], a.shape[0]
+        keep += [arrays, views]
+        pages[i].views, pages[i].n_views = views, len(arrays)
+        pages[i].grid_cols, pages[i].grid_rows = ref.grid
+        n = lib.tp_vision_page_n_tokens(model, ffi.addressof(pages, i))
+        assert n == ref.n_tokens
+        outs[i] = np.empty((n, info.n_embd), np.float32)
+        ptrs[i] = ffi.cast("float *", ffi.from_buffer(outs[i]))
+    err = new_error()
+    assert lib.tp_vision_encode(model, pages, len(refs), ptrs, err) == lib.TP_OK, ffi.string(err.message).decode()
+    return outs
+
+
 @needs_fixture
 def test_rgb_encode_equals_float_view_encode():
     from encoder.vision import VisionEncoder
@@ -438,17 +500,18 @@ def test_rgb_encode_equals_float_view_encode():
     page = np.asarray(Image.open(FIXTURE / "page.png").convert("RGB"))  # 900x1300: gundam 2x3
     small = make_image(300, 170, seed=9)
     for mode in ["gundam", "tiny", "base"]:
-        want = enc.encode([Image.fromarray(page), Image.fromarray(small)], mode=mode)
+        refs = [prepare_image(Image.fromarray(page), mode), prepare_image(Image.fromarray(small), mode)]
+        want = encode_views(enc._model, refs)
         st, got, msg = encode_rgb(enc._model, [page, small], mode)
         assert st == lib.TP_OK, msg
         for g, w in zip(got, want):
             assert g.shape == w.shape
             assert np.array_equal(g, w), f"{mode}: max diff {np.abs(g - w).max()}"
-    # params NULL = the model's values, mode gundam
+    # params NULL = the model's default mode, gundam
     st, got, msg = encode_rgb(enc._model, [page], None)
     assert st == lib.TP_OK, msg
     assert got[0].shape[0] == 903  # 2x3 tiles + global view + separator (fixture README)
-    assert np.array_equal(got[0], enc.encode([Image.fromarray(page)], mode="gundam")[0])
+    assert np.array_equal(got[0], encode_views(enc._model, [prepare_image(Image.fromarray(page), "gundam")])[0])
 
 
 @needs_fixture
@@ -474,3 +537,76 @@ def test_rgb_encode_failure_leaves_nothing():
     assert lib.tp_vision_encode_rgb(ffi.NULL, arr, 1, ffi.NULL, toks, ns, err) == lib.TP_ERR_INVALID_ARGUMENT
     assert lib.tp_vision_encode_rgb(enc._model, arr, 0, ffi.NULL, toks, ns, err) == lib.TP_ERR_INVALID_ARGUMENT
     lib.tp_vision_tokens_free(ffi.NULL)
+
+
+# ---------------------------------------------------------------------------------------------
+# TP_FIT_PAD_FLOOR: DeepSeek-OCR-2's modes against transformers' image processor
+# ---------------------------------------------------------------------------------------------
+
+OCR2_SIZES = [
+    (900, 1300), (1300, 900),  # the fixture page and its transpose: 2x3 / 3x2 tiles
+    (768, 768), (769, 100), (100, 769),  # at and just over a tile
+    (500, 333), (333, 777), (1001, 1024), (1024, 1001),  # odd margins: floored offsets
+    (2000, 1000), (3000, 40), (40, 3000), (1919, 1081), (5, 7), (1, 1),
+]
+
+
+def ocr2_params(crop_to_patches: bool) -> Any:
+    """DeepSeek-OCR-2's modes as view parameters: gundam {PAD_FLOOR, 1024, tiles 768, 2..6}, base
+    {PAD_FLOOR, 768, no tiles}."""
+    p = ffi.new("tp_preprocess_params *", lib.tp_preprocess_default_params())
+    p.fit = lib.TP_FIT_PAD_FLOOR
+    p.view_size = 1024 if crop_to_patches else 768
+    p.tile_size = 768 if crop_to_patches else 0
+    p.min_tiles, p.max_tiles = 2, 6
+    return p
+
+
+@pytest.mark.parametrize("crop_to_patches", [True, False], ids=["gundam", "base"])
+def test_pad_floor_equals_transformers_deepseek_ocr2(crop_to_patches):
+    proc_mod = pytest.importorskip("transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2")
+    proc = proc_mod.DeepseekOcr2ImageProcessorPil()
+    max_diff = 0.0
+    for i, (w, h) in enumerate(OCR2_SIZES):
+        pixels = make_image(w, h, seed=i)
+        out = proc(images=[Image.fromarray(pixels)], crop_to_patches=crop_to_patches)
+        want = [np.asarray(t).transpose(1, 2, 0) for t in out.get("pixel_values_local", [])]
+        assert int(out["num_local_patches"][0]) == len(want)
+        want.append(np.asarray(out["pixel_values"][0]).transpose(1, 2, 0))  # CHW -> HWC, the global view last
+        got, grid = c_page(pixels, ocr2_params(crop_to_patches), row_padding=i % 3)
+        assert [g.shape for g in got] == [x.shape for x in want], (w, h)
+        if len(got) > 1:
+            assert grid == choose_grid(w, h, 2, 6, 768)
+        for g, x in zip(got, want):
+            # the same 8-bit pixels: (v * 0.5 + 0.5) * 255 recovers the level from either side
+            level_g = np.rint((g.astype(np.float64) * 0.5 + 0.5) * 255)
+            level_x = np.rint((x.astype(np.float64) * 0.5 + 0.5) * 255)
+            assert np.array_equal(level_g, level_x), f"{w}x{h}: {np.count_nonzero(level_g != level_x)} pixels differ"
+            # the floats within rounding: transformers rescales by multiplying with 1/255, we divide by 255
+            d = float(np.abs(g.astype(np.float64) - x).max())
+            assert d <= 2e-7, f"{w}x{h}: max difference {d}"
+            max_diff = max(max_diff, d)
+    print(f"TP_FIT_PAD_FLOOR vs DeepseekOcr2ImageProcessorPil (crop_to_patches={crop_to_patches}): "
+          f"max |difference| {max_diff:.3g}")
+
+
+@pytest.mark.skipif(not (FIXTURE_OCR2 / "mmproj-f32.gguf").exists(), reason="fixture missing")
+def test_ocr2_modes_are_pad_floor():
+    from encoder.vision import VisionEncoder
+
+    enc = VisionEncoder(FIXTURE_OCR2 / "mmproj-f32.gguf", n_threads=1)
+    assert enc.modes == ("gundam", "base")
+    for mode, crop in [("gundam", True), ("base", False)]:
+        p = ffi.new("tp_preprocess_params *")
+        assert lib.tp_vision_preprocess_params(enc._model, mode.encode(), p) == lib.TP_OK
+        want = ocr2_params(crop)
+        assert (p.fit, p.view_size, p.tile_size, p.min_tiles, p.max_tiles, p.pad_color) == (
+            want.fit, want.view_size, want.tile_size, want.min_tiles, want.max_tiles, want.pad_color)
+        assert tuple(p.image_mean) == tuple(want.image_mean) and tuple(p.image_std) == tuple(want.image_std)
+    page = np.asarray(Image.open(FIXTURE_OCR2 / "page.png").convert("RGB"))
+    st, got, msg = encode_rgb(enc._model, [page], None)  # the default mode: 2x3 tiles, 1121 tokens (README)
+    assert st == lib.TP_OK, msg
+    assert got[0].shape == (1121, enc.n_embd)
+    st, got, msg = encode_rgb(enc._model, [page], "base")
+    assert st == lib.TP_OK, msg
+    assert got[0].shape == (145, enc.n_embd)

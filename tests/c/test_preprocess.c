@@ -1,7 +1,8 @@
 /* test_preprocess.c - RGB bytes -> page views through the public API only, under ASan+UBSan:
- * every mode on awkward sizes (1x1, very wide/tall, padded strides) runs clean; flat images stay flat;
- * padding lands where ImageOps.pad puts it; the spec's tile grids; bad input is refused with a
- * status and a message. (Pixel-exact equality with Pillow is tests/test_c_preprocess.py's job.) */
+ * every mode (DeepSeek-OCR v1's as view parameters, DeepSeek-OCR-2's) on awkward sizes (1x1, very
+ * wide/tall, padded strides) runs clean; flat images stay flat; padding lands where ImageOps.pad and
+ * pad_to_square put it; the spec's tile grids; bad input is refused with a status and a message.
+ * (Pixel-exact equality with Pillow and transformers is tests/test_c_preprocess.py's job.) */
 #include "tilepass.h"
 #include "tp_check.h"
 
@@ -29,11 +30,41 @@ static bool all_equal(const float *v, size_t n, const float want[3]) {
     return true;
 }
 
+/* DeepSeek-OCR v1's modes as view parameters (tilepass.h; "auto" makes exactly gundam's views), plus
+ * DeepSeek-OCR-2's two (fit and offsets floored as transformers' pad_to_square, 768 tiles). */
+typedef struct mode_spec {
+    const char *name;
+    int fit;
+    int32_t view_size, tile_size;
+} mode_spec;
+static const mode_spec MODES[] = {
+    {"tiny", TP_FIT_STRETCH, 512, 0},  {"small", TP_FIT_STRETCH, 640, 0},    {"base", TP_FIT_PAD, 1024, 0},
+    {"large", TP_FIT_PAD, 1280, 0},    {"gundam", TP_FIT_PAD, 1024, 640},    {"auto", TP_FIT_PAD, 1024, 640},
+    {"ocr2-gundam", TP_FIT_PAD_FLOOR, 1024, 768}, {"ocr2-base", TP_FIT_PAD_FLOOR, 768, 0},
+};
+enum { N_MODES = (int)(sizeof MODES / sizeof MODES[0]), MODE_BASE = 2 };
+
+static tp_preprocess_params mode_params(const mode_spec *m) {
+    tp_preprocess_params p = tp_preprocess_default_params();
+    p.fit = m->fit;
+    p.view_size = m->view_size;
+    p.tile_size = m->tile_size;
+    return p;
+}
+
+/* Python's round() (half to even) of a double */
+static int64_t py_round(double x) {
+    double f = floor(x), d = x - f;
+    int64_t i = (int64_t)f;
+    return d > 0.5 ? i + 1 : d < 0.5 ? i : (i % 2 == 0 ? i : i + 1);
+}
+
 static void test_flat_images_every_mode(void) {
     static const int sizes[][2] = {{1, 1},   {2, 3},    {7, 5},      {640, 640}, {641, 17}, {17, 641},
                                    {1000, 999}, {1920, 1080}, {20000, 1}, {1, 20000}, {3, 4000}};
     const uint8_t colour[3] = {200, 31, 7};
     const float want[3] = {norm(200), norm(31), norm(7)};
+    const float pad[3] = {norm(127), norm(127), norm(127)};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         int w = sizes[s][0], h = sizes[s][1];
         size_t stride = (size_t)w * 3 + (s % 3) * 5;
@@ -41,44 +72,83 @@ static void test_flat_images_every_mode(void) {
         CHECK(px != NULL, "image allocated");
         if (!px) continue;
         tp_rgb_image img = {px, w, h, stride};
-        for (int mode = TP_IMAGE_MODE_TINY; mode <= TP_IMAGE_MODE_AUTO; mode++) {
-            tp_preprocess_params p = tp_preprocess_default_params();
-            p.mode = mode;
+        tp_page *base = NULL; /* base's views: what auto and gundam must make for an image within a tile */
+        for (int mi = 0; mi < N_MODES; mi++) {
+            const mode_spec *m = &MODES[mi];
+            tp_preprocess_params p = mode_params(m);
             tp_page *page = NULL;
             tp_error err;
             memset(&err, 0, sizeof err);
             tp_status st = tp_page_from_rgb(&img, &p, &page, &err);
             char what[640];
-            snprintf(what, sizeof what, "%dx%d mode %d preprocessed (%s)", w, h, mode, err.message);
+            snprintf(what, sizeof what, "%dx%d mode %s preprocessed (%s)", w, h, m->name, err.message);
             CHECK(st == TP_OK && page != NULL, what);
             if (!page) continue;
             const tp_page_views *v = tp_page_get_views(page);
-            int used = tp_page_mode(page);
-            CHECK(used != TP_IMAGE_MODE_AUTO && used >= 0, "auto resolved");
-            int S = v->global_size;
-            CHECK(S == (used == TP_IMAGE_MODE_TINY ? 512 : used == TP_IMAGE_MODE_SMALL ? 640
-                        : used == TP_IMAGE_MODE_LARGE ? 1280 : 1024),
-                  "view size of the mode");
-            if (used == TP_IMAGE_MODE_TINY || used == TP_IMAGE_MODE_SMALL) {
-                CHECK(all_equal(v->global_view, (size_t)S * S * 3, want), "a flat image stays flat (stretch)");
-            } else {
+            CHECK(v->n_views >= 1 && v->views != NULL, "at least one view");
+            const tp_image_view *whole = &v->views[v->n_views - 1];
+            int S = whole->width;
+            CHECK(S == m->view_size && whole->height == m->view_size, "view size of the mode");
+            if (m->fit == TP_FIT_STRETCH) {
+                CHECK(all_equal(whole->pixels, (size_t)S * S * 3, want), "a flat image stays flat (stretch)");
+            } else if (m->fit == TP_FIT_PAD) {
                 /* the centre pixel is the image's colour (the image covers the centre) */
-                const float *c = v->global_view + ((size_t)(S / 2) * S + (size_t)(S / 2)) * 3;
+                const float *c = whole->pixels + ((size_t)(S / 2) * S + (size_t)(S / 2)) * 3;
                 bool thin = (double)w / h * S < 0.5 || (double)h / w * S < 0.5; /* rounds to 0 px */
-                const float pad[3] = {norm(127), norm(127), norm(127)};
                 CHECK(thin ? all_equal(c, 3, pad) : all_equal(c, 3, want), "centre pixel");
-            }
-            if (v->n_tiles > 0) {
-                CHECK(v->grid_cols * v->grid_rows == v->n_tiles && v->tile_size == 640, "tile grid");
-                CHECK(all_equal(v->tiles, (size_t)v->n_tiles * 640 * 640 * 3, want), "flat tiles");
-                CHECK(used == TP_IMAGE_MODE_GUNDAM && (w > 640 || h > 640), "tiles only in gundam, over a tile");
             } else {
-                CHECK(v->tiles == NULL && v->grid_cols == 0 && v->grid_rows == 0, "no tiles: empty grid");
+                /* pad_to_square: the longer side fills the view, the other is round(side · S / longer),
+                 * centred with offsets floored; every pixel is the colour inside that box, padding outside */
+                double scale = (double)S / (w > h ? w : h);
+                int64_t nw = py_round(w * scale), nh = py_round(h * scale), x0 = (S - nw) / 2, y0 = (S - nh) / 2;
+                size_t bad = 0;
+                for (int64_t y = 0; y < S; y++)
+                    for (int64_t x = 0; x < S; x++) {
+                        bool in = x >= x0 && x < x0 + nw && y >= y0 && y < y0 + nh;
+                        if (!all_equal(whole->pixels + ((size_t)y * S + (size_t)x) * 3, 3, in ? want : pad)) bad++;
+                    }
+                snprintf(what, sizeof what, "%dx%d %s: image box %lldx%lld at (%lld, %lld), %zu pixels off", w, h,
+                         m->name, (long long)nw, (long long)nh, (long long)x0, (long long)y0, bad);
+                CHECK(bad == 0, what);
+            }
+            const int32_t n_tiles = v->n_views - 1, T = m->tile_size;
+            if (n_tiles > 0) {
+                bool sizes_ok = true;
+                for (int32_t i = 0; i < n_tiles; i++)
+                    sizes_ok = sizes_ok && v->views[i].width == T && v->views[i].height == T &&
+                               all_equal(v->views[i].pixels, (size_t)T * T * 3, want);
+                CHECK(v->grid_cols * v->grid_rows == n_tiles && v->grid_cols > 0 && v->grid_rows > 0, "tile grid");
+                CHECK(sizes_ok, "flat tiles of the tile size");
+                CHECK(T > 0 && (w > T || h > T), "tiles only in a tiled mode, over a tile");
+            } else {
+                CHECK(v->n_views == 1 && v->grid_cols == 0 && v->grid_rows == 0, "no tiles: one view, empty grid");
+            }
+            if (mi == MODE_BASE) {
+                base = page;
+                continue;
+            }
+            /* old "auto": gundam when the image exceeds a tile, else exactly base's views */
+            if (m->tile_size == 640 && m->fit == TP_FIT_PAD) {
+                bool within = w <= 640 && h <= 640;
+                CHECK(within ? n_tiles == 0 : n_tiles >= 2, "gundam/auto: tiles iff over a tile (min 2)");
+                if (within && base) {
+                    const tp_image_view *b = &tp_page_get_views(base)->views[0];
+                    CHECK(n_tiles == 0 && b->width == S &&
+                              memcmp(b->pixels, whole->pixels, (size_t)S * S * 3 * sizeof(float)) == 0,
+                          "gundam/auto within a tile: base's view");
+                }
             }
             tp_page_free(page);
         }
+        tp_page_free(base);
         free(px);
     }
+}
+
+/* The whole-image view of a page (its last view). */
+static const float *whole_view(const tp_page *page) {
+    const tp_page_views *v = tp_page_get_views(page);
+    return v->views[v->n_views - 1].pixels;
 }
 
 static void test_padding_placement(void) {
@@ -88,21 +158,23 @@ static void test_padding_placement(void) {
     CHECK(px != NULL, "image");
     if (!px) return;
     tp_rgb_image img = {px, 100, 50, 0};
-    tp_preprocess_params p = tp_preprocess_default_params();
-    p.mode = TP_IMAGE_MODE_BASE;
+    tp_preprocess_params p = mode_params(&MODES[MODE_BASE]);
     tp_page *page = NULL;
     CHECK(tp_page_from_rgb(&img, &p, &page, NULL) == TP_OK, "base view");
     if (page) {
         const tp_page_views *v = tp_page_get_views(page);
+        CHECK(v->n_views == 1 && v->views[0].width == 1024 && v->views[0].height == 1024, "one 1024 view");
+        const float *g = whole_view(page);
         const float pad[3] = {norm(127), norm(127), norm(127)}, one[3] = {1.0f, 1.0f, 1.0f};
         const size_t row = 1024 * 3;
-        CHECK(all_equal(v->global_view + 255 * row, row, pad), "row 255 is padding");
-        CHECK(all_equal(v->global_view + 256 * row, row, one), "row 256 is the image");
-        CHECK(all_equal(v->global_view + 767 * row, row, one), "row 767 is the image");
-        CHECK(all_equal(v->global_view + 768 * row, row, pad), "row 768 is padding");
+        CHECK(all_equal(g + 255 * row, row, pad), "row 255 is padding");
+        CHECK(all_equal(g + 256 * row, row, one), "row 256 is the image");
+        CHECK(all_equal(g + 767 * row, row, one), "row 767 is the image");
+        CHECK(all_equal(g + 768 * row, row, pad), "row 768 is padding");
         tp_page_free(page);
     }
-    /* an odd margin: 1024 - 1001 = 23 columns, round(11.5) = 12 on the left (half to even) */
+    /* an odd margin: 1024 - 1001 = 23 columns, round(11.5) = 12 on the left (half to even); pad_to_square
+     * (TP_FIT_PAD_FLOOR) floors it: 11 on the left, 12 on the right */
     free(px);
     px = flat_image(1001, 1024, 3003, white);
     if (!px) return;
@@ -110,9 +182,34 @@ static void test_padding_placement(void) {
     page = NULL;
     CHECK(tp_page_from_rgb(&img2, &p, &page, NULL) == TP_OK, "base view 1001x1024");
     if (page) {
-        const float *r = tp_page_get_views(page)->global_view + 500 * 1024 * 3;
+        const float *r = whole_view(page) + 500 * 1024 * 3;
         CHECK(r[11 * 3] == norm(127) && r[12 * 3] == 1.0f && r[1012 * 3] == 1.0f && r[1013 * 3] == norm(127),
               "left margin 12, right margin 11");
+        tp_page_free(page);
+    }
+    tp_preprocess_params pf = p;
+    pf.fit = TP_FIT_PAD_FLOOR;
+    page = NULL;
+    CHECK(tp_page_from_rgb(&img2, &pf, &page, NULL) == TP_OK, "pad-floor view 1001x1024");
+    if (page) {
+        const float *r = whole_view(page) + 500 * 1024 * 3;
+        CHECK(r[10 * 3] == norm(127) && r[11 * 3] == 1.0f && r[1011 * 3] == 1.0f && r[1012 * 3] == norm(127),
+              "pad floor: left margin 11, right margin 12");
+        tp_page_free(page);
+    }
+    free(px);
+    /* the same margin on top: 1024 x 1001, floored to 11 rows above */
+    px = flat_image(1024, 1001, 3072, white);
+    if (!px) return;
+    tp_rgb_image img3 = {px, 1024, 1001, 0};
+    page = NULL;
+    CHECK(tp_page_from_rgb(&img3, &pf, &page, NULL) == TP_OK, "pad-floor view 1024x1001");
+    if (page) {
+        const float *g = whole_view(page), pad[3] = {norm(127), norm(127), norm(127)}, one[3] = {1.0f, 1.0f, 1.0f};
+        const size_t row = 1024 * 3;
+        CHECK(all_equal(g + 10 * row, row, pad) && all_equal(g + 11 * row, row, one) &&
+                  all_equal(g + 1011 * row, row, one) && all_equal(g + 1012 * row, row, pad),
+              "pad floor: top margin 11, bottom margin 12");
         tp_page_free(page);
     }
     free(px);
@@ -157,15 +254,22 @@ static void test_bad_input(void) {
     p.max_tiles = TP_IMAGE_MAX_TILES + 1;
     CHECK(tp_page_from_rgb(&ok, &p, &page, &err) == TP_ERR_INVALID_ARGUMENT, "max_tiles over the limit");
     p = tp_preprocess_default_params();
-    p.mode = 42;
-    CHECK(tp_page_from_rgb(&ok, &p, &page, &err) == TP_ERR_INVALID_ARGUMENT, "unknown mode");
+    p.fit = 42;
+    CHECK(tp_page_from_rgb(&ok, &p, &page, &err) == TP_ERR_INVALID_ARGUMENT, "unknown fit");
+    CHECK(strstr(err.message, "fit") != NULL, "message names the fit");
+    p = tp_preprocess_default_params();
+    p.tile_size = -1;
+    CHECK(tp_page_from_rgb(&ok, &p, &page, &err) == TP_ERR_INVALID_ARGUMENT, "negative tile size");
+    p = tp_preprocess_default_params();
+    p.view_size = 0;
+    CHECK(tp_page_from_rgb(&ok, &p, &page, &err) == TP_ERR_INVALID_ARGUMENT, "view size 0");
     p = tp_preprocess_default_params();
     p.image_std[2] = 0.0f;
     CHECK(tp_page_from_rgb(&ok, &p, &page, &err) == TP_ERR_INVALID_ARGUMENT, "std 0");
     CHECK(tp_page_from_rgb(&ok, NULL, &page, NULL) == TP_OK && page != NULL, "4x4 works, err optional");
     tp_page_free(page);
     tp_page_free(NULL);
-    CHECK(tp_page_get_views(NULL) == NULL && tp_page_mode(NULL) == -1, "NULL page accessors");
+    CHECK(tp_page_get_views(NULL) == NULL, "NULL page accessor");
 
     uint8_t out[12];
     CHECK(tp_rgb_resize(&ok, 2, 2, out, sizeof out - 1, &err) == TP_ERR_INVALID_ARGUMENT, "resize: small dst");
@@ -178,7 +282,9 @@ static void test_bad_input(void) {
     float *toks[1] = {NULL};
     int64_t n[1] = {0};
     CHECK(tp_vision_encode_rgb(NULL, &ok, 1, NULL, toks, n, &err) == TP_ERR_INVALID_ARGUMENT, "encode: NULL model");
-    CHECK(tp_vision_preprocess_params(NULL, &p) == TP_ERR_INVALID_ARGUMENT, "params of a NULL model");
+    CHECK(tp_vision_preprocess_params(NULL, NULL, &p) == TP_ERR_INVALID_ARGUMENT, "params of a NULL model");
+    CHECK(tp_vision_preprocess_params(NULL, "gundam", &p) == TP_ERR_INVALID_ARGUMENT, "named mode of a NULL model");
+    CHECK(tp_vision_mode_name(NULL, 0) == NULL, "mode name of a NULL model");
     tp_vision_tokens_free(NULL);
 }
 
