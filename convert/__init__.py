@@ -1,4 +1,5 @@
-"""convert-hf-to-gguf: DeepSeek-OCR checkpoints (safetensors) to llama.cpp-compatible GGUF files.
+"""convert-hf-to-gguf: DeepSeek-OCR and DeepSeek-OCR-2 checkpoints (safetensors) to llama.cpp-compatible GGUF
+files. The shared machinery is ``convert.base``; each model family is one module of ``convert/models/``.
 
 Public entry points:
     convert(model_dir, *, mmproj=False, outtype="auto", outfile=None, ...) -> ConversionResult

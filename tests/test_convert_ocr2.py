@@ -567,6 +567,20 @@ def test_published_config_reads():
         assert (got.projector_input_dim, got.projector_output_dim) == (896, 1280)
 
 
+def test_layout_is_read_from_the_config(tiny_hf, tmp_path):
+    """transformers' layout under the published architecture name (or none) still reads as transformers'."""
+    for archs in (["DeepseekOCR2ForCausalLM"], None):
+        cfg = saved_config(tiny_hf)
+        if archs is None:
+            del cfg["architectures"]
+        else:
+            cfg["architectures"] = archs
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        got = load_config(tmp_path)
+        assert got.layout == "hf" and got.encoder.num_hidden_layers == 2 and got.text.hidden_size == 64
+        assert got.architecture == (archs[0] if archs else "DeepseekOcr2ForConditionalGeneration")
+
+
 # ---- the registry ---------------------------------------------------------------------------------------
 def test_registry_and_v1_unchanged(tmp_path, capsys):
     """Both families' architectures have both parts; a DeepSeek-OCR v1 checkpoint still converts as v1 (its

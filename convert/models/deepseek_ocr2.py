@@ -156,7 +156,8 @@ class _DeepseekOcr2(ModelBase):
 
     @classmethod
     def read_config(cls, path: Path, top: Getter, arch: str) -> Ocr2Config:
-        return _parse_original(path, top) if arch in ARCHITECTURES_ORIGINAL else _parse_hf(path, top)
+        """The layout by its content (``text_config``: transformers'), whichever architecture name it carries."""
+        return _parse_hf(path, top) if top.has("text_config") else _parse_original(path, top)
 
 
 @ModelBase.register(*ARCHITECTURES_ORIGINAL, *ARCHITECTURES_HF)
