@@ -2,6 +2,8 @@
  * to bytes; control and user-defined tokens as their text). */
 #include "text_model.h"
 
+#include "names.h"
+
 #include <stdlib.h>
 
 /* ---- vocabulary: GPT-2 byte-level BPE strings back to bytes ---- */
@@ -45,17 +47,17 @@ static int utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
 
 tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, text_vocab *v, tp_error *err) {
     memset(v, 0, sizeof(*v));
-    int64_t key = tp_gguf_find_key(g, "tokenizer.ggml.tokens");
+    int64_t key = tp_gguf_find_key(g, KEY_TOK_TOKENS);
     int64_t n_tok = key >= 0 ? tp_gguf_arr_n(g, key) : 0;
     if (key >= 0 && tp_gguf_arr_type(g, key) != TP_GGUF_STRING) n_tok = 0;
-    int64_t type_key = tp_gguf_find_key(g, "tokenizer.ggml.token_type");
+    int64_t type_key = tp_gguf_find_key(g, KEY_TOK_TYPES);
     int64_t n_types = type_key >= 0 ? tp_gguf_arr_n(g, type_key) : 0;
     /* total size: decoded bytes never exceed the UTF-8 length */
     size_t total = 0;
     for (int64_t i = 0; i < n_tok && i < n_vocab; i++) {
         const char *s;
         size_t len;
-        if (tp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len) == TP_OK) total += len;
+        if (tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) == TP_OK) total += len;
     }
     v->n = n_vocab;
     v->offs = malloc((size_t)(n_vocab + 1) * sizeof(int64_t));
@@ -72,9 +74,9 @@ tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, t
         v->offs[i] = (int64_t)pos;
         const char *s;
         size_t len;
-        if (i >= n_tok || tp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len) != TP_OK) continue;
+        if (i >= n_tok || tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) != TP_OK) continue;
         int64_t type = 1;
-        if (i < n_types) tp_gguf_get_arr_i64(g, "tokenizer.ggml.token_type", i, &type);
+        if (i < n_types) tp_gguf_get_arr_i64(g, KEY_TOK_TYPES, i, &type);
         if (type == 3 || type == 4) { /* control / user-defined: the text itself */
             memcpy(v->bytes + pos, s, len);
             pos += len;

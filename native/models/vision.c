@@ -9,6 +9,7 @@
 #include "tp_threadpool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -34,7 +35,7 @@ struct tp_vision_model {
     /* per view of the last encode: its group and index inside the group */
     int32_t n_views;
     int32_t *view_group_of, *view_index_of;
-    size_t last_compute_bytes;
+    _Atomic size_t last_compute_bytes; /* read without the lock */
 };
 
 tp_vision_params tp_vision_default_params(void) {

@@ -4,6 +4,7 @@
  * tensors with every shape checked, and the token strings decoded to raw bytes. */
 #include "deepseek2_text.h"
 #include "tp_quants.h"
+#include "names.h"
 #include "weights.h"
 
 #include <stdio.h>
@@ -44,14 +45,14 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
                      vision ? " (it is a vision/mmproj file)" : "");
         return TP_ERR_FORMAT;
     }
-    hp->n_embd = (int)weights_tensor_ne(g, "token_embd.weight", 0);
-    hp->n_vocab = (int)weights_tensor_ne(g, "token_embd.weight", 1);
+    hp->n_embd = (int)weights_tensor_ne(g, TN_TOKEN_EMBD, 0);
+    hp->n_vocab = (int)weights_tensor_ne(g, TN_TOKEN_EMBD, 1);
     if (hp->n_embd <= 0 || hp->n_vocab <= 0) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: tensor 'token_embd.weight' is missing", path);
         return TP_ERR_FORMAT;
     }
     int counted = 0;
-    while (counted < TP_TEXT_MAX_LAYERS && weights_has_tensorf(g, "blk.%d.attn_norm.weight", counted)) counted++;
+    while (counted < TP_TEXT_MAX_LAYERS && weights_has_tensorf(g, TN_ATTN_NORM, counted)) counted++;
     hp->n_layer = get_int(g, ARCH ".block_count", counted);
     if (hp->n_layer <= 0 || hp->n_layer > TP_TEXT_MAX_LAYERS) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: block count %d is out of range 1..%d", path, hp->n_layer,
@@ -88,18 +89,18 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
     /* the first MoE layer gives the expert shapes; each layer's kind comes from its own tensors */
     int first_moe = -1;
     for (int l = 0; l < hp->n_layer && first_moe < 0; l++)
-        if (weights_has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) first_moe = l;
+        if (weights_has_tensorf(g, TN_FFN_GATE_INP, l)) first_moe = l;
     hp->n_dense_lead = get_int(g, ARCH ".leading_dense_block_count", first_moe < 0 ? hp->n_layer : first_moe);
     for (int l = 0; l < hp->n_layer; l++)
-        if (!weights_has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l)) {
-            hp->n_ff = (int)weights_tensor_nef(g, 1, "blk.%d.ffn_gate.weight", l);
+        if (!weights_has_tensorf(g, TN_FFN_GATE_INP, l)) {
+            hp->n_ff = (int)weights_tensor_nef(g, 1, TN_FFN_GATE, l);
             break;
         }
     if (first_moe >= 0) {
-        hp->n_expert = (int)weights_tensor_nef(g, 2, "blk.%d.ffn_gate_exps.weight", first_moe);
-        hp->n_ff_exp = (int)weights_tensor_nef(g, 1, "blk.%d.ffn_gate_exps.weight", first_moe);
-        hp->n_ff_shexp = weights_has_tensorf(g, "blk.%d.ffn_gate_shexp.weight", first_moe)
-                             ? (int)weights_tensor_nef(g, 1, "blk.%d.ffn_gate_shexp.weight", first_moe)
+        hp->n_expert = (int)weights_tensor_nef(g, 2, TN_FFN_GATE_EXPS, first_moe);
+        hp->n_ff_exp = (int)weights_tensor_nef(g, 1, TN_FFN_GATE_EXPS, first_moe);
+        hp->n_ff_shexp = weights_has_tensorf(g, TN_FFN_GATE_SHEXP, first_moe)
+                             ? (int)weights_tensor_nef(g, 1, TN_FFN_GATE_SHEXP, first_moe)
                              : 0;
         hp->n_expert_used = get_int(g, ARCH ".expert_used_count", 0);
         hp->n_expert_shared = get_int(g, ARCH ".expert_shared_count", hp->n_ff_shexp > 0 ? 1 : 0);
@@ -134,21 +135,21 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
         hp->expert_weights_scale = 1.0f;
     }
     int64_t v;
-    hp->bos_id = get_i64(g, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
-    hp->eos_id = get_i64(g, "tokenizer.ggml.eos_token_id", &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
-    hp->pad_id = get_i64(g, "tokenizer.ggml.padding_token_id", &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
+    hp->bos_id = get_i64(g, KEY_TOK_BOS, &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
+    hp->eos_id = get_i64(g, KEY_TOK_EOS, &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
+    hp->pad_id = get_i64(g, KEY_TOK_PAD, &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
     hp->image_token_id = -1;
-    if (get_i64(g, "tilepass.text.image_token_id", &v) && v >= 0 && v < hp->n_vocab) {
+    if (get_i64(g, KEY_TP_IMAGE_TOKEN_ID, &v) && v >= 0 && v < hp->n_vocab) {
         hp->image_token_id = (int)v;
     } else {
-        int64_t n = tp_gguf_find_key(g, "tokenizer.ggml.tokens") >= 0
-                        ? tp_gguf_arr_n(g, tp_gguf_find_key(g, "tokenizer.ggml.tokens"))
+        int64_t n = tp_gguf_find_key(g, KEY_TOK_TOKENS) >= 0
+                        ? tp_gguf_arr_n(g, tp_gguf_find_key(g, KEY_TOK_TOKENS))
                         : 0;
         /* special tokens sit at the end of the vocabulary: search from there */
         for (int64_t i = TP_MIN(n, (int64_t)hp->n_vocab) - 1; i >= 0; i--) {
             const char *s;
             size_t len;
-            if (tp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len) == TP_OK && str_equals(s, len, "<image>")) {
+            if (tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) == TP_OK && str_equals(s, len, "<image>")) {
                 hp->image_token_id = (int)i;
                 break;
             }
@@ -175,36 +176,34 @@ tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp
     const int64_t C = hp->n_embd, V = hp->n_vocab;
     const int64_t Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t VV = (int64_t)hp->n_head_kv * hp->head_dim_v, O = (int64_t)hp->n_head * hp->head_dim_v;
-    w->tok_embd = load(&L, "token_embd.weight", C, V, 1);
-    w->output_norm = load(&L, "output_norm.weight", C, 1, 1);
-    weights_need_f32(&L, w->output_norm);
-    w->output = load(&L, "output.weight", C, V, 1);
+    w->tok_embd = load(&L, TN_TOKEN_EMBD, C, V, 1);
+    /* norms are element-wise: any stored type (llama.cpp accepts F16 norms) is made F32 once, here */
+    w->output_norm = weights_load_f32(&L, TN_OUTPUT_NORM, C, 1, 1, 1);
+    w->output = load(&L, TN_OUTPUT, C, V, 1);
     for (int l = 0; l < hp->n_layer && !L.failed; l++) {
         text_layer *ly = &w->layers[l];
-        ly->attn_norm = loadf(&L, C, 1, 1, "blk.%d.attn_norm.weight", l);
-        weights_need_f32(&L, ly->attn_norm);
-        ly->ffn_norm = loadf(&L, C, 1, 1, "blk.%d.ffn_norm.weight", l);
-        weights_need_f32(&L, ly->ffn_norm);
-        ly->wq = loadf(&L, C, Q, 1, "blk.%d.attn_q.weight", l);
-        ly->wk = loadf(&L, C, KV, 1, "blk.%d.attn_k.weight", l);
-        ly->wv = loadf(&L, C, VV, 1, "blk.%d.attn_v.weight", l);
-        ly->wo = loadf(&L, O, C, 1, "blk.%d.attn_output.weight", l);
-        ly->moe = weights_has_tensorf(g, "blk.%d.ffn_gate_inp.weight", l);
+        ly->attn_norm = weights_loadf_f32(&L, C, 1, 1, 1, TN_ATTN_NORM, l);
+        ly->ffn_norm = weights_loadf_f32(&L, C, 1, 1, 1, TN_FFN_NORM, l);
+        ly->wq = loadf(&L, C, Q, 1, TN_ATTN_Q, l);
+        ly->wk = loadf(&L, C, KV, 1, TN_ATTN_K, l);
+        ly->wv = loadf(&L, C, VV, 1, TN_ATTN_V, l);
+        ly->wo = loadf(&L, O, C, 1, TN_ATTN_OUT, l);
+        ly->moe = weights_has_tensorf(g, TN_FFN_GATE_INP, l);
         if (!ly->moe) {
-            ly->ffn_gate = loadf(&L, C, hp->n_ff, 1, "blk.%d.ffn_gate.weight", l);
-            ly->ffn_up = loadf(&L, C, hp->n_ff, 1, "blk.%d.ffn_up.weight", l);
-            ly->ffn_down = loadf(&L, hp->n_ff, C, 1, "blk.%d.ffn_down.weight", l);
+            ly->ffn_gate = loadf(&L, C, hp->n_ff, 1, TN_FFN_GATE, l);
+            ly->ffn_up = loadf(&L, C, hp->n_ff, 1, TN_FFN_UP, l);
+            ly->ffn_down = loadf(&L, hp->n_ff, C, 1, TN_FFN_DOWN, l);
             continue;
         }
         const int64_t E = hp->n_expert, F = hp->n_ff_exp;
-        ly->gate_inp = loadf(&L, C, E, 1, "blk.%d.ffn_gate_inp.weight", l);
-        ly->gate_exps = loadf(&L, C, F, E, "blk.%d.ffn_gate_exps.weight", l);
-        ly->up_exps = loadf(&L, C, F, E, "blk.%d.ffn_up_exps.weight", l);
-        ly->down_exps = loadf(&L, F, C, E, "blk.%d.ffn_down_exps.weight", l);
+        ly->gate_inp = loadf(&L, C, E, 1, TN_FFN_GATE_INP, l);
+        ly->gate_exps = loadf(&L, C, F, E, TN_FFN_GATE_EXPS, l);
+        ly->up_exps = loadf(&L, C, F, E, TN_FFN_UP_EXPS, l);
+        ly->down_exps = loadf(&L, F, C, E, TN_FFN_DOWN_EXPS, l);
         if (hp->n_ff_shexp > 0) {
-            ly->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, "blk.%d.ffn_gate_shexp.weight", l);
-            ly->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, "blk.%d.ffn_up_shexp.weight", l);
-            ly->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, "blk.%d.ffn_down_shexp.weight", l);
+            ly->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_GATE_SHEXP, l);
+            ly->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_UP_SHEXP, l);
+            ly->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, TN_FFN_DOWN_SHEXP, l);
         }
     }
     if (L.failed) return err ? err->status : TP_ERR_FORMAT;

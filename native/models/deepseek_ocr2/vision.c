@@ -131,6 +131,11 @@ static bool view_ok(const void *model, int width, int height) {
 
 static int64_t page_n_tokens(const void *model, const tp_page_views *page) {
     const ocr2_vision *m = model;
+    /* the tiles (all but the last view) share one size, the one with the small query table */
+    for (int32_t i = 0; i + 1 < page->n_views; i++)
+        if (page->views[i].width != page->views[0].width || queries_for(m, view_tokens(m, page->views[i].width)) !=
+                                                                   m->query_small)
+            return -1;
     int64_t n = 1; /* the separator */
     for (int32_t i = 0; i < page->n_views; i++) n += view_tokens(m, page->views[i].width);
     return n;
