@@ -22,6 +22,7 @@ class TextInfo:
     eos_id: int
     pad_id: int
     image_token_id: int
+    n_pos_axes: int
 
 
 class TextModel:
@@ -62,9 +63,17 @@ class TextModel:
         lib.tp_text_reset(self._model)
 
     def eval(self, ids: Sequence[int] | np.ndarray, embd: np.ndarray | None = None,
-             all_logits: bool = False) -> np.ndarray:
+             all_logits: bool = False, pos: np.ndarray | None = None) -> np.ndarray:
+        """Logits after appending ids (image rows replacing the image tokens); pos (optional): the tokens'
+        positions, [n_pos_axes, n] (M-RoPE models: t, h, w), else they follow the largest position so far."""
         ids_a = np.ascontiguousarray(np.asarray(ids, dtype=np.int32).reshape(-1))
         n = ids_a.size
+        pos_ptr = ffi.NULL
+        if pos is not None:
+            pos_a = np.ascontiguousarray(np.asarray(pos, dtype=np.int32).reshape(-1, n))
+            if pos_a.shape[0] != self.info.n_pos_axes:
+                raise ValueError(f"pos must be [{self.info.n_pos_axes}, {n}], got {np.shape(pos)}")
+            pos_ptr = ffi.cast("int32_t *", ffi.from_buffer(pos_a))
         n_rows = 0
         embd_ptr = ffi.NULL
         if embd is not None:
@@ -76,8 +85,8 @@ class TextModel:
         logits = np.empty((n if all_logits else 1, self.info.n_vocab), dtype=np.float32)
         err = new_error()
         ids_ptr = ffi.cast("int32_t *", ffi.from_buffer(ids_a)) if n else ffi.NULL
-        st = lib.tp_text_eval(self._model, ids_ptr, n, embd_ptr, n_rows,
-                              ffi.cast("float *", ffi.from_buffer(logits)), all_logits, err)
+        st = lib.tp_text_eval_pos(self._model, ids_ptr, n, pos_ptr, embd_ptr, n_rows,
+                                  ffi.cast("float *", ffi.from_buffer(logits)), all_logits, err)
         check_error(st, err)
         return logits if all_logits else logits[0]
 
@@ -88,9 +97,10 @@ class TextModel:
             raise IndexError(f"token id {token_id} is outside 0..{self.info.n_vocab - 1}")
         return bytes(ffi.buffer(p, n[0]))
 
-    def greedy(self, prompt: Sequence[int], n_new: int, embd: np.ndarray | None = None) -> list[int]:
+    def greedy(self, prompt: Sequence[int], n_new: int, embd: np.ndarray | None = None,
+               pos: np.ndarray | None = None) -> list[int]:
         """Evaluate the prompt, then generate n_new tokens greedily one at a time (no stop rule)."""
-        logits = self.eval(prompt, embd)
+        logits = self.eval(prompt, embd, pos=pos)
         out: list[int] = []
         for _ in range(n_new):
             tok = int(np.argmax(logits))

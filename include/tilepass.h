@@ -32,9 +32,16 @@ extern "C" {
 
 /* TP_CDEF_BEGIN */
 
+/* The version, written only here: tp_version() returns TILEPASS_VERSION, and the Python build and runtime
+ * (the wheel's metadata, tilepass.__version__, the CLIs' --version, the GGUF key tilepass.writer_version)
+ * read these three numbers from this file. */
 #define TILEPASS_VERSION_MAJOR 0
 #define TILEPASS_VERSION_MINOR 1
 #define TILEPASS_VERSION_PATCH 0
+#define TILEPASS_STRINGIFY_(x) #x
+#define TILEPASS_XSTRINGIFY_(x) TILEPASS_STRINGIFY_(x)
+/* "MAJOR.MINOR.PATCH" as a string literal. (One line: the cffi binding drops preprocessor lines.) */
+#define TILEPASS_VERSION TILEPASS_XSTRINGIFY_(TILEPASS_VERSION_MAJOR) "." TILEPASS_XSTRINGIFY_(TILEPASS_VERSION_MINOR) "." TILEPASS_XSTRINGIFY_(TILEPASS_VERSION_PATCH)
 /* Maximum number of tensor dimensions. */
 #define TP_MAX_DIMS 4
 
@@ -60,7 +67,9 @@ typedef struct tp_error {
     char message[512];
 } tp_error;
 
-/* Library version as "MAJOR.MINOR.PATCH"; equals the macros above for a matching build. */
+/* The library's version, "MAJOR.MINOR.PATCH": the TILEPASS_VERSION of the header it was built with. A
+ * program checks that the library it loaded is the one its header describes with
+ * strcmp(tp_version(), TILEPASS_VERSION) == 0; the Python binding refuses a library that differs. */
 const char *tp_version(void);
 
 /* A short constant English name of a status code ("ok", "invalid argument", ...). */
@@ -307,6 +316,14 @@ tp_tensor *tp_interpolate(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t ne
  * a: [D, H, T, B] F32, pos: I32 [T] positions. theta_i = pos · base^(−2i/n_rot). */
 tp_tensor *tp_rope_neox(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot, float freq_base);
 
+/* NeoX rotary embedding with several position axes (Qwen2-VL-style M-RoPE, 2-D vision RoPE): the rotation
+ * pairs i = 0 .. n_rot/2 − 1 are cut into consecutive sections of sections[0], sections[1], ... pairs
+ * (their sum is n_rot/2); a pair of section s turns by theta_i = pos[t, s] · base^(−2j/freq_dim), with
+ * j = i, or j = i − (the section's first pair) when restart. pos: I32 [T, n_sections], contiguous. */
+#define TP_ROPE_MAX_SECTIONS 4
+tp_tensor *tp_rope_multi(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot, float freq_base,
+                         const int32_t *sections, int n_sections, int freq_dim, bool restart);
+
 /* The k largest entries of each row (dim 0) of a [n, rows, ...] F32 tensor, largest first,
  * ties to the lower index. Result I32 [k, rows, ...]. */
 tp_tensor *tp_top_k(tp_context *ctx, tp_tensor *a, int k);
@@ -526,7 +543,8 @@ typedef struct tp_text_info {
     int32_t n_ctx;          /* the KV cache's length */
     int32_t n_ctx_train;
     int32_t bos_id, eos_id, pad_id; /* -1 when the file names none */
-    int32_t image_token_id; /* the "<image>" token, -1 if absent */
+    int32_t image_token_id; /* the image placeholder token ("<image>"), -1 if absent */
+    int32_t n_pos_axes;     /* position axes of the model's rope: 1, or 3 for M-RoPE (t, h, w: PaddleOCR-VL) */
 } tp_text_info;
 
 tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_model **out,
@@ -550,6 +568,12 @@ int32_t tp_text_n_past(const tp_text_model *m);
  * of range. */
 tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const float *embd,
                        int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
+
+/* tp_text_eval with explicit positions: pos holds n_pos_axes (tp_text_info) × n ints, axis-major
+ * (pos[a · n + i] is token i's position on axis a), each in 0..INT32_MAX − n. tp_text_eval itself gives the
+ * tokens 1 + the largest position used so far (+ i) on every axis: n_past + i for a one-axis model. */
+tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
+                           int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
 
 /* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; special tokens as their
  * text). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete

@@ -93,6 +93,7 @@
 #define TN_ATTN_K "blk.%d.attn_k.weight"
 #define TN_ATTN_V "blk.%d.attn_v.weight"
 #define TN_ATTN_OUT "blk.%d.attn_output.weight"
+#define TN_ATTN_OUT_B "blk.%d.attn_output.bias"
 #define TN_FFN_NORM "blk.%d.ffn_norm.weight"
 #define TN_FFN_GATE "blk.%d.ffn_gate.weight"
 #define TN_FFN_UP "blk.%d.ffn_up.weight"

@@ -12,9 +12,11 @@ static const vision_family *const vision_families[] = {
 };
 
 extern const text_family deepseek2_text;
+extern const text_family paddleocr_text;
 
 static const text_family *const text_families[] = {
     &deepseek2_text,
+    &paddleocr_text,
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -33,4 +35,4 @@ const text_family *text_family_for(const tp_gguf *g) {
     return NULL;
 }
 
-const char *text_family_names(void) { return "deepseek2-ocr"; }
+const char *text_family_names(void) { return "deepseek2-ocr, paddleocr"; }

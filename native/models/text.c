@@ -29,6 +29,7 @@ struct tp_text_model {
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
     int32_t n_past;
+    int32_t next_pos; /* the position the next token gets when the caller gives none: 1 + the largest so far */
     tp_type kv_type;          /* TP_TYPE_F32 or TP_TYPE_F16 */
     void **kcache, **vcache; /* [n_layer] */
     /* the token embedding table, read on the host */
@@ -218,11 +219,12 @@ tp_status tp_text_get_info(const tp_text_model *m, tp_text_info *out) {
     out->eos_id = m->hp.eos_id;
     out->pad_id = m->hp.pad_id;
     out->image_token_id = m->hp.image_token_id;
+    out->n_pos_axes = TP_MAX(m->hp.n_pos_axes, 1);
     return TP_OK;
 }
 
 void tp_text_reset(tp_text_model *m) {
-    if (m) m->n_past = 0;
+    if (m) m->n_past = m->next_pos = 0;
 }
 
 int32_t tp_text_n_past(const tp_text_model *m) { return m ? m->n_past : 0; }
@@ -236,9 +238,10 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
     return m->vocab.bytes + m->vocab.offs[id];
 }
 
-/* One batch: tokens [i0, i0 + n) of the call, image rows from *img_row on. */
-static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, const float *embd, int64_t *img_row,
-                            int64_t n_out, float *logits, tp_error *err) {
+/* One batch: tokens [i0, i0 + n) of the call, image rows from *img_row on; pos (NULL: next_pos + i on every
+ * axis) holds the call's positions axis-major with stride n_call. */
+static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, const int32_t *pos_in, int64_t n_call,
+                            const float *embd, int64_t *img_row, int64_t n_out, float *logits, tp_error *err) {
     const text_hparams *hp = &m->hp;
     const int64_t C = hp->n_embd;
     tp_context_params cp = tp_context_default_params();
@@ -255,12 +258,18 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     }
     int64_t xne[2] = {C, n};
     tp_tensor *x = tp_new_tensor(ctx, TP_TYPE_F32, 2, xne);
-    tp_tensor *pos = tp_new_tensor(ctx, TP_TYPE_I32, 1, &n);
+    const int64_t n_axes = hp->n_pos_axes > 0 ? hp->n_pos_axes : 1;
+    int64_t pne[2] = {n, n_axes};
+    tp_tensor *pos = tp_new_tensor(ctx, TP_TYPE_I32, n_axes > 1 ? 2 : 1, pne);
+    int32_t next_pos = m->next_pos;
     if (x && pos) {
         float *xd = tp_tensor_data(x);
         int32_t *pd = tp_tensor_data(pos);
         for (int64_t i = 0; i < n; i++) {
-            pd[i] = (int32_t)(m->n_past + i);
+            for (int64_t a = 0; a < n_axes; a++) {
+                pd[a * n + i] = pos_in ? pos_in[a * n_call + i] : (int32_t)(m->next_pos + i);
+                next_pos = TP_MAX(next_pos, pd[a * n + i] + 1);
+            }
             if (embd && ids[i] == hp->image_token_id) {
                 memcpy(xd + i * C, embd + (*img_row)++ * C, (size_t)C * sizeof(float));
             } else {
@@ -288,6 +297,7 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     if (n_out > 0 && logits)
         memcpy(logits, tp_tensor_data(out), (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
     m->n_past += (int32_t)n;
+    m->next_pos = next_pos;
 done:
     free(kc);
     free(vc);
@@ -297,6 +307,11 @@ done:
 
 tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const float *embd, int64_t n_embd_rows,
                        float *logits, bool all_logits, tp_error *err) {
+    return tp_text_eval_pos(m, ids, n, NULL, embd, n_embd_rows, logits, all_logits, err);
+}
+
+tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
+                           int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err) {
     if (!m) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: the model is NULL");
         return TP_ERR_INVALID_ARGUMENT;
@@ -331,7 +346,14 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
                      (long long)n_embd_rows, (long long)n_img, m->hp.image_token_id, embd ? "" : " with embd NULL");
         return TP_ERR_INVALID_ARGUMENT;
     }
-    const int32_t n_past0 = m->n_past;
+    for (int64_t i = 0; pos && i < (int64_t)n * TP_MAX(m->hp.n_pos_axes, 1); i++) {
+        if (pos[i] < 0 || pos[i] > INT32_MAX - n) {
+            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval_pos: position %d (entry %lld) is out of range",
+                         (int)pos[i], (long long)i);
+            return TP_ERR_INVALID_ARGUMENT;
+        }
+    }
+    const int32_t n_past0 = m->n_past, next_pos0 = m->next_pos;
     int64_t img_row = 0;
     tp_status st = TP_OK;
     for (int64_t i0 = 0; i0 < n && st == TP_OK; i0 += m->n_batch) {
@@ -339,8 +361,11 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
         bool last = i0 + nb == n;
         int64_t n_out = !logits ? 0 : all_logits ? nb : last ? 1 : 0;
         float *dst = !logits ? NULL : all_logits ? logits + (size_t)i0 * (size_t)m->hp.n_vocab : logits;
-        st = eval_batch(m, ids + i0, nb, embd, &img_row, n_out, dst, err);
+        st = eval_batch(m, ids + i0, nb, pos ? pos + i0 : NULL, n, embd, &img_row, n_out, dst, err);
     }
-    if (st != TP_OK) m->n_past = n_past0; /* nothing appended */
+    if (st != TP_OK) { /* nothing appended */
+        m->n_past = n_past0;
+        m->next_pos = next_pos0;
+    }
     return st;
 }

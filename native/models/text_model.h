@@ -18,6 +18,8 @@ typedef struct text_hparams {
     int n_ff_exp, n_ff_shexp; /* routed / shared (all shared experts fused) widths; 0 when absent */
     float eps, rope_base, expert_weights_scale;
     int bos_id, eos_id, pad_id, image_token_id;
+    int n_pos_axes;              /* position axes of the rope (1; M-RoPE: 3); 0 reads as 1 */
+    int32_t rope_sections[4];    /* M-RoPE: rotation pairs per axis */
 } text_hparams;
 
 /* Token strings decoded to raw bytes: token i is bytes[offs[i] .. offs[i + 1]). */

@@ -1,4 +1,5 @@
-/* ops_rope_topk.c - NeoX rotary position embedding and per-row top-k (MoE routing). */
+/* rope_topk.c - NeoX rotary position embedding (one position axis, or several sections of the rotation pairs
+ * each with its own axis: M-RoPE, 2-D vision RoPE) and per-row top-k (MoE routing). */
 #include "tp_kernels.h"
 
 #include <math.h>
@@ -33,7 +34,71 @@ tp_tensor *tp_rope_neox(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot
     if (!t) return NULL;
     t->op_params[0] = n_rot;
     tp_set_op_param_f32(t, 1, freq_base);
+    t->op_params[2] = n_rot; /* frequency denominator */
+    t->op_params[3] = 0;     /* frequency index restarts per section */
+    t->op_params[4] = 0;     /* sections: 0 = one position axis */
     return t;
+}
+
+tp_tensor *tp_rope_multi(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot, float freq_base,
+                         const int32_t *sections, int n_sections, int freq_dim, bool restart) {
+    if (!TP_CHECK_INPUTS(ctx, "tp_rope_multi", a, pos)) return NULL;
+    if (!sections || n_sections < 1 || n_sections > TP_ROPE_MAX_SECTIONS) {
+        tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_rope_multi: %d sections (1..%d)", n_sections,
+                         TP_ROPE_MAX_SECTIONS);
+        return NULL;
+    }
+    int64_t pairs = 0;
+    for (int i = 0; i < n_sections; i++) {
+        if (sections[i] < 0) {
+            tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_rope_multi: section %d has %d pairs", i, (int)sections[i]);
+            return NULL;
+        }
+        pairs += sections[i];
+    }
+    if (2 * pairs != n_rot || freq_dim < 1) {
+        tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT,
+                         "tp_rope_multi: the sections hold %lld pairs, n_rot = %d needs %d; freq_dim = %d", (long long)pairs,
+                         n_rot, n_rot / 2, freq_dim);
+        return NULL;
+    }
+    if (pos->type != TP_TYPE_I32 || pos->ne[0] != a->ne[2] || pos->ne[1] != n_sections || pos->ne[2] != 1 ||
+        pos->ne[3] != 1 || !tp_is_contiguous(pos)) {
+        char sa[96], sp[96];
+        tp_ctx_set_error(ctx, TP_ERR_SHAPE, "tp_rope_multi: pos %s must be I32 [T, %d] = [%lld, %d] for a %s [D, H, T, B]",
+                         tp_shape_str(pos, sp, sizeof sp), n_sections, (long long)a->ne[2], n_sections,
+                         tp_shape_str(a, sa, sizeof sa));
+        return NULL;
+    }
+    /* the single-axis checks on a [T] view of the first axis (type, n_rot, base) */
+    int64_t ne1 = pos->ne[0];
+    tp_tensor *axis0 = tp_view(ctx, pos, 1, &ne1, NULL, 0);
+    tp_tensor *t = tp_rope_neox(ctx, a, axis0, n_rot, freq_base);
+    if (!t) return NULL;
+    t->src[1] = pos;
+    t->op_params[2] = freq_dim;
+    t->op_params[3] = restart ? 1 : 0;
+    t->op_params[4] = n_sections;
+    for (int i = 0; i < n_sections; i++) t->op_params[5 + i] = sections[i];
+    return t;
+}
+
+/* The position axis and frequency index of rotation pair i. */
+static void pair_axis(const tp_tensor *dst, int64_t i, int64_t *axis, int64_t *j) {
+    const int n_sections = dst->op_params[4];
+    *axis = 0;
+    *j = i;
+    if (n_sections == 0) return;
+    int64_t start = 0;
+    for (int s = 0; s < n_sections; s++) {
+        const int64_t n = dst->op_params[5 + s];
+        if (i < start + n || s == n_sections - 1) {
+            *axis = s;
+            *j = dst->op_params[3] ? i - start : i;
+            return;
+        }
+        start += n;
+    }
 }
 
 #define ROPE_CHUNK 256 /* rotation pairs whose cos/sin are kept on the stack */
@@ -44,7 +109,7 @@ tp_tensor *tp_rope_neox(tp_context *ctx, tp_tensor *a, tp_tensor *pos, int n_rot
  * theta = (float)pos · inv_freq, then cosf/sinf. */
 void tp_kernel_rope_neox(const tp_compute_params *p, tp_tensor *dst) {
     const tp_tensor *a = dst->src[0], *pos = dst->src[1];
-    int n_rot = dst->op_params[0];
+    int n_rot = dst->op_params[0], freq_dim = dst->op_params[2];
     float base = tp_get_op_param_f32(dst, 1);
     int64_t D = a->ne[0], H = a->ne[1], T = a->ne[2];
     int64_t rows = H * T * a->ne[3];
@@ -61,9 +126,12 @@ void tp_kernel_rope_neox(const tp_compute_params *p, tp_tensor *dst) {
         for (int64_t c0 = 0; c0 < half; c0 += ROPE_CHUNK) {
             int64_t cn = TP_MIN((int64_t)ROPE_CHUNK, half - c0);
             if (t != cached_t || c0 != cached_c) {
-                float pf = (float)*(const int32_t *)((const char *)pos->data + (size_t)t * pos->nb[0]);
                 for (int64_t j = 0; j < cn; j++) {
-                    float inv = 1.0f / powf(base, (float)(2 * (c0 + j)) / (float)n_rot);
+                    int64_t axis, fj;
+                    pair_axis(dst, c0 + j, &axis, &fj);
+                    float pf = (float)*(const int32_t *)((const char *)pos->data + (size_t)t * pos->nb[0] +
+                                                         (size_t)axis * pos->nb[1]);
+                    float inv = 1.0f / powf(base, (float)(2 * fj) / (float)freq_dim);
                     float th = pf * inv;
                     cs[j] = cosf(th);
                     sn[j] = sinf(th);

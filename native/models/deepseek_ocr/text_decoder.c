@@ -1,14 +1,13 @@
 /* text_decoder.c - the graph of one DeepSeek-OCR decoder pass over n new tokens:
  *   per layer: RMSNorm -> q/k/v -> NeoX rope over the whole head -> new K/V written into the
- *   cache (tp_cpy) -> causal attention over the n_past + n cached positions -> output projection
+ *   cache and causal attention over the n_past + n cached positions (blocks/kv_attention.c) -> output projection
  *   -> residual; RMSNorm -> dense SwiGLU MLP, or MoE (F32 softmax router, top-k, raw probabilities as
  *   weights, each expert evaluated once for all its tokens through tp_mul_mat_id, shared experts
  *   added) -> residual;
  *   then the final RMSNorm and lm_head on the rows whose logits are wanted.
- * The KV cache of a layer is [head_dim, n_head_kv, n_ctx] (F32 or F16; tp_cpy rounds the new rows to
- * F16 and attention reads F16 rows directly): a token's keys are contiguous, so the n new tokens are
- * one contiguous block. */
+ */
 #include "deepseek2_text.h"
+#include "../blocks/kv_attention.h"
 
 #include <math.h>
 
@@ -56,10 +55,6 @@ tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp
                             tp_tensor *x, tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache,
                             int64_t n_past, int64_t n, int64_t n_out) {
     const int64_t D = hp->head_dim, Dv = hp->head_dim_v, H = hp->n_head, Hkv = hp->n_head_kv;
-    const int64_t n_kv = n_past + n;
-    tp_attention_opts ao = tp_attention_default_opts();
-    ao.scale = 1.0f / sqrtf((float)D);
-    ao.causal = true;
     for (int l = 0; l < hp->n_layer; l++) {
         const text_layer *ly = &w->layers[l];
         tp_tensor *h = tp_rms_norm(ctx, x, ly->attn_norm, hp->eps);
@@ -69,37 +64,10 @@ tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp
         q = tp_rope_neox(ctx, q, pos, (int)D, hp->rope_base);
         k = tp_rope_neox(ctx, k, pos, (int)D, hp->rope_base);
 
-        /* write the new keys/values at rows n_past.. of the cache */
-        tp_tensor *kc = kcache[l], *vc = vcache[l];
-        int64_t kne[3] = {D, Hkv, n}, vne[3] = {Dv, Hkv, n};
-        size_t knb[3] = {kc->nb[0], kc->nb[1], kc->nb[2]}, vnb[3] = {vc->nb[0], vc->nb[1], vc->nb[2]};
-        tp_tensor *kw = tp_cpy(ctx, k, tp_view(ctx, kc, 3, kne, knb, (size_t)n_past * kc->nb[2]));
-        tp_tensor *vw = tp_cpy(ctx, v, tp_view(ctx, vc, 3, vne, vnb, (size_t)n_past * vc->nb[2]));
-        tp_graph_add_output(g, kw);
-        tp_graph_add_output(g, vw);
-
-        /* attend over all n_kv cached positions: [D, n_kv, Hkv] views ordered after the writes */
-        int64_t kall_ne[3] = {D, n_kv, Hkv}, vall_ne[3] = {Dv, n_kv, Hkv};
-        size_t kall_nb[3] = {kc->nb[0], kc->nb[2], kc->nb[1]}, vall_nb[3] = {vc->nb[0], vc->nb[2], vc->nb[1]};
-        tp_tensor *kall = tp_view(ctx, kc, 3, kall_ne, kall_nb, 0);
-        tp_tensor *vall = tp_view(ctx, vc, 3, vall_ne, vall_nb, 0);
-        if (!kall || !vall || !kw || !vw) return NULL;
-        kall->src[1] = kw;
-        vall->src[1] = vw;
-        tp_tensor *qp = tp_permute(ctx, q, 0, 2, 1, 3); /* [D, n, H] */
-        int64_t nq = n;
-        if (l == hp->n_layer - 1 && n_out > 0 && n_out < n) {
-            /* only the last n_out rows of the last layer reach the logits */
-            int64_t qne[3] = {D, n_out, H};
-            size_t qnb[3] = {sizeof(float), qp->nb[1], qp->nb[2]};
-            qp = tp_view(ctx, qp, 3, qne, qnb, (size_t)(n - n_out) * qp->nb[1]);
-            int64_t xne[2] = {hp->n_embd, n_out};
-            size_t xnb[2] = {sizeof(float), x->nb[1]};
-            x = tp_view(ctx, x, 2, xne, xnb, (size_t)(n - n_out) * x->nb[1]);
-            nq = n_out;
-        }
-        tp_tensor *att = tp_attention(ctx, qp, kall, vall, &ao); /* [Dv, H, n] */
-        att = reshape2(ctx, att, Dv * H, nq);
+        /* only the last n_out rows of the last layer reach the logits */
+        const int64_t nq = l == hp->n_layer - 1 && n_out > 0 && n_out < n ? n_out : n;
+        tp_tensor *att = kv_attention(ctx, g, q, k, v, kcache[l], vcache[l], n_past, nq, 1.0f / sqrtf((float)D));
+        x = kv_last_rows(ctx, x, nq);
         x = tp_add(ctx, x, tp_mul_mat(ctx, ly->wo, att));
 
         if (l == hp->n_layer - 1 && n_out == 0) break; /* nothing reads the last layer's output */
