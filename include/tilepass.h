@@ -19,6 +19,65 @@
  * The region between TP_CDEF_BEGIN and TP_CDEF_END is fed verbatim (minus preprocessor
  * lines) to cffi by the Python binding: keep it plain C declarations.
  */
+
+/*
+ * Threads, memory-mapped files, untrusted input (the contract; README "Guarantees" says the same)
+ *
+ * Threads. The library has no global mutable state and starts no thread but the workers of the pools it
+ * is asked for (tp_threadpool_create, and one pool per loaded model).
+ *   - tp_context (with its tensors and graphs): one thread at a time. A child context (a model's graph)
+ *     only reads its parent's leaves, so a weights context may serve graphs on several threads at once as
+ *     long as nothing writes it.
+ *   - tp_threadpool: one computation at a time (two threads computing with one pool at once is undefined).
+ *   - tp_gguf: immutable once open: any number of threads may read it.
+ *   - tp_vision_model: may be shared. tp_vision_encode, tp_vision_encode_rgb, tp_vision_get_stage and
+ *     tp_vision_trim take turns on the model's lock (each encode uses the model's whole pool); the getters
+ *     (tp_vision_get_info, tp_vision_mode_name, tp_vision_preprocess_params, tp_vision_page_n_tokens,
+ *     tp_vision_last_compute_bytes) may be called from any thread at any time.
+ *   - tp_text_model: holds ONE sequence (its KV cache), so it is not shared silently: a tp_text_eval /
+ *     tp_text_eval_pos that starts while another call on the same model is running fails at once with
+ *     TP_ERR_INVALID_ARGUMENT, "model in use by another thread", and changes nothing; tp_text_reset waits
+ *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info and
+ *     tp_text_token_bytes may be called from any thread at any time. One model per sequence (per thread),
+ *     or take turns under your own lock.
+ *   - tp_page: immutable once made: any number of threads may read its views.
+ *   - tp_*_free of an object must not overlap any other call on it.
+ *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
+ *     tp_text_eval), between graph nodes.
+ *
+ * Memory-mapped files. A GGUF file is mapped read-only (PROT_READ, MAP_PRIVATE) from tp_gguf_open /
+ * tp_*_load until tp_gguf_close / tp_*_free; matrices are read from the mapping at every computation.
+ *   - Truncating the file (or rewriting it shorter) while it is mapped makes the next read of a page past
+ *     its new end raise SIGBUS in whichever thread touches it (during an encode or an eval, or the text
+ *     model's first eval, which makes the weights resident). The library installs no signal handler (no
+ *     global state): a process that must survive it installs its own, as tilepass-cli does (exit 135).
+ *   - Rewriting it in place at the same size: later reads see the new bytes as weight values (wrong
+ *     results, no memory error: every offset, size and shape was checked at open and load, and after load
+ *     the mapped bytes are only read as numbers). Copies made at load (norms, biases and tables made F32,
+ *     TP_PRECISION_INT8's Q8_0 matrices, the vocabulary) keep the old values.
+ *   - Replacing the file by rename (a new download moved into place) is harmless: the old file stays
+ *     mapped until freed.
+ *
+ * Untrusted input.
+ *   - GGUF: tp_gguf_open checks the magic and version (2, 3), bounds every count, length, offset and size
+ *     by the bytes left in the file (overflow-safe, before allocating anything), the value and tensor
+ *     types, dims (1..4, each >= 1, element counts that cannot overflow, rows whole blocks), names
+ *     (length, duplicates), the alignment, and that every tensor's data lies inside the file without
+ *     overlapping another: any inconsistency is TP_ERR_FORMAT naming the file and the problem. The loaders
+ *     (tp_vision_load, tp_text_load) then check every tensor the model uses against the shapes the
+ *     hyperparameters imply, and the hyperparameters themselves (ranges, divisibility), and fail with
+ *     TP_ERR_FORMAT / TP_ERR_UNSUPPORTED; a weight of a type an op cannot take fails the first encode or
+ *     eval with a message (every time; the model stays valid). tests/fuzz/ holds the fuzz targets.
+ *   - Images: tp_page_from_rgb / tp_vision_encode_rgb / tp_rgb_resize refuse NULL pointers, sizes <= 0,
+ *     more than TP_IMAGE_MAX_PIXELS pixels, strides below width · 3 and parameters out of range
+ *     (TP_IMAGE_MAX_SIDE, TP_IMAGE_MAX_TILES) with TP_ERR_INVALID_ARGUMENT; a page whose views the model
+ *     cannot encode is refused by tp_vision_encode.
+ *   - Resource limits: an image is at most TP_IMAGE_MAX_PIXELS pixels, a view or tile side at most
+ *     TP_IMAGE_MAX_SIDE, a page at most TP_IMAGE_MAX_TILES tiles plus its whole-image view; a model's
+ *     memory is what its file's shapes say (the mapping plus the F32 copies), an encode's what its views
+ *     need (tp_vision_last_compute_bytes). tp_text_params.n_ctx = 0 sizes the KV cache by the FILE's
+ *     context length: with an untrusted file, give n_ctx yourself.
+ */
 #ifndef TILEPASS_H
 #define TILEPASS_H
 
@@ -58,7 +117,8 @@ typedef enum tp_status {
     TP_ERR_IO = 5,               /* a file could not be opened, read or mapped */
     TP_ERR_FORMAT = 6,           /* a file is corrupt, truncated or of another kind */
     TP_ERR_UNSUPPORTED = 7,      /* valid input this build cannot handle */
-    TP_ERR_INTERNAL = 8          /* a bug in libtilepass */
+    TP_ERR_INTERNAL = 8,         /* a bug in libtilepass */
+    TP_ERR_ABORTED = 9           /* an abort callback stopped the computation (message "aborted ...") */
 } tp_status;
 
 /* A message for a failure that happened before a handle existed. */
@@ -180,6 +240,16 @@ typedef struct tp_context_params {
      * (clamped to what the CPU supports). */
     int cpu_path;
     int precision; /* a tp_precision */
+    /* Cancellation, in the style of ggml/whisper.cpp (NULL: none; tp_context_default_params sets NULL).
+     * tp_graph_compute calls abort_callback(abort_callback_data) on its calling thread after each computing
+     * node (while the pool's other threads wait at the node's barrier); the first time it returns true the
+     * computation stops after that node and returns TP_ERR_ABORTED ("aborted ..."), recorded in the context
+     * like any other error (clear it with tp_context_clear_error to compute again). The outputs are then
+     * undefined. The callback must be cheap (it runs once per node: thousands of times per encode) and must
+     * not call into this context; it may read a flag another thread or a signal handler sets (an atomic or
+     * a volatile sig_atomic_t). */
+    bool (*abort_callback)(void *data);
+    void *abort_callback_data;
 } tp_context_params;
 
 tp_context_params tp_context_default_params(void);
@@ -451,6 +521,14 @@ typedef struct tp_vision_params {
      * choice */
     int precision;
     bool keep_stages; /* keep per-view stage outputs for tp_vision_get_stage (tests, debugging) */
+    /* Cancellation (NULL: none), as tp_context_params.abort_callback: asked between the nodes of every encode
+     * graph on the thread that called tp_vision_encode / tp_vision_encode_rgb; true stops the encode, which
+     * returns TP_ERR_ABORTED ("... aborted ...") with no tokens written. The model stays usable: the next
+     * encode rebuilds its graph and gives the same tokens as if nothing had happened. One model shared by
+     * threads has one callback: it stops whichever encode is running (and every later one while it answers
+     * true). */
+    bool (*abort_callback)(void *data);
+    void *abort_callback_data;
 } tp_vision_params;
 
 tp_vision_params tp_vision_default_params(void);
@@ -515,7 +593,8 @@ void tp_vision_trim(tp_vision_model *m);
 
 /* ---------------------------------------------------------------------------------------------
  * Text models (a "text" GGUF; general.architecture names the family). One model holds one sequence and
- * its KV cache: share it between threads only with your own lock.
+ * its KV cache: share it between threads only with your own lock (an eval that overlaps another call on
+ * the same model fails with "model in use by another thread": see "Threads" at the top of this file).
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct tp_text_model tp_text_model;
@@ -532,6 +611,11 @@ typedef struct tp_text_params {
      * text weights are F32 (exact parity with a float reference), F16 otherwise. Anything else:
      * TP_ERR_INVALID_ARGUMENT. */
     int32_t kv_type;
+    /* Cancellation (NULL: none), as tp_context_params.abort_callback: asked between the nodes of every batch
+     * graph of tp_text_eval on the calling thread; true stops the call, which returns TP_ERR_ABORTED
+     * ("... aborted ...") with nothing appended (tp_text_n_past as before the call, the model usable). */
+    bool (*abort_callback)(void *data);
+    void *abort_callback_data;
 } tp_text_params;
 
 tp_text_params tp_text_default_params(void);
@@ -587,7 +671,9 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
  *     kept); TP_FIT_PAD is ImageOps.pad (aspect-preserving resize as ImageOps.contain, centred on the
  *     pad colour, offsets rounded as Python's round()); TP_FIT_PAD_FLOOR scales the longer side to
  *     view_size (the other rounded as Python's round()) and centres it with offsets floored
- *     (transformers' pad_to_square);
+ *     (transformers' pad_to_square); TP_FIT_NATIVE resizes to transformers' smart_resize of the image
+ *     (Qwen2-VL / PaddleOCR-VL: sides to multiples of `factor`, the area within [min_pixels,
+ *     max_pixels]): a view of the image's own aspect, width × height, not square;
  *   - tiles, when tile_size > 0 and the image is wider or taller than a tile: the whole image resized
  *     (no padding) to a cols × rows canvas of tiles (tp_image_tile_grid) cut in raster order; a 1 × 1
  *     grid (min_tiles == 1) means no tiles;
@@ -604,9 +690,11 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
 #define TP_IMAGE_MAX_SIDE 4096
 
 typedef enum tp_view_fit {
-    TP_FIT_STRETCH = 0,  /* resize to a square, aspect ratio not kept */
-    TP_FIT_PAD = 1,      /* ImageOps.pad: centred, offsets rounded half to even */
-    TP_FIT_PAD_FLOOR = 2 /* longer side to the view, centred with offsets floored */
+    TP_FIT_STRETCH = 0,   /* resize to a square, aspect ratio not kept */
+    TP_FIT_PAD = 1,       /* ImageOps.pad: centred, offsets rounded half to even */
+    TP_FIT_PAD_FLOOR = 2, /* longer side to the view, centred with offsets floored */
+    TP_FIT_NATIVE = 3     /* the image's own aspect: smart_resize to multiples of `factor` within
+                           * [min_pixels, max_pixels], no padding, no tiles (Qwen2-VL / PaddleOCR-VL) */
 } tp_view_fit;
 
 /* An 8-bit RGB image in caller memory: `height` rows of `width` pixels of 3 bytes (R, G, B), row r
@@ -628,6 +716,11 @@ typedef struct tp_preprocess_params {
     int32_t pad_color;       /* grey level of the padding, 0..255 (127) */
     float image_mean[3];     /* (0.5, 0.5, 0.5) */
     float image_std[3];      /* (0.5, 0.5, 0.5); finite and non-zero */
+    /* TP_FIT_NATIVE only: sides become multiples of factor (patch · merge), the area is kept within
+     * [min_pixels, max_pixels]; an image whose aspect ratio exceeds 200 is refused (the reference's rule) */
+    int32_t factor;          /* (28) */
+    int64_t min_pixels;      /* (147384) */
+    int64_t max_pixels;      /* (2822400) */
 } tp_preprocess_params;
 
 /* The values in parentheses above (DeepSeek-OCR v1's gundam mode). */

@@ -272,7 +272,7 @@ static tp_status check_tiles(const char *fn, int32_t min_tiles, int32_t max_tile
 }
 
 static tp_status check_params(const char *fn, const tp_preprocess_params *p, tp_error *err) {
-    if (p->fit < TP_FIT_STRETCH || p->fit > TP_FIT_PAD_FLOOR) {
+    if (p->fit < TP_FIT_STRETCH || p->fit > TP_FIT_NATIVE) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: unknown view fit %d", fn, p->fit);
         return TP_ERR_INVALID_ARGUMENT;
     }
@@ -280,6 +280,14 @@ static tp_status check_params(const char *fn, const tp_preprocess_params *p, tp_
         p->tile_size > TP_IMAGE_MAX_SIDE) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: view size %d / tile size %d out of range 1..%d", fn,
                      (int)p->view_size, (int)p->tile_size, TP_IMAGE_MAX_SIDE);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    if (p->fit == TP_FIT_NATIVE &&
+        (p->factor < 1 || p->factor > 1024 || p->min_pixels < 1 || p->max_pixels < p->min_pixels ||
+         p->max_pixels > TP_IMAGE_MAX_PIXELS)) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "%s: native fit needs 1 <= factor <= 1024 (%d) and 1 <= min_pixels <= max_pixels <= %d (%lld, %lld)",
+                     fn, (int)p->factor, TP_IMAGE_MAX_PIXELS, (long long)p->min_pixels, (long long)p->max_pixels);
         return TP_ERR_INVALID_ARGUMENT;
     }
     tp_status st = check_tiles(fn, p->min_tiles, p->max_tiles, err);
@@ -311,6 +319,9 @@ tp_preprocess_params tp_preprocess_default_params(void) {
     p.min_tiles = 2;
     p.max_tiles = 9;
     p.pad_color = 127;
+    p.factor = 28;
+    p.min_pixels = 147384;
+    p.max_pixels = 2822400;
     for (int c = 0; c < 3; c++) {
         p.image_mean[c] = 0.5f;
         p.image_std[c] = 0.5f;
@@ -478,6 +489,36 @@ static tp_status pad_view(const tp_rgb_image *im, size_t stride, int fit, int32_
     return st;
 }
 
+/* transformers' smart_resize (Qwen2-VL / PaddleOCR-VL), in doubles with Python's rounding: sides below the
+ * factor scaled up to it, both rounded to multiples of it, then the area brought within [min, max] pixels.
+ * False when the aspect ratio exceeds 200 (the reference refuses such images). */
+static bool smart_resize(int64_t h, int64_t w, int64_t factor, int64_t min_px, int64_t max_px, int64_t *h_out,
+                         int64_t *w_out) {
+    const double f = (double)factor;
+    if (h < factor) {
+        w = round_half_even((double)(w * factor) / (double)h);
+        h = factor;
+    }
+    if (w < factor) {
+        h = round_half_even((double)(h * factor) / (double)w);
+        w = factor;
+    }
+    if ((double)TP_MAX(h, w) / (double)TP_MIN(h, w) > 200.0) return false;
+    int64_t hb = round_half_even((double)h / f) * factor, wb = round_half_even((double)w / f) * factor;
+    if (hb * wb > max_px) {
+        double beta = sqrt((double)(h * w) / (double)max_px);
+        hb = TP_MAX(factor, (int64_t)floor((double)h / beta / f) * factor);
+        wb = TP_MAX(factor, (int64_t)floor((double)w / beta / f) * factor);
+    } else if (hb * wb < min_px) {
+        double beta = sqrt((double)min_px / (double)(h * w));
+        hb = (int64_t)ceil((double)h * beta / f) * factor;
+        wb = (int64_t)ceil((double)w * beta / f) * factor;
+    }
+    *h_out = hb;
+    *w_out = wb;
+    return true;
+}
+
 tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params *params, tp_page **out,
                            tp_error *err) {
     static const char fn[] = "tp_page_from_rgb";
@@ -492,7 +533,23 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
     if (st == TP_OK) st = check_params(fn, &p, err);
     if (st != TP_OK) return st;
 
-    const int32_t w = image->width, h = image->height, T = p.tile_size, S = p.view_size;
+    const int32_t w = image->width, h = image->height, T = p.fit == TP_FIT_NATIVE ? 0 : p.tile_size;
+    int32_t S = p.view_size, VW = S, VH = S; /* the whole-image view's width and height */
+    if (p.fit == TP_FIT_NATIVE) {
+        int64_t vh = 0, vw = 0;
+        if (!smart_resize(h, w, p.factor, p.min_pixels, p.max_pixels, &vh, &vw)) {
+            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: a %dx%d image has an aspect ratio over 200", fn, (int)w,
+                         (int)h);
+            return TP_ERR_INVALID_ARGUMENT;
+        }
+        if (vw * vh > TP_IMAGE_MAX_PIXELS) {
+            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: a %dx%d image becomes a view of %lldx%lld pixels, over %d", fn,
+                         (int)w, (int)h, (long long)vw, (long long)vh, TP_IMAGE_MAX_PIXELS);
+            return TP_ERR_INVALID_ARGUMENT;
+        }
+        VW = (int32_t)vw;
+        VH = (int32_t)vh;
+    }
     float table[3][256];
     for (int c = 0; c < 3; c++) {
         for (int v = 0; v < 256; v++) {
@@ -508,7 +565,7 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
         if (cols == 1 && rows == 1) cols = rows = 0; /* a 1 × 1 grid: no tiles */
     }
     const size_t ts = (size_t)T, tile_px = ts * ts, n_tiles = (size_t)cols * (size_t)rows;
-    const size_t view_px = (size_t)S * (size_t)S;
+    const size_t view_px = (size_t)VW * (size_t)VH;
 
     tp_page *page = calloc(1, sizeof *page);
     uint8_t *u8 = NULL;
@@ -558,14 +615,14 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
         st = TP_ERR_OUT_OF_MEMORY;
         goto fail;
     }
-    st = p.fit == TP_FIT_STRETCH ? resize_rgb8(image->rgb, w, h, stride, u8, S, S)
-                                 : pad_view(image, stride, p.fit, S, p.pad_color, u8);
+    st = p.fit == TP_FIT_STRETCH || p.fit == TP_FIT_NATIVE ? resize_rgb8(image->rgb, w, h, stride, u8, VW, VH)
+                                                           : pad_view(image, stride, p.fit, S, p.pad_color, u8);
     if (st != TP_OK) goto fail;
     float *whole = page->pixels + n_tiles * tile_px * 3;
     normalise_rgb(u8, view_px, (const float(*)[256])table, whole);
     free(u8);
     u8 = NULL;
-    page->view[n_tiles] = (tp_image_view){whole, S, S};
+    page->view[n_tiles] = (tp_image_view){whole, VW, VH};
     *out = page;
     return TP_OK;
 

@@ -8,7 +8,7 @@
 #include "tp_internal.h"
 #include "weights.h"
 
-#define TP_VISION_MAX_GROUPS 8
+#define TP_VISION_MAX_GROUPS 64
 #define TP_VISION_MAX_STAGES 4
 #define TP_VISION_MAX_MODES 8
 #define TP_VISION_MAX_MATRICES 1024
