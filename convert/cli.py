@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -77,8 +78,59 @@ def print_plan(p: Plan, outfile: str | None, out=None) -> None:
         print(f"# {len(p.skipped)} tensors belong to the {other} file and are not written here", file=out)
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, unwinding like Ctrl-C (the writer removes its temporary file); exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Signalled(signum)
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """SIGTERM and SIGHUP raise Signalled (SIGINT already raises KeyboardInterrupt); the old handlers back."""
+    old: dict[int, object] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[sig] = signal.signal(sig, _on_signal)
+        except (ValueError, OSError):  # not the main thread
+            break
+    return old
+
+
+def _restore_signal_handlers(old: dict[int, object]) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _report_stop(e: KeyboardInterrupt) -> int:
+    signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+    try:  # after SIGHUP the terminal may be gone
+        print(f"{PROG}: error: {STOP_SIGNALS[signum]} ({signal.Signals(signum).name}); the output file was not "
+              "written", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+    return 128 + int(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    old_handlers = _install_signal_handlers()
+    try:
+        return _main(args)
+    except KeyboardInterrupt as e:  # one that came after _main's own handlers
+        return _report_stop(e)
+    finally:
+        _restore_signal_handlers(old_handlers)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.dry_run:
             p = plan(args.model_dir, mmproj=args.mmproj, outtype=args.outtype, vocab_only=args.vocab_only)
@@ -89,9 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConversionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP: the temporary file is gone
+        return _report_stop(e)
     except BrokenPipeError:  # e.g. --dry-run | head
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # as the Python docs advise: no second error at exit

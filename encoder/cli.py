@@ -11,21 +11,25 @@ so an interrupted run never leaves a partial file under the final name.
 Exit status: 0 success; 1 an error (a model or input that cannot be used, a page that failed, an
 output that cannot be written; the other pages are still processed); 2 bad command-line usage;
 3 every page decoded but at least one stopped at the -n limit (or the context) without an
-end-of-text token, so its text is incomplete; 130 interrupted (Ctrl-C) or 143 terminated.
+end-of-text token, so its text is incomplete; 128 + the signal for a run stopped by one: 130 interrupted
+(Ctrl-C, SIGINT), 129 hung up (SIGHUP), 143 terminated (SIGTERM), 135 a model file truncated while in use
+(SIGBUS), 141 standard output a closed pipe (quietly, as a tool killed by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import io
 import os
+import secrets
 import signal
+import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:  # annotations only: the CLI imports its modules when it runs
     from .generate import NoRepeat, Sampling
@@ -34,6 +38,9 @@ if TYPE_CHECKING:  # annotations only: the CLI imports its modules when it runs
 PROG = "tilepass-cli"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRUNCATED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 MODES = ("tiny", "small", "base", "large", "gundam", "auto")
+EXIT_HANGUP, EXIT_SIGBUS, EXIT_BROKEN_PIPE = 129, 135, 141  # 128 + SIGHUP / SIGBUS / SIGPIPE
+INT32_MAX = 2**31 - 1  # the C library's int parameters (context, threads); every integer option is bounded by it
+SEED_MAX = 2**64 - 1
 
 
 class CliError(Exception):
@@ -48,7 +55,7 @@ class CliError(Exception):
 PRECISIONS = {"auto": -1, "f32": 0, "bf16": 1, "int8": 2}
 
 
-def _positive_int(name: str, minimum: int = 1):
+def _positive_int(name: str, minimum: int = 1, maximum: int = INT32_MAX) -> Callable[[str], int]:
     def conv(s: str) -> int:
         try:
             v = int(s)
@@ -56,8 +63,21 @@ def _positive_int(name: str, minimum: int = 1):
             raise argparse.ArgumentTypeError(f"{name} must be an integer, not {s!r}") from None
         if v < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be >= {minimum} (got {v})")
+        if v > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum} (got {v})")
         return v
     return conv
+
+
+def _seed(s: str) -> int:
+    """--seed: 0 .. 2**64-1, or -1 for a random seed (llama.cpp's meaning of -1)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, not {s!r}") from None
+    if not -1 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"--seed must be -1 (random) or 0 .. {SEED_MAX} (got {v})")
+    return v
 
 
 def _float(name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
@@ -83,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Convert document images to markdown with DeepSeek-OCR GGUF files (text model + vision mmproj).",
         epilog="Exit status: 0 ok; 1 error (other pages still processed); 2 usage; 3 a page stopped at -n "
-               "without end of text (incomplete); 130 interrupted.",
+               "without end of text (incomplete); 130 interrupted, 129 hung up, 143 terminated; 135 a model file "
+               "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
     )
+
     p.add_argument("-m", "--model", required=True, metavar="TEXT.gguf", help="the text model GGUF")
     p.add_argument("--mmproj", required=True, metavar="VISION.gguf", help="the vision (mmproj) GGUF")
     p.add_argument("--image", action="append", required=True, metavar="FILE",
@@ -113,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temp", type=_float("--temp", 0.0), default=0.0, help="temperature (default 0: greedy)")
     p.add_argument("--top-k", type=_positive_int("--top-k", 0), default=0, help="top-k sampling (0: off)")
     p.add_argument("--top-p", type=_float("--top-p", 0.0, 1.0, lo_open=True), default=1.0, help="top-p sampling (1: off)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed for sampling (-1: a random one, as llama.cpp)")
     p.add_argument("--no-repeat-ngram", type=_positive_int("--no-repeat-ngram", 0), default=30, metavar="N",
                    help="ban repeating an n-gram of N tokens (default 30; 0 disables)")
     p.add_argument("--no-repeat-window", type=_positive_int("--no-repeat-window", 0), default=90, metavar="W",
@@ -143,29 +165,74 @@ class Reporter:
 
     def info(self, msg: str) -> None:
         if not self.quiet:
-            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+            self._emit(f"{PROG}: {msg}")
 
     def warn(self, msg: str) -> None:
-        print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
+        self._emit(f"{PROG}: warning: {msg}")
 
     def error(self, msg: str) -> None:
-        print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
+        self._emit(f"{PROG}: error: {msg}")
+
+    @staticmethod
+    def _emit(line: str) -> None:
+        try:  # a message that cannot be shown (stderr a closed pipe) does not stop the run
+            print(line, file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+
+def link_target(path: Path) -> Path:
+    """Where writing to path lands: a symlink's (final) target, else path itself."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _new_file_mode(path: Path) -> int | None:
+    """The permission bits open(path, "w") would leave: an existing file keeps its own; None for a new file
+    (os.open(..., 0o666) then applies the umask, as open() does)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+
+
+def _temp_name(directory: Path, prefix: str, suffix: str = "") -> Path:
+    """A random name for a temporary file, chosen before the file exists so that whatever stops its
+    creation half-way (a signal) still finds it to remove it."""
+    return directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+
+
+def _open_new(path: Path) -> int:
+    """Create path (never an existing file) with mode 0o666 less the umask, what open(..., "w") gives
+    (tempfile.mkstemp would give 0o600)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write data to a temporary file in path's directory and rename it to path when complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    """Write data to a temporary file next to path's target (a symlink at path is followed, not replaced)
+    and rename it there when complete. The file gets the mode open(path, "w") would give it."""
+    target = link_target(path)
+    mode = _new_file_mode(target)
+    tmp = _temp_name(target.parent, f".{target.name}.", ".part")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(_open_new(tmp), "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
+    except FileExistsError:  # the random name was taken: not ours to remove
+        raise
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
 
 
@@ -179,43 +246,112 @@ def _check_writable_dir(d: Path, what: str) -> None:
     if not d.is_dir():
         raise CliError(f"{what} {d}: not a directory")
     # a real attempt (os.access ignores read-only mounts and is always true for root)
+    tmp = _temp_name(d, ".tilepass-write-test.")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tilepass-write-test.", dir=d)
-        os.close(fd)
-        os.unlink(tmp)
+        os.close(_open_new(tmp))
     except OSError as e:
         raise CliError(f"{what} {d}: cannot write there ({_oserror_text(e)})") from None
+    finally:
+        _unlink_quietly(tmp)
+
+
+def _as_directory(target: str, names: Sequence[str]) -> bool:
+    return len(names) > 1 or Path(target).is_dir() or target.endswith(os.sep)
+
+
+def _unique_stems(names: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        stem = Path(n).stem or "page"
+        cand, k = stem, 1
+        while cand in out:
+            k += 1
+            cand = f"{stem}-{k}"
+        out.append(cand)
+    return out
 
 
 def plan_outputs(target: str | None, names: Sequence[str], ext: str, what: str) -> list[Path] | None:
-    """One output path per image (None: stdout). Directories are created for several images."""
+    """One output path per image (None: stdout). Touches nothing: prepare_outputs creates the directory."""
     if target is None:
         return None
     t = Path(target)
-    many = len(names) > 1
-    as_dir = many or t.is_dir() or target.endswith(os.sep)
-    if not as_dir:
-        _check_writable_dir(t.parent if str(t.parent) else Path("."), what)
+    if not _as_directory(target, names):
         if t.exists() and not t.is_file():
             raise CliError(f"{what} {t}: exists and is not a regular file")
         return [t]
     if t.exists() and not t.is_dir():
         raise CliError(f"{what} {t}: several images need a directory here, but it is a file")
+    return [t / f"{stem}{ext}" for stem in _unique_stems(names)]
+
+
+def prepare_outputs(target: str | None, names: Sequence[str], what: str) -> None:
+    """Check that the outputs planned for target can be written; create its directory for several images."""
+    if target is None:
+        return
+    t = Path(target)
+    if not _as_directory(target, names):
+        parent = link_target(t).parent
+        _check_writable_dir(parent if str(parent) else Path("."), what)
+        return
     try:
         t.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CliError(f"{what} {t}: cannot create the directory ({_oserror_text(e)})") from None
     _check_writable_dir(t, what)
-    out, used = [], set()
-    for n in names:
-        stem = Path(n).stem or "page"
-        cand, k = stem, 1
-        while cand in used:
-            k += 1
-            cand = f"{stem}-{k}"
-        used.add(cand)
-        out.append(t / f"{cand}{ext}")
+
+
+# ---- outputs never overwrite inputs ----------------------------------------------------------------------
+FileId = tuple[int, int]  # (st_dev, st_ino): the same file whatever the path, symlink or hard link
+
+
+def file_id(path: str | os.PathLike[str]) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def input_ids(labelled: Sequence[tuple[str, str]]) -> dict[FileId, str]:
+    """{file id: "--image page.png"} for each input (option, path) that exists."""
+    out: dict[FileId, str] = {}
+    for option, path in labelled:
+        fid = file_id(path)
+        if fid is not None:
+            out.setdefault(fid, f"{option} {path}")
     return out
+
+
+class OverwriteRefused(OSError):
+    """An output that is one of the inputs (found while writing: the crops of images/)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path} is the same file as the input {what}; not overwriting it")
+        self.filename = str(path)
+        self.strerror = f"it is the same file as the input {what}; not overwriting it"
+
+
+def refuse_input(path: Path, inputs: Mapping[FileId, str]) -> None:
+    fid = file_id(path)
+    if fid is not None and fid in inputs:
+        raise OverwriteRefused(path, inputs[fid])
+
+
+def check_outputs(inputs: Mapping[FileId, str], outputs: Sequence[tuple[str, list[Path] | None]]) -> None:
+    """Usage error for an output (per option) that is one of the inputs, or two outputs that are one file."""
+    seen: dict[object, str] = {}
+    for what, paths in outputs:
+        for p in paths or ():
+            fid = file_id(p)
+            if fid is not None and fid in inputs:
+                raise CliError(f"{what} {p} is the same file as the input {inputs[fid]}; refusing to overwrite "
+                               "an input", EXIT_USAGE)
+            key: object = fid if fid is not None else os.path.realpath(p)
+            if key in seen:
+                raise CliError(f"{what} {p} and {seen[key]} are the same file; each output needs its own",
+                               EXIT_USAGE)
+            seen[key] = f"{what} {p}"
 
 
 def _fmt_bytes(n: int) -> str:
@@ -226,17 +362,166 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+class StdoutBroken(BaseException):
+    """Standard output is a pipe whose reader has gone (EPIPE): the run stops quietly, exit status 141 as
+    for a tool killed by SIGPIPE. A BaseException so that no page's error handler takes it for its own."""
+
+
 def _stdout_write(s: str) -> None:
-    sys.stdout.write(s)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(s)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutBroken from None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: unwinds like Ctrl-C so that temporary files are removed."""
+def _check_stdout(needed: bool) -> None:
+    """Python sets sys.stdout to None when fd 1 was closed at start (`>&-`)."""
+    if needed and sys.stdout is None:
+        raise CliError("standard output is closed; give -o FILE (or open stdout)")
 
 
-def _on_term(signum, frame) -> None:
-    raise Terminated
+def _occupy_closed_std_fds() -> None:
+    """A closed fd 0/1/2 would be handed to the next file opened (a model, an output) and then written to by
+    anything that writes "stdout": put /dev/null there first. A closed stderr gets a sys.stderr on it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                nfd = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if nfd != fd:
+                os.dup2(nfd, fd)
+                os.close(nfd)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point fd 1 at /dev/null so the interpreter's last flush has nowhere to fail (the Python
+    docs' advice for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP: unwinds like Ctrl-C so that temporary files are removed; exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Signalled(signum)
+
+
+@dataclasses.dataclass
+class _Handlers:
+    """Signal handlers main() installs and puts back: Python ones by signal, the C-level SIGBUS one."""
+    python: dict[int, object] = dataclasses.field(default_factory=dict)
+    sigbus: object | None = None
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            try:
+                self.python[sig] = signal.signal(sig, _on_signal)
+            except (ValueError, OSError):  # not the main thread
+                return
+        self.sigbus = _sigbus.install()
+
+    def restore(self) -> None:
+        for sig, old in self.python.items():
+            try:
+                signal.signal(sig, old)  # type: ignore[arg-type]
+            except (ValueError, OSError, TypeError):
+                pass
+        if self.sigbus is not None:
+            _sigbus.restore(self.sigbus)
+
+
+class _SigbusHandler:
+    """SIGBUS, a read of a memory-mapped model file past its end after someone truncated it, kills the
+    process with no word. Python's signal module cannot catch it (its handlers run later, between
+    bytecodes, and the faulting read would repeat forever), so a C-level handler is installed through
+    ctypes' sigaction: it writes one line to stderr and _exit()s with 135, the status a SIGBUS death
+    shows in a shell. Linux/glibc only (struct sigaction's layout); elsewhere nothing is installed."""
+
+    MESSAGE = f"{PROG}: a model file changed or was truncated while in use (SIGBUS)\n".encode()
+
+    class _SigAction(ctypes.Structure):
+        _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                    ("restorer", ctypes.c_void_p)]
+
+    def __init__(self) -> None:
+        self._callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(self._handle)  # kept alive here
+
+    @staticmethod
+    def _handle(signum: int) -> None:
+        try:
+            os.write(2, _SigbusHandler.MESSAGE)
+        finally:
+            os._exit(EXIT_SIGBUS)
+
+    def install(self) -> object | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            new, old = self._SigAction(), self._SigAction()
+            new.handler = ctypes.cast(self._callback, ctypes.c_void_p).value
+            if libc.sigaction(signal.SIGBUS, ctypes.byref(new), ctypes.byref(old)) != 0:
+                return None
+        except (OSError, AttributeError):
+            return None
+        return old
+
+    def restore(self, old: object) -> None:
+        try:
+            ctypes.CDLL(None).sigaction(signal.SIGBUS, ctypes.byref(old), None)  # type: ignore[arg-type]
+        except (OSError, AttributeError, TypeError):
+            pass
+
+
+_sigbus = _SigbusHandler()
+
+
+Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+
+
+def _stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class ModelFiles:
+    """The model files as they were when loaded (taken just before): check() raises CliError when one was
+    truncated or rewritten in place, before the next pass or page reads its memory map. A file replaced by
+    rename (another inode at the path) is harmless, the old one stays mapped, and is not reported."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self._stamps = {p: s for p in paths if (s := _stamp(p)) is not None}
+
+    def check(self) -> None:
+        for path, (dev, ino, size, mtime) in self._stamps.items():
+            now = _stamp(path)
+            if now is None or now[:2] != (dev, ino) or now[2:] == (size, mtime):
+                continue
+            what = f"truncated ({size} -> {now[2]} bytes)" if now[2] < size else "changed"
+            raise CliError(f"{path}: the model file was {what} while in use; stopping before the next pass or "
+                           "page")
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -247,9 +532,13 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     from .tokenizer import TokenizerError
 
     t_start = time.perf_counter()
+    seed = args.seed
+    if seed == -1:  # llama.cpp's "random seed"; said on stderr so that the run can be repeated
+        seed = secrets.randbits(32)
+        rep.info(f"random seed {seed}")
     try:
         prompt = normalise_prompt(args.prompt)
-        sampling = Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+        sampling = Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=seed)
     except (PipelineError, ValueError) as e:
         raise CliError(str(e), EXIT_USAGE) from None
     if args.min_tiles is not None or args.max_tiles is not None:
@@ -263,15 +552,21 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     if args.stream and args.json and args.output is None:
         raise CliError("--stream with --json needs -o (stdout carries the JSON document)", EXIT_USAGE)
 
+    _check_stdout(args.output is None or args.stream)
     images = list(args.image)
     ext = ".json" if args.json else ".md"
     outs = plan_outputs(args.output, images, ext, "output")
     box_outs = plan_outputs(args.boxes, images, ".png", "--boxes")
+    inputs = input_ids([("-m", args.model), ("--mmproj", args.mmproj), *(("--image", im) for im in images)])
+    check_outputs(inputs, [("output", outs), ("--boxes", box_outs)])
+    prepare_outputs(args.output, images, "output")
+    prepare_outputs(args.boxes, images, "--boxes")
     threads = args.threads or min(os.cpu_count() or 1, 64)
     threads = min(threads, 64)
 
     # models
     t0 = time.perf_counter()
+    models = ModelFiles([args.model, args.mmproj])
     try:
         pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
                            vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type)
@@ -290,7 +585,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     truncated: list[str] = []
     json_pages: list[dict] = []
     multi = len(images) > 1
-    job = _Job(args, rep, pipe, prompt, sampling, no_repeat, outs, box_outs, multi)
+    job = _Job(args, rep, pipe, prompt, sampling, no_repeat, outs, box_outs, multi, inputs)
     per_pass = args.images_per_pass or len(images)
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
@@ -309,6 +604,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
         views = sum(1 + prepared[i].tiles.shape[0] for i in good)
         where = f" (images {good[0] + 1}-{good[-1] + 1} of {len(images)})" if per_pass < len(images) else ""
         rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {args.mode} ...")
+        models.check()
         try:
             embs, enc_s = pipe.encode([prepared[i] for i in good])
         except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
@@ -319,6 +615,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
         rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
         pass_tokens = sum(prepared[i].n_tokens for i in good)
         for i, emb in zip(good, embs):
+            models.check()
             outcome = _decode_page(job, n_shown, i, prepared[i], emb, enc_s, prepared[i].n_tokens / max(1, pass_tokens))
             n_shown += 1
             if not outcome.ok:
@@ -351,6 +648,7 @@ class _Job:
     outs: list[Path] | None
     box_outs: list[Path] | None
     multi: bool
+    inputs: Mapping[FileId, str]  # the input files, which no output may overwrite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,7 +726,7 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
         if outs is not None:
             data = (dumps(page) + "\n") if page is not None else text
             if not args.raw:
-                _save_crops(name, outs[i], parser.regions, rep)
+                _save_crops(name, outs[i], parser.regions, job.inputs)
             write_atomic(outs[i], data.encode("utf-8"))
             rep.info(f"wrote {outs[i]}")
         elif page is not None:
@@ -462,7 +760,7 @@ def _save_boxes(name: str, path: Path, regions) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def _save_crops(name: str, out_path: Path, regions, rep: Reporter) -> None:
+def _save_crops(name: str, out_path: Path, regions, inputs: Mapping[FileId, str]) -> None:
     """The image regions as images/STEM_N.jpg next to the output (the links in the markdown)."""
     from .grounding import to_pixels
     from .images import load_image
@@ -480,47 +778,48 @@ def _save_crops(name: str, out_path: Path, regions, rep: Reporter) -> None:
             continue
         buf = io.BytesIO()
         src.crop((x1, y1, x2, y2)).save(buf, format="JPEG", quality=92)
-        write_atomic(d / f"{out_path.stem}_{r.image_index}.jpg", buf.getvalue())
+        crop = d / f"{out_path.stem}_{r.image_index}.jpg"
+        refuse_input(crop, inputs)  # an earlier run's crop given back as an input image
+        write_atomic(crop, buf.getvalue())
+
+
+def _report_stop(e: KeyboardInterrupt) -> int:
+    """The one line for a run stopped by a signal; its exit status, 128 + the signal."""
+    signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    try:  # after SIGHUP the terminal may be gone
+        print(f"\n{PROG}: {STOP_SIGNALS.get(signum, 'stopped')}; the page being decoded was not written",
+              file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 128 + int(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _occupy_closed_std_fds()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     rep = Reporter(args.quiet)
-    old_term = None
+    handlers = _Handlers()
     try:
-        old_term = signal.signal(signal.SIGTERM, _on_term)
-    except ValueError:  # not the main thread
-        pass
-    try:
+        handlers.install()
         return run(args, rep)
     except CliError as e:
         rep.error(str(e))
         return e.status
     except KeyboardInterrupt as e:
-        try:
-            sys.stdout.flush()
-        except Exception:
-            pass
-        print(f"\n{PROG}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; the page being decoded "
-              "was not written", file=sys.stderr, flush=True)
-        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-    except BrokenPipeError:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        return EXIT_ERROR
+        return _report_stop(e)
+    except (StdoutBroken, BrokenPipeError):  # quietly, as `yes | head` does
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     finally:
-        if old_term is not None:
-            try:
-                signal.signal(signal.SIGTERM, old_term)
-            except ValueError:
-                pass
+        handlers.restore()
 
 
 def console_main() -> None:
