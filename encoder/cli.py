@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # annotations only: the CLI imports its modules when it runs
 
 PROG = "tilepass-cli"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRUNCATED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
-MODES = ("tiny", "small", "base", "large", "gundam", "auto")
 EXIT_HANGUP, EXIT_SIGBUS, EXIT_BROKEN_PIPE = 129, 135, 141  # 128 + SIGHUP / SIGBUS / SIGPIPE
 INT32_MAX = 2**31 - 1  # the C library's int parameters (context, threads); every integer option is bounded by it
 SEED_MAX = 2**64 - 1
@@ -136,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int("--top-k", 0), default=0, help="top-k sampling (0: off)")
     p.add_argument("--top-p", type=_float("--top-p", 0.0, 1.0, lo_open=True), default=1.0, help="top-p sampling (1: off)")
     p.add_argument("--seed", type=_seed, default=None, help="random seed for sampling (-1: a random one, as llama.cpp)")
-    p.add_argument("--no-repeat-ngram", type=_positive_int("--no-repeat-ngram", 0), default=30, metavar="N",
-                   help="ban repeating an n-gram of N tokens (default 30; 0 disables)")
-    p.add_argument("--no-repeat-window", type=_positive_int("--no-repeat-window", 0), default=90, metavar="W",
+    p.add_argument("--no-repeat-ngram", type=_positive_int("--no-repeat-ngram", 0), default=None, metavar="N",
+                   help="ban repeating an n-gram of N tokens (default: the model family's official runner's, "
+                        "DeepSeek-OCR 30, DeepSeek-OCR-2 20; 0 disables)")
+    p.add_argument("--no-repeat-window", type=_positive_int("--no-repeat-window", 0), default=None, metavar="W",
                    help="only n-grams within the last W generated tokens (default 90; 0: all of them)")
     p.add_argument("--no-repeat-scope", choices=("generated", "all"), default="generated",
                    help="tokens the rule looks at: the generated ones (default, as the reference runner) or the "
@@ -572,6 +572,10 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
                            vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type)
     except (PipelineError, TokenizerError) as e:
         raise CliError(str(e)) from None
+    modes = tuple(getattr(pipe.vision, "modes", ()))
+    if args.mode is not None and modes and args.mode not in modes:
+        raise CliError(f"argument --mode: invalid choice: {args.mode!r} (this {getattr(pipe.vision, 'family', '')} "
+                       f"model has: {', '.join(modes)})", EXIT_USAGE)
     code = getattr(pipe.vision, "precision", 0)
     vision_arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
     rep.info(f"models loaded in {time.perf_counter() - t0:.2f} s (text width {pipe.n_embd}, vocab {pipe.n_vocab}, "
@@ -601,9 +605,9 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
         if not good:
             continue
         any_usable = True
-        views = sum(1 + prepared[i].tiles.shape[0] for i in good)
+        views = sum(int(prepared[i].views.n_views) for i in good)
         where = f" (images {good[0] + 1}-{good[-1] + 1} of {len(images)})" if per_pass < len(images) else ""
-        rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {args.mode} ...")
+        rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {prepared[good[0]].mode} ...")
         models.check()
         try:
             embs, enc_s = pipe.encode([prepared[i] for i in good])
