@@ -2,7 +2,8 @@
 #   make          build build/libtilepass.so (portable -O3; per-ISA kernels dispatched at run time)
 #   make test     set up .venv, build both libraries, run the C tests and the kernel suites under the sanitizers,
 #                 then every pytest suite
-#   make demo     set up, build, run the main job on the bundled example
+#   make demo     set up (the run-time dependencies only: no torch), build, run the main job on the bundled example
+#   make wheel    build/wheel/tilepass-*.whl: the Python package with libtilepass.so and tilepass.h inside
 #   make bench    set up, build, print benchmark tables and write build/bench.json
 
 CC      ?= cc
@@ -40,7 +41,7 @@ CTESTS     := $(patsubst tests/c/%.c,$(BUILD)/ctest/%,$(CTESTS_SRC))
 
 isa_flags = $(if $(findstring _amx,$(1)),$(ISA_AMX),$(if $(findstring _avx512,$(1)),$(ISA_AVX512),$(if $(findstring _avx2,$(1)),$(ISA_AVX2),)))
 
-.PHONY: all lib sanlib test ctest example pytest santest demo bench venv clean
+.PHONY: all lib sanlib test ctest example pytest santest demo bench venv venv-test wheel clean
 all: lib
 lib: $(LIB)
 sanlib: $(SANLIB)
@@ -67,15 +68,31 @@ $(BUILD)/ctest/%: tests/c/%.c tests/c/tp_check.h $(SANLIB) include/tilepass.h
 	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
 	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
 
-# The virtualenv: pinned test and run-time dependencies, then the project in editable mode.
-$(VENV)/.stamp: pyproject.toml
+# The virtualenv of the main job (`make demo`): the pinned run-time dependencies only (no torch, no
+# transformers), then the project in editable mode (`tilepass` = encoder/ + convert/; the runtime loads
+# build/libtilepass.so), and a .pth that puts the checkout on sys.path, so that its `encoder` and `convert`
+# folders import from anywhere in this venv, as the tests, benchmarks and examples use them.
+RUNTIME_DEPS := "numpy>=1.26" "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13"
+# What `make test` (and bench) adds: torch (the wheel this machine keeps on disk), transformers, pytest.
+TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8"
+$(VENV)/.stamp: pyproject.toml native/build_hook.py
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "torch==2.13.0" "transformers==5.23.0" "numpy>=1.26" "pytest>=8" \
-	    "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13"
+	$(VPY) -m pip install -q $(RUNTIME_DEPS)
 	$(VPY) -m pip install -q --no-deps -e .
+	$(VPY) -c "import site, sys; open(site.getsitepackages()[0] + '/tilepass-checkout.pth', 'w').write(sys.argv[1] + '\n')" "$(CURDIR)"
 	touch $@
 venv: $(VENV)/.stamp
+
+$(VENV)/.stamp-test: $(VENV)/.stamp
+	$(VPY) -m pip install -q $(TEST_DEPS)
+	touch $@
+venv-test: $(VENV)/.stamp-test
+
+# pip builds the library with `make lib` (native/build_hook.py) and puts it in the wheel with the header.
+wheel:
+	$(PYTHON) -m pip wheel -q --no-deps -w $(BUILD)/wheel .
+	@ls -1 $(BUILD)/wheel/tilepass-*.whl
 
 # The C API example: only the public header and the library (sanitizer build), run in each model's default
 # image mode on the GGUF files llama.cpp's converter wrote (../shared/fixtures: DeepSeek-OCR v1 and
@@ -96,7 +113,7 @@ example: $(EXAMPLE)
 ctest: $(CTESTS)
 	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
 
-pytest: venv lib
+pytest: venv venv-test lib
 	$(VPY) -m pytest -q tests
 
 # The kernel and op suites (every ISA path, odd sizes and tails), the decoder and the llama.cpp-file vision
@@ -106,19 +123,19 @@ SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.p
 	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
 	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
 	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py
-santest: venv sanlib
+santest: venv venv-test sanlib
 	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TILEPASS_LIB=$(SANLIB) \
 	    $(VPY) -m pytest -q -p no:cacheprovider $(SAN_PYTESTS)
 
-test: venv lib ctest example santest
+test: venv venv-test lib ctest example santest
 	$(VPY) -m pytest -q tests
 
 demo: venv lib
 	$(VPY) examples/demo.py
 
-bench: venv lib
+bench: venv venv-test lib
 	$(VPY) tests/bench/run.py --json $(BUILD)/bench.json
 
 clean:

@@ -5,8 +5,25 @@ Public entry points:
     convert(model_dir, *, mmproj=False, outtype="auto", outfile=None, ...) -> ConversionResult
     plan(model_dir, *, mmproj=False, outtype="auto") -> Plan        (what --dry-run prints)
     ConversionError                                                  (every user-facing failure)
+    __version__                                                      (the project's, recorded in every file
+                                                                      as tilepass.writer_version)
 """
-from .errors import ConversionError
-from .converter import ConversionResult, Plan, convert, plan
+import re as _re
+from pathlib import Path as _Path
 
-__all__ = ["ConversionError", "ConversionResult", "Plan", "convert", "plan"]
+
+def _version() -> str:
+    """The project's version: the TILEPASS_VERSION_* macros of tilepass.h, the one place it is written. The
+    header is ../include/tilepass.h from this folder both in a checkout (include/) and installed
+    (tilepass/include/, this folder being tilepass/convert/)."""
+    text = (_Path(__file__).resolve().parent.parent / "include" / "tilepass.h").read_text()
+    return ".".join(_re.search(rf"^#define\s+TILEPASS_VERSION_{k}\s+(\d+)\s*$", text, _re.M).group(1)  # type: ignore[union-attr]
+                    for k in ("MAJOR", "MINOR", "PATCH"))
+
+
+__version__ = _version()  # before the modules below: convert.base writes it into every file
+
+from .errors import ConversionError  # noqa: E402
+from .converter import ConversionResult, Plan, convert, plan  # noqa: E402
+
+__all__ = ["ConversionError", "ConversionResult", "Plan", "__version__", "convert", "plan"]

@@ -34,6 +34,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 from gguf import Keys
 
+from . import __version__ as WRITER_VERSION  # the project's (include/tilepass.h)
 from .errors import ConversionError
 from .quant_policy import OutType, choose_type
 from .safetensors_reader import Checkpoint, TensorRef, iter_rows_f32
@@ -287,6 +288,7 @@ class ModelBase:
             KV(Keys.General.FILE_TYPE, chosen.file_type, VT.UINT32),
             KV(Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION, VT.UINT32),
             KV(KEY_FORMAT_VERSION, FORMAT_VERSION, VT.UINT32),
+            KV("tilepass.writer_version", WRITER_VERSION, VT.STRING),
         ]
 
     def build(self, chosen: OutType, **kv_extra: Any) -> ModelPlan:

@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Convert a DeepSeek-OCR checkpoint (safetensors) to GGUF files llama.cpp and tilepass load: "
                     "the text model (deepseek2-ocr) or, with --mmproj, the vision model (clip/deepseekocr).")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("model_dir", metavar="DIR", help="checkpoint directory (config.json, *.safetensors, tokenizer)")
     p.add_argument("--mmproj", action="store_true", help="write the vision GGUF instead of the text GGUF")
     p.add_argument("--outtype", default="auto", type=str.lower, choices=OUTTYPES,

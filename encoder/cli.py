@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
     )
 
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-m", "--model", required=True, metavar="TEXT.gguf", help="the text model GGUF")
     p.add_argument("--mmproj", required=True, metavar="VISION.gguf", help="the vision (mmproj) GGUF")
     p.add_argument("--image", action="append", required=True, metavar="FILE",

@@ -1,4 +1,9 @@
-"""cffi binding (ABI mode) over include/tilepass.h and the built libtilepass.so.
+"""cffi binding (ABI mode) over tilepass.h and libtilepass.so.
+
+The pair is found by the package (``tilepass.library_path()``, ``tilepass.header_path()``): TILEPASS_LIB when set,
+else the installed package's own library and header, else a checkout's build/libtilepass.so and
+include/tilepass.h. The library must report the header's version (tp_version() == TILEPASS_VERSION), else
+importing this module raises LibraryError (an ImportError) saying which files disagree.
 
 The header's region between TP_CDEF_BEGIN and TP_CDEF_END is plain C declarations; preprocessor
 lines are dropped (integer #defines are turned into cffi constants), so every public function is
@@ -7,15 +12,14 @@ bound without a hand-kept list.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import cffi
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-HEADER = REPO_ROOT / "include" / "tilepass.h"
+from . import LibraryError, __version__, header_path, library_path
+
+HEADER = header_path()
 
 
 class TilepassError(RuntimeError):
@@ -42,19 +46,35 @@ def _cdef_source(header_text: str) -> str:
     return "\n".join(lines)
 
 
-def _library_path() -> Path:
-    env = os.environ.get("TILEPASS_LIB")
-    if env:
-        return Path(env)
-    return REPO_ROOT / "build" / "libtilepass.so"
+_HOW_TO_GET = {
+    "TILEPASS_LIB": "unset TILEPASS_LIB to use the package's own library, or point it at a libtilepass.so",
+    "package": "the installed package is incomplete: reinstall it (pip install --force-reinstall tilepass, or "
+               "pip install . in a checkout)",
+    "checkout": "build it with `make lib` in the checkout",
+}
+
+
+def _load(ffi: cffi.FFI) -> tuple[Any, Any, str]:
+    """dlopen the library library_path() names and check its version against the header's."""
+    path, origin = library_path()
+    where = f"{path} (from TILEPASS_LIB)" if origin == "TILEPASS_LIB" else str(path)
+    if not path.is_file():
+        raise LibraryError(f"libtilepass not found: {where} does not exist; {_HOW_TO_GET[origin]}")
+    try:
+        lib = ffi.dlopen(str(path))
+        version = ffi.string(lib.tp_version()).decode()
+    except (OSError, AttributeError) as e:  # not a loadable library / not libtilepass (no tp_version)
+        raise LibraryError(f"libtilepass cannot be loaded from {where}: {e}; {_HOW_TO_GET[origin]}") from None
+    if version != __version__:
+        raise LibraryError(f"libtilepass version mismatch: {where} is {version}, but the header {HEADER} is "
+                           f"{__version__}: the library and the header must come from the same build; "
+                           f"{_HOW_TO_GET[origin]}")
+    return lib, path, version
 
 
 ffi = cffi.FFI()
 ffi.cdef(_cdef_source(HEADER.read_text()))
-_path = _library_path()
-if not _path.exists():
-    raise ImportError(f"{_path} not found: build the library with `make` first")
-lib: Any = ffi.dlopen(str(_path))
+lib, LIBRARY, VERSION = _load(ffi)  # LIBRARY: the file loaded; VERSION: its tp_version()
 
 
 def check_error(status: int, err: Any = None, what: str = "") -> None:

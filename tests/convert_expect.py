@@ -12,6 +12,8 @@ from gguf import GGMLQuantizationType as QT
 
 from reference_models import OcrDims, image_token_id, special_tokens
 
+from convert import __version__ as WRITER_VERSION  # every file records the writer's version
+
 TEXT_RULES = [
     (r"model\.embed_tokens\.weight", "token_embd.weight"),
     (r"model\.norm\.weight", "output_norm.weight"),
@@ -108,6 +110,7 @@ def expected_text_kv(d: OcrDims, chosen: QT, name: str) -> dict:
     return {
         "general.architecture": a, "general.type": "model", "general.name": name,
         "general.file_type": FILE_TYPE[chosen], "general.quantization_version": 2, "tilepass.format_version": 1,
+        "tilepass.writer_version": WRITER_VERSION,
         f"{a}.block_count": d.text_layers, f"{a}.context_length": d.max_positions,
         f"{a}.embedding_length": d.text_hidden, f"{a}.feed_forward_length": d.text_ffn,
         f"{a}.attention.head_count": d.text_heads, f"{a}.attention.head_count_kv": d.text_kv_heads,
@@ -131,6 +134,7 @@ def expected_vision_kv(d: OcrDims, chosen: QT, name: str) -> dict:
     return {
         "general.architecture": "clip", "general.type": "mmproj", "general.name": name,
         "general.file_type": FILE_TYPE[chosen], "general.quantization_version": 2, "tilepass.format_version": 1,
+        "tilepass.writer_version": WRITER_VERSION,
         "clip.has_vision_encoder": True, "clip.projector_type": "deepseekocr", "clip.use_gelu": True,
         "clip.vision.projection_dim": d.text_hidden, "clip.vision.image_size": d.clip_image,
         "clip.vision.patch_size": d.clip_patch, "clip.vision.embedding_length": d.clip_hidden,

@@ -29,8 +29,8 @@ import reference_ocr2 as r2
 from convert import ConversionError, convert, plan
 from convert.cli import main
 from convert.config import load_config
-from convert_expect import (FILE_TYPE, VISION_RULES, check_kv, check_values, dequant, expected_tensors,
-                            expected_text_kv, expected_type, gguf_files, read_kv)
+from convert_expect import (FILE_TYPE, VISION_RULES, WRITER_VERSION, check_kv, check_values, dequant,
+                            expected_tensors, expected_text_kv, expected_type, gguf_files, read_kv)
 
 FIXTURE = r2.FIXTURE_DIR
 CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
@@ -72,6 +72,7 @@ def expected_vision_kv(hf: dict, chosen: QT, name: str) -> dict:
     return {
         "general.architecture": "clip", "general.type": "mmproj", "general.name": name,
         "general.file_type": FILE_TYPE[chosen], "general.quantization_version": 2, "tilepass.format_version": 1,
+        "tilepass.writer_version": WRITER_VERSION,
         "clip.has_vision_encoder": True, "clip.projector_type": "deepseekocr2", "clip.use_gelu": True,
         "clip.vision.projection_dim": t["hidden_size"], "clip.vision.image_size": 1024, "clip.vision.patch_size": 16,
         "clip.vision.embedding_length": e["hidden_size"], "clip.vision.feed_forward_length": e["intermediate_size"],
@@ -336,8 +337,8 @@ def test_vision_matches_llamacpp_fixture(fixture_models, tmp_path, variant):
         assert k in kv_ours and _same_value(kv_ours[k], v), (k, kv_ours.get(k), v)
     assert kv_ours["clip.vision.attention.head_count_kv"] == kv_theirs["clip.vision.attention.head_count_kv"] == 2
     extra = set(kv_ours) - set(kv_theirs)
-    assert extra == {"tilepass.format_version", "tilepass.sam.image_size", "tilepass.sam.patch_size",
-                     "tilepass.sam.window_size", "tilepass.sam.global_attn_indexes", "tilepass.sam.layer_norm_epsilon",
+    assert extra == {"tilepass.format_version", "tilepass.writer_version", "tilepass.sam.image_size",
+                     "tilepass.sam.patch_size", "tilepass.sam.window_size", "tilepass.sam.global_attn_indexes", "tilepass.sam.layer_norm_epsilon",
                      "tilepass.sam.feed_forward_length", "tilepass.preproc.tile_size", "tilepass.preproc.pad_color",
                      "tilepass.encoder.rope_freq_base"}, extra
     assert kv_ours["tilepass.encoder.rope_freq_base"] == 1e6 and kv_ours["tilepass.sam.global_attn_indexes"] == [1]

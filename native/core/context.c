@@ -44,12 +44,7 @@ void tp_ctx_detach_graph(tp_context *ctx, tp_graph *g) {
     }
 }
 
-const char *tp_version(void) {
-#define TP_STR2(x) #x
-#define TP_STR(x) TP_STR2(x)
-    return TP_STR(TILEPASS_VERSION_MAJOR) "." TP_STR(TILEPASS_VERSION_MINOR) "." TP_STR(
-        TILEPASS_VERSION_PATCH);
-}
+const char *tp_version(void) { return TILEPASS_VERSION; }
 
 const char *tp_status_string(tp_status status) {
     switch (status) {
