@@ -105,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
                "without end of text (incomplete); 130 interrupted, 129 hung up, 143 terminated; 135 a model file "
                "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
     )
-
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -115,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an input image; repeat for several pages")
     p.add_argument("-p", "--prompt", default=DEFAULT_PROMPT,
                    help=f"prompt (default {DEFAULT_PROMPT!r}; '<image>\\n' is put in front if it has no <image>)")
-    p.add_argument("--mode", default="gundam", choices=MODES,
-                   help="image mode (default gundam: 1024 global view + 640 tiles for large images)")
+    p.add_argument("--mode", default=None,
+                   help="image mode, one the vision model has (default: its first; DeepSeek-OCR: gundam, tiny, "
+                        "small, base, large, auto; DeepSeek-OCR-2: gundam, base)")
     p.add_argument("--min-tiles", type=_positive_int("--min-tiles"), default=None, help="gundam: fewest tiles (default from the file, 2)")
     p.add_argument("--max-tiles", type=_positive_int("--max-tiles"), default=None, help="gundam: most tiles (default from the file, 9)")
     p.add_argument("-n", "--n-predict", type=_positive_int("-n"), default=8192, metavar="N",
