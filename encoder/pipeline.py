@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .generate import GenerationResult, NoRepeat, Sampling, generate
+from .prompts import IMAGE_TAG, Prompt, PromptError, check_pair, conventions_for, normalise_deepseek_prompt
 from .tokenizer import Tokenizer
 
-IMAGE_TAG = "<image>"
 DEFAULT_PROMPT = "<|grounding|>Convert the document to markdown."
-TEXT_ARCHS = ("deepseek2-ocr",)
+TEXT_ARCHS = ("deepseek2-ocr", "paddleocr")
 VISION_ARCHS = ("clip",)
 
 
@@ -32,13 +32,11 @@ class PipelineError(RuntimeError):
 
 
 def normalise_prompt(prompt: str) -> str:
-    """``<image>\\n`` put in front when the prompt has no ``<image>``; more than one is refused."""
-    n = prompt.count(IMAGE_TAG)
-    if n == 0:
-        return IMAGE_TAG + "\n" + prompt
-    if n > 1:
-        raise PipelineError(f"the prompt holds {n} {IMAGE_TAG} tags; one page takes exactly one image")
-    return prompt
+    """DeepSeek-OCR's: ``<image>\\n`` put in front when the prompt has no ``<image>``; more than one is refused."""
+    try:
+        return normalise_deepseek_prompt(prompt)
+    except PromptError as e:
+        raise PipelineError(str(e)) from None
 
 
 def gguf_summary(path: str | os.PathLike) -> dict:
@@ -55,7 +53,8 @@ def gguf_summary(path: str | os.PathLike) -> dict:
     try:
         with GGUFFile(p) as f:
             arch = f.get("general.architecture", None)
-            out = {"arch": arch, "projector_type": f.get("clip.projector_type", None)}
+            out = {"arch": arch, "projector_type": f.get("clip.projector_type", None),
+                   "chat_template": f.get("tokenizer.chat_template", None)}
             t = f.find_tensor("token_embd.weight")
             out["text_width"] = f.tensor_info(t).ne[0] if t >= 0 else (
                 f.get(f"{arch}.embedding_length", None) if isinstance(arch, str) else None)
@@ -172,8 +171,14 @@ class OcrPipeline:
         self.bos_id = pick("bos_id", self.tokenizer.bos_id, 0)
         self.eos_id = pick("eos_id", self.tokenizer.eos_id, 1)
         self.image_id = pick("image_token_id", self.tokenizer.token_id(IMAGE_TAG), None)
-        if self.image_id is None:
-            raise PipelineError(f"{os.fspath(text_path)}: the vocabulary has no {IMAGE_TAG} token")
+        summary = gguf_summary(text_path) if check_files else {}
+        try:
+            self.conventions = conventions_for(getattr(self.vision, "family", "deepseek_ocr"), self.tokenizer,
+                                               bos_id=self.bos_id, image_id=self.image_id,
+                                               chat_template=summary.get("chat_template"))
+            check_pair(self.conventions, summary.get("arch"), os.fspath(vision_path), os.fspath(text_path))
+        except PromptError as e:
+            raise PipelineError(f"{os.fspath(text_path)}: {e}" if "text model" not in str(e) else str(e)) from None
         self.td_ids = frozenset(i for i in (self.tokenizer.token_id("<td>"), self.tokenizer.token_id("</td>"))
                                 if i is not None)
 
@@ -199,13 +204,19 @@ class OcrPipeline:
             trim()
         return embs, time.perf_counter() - t0
 
+    @property
+    def default_prompt(self) -> str:
+        return self.conventions.default_prompt
+
+    def prompt(self, prompt: str, n_image_tokens: int, token_grid: tuple[int, int] = (0, 0)) -> Prompt:
+        """The decoder's input for one page, by the model family's conventions (prompts.py)."""
+        try:
+            return self.conventions.build(self.tokenizer, prompt, n_image_tokens, token_grid)
+        except PromptError as e:
+            raise PipelineError(str(e)) from None
+
     def prompt_ids(self, prompt: str, n_image_tokens: int) -> list[int]:
-        before, after = normalise_prompt(prompt).split(IMAGE_TAG, 1)
-        ids = [] if self.bos_id is None else [self.bos_id]
-        ids += self.tokenizer.encode(before) if before else []
-        ids += [self.image_id] * n_image_tokens
-        ids += self.tokenizer.encode(after) if after else []
-        return ids
+        return self.prompt(prompt, n_image_tokens).ids
 
     def default_no_repeat(self, ngram: int | None = None, window: int | None = None) -> NoRepeat:
         """The no-repeat rule: the vision family's official runner's n-gram size and window where not given."""
@@ -215,8 +226,9 @@ class OcrPipeline:
 
     def generate(self, ids: Sequence[int], embd: np.ndarray | None, max_new_tokens: int,
                  sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,
-                 on_token: Callable[[int], None] | None = None) -> GenerationResult:
-        """Reset the decoder, prefill ids (image rows replacing the image tokens), generate."""
+                 on_token: Callable[[int], None] | None = None, positions: np.ndarray | None = None) -> GenerationResult:
+        """Reset the decoder, prefill ids (image rows replacing the image tokens; positions [3, n] for M-RoPE
+        models), generate."""
         if no_repeat is None:
             no_repeat = self.default_no_repeat()
         n_img = sum(1 for i in ids if i == self.image_id)
@@ -235,7 +247,9 @@ class OcrPipeline:
         def prefill() -> np.ndarray:
             text.reset()
             e = None if embd is None or embd.shape[0] == 0 else np.ascontiguousarray(embd, dtype=np.float32)
-            return last(text.eval(list(ids), embd=e))
+            if positions is None:
+                return last(text.eval(list(ids), embd=e))
+            return last(text.eval(list(ids), embd=e, pos=positions))
 
         def step(tok: int) -> np.ndarray:
             return last(text.eval([tok]))
@@ -246,8 +260,9 @@ class OcrPipeline:
     def run_page(self, name: str, prepared: Any, embd: np.ndarray, prompt: str, max_new_tokens: int,
                  sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,
                  on_token: Callable[[int], None] | None = None) -> PageResult:
-        ids = self.prompt_ids(prompt, int(embd.shape[0]))
-        res = self.generate(ids, embd, max_new_tokens, sampling, no_repeat, on_token)
+        p = self.prompt(prompt, int(embd.shape[0]), tuple(getattr(prepared, "token_grid", (0, 0))))
+        ids = p.ids
+        res = self.generate(ids, embd, max_new_tokens, sampling, no_repeat, on_token, positions=p.positions)
         return PageResult(
             name=name, tokens=res.tokens, text=self.tokenizer.decode(res.tokens), stop_reason=res.stop_reason,
             n_prompt=len(ids), n_image_tokens=int(embd.shape[0]),

@@ -31,6 +31,7 @@ class PreparedImage:
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
     mode: str
     n_tokens: int  # laid-out image tokens (layout tokens such as newlines and separators included)
+    token_grid: tuple[int, int] = (0, 0)  # (cols, rows) of the image tokens when they form one grid (native fit)
 
     @property
     def views(self) -> Any:
@@ -87,5 +88,8 @@ def prepare_image(image: ImageSource, mode: str, params: Any, n_tokens_of: Any) 
     n = int(n_tokens_of(v))
     if n < 0:
         raise ImageError(f"the model cannot encode the views of this {width}x{height} image in mode {mode!r}")
+    token_grid = (0, 0)
+    if params.fit == lib.TP_FIT_NATIVE:  # one view whose tokens are its factor x factor blocks, in raster order
+        token_grid = (int(v.views[0].width) // params.factor, int(v.views[0].height) // params.factor)
     return PreparedImage(page=page, grid=(int(v.grid_cols), int(v.grid_rows)), original_size=(width, height),
-                         mode=mode, n_tokens=n)
+                         mode=mode, n_tokens=n, token_grid=token_grid)
