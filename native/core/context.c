@@ -22,7 +22,16 @@ struct tp_context {
     /* A weights context whose leaves this one's ops may read (tp_context_create_child): a model binds
      * its weights once, at load, and each computation builds its graph in a child context. */
     const tp_context *parent;
+    /* tp_context_params.abort_callback: asked between the nodes of a computation (graph.c) */
+    bool (*abort_callback)(void *data);
+    void *abort_callback_data;
 };
+
+/* graph.c's compute loop reads it (declared there). */
+void tp_ctx_abort_callback(const tp_context *ctx, bool (**callback)(void *data), void **data) {
+    *callback = ctx ? ctx->abort_callback : NULL;
+    *data = ctx ? ctx->abort_callback_data : NULL;
+}
 
 int tp_ctx_n_tensors(const tp_context *ctx) { return ctx->n_tensors; }
 
@@ -57,6 +66,7 @@ const char *tp_status_string(tp_status status) {
     case TP_ERR_FORMAT: return "bad file format";
     case TP_ERR_UNSUPPORTED: return "unsupported";
     case TP_ERR_INTERNAL: return "internal error";
+    case TP_ERR_ABORTED: return "aborted";
     }
     return "unknown status";
 }
@@ -84,6 +94,8 @@ tp_context_params tp_context_default_params(void) {
     tp_context_params p;
     p.cpu_path = -1;
     p.precision = TP_PRECISION_F32;
+    p.abort_callback = NULL;
+    p.abort_callback_data = NULL;
     return p;
 }
 
@@ -123,6 +135,8 @@ tp_status tp_context_create(const tp_context_params *params, tp_context **out, t
     tp_cpu_path path = p.cpu_path < 0 ? path_from_env(best) : (tp_cpu_path)p.cpu_path;
     ctx->path = path < best ? path : best;
     ctx->precision = p.precision;
+    ctx->abort_callback = p.abort_callback;
+    ctx->abort_callback_data = p.abort_callback_data;
     *out = ctx;
     return TP_OK;
 }

@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* The abort callback a context was created with (context.c; declared here rather than in tp_internal.h,
+ * since only the compute loop reads it). */
+void tp_ctx_abort_callback(const tp_context *ctx, bool (**callback)(void *data), void **data);
+
 struct tp_graph {
     tp_context *ctx;
     tp_tensor **outputs;
@@ -352,6 +356,15 @@ typedef struct compute_job {
     tp_graph *g;
     tp_threadpool *pool;
     atomic_int error; /* 1 + index of the first node that reported bad data, or 0 */
+    /* Cancellation: the context's abort callback, asked by thread 0 after its share of each computing node
+     * (before that node's barrier); the first time it answers true, aborted_at = 1 + that node's index.
+     * Every thread reads aborted_at after the barrier and stops when it is set and not past the node it
+     * just finished: a value stored before barrier n is seen by all threads after barrier n, and thread 0
+     * can only store later values (>= n + 2) once it has passed barrier n, so all threads stop after the
+     * same node and no thread is left waiting at a barrier the others never reach. */
+    bool (*abort_callback)(void *data);
+    void *abort_callback_data;
+    atomic_int aborted_at;
 } compute_job;
 
 static void compute_worker(void *arg, int ith, int nth) {
@@ -377,8 +390,13 @@ static void compute_worker(void *arg, int ith, int nth) {
             int expected = -1;
             atomic_compare_exchange_strong(&job->error, &expected, n + 1);
         }
+        if (ith == 0 && job->abort_callback && atomic_load(&job->aborted_at) == 0 &&
+            job->abort_callback(job->abort_callback_data))
+            atomic_store(&job->aborted_at, n + 1);
         tp_barrier(job->pool);
         if (g->profile && ith == 0) g->node_ms[n] += now_ms() - t0;
+        const int stop = atomic_load(&job->aborted_at);
+        if (stop != 0 && stop <= n + 1) break;
     }
 }
 
@@ -396,6 +414,8 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
     job.g = g;
     job.pool = pool;
     atomic_init(&job.error, 0);
+    tp_ctx_abort_callback(g->ctx, &job.abort_callback, &job.abort_callback_data);
+    atomic_init(&job.aborted_at, 0);
     int nth = tp_threadpool_n_threads(pool);
     if (g->work_threads != nth) {
         size_t work = 0;
@@ -417,6 +437,10 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
     if (g->profile) memset(g->node_ms, 0, (size_t)g->n_nodes * sizeof(double));
     tp_threadpool_run(pool, compute_worker, &job);
     if (g->profile) print_profile(g);
+    const int aborted = atomic_load(&job.aborted_at);
+    if (aborted != 0)
+        return tp_ctx_set_error(g->ctx, TP_ERR_ABORTED, "aborted (by the abort callback, after node %d of %d)",
+                                aborted, g->n_nodes);
     int e = atomic_load(&job.error);
     if (e != 0) {
         const char *name = e > 0 ? tp_op_get_info(g->nodes[e - 1]->op)->name : "an op";

@@ -12,6 +12,7 @@
 #include "registry.h"
 #include "tp_quants.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -28,7 +29,13 @@ struct tp_text_model {
     text_vocab vocab;
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
-    int32_t n_past;
+    /* The thread contract (tilepass.h): one model holds one sequence, so calls that change it do not take
+     * turns silently: tp_text_eval(_pos) takes `busy` with a try-lock and fails with "model in use by another
+     * thread" while a call is in progress; tp_text_reset waits for it. n_past is atomic so that
+     * tp_text_n_past may be read from any thread at any time. */
+    pthread_mutex_t busy;
+    bool busy_ready;
+    _Atomic int32_t n_past;
     int32_t next_pos; /* the position the next token gets when the caller gives none: 1 + the largest so far */
     tp_type kv_type;          /* TP_TYPE_F32 or TP_TYPE_F16 */
     void **kcache, **vcache; /* [n_layer] */
@@ -82,6 +89,8 @@ tp_text_params tp_text_default_params(void) {
     p.n_ctx = 0;
     p.n_batch = 0;
     p.kv_type = -1;
+    p.abort_callback = NULL;
+    p.abort_callback_data = NULL;
     return p;
 }
 
@@ -98,6 +107,7 @@ void tp_text_free(tp_text_model *m) {
     tp_context_free(m->wctx);
     tp_threadpool_free(m->pool);
     tp_gguf_close(m->gguf);
+    if (m->busy_ready) pthread_mutex_destroy(&m->busy);
     free(m);
 }
 
@@ -132,6 +142,13 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
     }
     snprintf(m->path, sizeof m->path, "%s", path);
     m->params = p;
+    atomic_init(&m->n_past, 0);
+    if (pthread_mutex_init(&m->busy, NULL) != 0) {
+        free(m);
+        tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_text_load: cannot create a mutex");
+        return TP_ERR_OUT_OF_MEMORY;
+    }
+    m->busy_ready = true;
     tp_status st = tp_gguf_open(path, &m->gguf, err);
     if (st == TP_OK) {
         m->family = text_family_for(m->gguf);
@@ -224,7 +241,11 @@ tp_status tp_text_get_info(const tp_text_model *m, tp_text_info *out) {
 }
 
 void tp_text_reset(tp_text_model *m) {
-    if (m) m->n_past = m->next_pos = 0;
+    if (!m) return;
+    pthread_mutex_lock(&m->busy); /* after a tp_text_eval in progress on another thread */
+    m->n_past = 0;
+    m->next_pos = 0;
+    pthread_mutex_unlock(&m->busy);
 }
 
 int32_t tp_text_n_past(const tp_text_model *m) { return m ? m->n_past : 0; }
@@ -246,6 +267,8 @@ static tp_status eval_batch(tp_text_model *m, const int32_t *ids, int64_t n, con
     const int64_t C = hp->n_embd;
     tp_context_params cp = tp_context_default_params();
     cp.cpu_path = m->params.cpu_path;
+    cp.abort_callback = m->params.abort_callback; /* asked between nodes by tp_graph_compute */
+    cp.abort_callback_data = m->params.abort_callback_data;
     tp_context *ctx = NULL;
     tp_status st = tp_context_create_child(&cp, m->wctx, &ctx, err);
     if (st != TP_OK) return st;
@@ -310,12 +333,8 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
     return tp_text_eval_pos(m, ids, n, NULL, embd, n_embd_rows, logits, all_logits, err);
 }
 
-tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
-                           int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err) {
-    if (!m) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: the model is NULL");
-        return TP_ERR_INVALID_ARGUMENT;
-    }
+static tp_status eval_locked(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
+                             int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err) {
     if (n <= 0 || !ids) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: need n >= 1 token ids (n = %d%s)", (int)n,
                      ids ? "" : ", ids NULL");
@@ -367,5 +386,23 @@ tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, cons
         m->n_past = n_past0;
         m->next_pos = next_pos0;
     }
+    return st;
+}
+
+tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
+                           int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err) {
+    if (!m) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_eval: the model is NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    /* one sequence per model: a second caller is refused at once, never interleaved into the first's cache */
+    if (pthread_mutex_trylock(&m->busy) != 0) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "tp_text_eval: model in use by another thread (a text model holds one sequence: use one model "
+                     "per thread, or take turns under your own lock)");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    tp_status st = eval_locked(m, ids, n, pos, embd, n_embd_rows, logits, all_logits, err);
+    pthread_mutex_unlock(&m->busy);
     return st;
 }

@@ -44,6 +44,8 @@ tp_vision_params tp_vision_default_params(void) {
     p.cpu_path = -1;
     p.precision = TP_PRECISION_F32;
     p.keep_stages = false;
+    p.abort_callback = NULL;
+    p.abort_callback_data = NULL;
     return p;
 }
 
@@ -292,6 +294,9 @@ static tp_status build_graph(tp_vision_model *m, const view_group *groups, int n
     cp.cpu_path = m->params.cpu_path;
     /* int8: Q8_0 matrices take the int8 GEMM whatever the context's precision; the rest is BF16 */
     cp.precision = m->params.precision == TP_PRECISION_INT8 ? TP_PRECISION_BF16 : m->params.precision;
+    /* cancellation: tp_graph_compute asks the callback between nodes (an aborted encode drops the graph) */
+    cp.abort_callback = m->params.abort_callback;
+    cp.abort_callback_data = m->params.abort_callback_data;
     tp_status st = tp_context_create_child(&cp, m->wctx, &m->ctx, err);
     if (st != TP_OK) return st;
     tp_context *ctx = m->ctx;
