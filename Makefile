@@ -73,8 +73,9 @@ $(BUILD)/ctest/%: tests/c/%.c tests/c/tp_check.h $(SANLIB) include/tilepass.h
 # build/libtilepass.so), and a .pth that puts the checkout on sys.path, so that its `encoder` and `convert`
 # folders import from anywhere in this venv, as the tests, benchmarks and examples use them.
 RUNTIME_DEPS := "numpy>=1.26" "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13"
-# What `make test` (and bench) adds: torch (the wheel this machine keeps on disk), transformers, pytest.
-TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8"
+# What `make test` (and bench) adds: torch (the wheel this machine keeps on disk), transformers, pytest,
+# sentencepiece (the reference tokenizer of tests/test_tokenizer_spm.py).
+TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8" "sentencepiece>=0.2"
 $(VENV)/.stamp: pyproject.toml native/build_hook.py
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip

@@ -4,12 +4,22 @@ Two sources, in this order:
 
 1. ``tokenizer.huggingface.json`` (the original ``tokenizer.json`` kept verbatim by our converter):
    ``tokenizers.Tokenizer.from_str`` gives exactly the original tokenizer.
-2. Otherwise (llama.cpp's files) the ``tokenizer.ggml.*`` keys: a byte-level BPE over
-   ``tokenizer.ggml.tokens`` / ``merges`` with the pre-tokenizer named by ``tokenizer.ggml.pre``
-   (``deepseek-v3``: the three regex splits of DeepSeek-V3's ``tokenizer.json`` then a byte-level
-   mapping without its own regex; ``gpt2``/``default``: the GPT-2 byte-level regex). Tokens of type
-   CONTROL / USER_DEFINED become added tokens (special for CONTROL), so they are matched whole in
-   the input text, as in the original.
+2. Otherwise (llama.cpp's files) the ``tokenizer.ggml.*`` keys, by ``tokenizer.ggml.model``:
+
+   * ``gpt2``: a byte-level BPE over ``tokenizer.ggml.tokens`` / ``merges`` with the pre-tokenizer named
+     by ``tokenizer.ggml.pre`` (``deepseek-v3``: the three regex splits of DeepSeek-V3's ``tokenizer.json``
+     then a byte-level mapping without its own regex; ``gpt2``/``default``: the GPT-2 byte-level regex).
+   * ``llama`` (SentencePiece; PaddleOCR-VL's ERNIE): tokens, ``scores`` and types. A BPE vocabulary (every
+     NORMAL piece's score a whole number: sentencepiece gives BPE pieces -rank) becomes a ``tokenizers`` BPE
+     whose merges are every split of a piece into two pieces, ordered by the piece's score (as
+     transformers' ``generate_merges`` orders them, and as llama.cpp and sentencepiece merge the
+     highest-scoring pair first); otherwise a Unigram over the scores (sentencepiece's Viterbi). Byte
+     fallback when the vocabulary has ``<0xXX>`` BYTE pieces; spaces become "▁", and with
+     ``tokenizer.ggml.add_space_prefix`` (llama.cpp's default, true, when the key is absent) a "▁" goes
+     before the text and before the text after every special token, as llama.cpp does.
+
+   Tokens of type CONTROL / USER_DEFINED (and, in a ``llama`` vocabulary, UNKNOWN) become added tokens
+   (special but for USER_DEFINED), so they are matched whole in the input text, as in the original.
 
 Decoding works on bytes: ``token_bytes(id)`` is a token's raw UTF-8 bytes (byte-level BPE symbols
 mapped back to bytes; added tokens as their text), and ``StreamDecoder`` joins them with an
@@ -24,13 +34,14 @@ from __future__ import annotations
 import codecs
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 # tokenizer.ggml.token_type values (llama.cpp / gguf.TokenType)
 TT_NORMAL, TT_UNKNOWN, TT_CONTROL, TT_USER_DEFINED, TT_UNUSED, TT_BYTE = 1, 2, 3, 4, 5, 6
@@ -42,6 +53,8 @@ DEEPSEEK_V3_SPLITS = (
     r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 )
 KNOWN_PRE = ("deepseek-v3", "gpt2", "default")
+SPM_SPACE = "\u2581"  # SentencePiece's "▁"
+_BYTE_PIECE_TEXT = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
 class TokenizerError(ValueError):
@@ -121,6 +134,67 @@ def build_bpe(tokens: Sequence[str], merges: Sequence[str], token_types: Sequenc
     return tok
 
 
+def spm_is_bpe(scores: Sequence[float], token_types: Sequence[int]) -> bool:
+    """Whether a SentencePiece vocabulary is a BPE (sentencepiece scores BPE pieces -rank: whole numbers) rather
+    than a Unigram (log probabilities)."""
+    normal = [float(s) for s, t in zip(scores, token_types) if t == TT_NORMAL]
+    return bool(normal) and all(s.is_integer() for s in normal)
+
+
+def spm_piece_bytes(piece: str, token_type: int = TT_NORMAL) -> bytes:
+    """A SentencePiece piece's bytes: ``<0xXX>`` BYTE pieces their byte, "▁" a space."""
+    if token_type == TT_BYTE:
+        m = _BYTE_PIECE_TEXT.match(piece)
+        if m:
+            return bytes([int(m.group(1), 16)])
+    if token_type == TT_UNUSED:
+        return b""
+    return piece.replace(SPM_SPACE, " ").encode("utf-8")
+
+
+def build_spm(tokens: Sequence[str], scores: Sequence[float], token_types: Sequence[int],
+              add_space_prefix: bool = True, unk_id: int | None = None) -> HFTokenizer:
+    """A `tokenizers` tokenizer for a SentencePiece (``llama``) vocabulary (see the module docstring)."""
+    n = len(tokens)
+    if len(scores) != n or len(token_types) != n:
+        raise TokenizerError(f"{n} tokens but {len(scores)} scores and {len(token_types)} token types")
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    byte_fallback = any(ty == TT_BYTE for ty in token_types)
+    if unk_id is None or not 0 <= unk_id < n:
+        unk_id = next((i for i, ty in enumerate(token_types) if ty == TT_UNKNOWN), 0 if n else None)
+    if spm_is_bpe(scores, token_types):
+        normal = {t for t, ty in zip(tokens, token_types) if ty == TT_NORMAL}
+        order = sorted((i for i, (t, ty) in enumerate(zip(tokens, token_types))
+                        if ty == TT_NORMAL and len(t) > 1 and vocab[t] == i), key=lambda i: (-float(scores[i]), i))
+        merges = []
+        for i in order:
+            t = tokens[i]
+            for k in range(1, len(t)):
+                if t[:k] in normal and t[k:] in normal:
+                    merges.append((t[:k], t[k:]))
+        model = models.BPE(vocab=vocab, merges=merges, unk_token=tokens[unk_id] if unk_id is not None else None,
+                           fuse_unk=True, byte_fallback=byte_fallback, dropout=None)
+    else:
+        # sentencepiece's Viterbi never picks control, byte, unused or unknown pieces: keep them out of reach
+        lattice = [(t, float(s) if ty in (TT_NORMAL, TT_USER_DEFINED) else -1e9)
+                   for t, s, ty in zip(tokens, scores, token_types)]
+        model = models.Unigram(lattice, unk_id=unk_id, byte_fallback=byte_fallback)
+    tok = HFTokenizer(model)
+    norms = ([normalizers.Prepend(SPM_SPACE)] if add_space_prefix else []) + [normalizers.Replace(" ", SPM_SPACE)]
+    tok.normalizer = normalizers.Sequence(norms)
+    tok.decoder = decoders.Sequence([decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    added = []  # matched whole in the text, as llama.cpp does (control, user-defined and unknown tokens)
+    for i, (t, ty) in enumerate(zip(tokens, token_types)):
+        if ty in (TT_CONTROL, TT_USER_DEFINED, TT_UNKNOWN) and vocab.get(t) == i:
+            added.append(AddedToken(t, single_word=False, lstrip=False, rstrip=False, normalized=False,
+                                    special=(ty != TT_USER_DEFINED)))
+    if added:
+        tok.add_tokens(added)
+    return tok
+
+
 @dataclass
 class Tokenizer:
     """Encode text to ids and ids back to bytes/text for one text model."""
@@ -132,6 +206,9 @@ class Tokenizer:
     eos_id: int | None = 1
     pad_id: int | None = None
     source: str = ""  # "tokenizer.huggingface.json" or "tokenizer.ggml"
+    unk_id: int | None = None
+    kind: str = "bpe"  # "bpe" (byte-level), "spm-bpe" or "spm-unigram" (SentencePiece)
+    add_space_prefix: bool = False  # SentencePiece: a "▁" before the text after every special token
 
     # ---- construction ----
     @classmethod
@@ -143,15 +220,22 @@ class Tokenizer:
             raise TokenizerError(f"tokenizer.huggingface.json cannot be loaded: {e}") from e
         size = max(hf.get_vocab_size(with_added_tokens=True), n_vocab or 0)
         added = hf.get_added_tokens_decoder()  # id -> AddedToken
+        kind = _hf_json_kind(text)
+        spm = kind != "bpe"
         pieces: list[bytes] = []
         for i in range(size):
             if i in added:
                 pieces.append(added[i].content.encode("utf-8"))
                 continue
             t = hf.id_to_token(i)
-            pieces.append(byte_level_to_bytes(t) if t is not None else b"")
+            if t is None:
+                pieces.append(b"")
+            elif spm:
+                pieces.append(spm_piece_bytes(t, TT_BYTE if _BYTE_PIECE_TEXT.match(t) else TT_NORMAL))
+            else:
+                pieces.append(byte_level_to_bytes(t))
         special = frozenset(i for i, a in added.items() if a.special)
-        return cls(hf, pieces, special, bos_id, eos_id, pad_id, "tokenizer.huggingface.json")
+        return cls(hf, pieces, special, bos_id, eos_id, pad_id, "tokenizer.huggingface.json", kind=kind)
 
     @classmethod
     def from_vocab(cls, tokens: Sequence[str], merges: Sequence[str], token_types: Sequence[int] | None = None,
@@ -165,22 +249,47 @@ class Tokenizer:
         return cls(hf, pieces, special, bos_id, eos_id, pad_id, "tokenizer.ggml")
 
     @classmethod
+    def from_spm(cls, tokens: Sequence[str], scores: Sequence[float], token_types: Sequence[int],
+                 add_space_prefix: bool = True, bos_id: int | None = None, eos_id: int | None = None,
+                 pad_id: int | None = None, unk_id: int | None = None) -> "Tokenizer":
+        """A SentencePiece (``llama``) vocabulary: tokens, scores, token types (see the module docstring)."""
+        types = [int(t) for t in token_types]
+        hf = build_spm(tokens, scores, types, add_space_prefix, unk_id)
+        pieces = [t.encode("utf-8") if ty in (TT_CONTROL, TT_USER_DEFINED, TT_UNKNOWN) else spm_piece_bytes(t, ty)
+                  for t, ty in zip(tokens, types)]
+        special = frozenset(i for i, ty in enumerate(types) if ty in (TT_CONTROL, TT_UNKNOWN))
+        return cls(hf, pieces, special, bos_id, eos_id, pad_id, "tokenizer.ggml", unk_id=unk_id,
+                   kind="spm-bpe" if spm_is_bpe(scores, types) else "spm-unigram", add_space_prefix=add_space_prefix)
+
+    @classmethod
     def from_gguf(cls, path: str | os.PathLike, prefer_hf_json: bool = True) -> "Tokenizer":
         """Read the tokenizer of a text GGUF (its metadata only)."""
         kv = _read_tokenizer_kv(path)
         model = kv.get("tokenizer.ggml.model")
-        if model is not None and model != "gpt2":
+        if model is not None and model not in ("gpt2", "llama"):
             raise TokenizerError(f"{os.fspath(path)}: tokenizer.ggml.model = {model!r}; only byte-level BPE "
-                                 "(\"gpt2\") is supported")
+                                 "(\"gpt2\") and SentencePiece (\"llama\") are supported")
         ids = dict(bos_id=kv.get("tokenizer.ggml.bos_token_id"), eos_id=kv.get("tokenizer.ggml.eos_token_id"),
                    pad_id=kv.get("tokenizer.ggml.padding_token_id"))
         tokens = kv.get("tokenizer.ggml.tokens")
         hf_json = kv.get("tokenizer.huggingface.json")
         if prefer_hf_json and hf_json:
-            return cls.from_hf_json(hf_json, n_vocab=len(tokens) if tokens else None, **ids)
+            tok = cls.from_hf_json(hf_json, n_vocab=len(tokens) if tokens else None, **ids)
+            tok.unk_id = kv.get("tokenizer.ggml.unknown_token_id")
+            return tok
         if not tokens:
             raise TokenizerError(f"{os.fspath(path)}: no tokenizer (neither tokenizer.huggingface.json nor "
                                  "tokenizer.ggml.tokens)")
+        if model == "llama":
+            scores, types = kv.get("tokenizer.ggml.scores"), kv.get("tokenizer.ggml.token_type")
+            if scores is None or types is None:
+                raise TokenizerError(f"{os.fspath(path)}: a SentencePiece vocabulary needs tokenizer.ggml.scores and "
+                                     "tokenizer.ggml.token_type")
+            try:
+                return cls.from_spm(tokens, scores, types, bool(kv.get("tokenizer.ggml.add_space_prefix", True)),
+                                    unk_id=kv.get("tokenizer.ggml.unknown_token_id"), **ids)
+            except TokenizerError as e:
+                raise TokenizerError(f"{os.fspath(path)}: {e}") from None
         merges = kv.get("tokenizer.ggml.merges") or []
         pre = kv.get("tokenizer.ggml.pre") or "default"
         try:
@@ -239,7 +348,24 @@ class StreamDecoder:
 
 _TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
                    "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                   "tokenizer.ggml.padding_token_id", "tokenizer.huggingface.json")
+                   "tokenizer.ggml.padding_token_id", "tokenizer.huggingface.json", "tokenizer.ggml.scores",
+                   "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.add_space_prefix")
+
+
+def _hf_json_kind(hf_json: str) -> str:
+    """"bpe" for a byte-level tokenizer.json; "spm-bpe" / "spm-unigram" for a SentencePiece-style one (spaces as
+    "▁" through Metaspace / Replace, byte fallback), whose pieces decode with spm_piece_bytes."""
+    import json
+
+    try:
+        data = json.loads(hf_json)
+    except ValueError:
+        return "bpe"
+    text = json.dumps({k: data.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")}, ensure_ascii=False)
+    model = data.get("model") or {}
+    if "ByteLevel" in text or not (SPM_SPACE in text or model.get("byte_fallback") or model.get("type") == "Unigram"):
+        return "bpe"
+    return "spm-unigram" if model.get("type") == "Unigram" else "spm-bpe"
 
 
 def _read_tokenizer_kv(path: str | os.PathLike) -> dict:

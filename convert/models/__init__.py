@@ -3,8 +3,10 @@
 
 * ``deepseek_ocr``  - DeepSeek-OCR v1 (``deepseek2-ocr`` text, ``clip``/``deepseekocr`` vision)
 * ``deepseek_ocr2`` - DeepSeek-OCR-2 (the same text file, ``clip``/``deepseekocr2`` vision)
-* ``sam``           - SAM ViT-B, the vision stage both share (not a family)
+* ``paddleocr_vl``  - PaddleOCR-VL (``paddleocr`` text, ``clip``/``paddleocr`` vision)
+* ``sam``           - SAM ViT-B, the vision stage both DeepSeek families share (not a family)
 """
 from . import deepseek_ocr, deepseek_ocr2  # noqa: F401
+from . import paddleocr_vl  # noqa: F401
 
-__all__ = ["deepseek_ocr", "deepseek_ocr2"]
+__all__ = ["deepseek_ocr", "deepseek_ocr2", "paddleocr_vl"]
