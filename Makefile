@@ -72,7 +72,7 @@ $(BUILD)/ctest/%: tests/c/%.c tests/c/tp_check.h $(SANLIB) include/tilepass.h
 # transformers), then the project in editable mode (`tilepass` = encoder/ + convert/; the runtime loads
 # build/libtilepass.so), and a .pth that puts the checkout on sys.path, so that its `encoder` and `convert`
 # folders import from anywhere in this venv, as the tests, benchmarks and examples use them.
-RUNTIME_DEPS := "numpy>=1.26" "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13"
+RUNTIME_DEPS := "numpy>=1.26" "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13" "pypdfium2>=5.0"
 # What `make test` (and bench) adds: torch (the wheel this machine keeps on disk), transformers, pytest,
 # sentencepiece (the reference tokenizer of tests/test_tokenizer_spm.py).
 TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8" "sentencepiece>=0.2"

@@ -1,6 +1,12 @@
-"""``tilepass-cli``: images -> markdown with a DeepSeek-OCR text GGUF and its vision (mmproj) GGUF.
+"""``tilepass-cli``: images and PDFs -> markdown with a DeepSeek-OCR text GGUF and its vision (mmproj) GGUF.
 
     tilepass-cli -m TEXT.gguf --mmproj VISION.gguf --image page.png [--image more.png ...] [-o OUT]
+    tilepass-cli -m TEXT.gguf --mmproj VISION.gguf doc.pdf 'scans/*.pdf' report.pdf:3-7,12 -o OUTDIR
+
+Inputs (documents.py): images, PDFs (rendered at --dpi, pdf.py), page ranges, directories and globs. With a
+PDF, a directory or a glob among them and -o, the run writes the document layout of layout.py into the
+directory -o names and records what it did in OUTDIR/.tilepass-manifest.json (manifest.py): the same command
+run again does only the pages not done (a changed model or setting is refused unless --force).
 
 The images are encoded --images-per-pass at a time (default 4) in one pass of the vision model, then each
 page of that pass is decoded in turn; a pass's compute buffer grows with its pages. Only the
@@ -25,15 +31,21 @@ import io
 import os
 import secrets
 import signal
-import stat
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
+from .outputs import (FileId, OutputError, OverwriteRefused, check_writable_dir, file_id, input_ids,  # noqa: F401
+                      link_target, oserror_text as _oserror_text, refuse_input, write_atomic)
+
 if TYPE_CHECKING:  # annotations only: the CLI imports its modules when it runs
+    from .documents import Document
     from .generate import NoRepeat, Sampling
+    from .layout import DocumentOutputs
+    from .pdf import RenderedPage
     from .pipeline import OcrPipeline
+    from .progress import Progress
 
 PROG = "tilepass-cli"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRUNCATED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
@@ -110,8 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-m", "--model", required=True, metavar="TEXT.gguf", help="the text model GGUF")
     p.add_argument("--mmproj", required=True, metavar="VISION.gguf", help="the vision (mmproj) GGUF")
-    p.add_argument("--image", action="append", required=True, metavar="FILE",
-                   help="an input image; repeat for several pages")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="images, PDFs (doc.pdf, or doc.pdf:3-7,12 for some pages), directories (the PDFs and "
+                        "images in them) and quoted glob patterns ('scans/**/*.pdf'), after those of --image")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an input (an image, or anything INPUT takes); repeat for several")
+    p.add_argument("--dpi", type=_float("--dpi", 18.0, 1200.0), default=144.0,
+                   help="PDF pages are rendered at this resolution (default 144, as DeepSeek-OCR's PDF runner)")
+    p.add_argument("--force", action="store_true",
+                   help="-o DIR holds pages made with another model, other settings or another version of an "
+                        "input: redo them with these (without it such a run is refused)")
     p.add_argument("-p", "--prompt", default=DEFAULT_PROMPT,
                    help=f"prompt (default {DEFAULT_PROMPT!r}; '<image>\\n' is put in front if it has no <image>)")
     p.add_argument("--mode", default=None,
@@ -147,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens the rule looks at: the generated ones (default, as the reference runner) or the "
                         "prompt too (as transformers' no_repeat_ngram_size)")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (one image), or directory (several images: OUT/NAME.md or .json)")
+                   help="output file (one image), or directory (several images: OUT/NAME.md or .json; PDFs, "
+                        "directories, globs: OUT/NAME.md, OUT/NAME.json, OUT/NAME/page-0001.md ..., "
+                        "OUT/NAME/figures/, resumable)")
     p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=4, metavar="N",
                    help="images encoded together in one pass of the vision encoder, then decoded in turn before the "
                         "next pass (default 4: a gundam page needs ~0.6 GB of compute buffer in its pass; 0: all)")
@@ -165,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Reporter:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
+        self.progress: Progress | None = None  # a terminal status line, cleared and drawn again around messages
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -176,86 +199,22 @@ class Reporter:
     def error(self, msg: str) -> None:
         self._emit(f"{PROG}: error: {msg}")
 
-    @staticmethod
-    def _emit(line: str) -> None:
+    def _emit(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.clear()
         try:  # a message that cannot be shown (stderr a closed pipe) does not stop the run
             print(line, file=sys.stderr, flush=True)
         except OSError:
             pass
-
-
-def link_target(path: Path) -> Path:
-    """Where writing to path lands: a symlink's (final) target, else path itself."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
-
-
-def _new_file_mode(path: Path) -> int | None:
-    """The permission bits open(path, "w") would leave: an existing file keeps its own; None for a new file
-    (os.open(..., 0o666) then applies the umask, as open() does)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
-
-
-def _temp_name(directory: Path, prefix: str, suffix: str = "") -> Path:
-    """A random name for a temporary file, chosen before the file exists so that whatever stops its
-    creation half-way (a signal) still finds it to remove it."""
-    return directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
-
-
-def _open_new(path: Path) -> int:
-    """Create path (never an existing file) with mode 0o666 less the umask, what open(..., "w") gives
-    (tempfile.mkstemp would give 0o600)."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write data to a temporary file next to path's target (a symlink at path is followed, not replaced)
-    and rename it there when complete. The file gets the mode open(path, "w") would give it."""
-    target = link_target(path)
-    mode = _new_file_mode(target)
-    tmp = _temp_name(target.parent, f".{target.name}.", ".part")
-    try:
-        with os.fdopen(_open_new(tmp), "wb") as f:
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except FileExistsError:  # the random name was taken: not ours to remove
-        raise
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _oserror_text(e: OSError) -> str:
-    return e.strerror or str(e)
+        if self.progress is not None:
+            self.progress.redraw()
 
 
 def _check_writable_dir(d: Path, what: str) -> None:
-    if not d.exists():
-        raise CliError(f"{what} {d}: directory does not exist")
-    if not d.is_dir():
-        raise CliError(f"{what} {d}: not a directory")
-    # a real attempt (os.access ignores read-only mounts and is always true for root)
-    tmp = _temp_name(d, ".tilepass-write-test.")
     try:
-        os.close(_open_new(tmp))
-    except OSError as e:
-        raise CliError(f"{what} {d}: cannot write there ({_oserror_text(e)})") from None
-    finally:
-        _unlink_quietly(tmp)
+        check_writable_dir(d, what)
+    except OutputError as e:
+        raise CliError(str(e)) from None
 
 
 def _as_directory(target: str, names: Sequence[str]) -> bool:
@@ -304,43 +263,7 @@ def prepare_outputs(target: str | None, names: Sequence[str], what: str) -> None
     _check_writable_dir(t, what)
 
 
-# ---- outputs never overwrite inputs ----------------------------------------------------------------------
-FileId = tuple[int, int]  # (st_dev, st_ino): the same file whatever the path, symlink or hard link
-
-
-def file_id(path: str | os.PathLike[str]) -> FileId | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino
-
-
-def input_ids(labelled: Sequence[tuple[str, str]]) -> dict[FileId, str]:
-    """{file id: "--image page.png"} for each input (option, path) that exists."""
-    out: dict[FileId, str] = {}
-    for option, path in labelled:
-        fid = file_id(path)
-        if fid is not None:
-            out.setdefault(fid, f"{option} {path}")
-    return out
-
-
-class OverwriteRefused(OSError):
-    """An output that is one of the inputs (found while writing: the crops of images/)."""
-
-    def __init__(self, path: Path, what: str) -> None:
-        super().__init__(f"{path} is the same file as the input {what}; not overwriting it")
-        self.filename = str(path)
-        self.strerror = f"it is the same file as the input {what}; not overwriting it"
-
-
-def refuse_input(path: Path, inputs: Mapping[FileId, str]) -> None:
-    fid = file_id(path)
-    if fid is not None and fid in inputs:
-        raise OverwriteRefused(path, inputs[fid])
-
-
+# ---- outputs never overwrite inputs (the primitives are in outputs.py) --------------------------------
 def check_outputs(inputs: Mapping[FileId, str], outputs: Sequence[tuple[str, list[Path] | None]]) -> None:
     """Usage error for an output (per option) that is one of the inputs, or two outputs that are one file."""
     seen: dict[object, str] = {}
@@ -530,9 +453,7 @@ class ModelFiles:
 # ---- the run -------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, rep: Reporter) -> int:
     from .generate import Sampling
-    from .grounding import dumps
-    from .pipeline import OcrPipeline, PipelineError, normalise_prompt, peak_memory_bytes
-    from .tokenizer import TokenizerError
+    from .pipeline import PipelineError, normalise_prompt
 
     t_start = time.perf_counter()
     seed = args.seed
@@ -556,14 +477,138 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
         raise CliError("--stream with --json needs -o (stdout carries the JSON document)", EXIT_USAGE)
 
     _check_stdout(args.output is None or args.stream)
-    images = list(args.image)
+    from .documents import RangeSyntaxError, expand_inputs
+
+    given = [*args.image, *args.inputs]
+    if not given:
+        raise CliError("no input: give images or PDFs (INPUT ..., or --image FILE)", EXIT_USAGE)
+    try:
+        found = expand_inputs(given, exclude_under=args.output)
+    except RangeSyntaxError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    status = EXIT_OK
+    if found.document_mode:
+        if args.boxes is not None:
+            raise CliError("--boxes is for images given one by one; with PDFs, directories or globs the boxes are "
+                           "in the JSON (-o DIR: DIR/NAME.json)", EXIT_USAGE)
+        for note in found.notes:
+            rep.info(note)
+        for err in found.errors:
+            rep.error(err)
+            status = EXIT_ERROR
+        if not found.documents:
+            raise CliError("no usable input", EXIT_ERROR)
+    images = [d.path for d in found.documents]
     ext = ".json" if args.json else ".md"
-    outs = plan_outputs(args.output, images, ext, "output")
-    box_outs = plan_outputs(args.boxes, images, ".png", "--boxes")
-    inputs = input_ids([("-m", args.model), ("--mmproj", args.mmproj), *(("--image", im) for im in images)])
-    check_outputs(inputs, [("output", outs), ("--boxes", box_outs)])
-    prepare_outputs(args.output, images, "output")
-    prepare_outputs(args.boxes, images, "--boxes")
+    docs: DocumentOutputs | None = None
+    lock = None
+    if found.document_mode and args.output is not None:
+        docs, lock, inputs = _open_document_outputs(args, rep, found.documents)
+        outs = box_outs = None
+    else:
+        outs = plan_outputs(args.output, images, ext, "output")
+        box_outs = plan_outputs(args.boxes, images, ".png", "--boxes")
+        inputs = input_ids([("-m", args.model), ("--mmproj", args.mmproj),
+                            *(("--image" if k < len(args.image) else "input", im) for k, im in enumerate(images))])
+        check_outputs(inputs, [("output", outs), ("--boxes", box_outs)])
+        prepare_outputs(args.output, images, "output")
+        prepare_outputs(args.boxes, images, "--boxes")
+    try:
+        return _run_pages(args, rep, found, docs, outs, box_outs, inputs, prompt, sampling, status, t_start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open_document_outputs(args: argparse.Namespace, rep: Reporter, documents: Sequence[Document]):
+    """-o DIR of a document run: the directory (created), locked; its manifest read and checked against the
+    model files and the inputs (settings are checked once the models are loaded). Returns (outputs, lock,
+    input ids)."""
+    from .layout import DocumentOutputs
+    from .manifest import DocInput, Manifest, ManifestError, ResumeRefused, fingerprint, reconcile_inputs
+    from .outputs import DirectoryLock
+
+    root = Path(args.output)
+    if root.exists() and not root.is_dir():
+        raise CliError(f"output {root}: PDFs, directories and globs need a directory here, but it is a file")
+    inputs = input_ids([("-m", args.model), ("--mmproj", args.mmproj), *(("input", d.path) for d in documents)])
+    probe = DocumentOutputs(root, Manifest(root), args.dpi, inputs)
+    check_outputs(inputs, [("output", probe.planned_paths(documents))])
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"output {root}: cannot create the directory ({_oserror_text(e)})") from None
+    _check_writable_dir(root, "output")
+    lock = DirectoryLock(root)
+    try:
+        lock.acquire()
+    except OutputError as e:
+        raise CliError(str(e)) from None
+    try:
+        manifest = Manifest.load(root) or Manifest(root)
+        models = {}
+        for role, path in (("text", args.model), ("vision", args.mmproj)):
+            try:
+                models[role] = {"path": os.path.abspath(path), **fingerprint(path)}
+            except OSError as e:
+                raise CliError(f"{path}: {'no such file' if isinstance(e, FileNotFoundError) else _oserror_text(e)}")
+        doc_inputs = []
+        for d in documents:
+            try:
+                fp = fingerprint(d.path)
+            except OSError:
+                fp = None  # an image that cannot be read: its page fails with the reason when it comes
+            doc_inputs.append(DocInput(d.name, os.path.abspath(d.path), d.kind, d.n_pages, fp))
+        for note in reconcile_inputs(manifest, models, doc_inputs, args.force):
+            rep.info(note)
+    except (ManifestError, ResumeRefused) as e:
+        lock.release()
+        raise CliError(str(e), EXIT_USAGE if isinstance(e, ResumeRefused) else EXIT_ERROR) from None
+    except BaseException:
+        lock.release()
+        raise
+    return DocumentOutputs(root, manifest, args.dpi, inputs), lock, inputs
+
+
+def _output_settings(args: argparse.Namespace, pipe: OcrPipeline, prompt: str, sampling: Sampling,
+                     no_repeat: NoRepeat, vision_arith: str) -> dict:
+    """The settings that change a page's output, resolved (the manifest compares them between runs)."""
+    mode = args.mode or getattr(pipe.vision, "default_mode", None)
+    lo, hi = args.min_tiles, args.max_tiles
+    try:
+        p = pipe.vision.preprocess_params(mode, lo, hi)
+        lo, hi = int(p.min_tiles), int(p.max_tiles)
+    except (AttributeError, ValueError, TypeError):
+        pass
+    return {"prompt": prompt, "mode": mode, "min_tiles": lo, "max_tiles": hi, "n_predict": args.n_predict,
+            "n_ctx": pipe.n_ctx, "kv_type": args.kv_type, "precision": vision_arith,
+            "sampling": {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p,
+                         "seed": None if sampling.greedy else sampling.seed},
+            "no_repeat": {"ngram": no_repeat.ngram, "window": no_repeat.window, "scope": no_repeat.scope},
+            "raw": args.raw, "dpi": args.dpi}
+
+
+@dataclasses.dataclass
+class _PageTask:
+    """One page of the run: how messages name it, its place in the run, and (document runs) its document,
+    page number and, once loaded, its image and PDF geometry."""
+    label: str
+    index: int
+    doc: Document
+    number: int = 1
+    image: object = None
+    rendered: RenderedPage | None = None
+
+
+def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOutputs | None, outs, box_outs,
+               inputs, prompt: str, sampling: Sampling, status: int, t_start: float) -> int:
+    from .documents import PageLoader
+    from .grounding import dumps
+    from .manifest import ResumeRefused, reconcile_settings
+    from .pipeline import OcrPipeline, PipelineError, peak_memory_bytes
+    from .progress import Progress
+    from .tokenizer import TokenizerError
+
     threads = args.threads or min(os.cpu_count() or 1, 64)
     threads = min(threads, 64)
 
@@ -583,61 +628,152 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
     vision_arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
     rep.info(f"models loaded in {time.perf_counter() - t0:.2f} s (text width {pipe.n_embd}, vocab {pipe.n_vocab}, "
              f"{threads} threads, vision arithmetic {vision_arith}{' (auto)' if args.precision == 'auto' else ''})")
-
-    # images, in passes of --images-per-pass: each pass is prepared and encoded in one graph computation,
-    # then its pages are decoded in turn; a failure is reported and the other pages (and passes) go on
-    status = EXIT_OK
     no_repeat = dataclasses.replace(pipe.default_no_repeat(args.no_repeat_ngram, args.no_repeat_window),
                                     scope=args.no_repeat_scope)
+
+    # the pages to do: every page of every document, less (a document run into -o DIR) those done before
+    pairs = [(d, n) for d in found.documents for n in d.pages]
+    if docs is not None:
+        from . import __version__
+
+        names = {d.name for d in found.documents}
+        try:
+            notes = reconcile_settings(docs.manifest, _output_settings(args, pipe, prompt, sampling, no_repeat,
+                                                                       vision_arith), args.force, names)
+        except ResumeRefused as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+        for note in notes:
+            rep.info(note)
+        docs.manifest.tilepass = __version__
+        docs.manifest.save()
+        for note in docs.open_documents(found.documents):
+            rep.warn(note)
+        todo = {d.name: set(docs.pages_to_do(d)) for d in found.documents}
+        n_all = len(pairs)
+        pairs = [(d, n) for d, n in pairs if n in todo[d.name]]
+        if not pairs:
+            rep.info(f"nothing to do: the {n_all} page{'s' if n_all != 1 else ''} asked for were done before "
+                     f"({docs.manifest.path}); the document files are up to date")
+        elif len(pairs) < n_all:
+            rep.info(f"resuming in {docs.root}: {n_all - len(pairs)} of {n_all} pages done before "
+                     f"({docs.manifest.path.name}); {len(pairs)} to do")
+        for d in found.documents:
+            if not todo[d.name]:
+                docs.write_document(d)
+    tasks = [_PageTask(d.label(n), k, d, n) for k, (d, n) in enumerate(pairs)]
+    left = {}  # document name -> its pages not yet handled in this run
+    for t in tasks:
+        left[t.doc.name] = left.get(t.doc.name, 0) + 1
+    progress = Progress(len(tasks), len(left), prog=PROG,
+                        enabled=not args.quiet and (found.document_mode or len(tasks) > 1))
+    if progress.tty:
+        rep.progress = progress
+
+    # pages, in passes of --images-per-pass: each pass is prepared and encoded in one graph computation,
+    # then its pages are decoded in turn; a failure is reported and the other pages (and passes) go on
     truncated: list[str] = []
     json_pages: list[dict] = []
-    multi = len(images) > 1
-    job = _Job(args, rep, pipe, prompt, sampling, no_repeat, outs, box_outs, multi, inputs)
-    per_pass = args.images_per_pass or len(images)
+    multi = len(tasks) > 1
+    job = _Job(args, rep, pipe, prompt, sampling, no_repeat, outs, box_outs, multi, inputs, docs, len(tasks))
+    per_pass = args.images_per_pass or max(1, len(tasks))
+    loader = PageLoader(args.dpi) if found.document_mode else None
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
     enc_total = 0.0
-    for p0 in range(0, len(images), per_pass):
-        batch = range(p0, min(p0 + per_pass, len(images)))
-        prepared = dict(zip(batch, pipe.prepare([images[i] for i in batch], args.mode, args.min_tiles, args.max_tiles)))
-        good = [i for i in batch if not isinstance(prepared[i], BaseException)]
-        for i in batch:
-            if isinstance(prepared[i], BaseException):
-                rep.error(str(prepared[i]) if images[i] in str(prepared[i]) else f"{images[i]}: {prepared[i]}")
-                status = EXIT_ERROR
-        if not good:
-            continue
-        any_usable = True
-        views = sum(int(prepared[i].views.n_views) for i in good)
-        where = f" (images {good[0] + 1}-{good[-1] + 1} of {len(images)})" if per_pass < len(images) else ""
-        rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {prepared[good[0]].mode} ...")
-        models.check()
-        try:
-            embs, enc_s = pipe.encode([prepared[i] for i in good])
-        except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
-            rep.error(f"vision encoding failed for {', '.join(images[i] for i in good)}: {e}")
-            status = EXIT_ERROR
-            continue
-        enc_total += enc_s
-        rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
-        pass_tokens = sum(prepared[i].n_tokens for i in good)
-        for i, emb in zip(good, embs):
-            models.check()
-            outcome = _decode_page(job, n_shown, i, prepared[i], emb, enc_s, prepared[i].n_tokens / max(1, pass_tokens))
-            n_shown += 1
-            if not outcome.ok:
-                status = EXIT_ERROR
-            if outcome.truncated:
-                truncated.append(images[i])
-            if outcome.json_page is not None:
-                json_pages.append(outcome.json_page)
 
-    if not any_usable:
-        raise CliError("no usable image", EXIT_ERROR)
+    def handled(t: _PageTask, ok: bool, incomplete: bool = False, error: str | None = None) -> None:
+        t.image = t.rendered = None  # the page's pixels are not needed any more
+        if not ok and docs is not None:
+            docs.fail_page(t.doc, t.number, error or "failed")
+        left[t.doc.name] -= 1
+        if left[t.doc.name] == 0 and docs is not None:
+            docs.write_document(t.doc)
+        progress.page_done(ok, incomplete, document_done=left[t.doc.name] == 0)
+
+    try:
+        for p0 in range(0, len(tasks), per_pass):
+            batch = tasks[p0:p0 + per_pass]
+            sources: dict[int, object] = {}
+            for t in batch:
+                if loader is None:
+                    sources[t.index] = t.label  # an image path: read by prepare
+                    continue
+                progress.start_page(t.label)
+                try:
+                    t.image, t.rendered = loader.load(t.doc, t.number)
+                    sources[t.index] = t.image
+                except (ValueError, OSError, MemoryError) as e:  # ImageError, PdfError
+                    sources[t.index] = e
+            ok_src = [t.index for t in batch if not isinstance(sources[t.index], BaseException)]
+            prepared = dict(zip(ok_src, pipe.prepare([sources[i] for i in ok_src], args.mode, args.min_tiles,
+                                                     args.max_tiles)))
+            prepared.update({t.index: sources[t.index] for t in batch if t.index not in prepared})
+            good = [t for t in batch if not isinstance(prepared[t.index], BaseException)]
+            for t in batch:
+                e = prepared[t.index]
+                if isinstance(e, BaseException):
+                    msg = str(e) if t.doc.path in str(e) else f"{t.label}: {e}"
+                    rep.error(msg)
+                    status = EXIT_ERROR
+                    handled(t, False, error=msg)
+            if not good:
+                continue
+            any_usable = True
+            views = sum(int(prepared[t.index].views.n_views) for t in good)
+            where = (f" (images {good[0].index + 1}-{good[-1].index + 1} of {len(tasks)})"
+                     if per_pass < len(tasks) else "")
+            rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {prepared[good[0].index].mode} ...")
+            models.check()
+            try:
+                embs, enc_s = pipe.encode([prepared[t.index] for t in good])
+            except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
+                msg = f"vision encoding failed for {', '.join(t.label for t in good)}: {e}"
+                rep.error(msg)
+                status = EXIT_ERROR
+                for t in good:
+                    handled(t, False, error=msg)
+                continue
+            enc_total += enc_s
+            rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
+            pass_tokens = sum(prepared[t.index].n_tokens for t in good)
+            for t, emb in zip(good, embs):
+                models.check()
+                progress.start_page(t.label)
+                outcome = _decode_page(job, n_shown, t, prepared[t.index], emb, enc_s,
+                                       prepared[t.index].n_tokens / max(1, pass_tokens))
+                n_shown += 1
+                if not outcome.ok:
+                    status = EXIT_ERROR
+                if outcome.truncated:
+                    truncated.append(t.label)
+                if outcome.json_page is not None:
+                    json_pages.append(outcome.json_page)
+                handled(t, outcome.ok, outcome.truncated, outcome.error)
+    except KeyboardInterrupt as e:
+        progress.finish()
+        rep.progress = None
+        if docs is not None:
+            n_done = len(docs.done_pages({d.name for d in found.documents}))
+            e.resume_hint = (f"{n_done} page{'s' if n_done != 1 else ''} done and kept in {docs.root} "  # type: ignore[attr-defined]
+                             f"({docs.manifest.path.name}); run the same command again to do the rest")
+        raise
+    finally:
+        if loader is not None:
+            loader.close()
+    progress.finish()
+    rep.progress = None
+
+    if tasks and not any_usable:
+        raise CliError("no usable image" if not found.document_mode else "no usable page", EXIT_ERROR)
     if json_pages:
         _stdout_write(dumps(json_pages[0] if not multi else json_pages) + "\n")
+    if progress.enabled and tasks:
+        rep.info(f"summary: {progress.summary()}")
     rep.info(f"done in {time.perf_counter() - t_start:.2f} s; encode {enc_total * 1e3:.0f} ms; "
              f"peak memory {_fmt_bytes(peak_memory_bytes())}")
+    if docs is not None:  # a resumed run: the pages done before count too
+        truncated += [str(i) for i, p in enumerate(docs.done_pages({d.name for d in found.documents}))
+                      if p.hit_limit]
     if status == EXIT_OK and truncated:
         status = EXIT_TRUNCATED
     return status
@@ -656,6 +792,8 @@ class _Job:
     box_outs: list[Path] | None
     multi: bool
     inputs: Mapping[FileId, str]  # the input files, which no output may overwrite
+    docs: DocumentOutputs | None = None  # a document run into -o DIR: its layout and manifest
+    n_pages: int = 0  # pages of this run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -663,18 +801,21 @@ class _PageOutcome:
     ok: bool  # decoded and written
     truncated: bool  # stopped without an end-of-text token
     json_page: dict | None  # for the JSON document on stdout (--json without -o)
+    error: str | None = None  # why a page that is not ok failed
 
 
-def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: float) -> _PageOutcome:
-    """Decode image i (the k-th page handed to the decoder) from its embeddings, then write its outputs; a
-    failure is reported and costs only this page. share: this page's part of its pass's encode time."""
+def _decode_page(job: _Job, k: int, task: _PageTask, prep, emb, enc_s: float, share: float) -> _PageOutcome:
+    """Decode a page (the k-th handed to the decoder) from its embeddings, then write its outputs; a failure
+    is reported and costs only this page. share: this page's part of its pass's encode time."""
     from .grounding import DEFAULT_IMAGE_LINK, GroundingParser, dumps, page_json
     from .pipeline import PipelineError
 
     args, rep, pipe, outs = job.args, job.rep, job.pipe, job.outs
-    name = args.image[i]
+    name, i = task.label, task.index
     link = DEFAULT_IMAGE_LINK
-    if outs is not None:
+    if job.docs is not None:
+        link = job.docs.image_link(task.number)
+    elif outs is not None:
         esc = outs[i].stem.replace("{", "{{").replace("}", "}}")
         link = f"![](images/{esc}_{{index}}.jpg)\n"
     parser = GroundingParser(image_link=link, raw=args.raw)
@@ -682,7 +823,7 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
     pieces: list[str] = []
     stream_now = args.stream
 
-    if stream_now and job.multi and outs is None:
+    if stream_now and job.multi and outs is None and job.docs is None:
         _write_page_marker(k, name)
 
     def on_token(tok: int) -> None:
@@ -696,10 +837,10 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
         res = pipe.run_page(name, prep, emb, job.prompt, args.n_predict, job.sampling, job.no_repeat, on_token)
     except PipelineError as e:
         rep.error(f"{name}: {e}")
-        return _PageOutcome(False, False, None)
+        return _PageOutcome(False, False, None, f"{name}: {e}")
     except Exception as e:  # the decoder failed on this page: report, go on
         rep.error(f"{name}: decoding failed: {e}")
-        return _PageOutcome(False, False, None)
+        return _PageOutcome(False, False, None, f"{name}: decoding failed: {e}")
     tail = parser.feed(sd.flush()) + parser.finish()
     if tail:
         pieces.append(tail)
@@ -708,7 +849,7 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
     text = "".join(pieces)
     res.encode_ms = enc_s * 1e3 * share
 
-    rep.info(f"[{i + 1}/{len(args.image)}] {name}: {res.n_image_tokens} image tokens, "
+    rep.info(f"[{i + 1}/{job.n_pages}] {name}: {res.n_image_tokens} image tokens, "
              f"prompt {res.n_prompt} tokens; prefill {res.prefill_ms:.0f} ms ({res.prefill_tps:.1f} tok/s), "
              f"{len(res.tokens)} new tokens, decode {res.decode_tps:.1f} tok/s; stop: {res.stop_reason}")
     if not res.complete:
@@ -718,11 +859,12 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
 
     w, h = res.original_size
     page = None
-    if args.json:
+    if args.json or job.docs is not None:
+        ids = {"token_ids": res.tokens} if job.docs is None else {}  # the document files leave them out
         page = page_json(text, res.text, parser.regions, w, h, image=name, mode=res.mode,
                          complete=res.complete, stop_reason=res.stop_reason,
                          tokens={"prompt": res.n_prompt, "image": res.n_image_tokens, "generated": len(res.tokens)},
-                         token_ids=res.tokens,
+                         **ids,
                          timings_ms={"encode_batch": round(enc_s * 1e3, 1), "prefill": round(res.prefill_ms, 1),
                                      "decode": round(res.decode_ms, 1)},
                          tokens_per_s={"prefill": round(res.prefill_tps, 2), "decode": round(res.decode_tps, 2)})
@@ -730,7 +872,15 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
     # outputs
     json_page = None
     try:
-        if outs is not None:
+        if job.docs is not None and page is not None:
+            from .layout import page_record
+
+            geometry = task.rendered.geometry if task.rendered is not None else None
+            record = page_record(page, task.doc, task.number, geometry, hit_limit=res.stop_reason == "length")
+            job.docs.write_page(task.doc, task.number, text, record, task.image,
+                                [] if args.raw else parser.regions, res.stop_reason)
+            rep.info(f"wrote {job.docs.page_md(task.doc, task.number)}")
+        elif outs is not None:
             data = (dumps(page) + "\n") if page is not None else text
             if not args.raw:
                 _save_crops(name, outs[i], parser.regions, job.inputs)
@@ -747,8 +897,9 @@ def _decode_page(job: _Job, k: int, i: int, prep, emb, enc_s: float, share: floa
             rep.info(f"wrote {job.box_outs[i]}")
     except OSError as e:
         target = getattr(e, "filename", None) or (outs[i] if outs else "output")
-        rep.error(f"{name}: cannot write {target}: {_oserror_text(e)}")
-        return _PageOutcome(False, not res.complete, json_page)
+        msg = f"{name}: cannot write {target}: {_oserror_text(e)}"
+        rep.error(msg)
+        return _PageOutcome(False, not res.complete, json_page, msg)
     return _PageOutcome(True, not res.complete, json_page)
 
 
@@ -800,6 +951,9 @@ def _report_stop(e: KeyboardInterrupt) -> int:
     try:  # after SIGHUP the terminal may be gone
         print(f"\n{PROG}: {STOP_SIGNALS.get(signum, 'stopped')}; the page being decoded was not written",
               file=sys.stderr, flush=True)
+        hint = getattr(e, "resume_hint", None)  # a document run into -o DIR: how to go on
+        if hint:
+            print(f"{PROG}: {hint}", file=sys.stderr, flush=True)
     except (OSError, ValueError, AttributeError):
         pass
     return 128 + int(signum)
@@ -809,7 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _occupy_closed_std_fds()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_intermixed_args(argv)  # INPUTs before, between and after options
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     rep = Reporter(args.quiet)
