@@ -37,7 +37,7 @@ HEADER = ROOT / "include" / "tilepass.h"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tilepass-tests" / "install"
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
 PAGE = ROOT / "examples" / "page.png"
-RUNTIME = {"numpy", "gguf", "safetensors", "cffi", "tokenizers", "pillow"}
+RUNTIME = {"numpy", "gguf", "safetensors", "cffi", "tokenizers", "pillow", "pypdfium2"}
 # rows of 256: the text file's matrices take Q4_K, made by the native quantisers through the installed package
 DIMS = rm.OcrDims(vocab_size=1024, text_hidden=256, text_heads=2, text_kv_heads=2, text_ffn=256, moe_ffn=128,
                   n_experts=4)
