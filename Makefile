@@ -123,15 +123,73 @@ SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.p
 	tests/test_mul_mat_bf16.py tests/test_ops_attention.py tests/test_attention_decode.py tests/test_kv_cache_f16.py \
 	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
 	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
-	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py
+	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py tests/test_hardening_native.py
 santest: venv venv-test sanlib
 	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TILEPASS_LIB=$(SANLIB) \
 	    $(VPY) -m pytest -q -p no:cacheprovider $(SAN_PYTESTS)
 
-test: venv venv-test lib ctest example santest
+test: venv venv-test lib ctest example santest fuzz-smoke
 	$(VPY) -m pytest -q tests
+
+# Fuzzing (tests/fuzz/): fuzz_load (the input as a GGUF file: tp_gguf_open and its accessors, tp_vision_load /
+# tp_text_load and, when they load, a small encode / eval) and fuzz_image (tp_page_from_rgb, tp_rgb_resize,
+# tp_image_tile_grid with sizes and parameters from the input). Seeds are written by tests/fuzz/make_seeds.py
+# (tiny synthetic models, the fixtures cut down) into $(FUZZ_DIR)/seeds/<target>.
+#   make fuzz        clang's libFuzzer (the library's sources compiled in, with coverage, ASan and UBSan); each
+#                    target runs FUZZ_SECONDS (default 60); new inputs go to $(FUZZ_DIR)/corpus/<target>, crashes
+#                    to $(FUZZ_DIR)/crash-<target>-*. Needs clang (apt-get install -y clang; FUZZ_CC=clang-NN).
+#   make fuzz-smoke  (part of `make test`) the same targets without libFuzzer: gcc, the ASan/UBSan library and
+#                    tests/fuzz/fuzz_smoke_main.c feeding each seed and FUZZ_SMOKE_MUTATIONS fixed mutations of it.
+FUZZ_CC             ?= clang
+FUZZ_SECONDS        ?= 60
+FUZZ_SMOKE_MUTATIONS ?= 150
+FUZZ_DIR            := $(BUILD)/fuzz
+FUZZ_TARGETS        := load image
+FUZZ_SEEDS          := $(FUZZ_DIR)/seeds/.stamp
+FUZZ_OBJS           := $(patsubst native/%.c,$(FUZZ_DIR)/obj/%.o,$(SRCS))
+FUZZ_CFLAGS         := $(CSTD) -Wall -Wextra -fPIC -pthread -Iinclude $(addprefix -I,$(NATIVE_DIRS)) -O1 -g \
+	-fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+$(FUZZ_SEEDS): tests/fuzz/make_seeds.py $(VENV)/.stamp
+	$(VPY) tests/fuzz/make_seeds.py $(FUZZ_DIR)/seeds --fixtures $(FIXTURES)
+	touch $@
+
+$(FUZZ_DIR)/smoke_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_smoke_main.c $(SANLIB) include/tilepass.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< \
+	    tests/fuzz/fuzz_smoke_main.c -o $@ -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
+
+fuzz-smoke: $(FUZZ_SEEDS) $(addprefix $(FUZZ_DIR)/smoke_,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz-smoke $$t"; \
+	    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    FUZZ_SMOKE_LAST=$(FUZZ_DIR)/smoke-last-$$t.bin \
+	    $(FUZZ_DIR)/smoke_$$t -n $(FUZZ_SMOKE_MUTATIONS) $(FUZZ_DIR)/seeds/$$t; done
+
+$(FUZZ_DIR)/obj/%.o: native/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(call isa_flags,$<) -c $< -o $@
+
+# CPU detection asks __builtin_cpu_supports("f16c"), which clang 14 does not know: gcc compiles it (no
+# sanitizer or coverage needed there: it only reads CPUID).
+$(FUZZ_DIR)/obj/core/cpu.o: native/core/cpu.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 -g -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS) include/tilepass.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJS) -o $@ $(LDLIBS)
+
+.PHONY: fuzz fuzz-smoke
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "make fuzz: '$(FUZZ_CC)' not found: the fuzz targets need clang's libFuzzer (Debian/Ubuntu: apt-get install -y clang, or FUZZ_CC=clang-NN). make fuzz-smoke runs them without it."; exit 1; }
+	@$(MAKE) --no-print-directory $(FUZZ_SEEDS) $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
+	@failed=""; for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS) s (corpus $(FUZZ_DIR)/corpus/$$t)"; \
+	    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_DIR)/crash-$$t- $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/seeds/$$t || failed="$$failed $$t"; \
+	done; if [ -n "$$failed" ]; then echo "make fuzz: findings in:$$failed (inputs: $(FUZZ_DIR)/crash-*)"; exit 1; fi
 
 demo: venv lib
 	$(VPY) examples/demo.py
