@@ -179,6 +179,8 @@ $(FUZZ_DIR)/obj/core/cpu.o: native/core/cpu.c $(HDRS)
 
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS) include/tilepass.h
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJS) -o $@ $(LDLIBS)
+# (only pattern rules name them: kept, or make would delete them as intermediates and rebuild them every time)
+.SECONDARY: $(FUZZ_OBJS)
 
 .PHONY: fuzz fuzz-smoke
 fuzz:
