@@ -246,8 +246,8 @@ typedef struct tp_context_params {
      * computation stops after that node and returns TP_ERR_ABORTED ("aborted ..."), recorded in the context
      * like any other error (clear it with tp_context_clear_error to compute again). The outputs are then
      * undefined. The callback must be cheap (it runs once per node: thousands of times per encode) and must
-     * not call into this context; it may read a flag another thread or a signal handler sets (an atomic or
-     * a volatile sig_atomic_t). */
+     * not call into this context, nor into the model computing (tp_text_reset from it would wait for itself);
+     * it may read a flag another thread or a signal handler sets (an atomic or a volatile sig_atomic_t). */
     bool (*abort_callback)(void *data);
     void *abort_callback_data;
 } tp_context_params;
