@@ -132,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="-o DIR holds pages made with another model, other settings or another version of an "
                         "input: redo them with these (without it such a run is refused)")
-    p.add_argument("-p", "--prompt", default=DEFAULT_PROMPT,
-                   help=f"prompt (default {DEFAULT_PROMPT!r}; '<image>\\n' is put in front if it has no <image>)")
+    p.add_argument("-p", "--prompt", default=None,
+                   help=f"prompt (default: the model family's; DeepSeek-OCR/OCR-2 {DEFAULT_PROMPT!r}, '<image>\\n' put in "
+                        "front if it has no <image>; PaddleOCR-VL 'OCR:', the task text its chat template wraps)")
+    p.add_argument("--task", choices=("ocr", "table", "formula", "chart"), default=None,
+                   help="PaddleOCR-VL: the official task prompt (OCR:, Table Recognition:, Formula Recognition:, "
+                        "Chart Recognition:) instead of -p")
     p.add_argument("--mode", default=None,
                    help="image mode, one the vision model has (default: its first; DeepSeek-OCR: gundam, tiny, "
                         "small, base, large, auto; DeepSeek-OCR-2: gundam, base)")
@@ -453,15 +457,17 @@ class ModelFiles:
 # ---- the run -------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, rep: Reporter) -> int:
     from .generate import Sampling
-    from .pipeline import PipelineError, normalise_prompt
+    from .pipeline import PipelineError
 
     t_start = time.perf_counter()
     seed = args.seed
     if seed == -1:  # llama.cpp's "random seed"; said on stderr so that the run can be repeated
         seed = secrets.randbits(32)
         rep.info(f"random seed {seed}")
+    if args.prompt is not None and args.task is not None:
+        raise CliError("-p and --task are two ways to give the prompt: use one", EXIT_USAGE)
     try:
-        prompt = normalise_prompt(args.prompt)
+        prompt = args.prompt  # checked against the model family's conventions once the models are loaded
         sampling = Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=seed)
     except (PipelineError, ValueError) as e:
         raise CliError(str(e), EXIT_USAGE) from None
@@ -600,6 +606,23 @@ class _PageTask:
     rendered: RenderedPage | None = None
 
 
+def _resolve_prompt(args: argparse.Namespace, pipe: OcrPipeline, prompt: str | None) -> str:
+    """-p, --task or the family's default, checked against the family's conventions (a usage error if not)."""
+    from .pipeline import PipelineError
+
+    conv = pipe.conventions
+    if args.task is not None:
+        if not conv.tasks:
+            raise CliError(f"--task: the {conv.family} model has no task prompts (give -p)", EXIT_USAGE)
+        prompt = conv.tasks[args.task]
+    prompt = conv.default_prompt if prompt is None else prompt
+    try:
+        pipe.prompt(prompt, 1, (1, 1))
+    except PipelineError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    return prompt
+
+
 def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOutputs | None, outs, box_outs,
                inputs, prompt: str, sampling: Sampling, status: int, t_start: float) -> int:
     from .documents import PageLoader
@@ -624,6 +647,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     if args.mode is not None and modes and args.mode not in modes:
         raise CliError(f"argument --mode: invalid choice: {args.mode!r} (this {getattr(pipe.vision, 'family', '')} "
                        f"model has: {', '.join(modes)})", EXIT_USAGE)
+    prompt = _resolve_prompt(args, pipe, prompt)
     code = getattr(pipe.vision, "precision", 0)
     vision_arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
     rep.info(f"models loaded in {time.perf_counter() - t0:.2f} s (text width {pipe.n_embd}, vocab {pipe.n_vocab}, "
@@ -847,6 +871,10 @@ def _decode_page(job: _Job, k: int, task: _PageTask, prep, emb, enc_s: float, sh
         if stream_now:
             _stdout_write(tail)
     text = "".join(pieces)
+    if getattr(getattr(job.pipe, "conventions", None), "table_markup", False) and not args.raw:  # PaddleOCR-VL's OTSL tables as markdown / HTML
+        from .otsl import convert_tables
+
+        text = convert_tables(text)
     res.encode_ms = enc_s * 1e3 * share
 
     rep.info(f"[{i + 1}/{job.n_pages}] {name}: {res.n_image_tokens} image tokens, "

@@ -44,7 +44,8 @@ class Conventions(Protocol):
     family: str
     text_architectures: tuple[str, ...]
     default_prompt: str
-    tasks: dict[str, str]
+    tasks: dict[str, str] | None
+    table_markup: bool  # its output writes tables in OTSL markup (otsl.py turns them into markdown / HTML)
 
     def build(self, tok: TokenizerLike, prompt: str, n_image_tokens: int, grid: tuple[int, int]) -> Prompt: ...
 
@@ -67,6 +68,7 @@ class DeepseekConventions:
     text_architectures: tuple[str, ...] = ("deepseek2-ocr",)
     default_prompt: str = "<|grounding|>Convert the document to markdown."
     tasks: dict[str, str] | None = None
+    table_markup: bool = False
 
     def build(self, tok: TokenizerLike, prompt: str, n_image_tokens: int, grid: tuple[int, int]) -> Prompt:
         before, after = normalise_deepseek_prompt(prompt).split(IMAGE_TAG, 1)
@@ -89,6 +91,7 @@ class PaddleOcrConventions:
     text_architectures: tuple[str, ...] = ("paddleocr",)
     default_prompt: str = "OCR:"
     tasks: dict[str, str] | None = None
+    table_markup: bool = True
 
     def build(self, tok: TokenizerLike, prompt: str, n_image_tokens: int, grid: tuple[int, int]) -> Prompt:
         from .chat_template import render_chat_template
