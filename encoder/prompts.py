@@ -94,13 +94,16 @@ class PaddleOcrConventions:
     table_markup: bool = True
 
     def build(self, tok: TokenizerLike, prompt: str, n_image_tokens: int, grid: tuple[int, int]) -> Prompt:
-        from .chat_template import render_chat_template
+        from .chat_template import TemplateError, render_chat_template
 
         if IMAGE_TAG in prompt:
             raise PromptError(f"a PaddleOCR-VL prompt is the task text; the image goes where the chat template "
                               f"puts it (remove {IMAGE_TAG})")
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = render_chat_template(self.chat_template, messages, add_generation_prompt=True)
+        try:
+            text = render_chat_template(self.chat_template, messages, add_generation_prompt=True)
+        except TemplateError as e:
+            raise PromptError(f"the model's chat template cannot be rendered: {e}") from None
         ids = tok.encode(text)
         where = [i for i, t in enumerate(ids) if t == self.image_id]
         if len(where) != 1:

@@ -108,11 +108,13 @@ void tp_quantize_row_q8a_avx2(const float *x, tp_block_q8a *y, int64_t n) {
         const __m256 idv = _mm256_set1_ps(id);
         int32_t q[32];
         for (int j = 0; j < 4; j++) _mm256_storeu_si256((__m256i *)(q + 8 * j), _mm256_cvtps_epi32(_mm256_mul_ps(v[j], idv)));
+        /* the sums are of the stored int8 values: a NaN or infinite activation converts to INT32_MIN, and
+         * summing those would overflow */
         int s0 = 0, s1 = 0;
         for (int j = 0; j < 32; j++) {
             y[i].qs[j] = (int8_t)q[j];
-            if (j < 16) s0 += q[j];
-            else s1 += q[j];
+            if (j < 16) s0 += y[i].qs[j];
+            else s1 += y[i].qs[j];
         }
         y[i].d = d;
         y[i].s[0] = (int16_t)s0;
