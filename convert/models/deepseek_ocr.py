@@ -253,8 +253,8 @@ class _DeepseekOcr(ModelBase):
             return "UnlimitedOcrForConditionalGeneration"
         vis = data.get("vision_config")
         if "language_config" in data and isinstance(vis, dict) and vis.get("model_name") != "deepencoderv2" \
-                and "qwen2-0-5b" not in (vis.get("width") or {}):
-            return "DeepseekOCRForCausalLM"
+                and isinstance(vis.get("width") or {}, dict) and "qwen2-0-5b" not in (vis.get("width") or {}):
+            return "DeepseekOCRForCausalLM"  # (DeepSeek-VL2's width is a number)
         return None
 
     @classmethod

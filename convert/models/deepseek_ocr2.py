@@ -150,7 +150,8 @@ class _DeepseekOcr2(ModelBase):
             return ARCHITECTURES_HF[0]
         vis = data.get("vision_config")
         if "language_config" in data and isinstance(vis, dict) and (
-                vis.get("model_name") == "deepencoderv2" or "qwen2-0-5b" in (vis.get("width") or {})):
+                vis.get("model_name") == "deepencoderv2"
+                or (isinstance(vis.get("width"), dict) and "qwen2-0-5b" in vis["width"])):
             return ARCHITECTURES_ORIGINAL[0]
         return None
 
