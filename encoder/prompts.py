@@ -5,6 +5,8 @@ text models, their 3-D positions).
 - DeepSeek-OCR and DeepSeek-OCR-2 (``deepseek_ocr``, ``deepseek_ocr2``): ``[bos] + tokens(text before <image>)
   + [image] * n + tokens(text after <image>)``; ``<image>\\n`` is put in front of a prompt that has none; each
   part is tokenised on its own, as the reference processor does. Positions are 0 .. L-1.
+- DeepSeek-VL2 (``deepseek_vl2``): ``[bos] + tokens("<|User|>: " + text before <image>) + [image] * n +
+  tokens(text after <image> + "\\n\\n<|Assistant|>:")``, the question getting ``<image>\\n`` in front when it has none.
 - PaddleOCR-VL (``paddleocr_vl``): the chat template stored in the text GGUF is rendered (never a hard-coded
   string: third-party copies of it disagree on the ending) for one user message ``[image, text]`` with the
   generation prompt; its single ``<|IMAGE_PLACEHOLDER|>`` becomes the page's n image tokens. Positions follow
@@ -79,6 +81,30 @@ class DeepseekConventions:
         return Prompt(ids)
 
 
+@dataclass(frozen=True)
+class DeepseekVl2Conventions:
+    """DeepSeek-VL2's "deepseek" conversation for one user turn: ``<|User|>: {question}\\n\\n<|Assistant|>:``
+    after BOS, the question getting ``<image>\\n`` in front when it has no ``<image>``; each text piece between
+    image tags tokenised on its own."""
+
+    bos_id: int | None
+    image_id: int
+    family: str = "deepseek_vl2"
+    text_architectures: tuple[str, ...] = ("deepseek2-ocr", "deepseek2")
+    default_prompt: str = "Convert the document to markdown."
+    tasks: dict[str, str] | None = None
+    table_markup: bool = False
+
+    def build(self, tok: TokenizerLike, prompt: str, n_image_tokens: int, grid: tuple[int, int]) -> Prompt:
+        text = f"<|User|>: {normalise_deepseek_prompt(prompt).strip()}\n\n<|Assistant|>:"
+        before, after = text.split(IMAGE_TAG, 1)
+        ids = [] if self.bos_id is None else [self.bos_id]
+        ids += tok.encode(before) if before else []
+        ids += [self.image_id] * n_image_tokens
+        ids += tok.encode(after) if after else []
+        return Prompt(ids)
+
+
 PADDLE_TASKS = {"ocr": "OCR:", "table": "Table Recognition:", "formula": "Formula Recognition:",
                 "chart": "Chart Recognition:"}
 
@@ -139,6 +165,10 @@ def conventions_for(family: str, tok: TokenizerLike, *, bos_id: int | None, imag
         if image_id is None:
             raise PromptError(f"the vocabulary has no {IMAGE_TAG} token")
         return DeepseekConventions(family=family, bos_id=bos_id, image_id=image_id)
+    if family == "deepseek_vl2":
+        if image_id is None:
+            raise PromptError(f"the vocabulary has no {IMAGE_TAG} token")
+        return DeepseekVl2Conventions(bos_id=bos_id, image_id=image_id)
     if family == "paddleocr_vl":
         if not chat_template:
             raise PromptError("the text model stores no chat template (tokenizer.chat_template)")
@@ -156,5 +186,5 @@ def check_pair(conv: Conventions, text_architecture: str | None, vision_path: st
                           f"model {vision_path} (it needs {' or '.join(conv.text_architectures)})")
 
 
-__all__ = ["Conventions", "DeepseekConventions", "IMAGE_TAG", "PADDLE_TASKS", "PaddleOcrConventions", "Prompt",
+__all__ = ["Conventions", "DeepseekConventions", "DeepseekVl2Conventions", "IMAGE_TAG", "PADDLE_TASKS", "PaddleOcrConventions", "Prompt",
            "PromptError", "check_pair", "conventions_for", "mrope_positions", "normalise_deepseek_prompt"]

@@ -700,6 +700,15 @@ typedef enum tp_view_fit {
 /* An 8-bit RGB image in caller memory: `height` rows of `width` pixels of 3 bytes (R, G, B), row r
  * starting at rgb + r · stride. stride 0 means width · 3 (packed rows); otherwise stride >= width · 3.
  * The library only reads it during the call and keeps no pointer to it. */
+typedef enum tp_tile_rule {
+    TP_TILES_ASPECT = 0,  /* DeepSeek-OCR's dynamic_preprocess: tiles only for an image wider or taller than a
+                           * tile; the grid of min..max tiles closest in aspect ratio; the whole image resized
+                           * (no padding) to the grid's canvas */
+    TP_TILES_BEST_FIT = 1 /* DeepSeek-VL2's select_best_resolution: always tiles (1 × 1 included); of the
+                           * canvases of up to max_tiles tiles, the one keeping the most pixels, then wasting the
+                           * least; the image fitted inside it and padded (ImageOps.pad) */
+} tp_tile_rule;
+
 typedef struct tp_rgb_image {
     const uint8_t *rgb;
     int32_t width;
@@ -711,6 +720,7 @@ typedef struct tp_preprocess_params {
     int fit;                 /* a tp_view_fit for the whole-image view (TP_FIT_PAD) */
     int32_t view_size;       /* its side, 1..TP_IMAGE_MAX_SIDE (1024) */
     int32_t tile_size;       /* 0: no tiles; else the side of a tile, 1..TP_IMAGE_MAX_SIDE (640) */
+    int tile_rule;           /* a tp_tile_rule (TP_TILES_ASPECT) */
     int32_t min_tiles;       /* tile grid: 1 <= min_tiles <= max_tiles <= TP_IMAGE_MAX_TILES (2) */
     int32_t max_tiles;       /* (9) */
     int32_t pad_color;       /* grey level of the padding, 0..255 (127) */

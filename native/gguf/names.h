@@ -10,6 +10,7 @@
 #define KEY_PROJECTOR_TYPE "clip.projector_type"
 
 /* ---- vision: llama.cpp's clip keys ---- */
+#define KEY_V_IMAGE_SIZE "clip.vision.image_size"
 #define KEY_V_HEAD_COUNT "clip.vision.attention.head_count"
 #define KEY_V_HEAD_COUNT_KV "clip.vision.attention.head_count_kv"
 #define KEY_V_LN_EPS "clip.vision.attention.layer_norm_epsilon"
@@ -33,6 +34,9 @@
 #define KEY_TP_MERGE_SIZE "tilepass.vision.merge_size"
 #define KEY_TP_VISION_ROPE_BASE "tilepass.vision.rope_freq_base"
 #define KEY_TP_PROJ_EPS "tilepass.projector.layer_norm_epsilon"
+#define KEY_TP_PROJ_KIND "tilepass.projector.type"
+#define KEY_TP_DOWNSAMPLE "tilepass.vision.downsample"
+#define KEY_TP_CANDIDATES "tilepass.preproc.candidate_resolutions"
 
 /* ---- vision tensors: SAM (DeepSeek-OCR v1 and 2) ---- */
 #define TN_SAM_PATCH_W "v.sam.patch_embd.weight"
@@ -72,6 +76,8 @@
 #define TN_MM_1_B "mm.1.bias"
 #define TN_MM_2_W "mm.2.weight"
 #define TN_MM_2_B "mm.2.bias"
+#define TN_MM_0_W "mm.0.weight"
+#define TN_MM_0_B "mm.0.bias"
 #define TN_V_LN1_W "v.blk.%d.ln1.weight"
 #define TN_V_LN1_B "v.blk.%d.ln1.bias"
 #define TN_V_LN2_W "v.blk.%d.ln2.weight"

@@ -272,6 +272,10 @@ static tp_status check_tiles(const char *fn, int32_t min_tiles, int32_t max_tile
 }
 
 static tp_status check_params(const char *fn, const tp_preprocess_params *p, tp_error *err) {
+    if (p->tile_rule < TP_TILES_ASPECT || p->tile_rule > TP_TILES_BEST_FIT) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: unknown tile rule %d", fn, p->tile_rule);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
     if (p->fit < TP_FIT_STRETCH || p->fit > TP_FIT_NATIVE) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "%s: unknown view fit %d", fn, p->fit);
         return TP_ERR_INVALID_ARGUMENT;
@@ -444,49 +448,83 @@ static void normalise_rgb(const uint8_t *src, size_t n_pixels, const float table
  * (ImageOps.contain), then centred on the pad colour with offsets rounded half to even.
  * fit TP_FIT_PAD_FLOOR, transformers' fit + pad_to_square: scale = S / max(w, h), sizes round(w · scale)
  * and round(h · scale), centred with offsets floored. dst: S × S × 3 packed. */
-static tp_status pad_view(const tp_rgb_image *im, size_t stride, int fit, int32_t S, int32_t pad, uint8_t *dst) {
+static tp_status pad_view_wh(const tp_rgb_image *im, size_t stride, int fit, int32_t SW, int32_t SH, int32_t pad,
+                             uint8_t *dst) {
     const int32_t w = im->width, h = im->height;
-    int64_t nw = S, nh = S;
+    int64_t nw = SW, nh = SH;
     double im_ratio = (double)w / (double)h;
-    double dest_ratio = (double)S / (double)S;
-    if (fit == TP_FIT_PAD_FLOOR) {
-        double scale = (double)S / (double)(w > h ? w : h);
+    double dest_ratio = (double)SW / (double)SH;
+    if (fit == TP_FIT_PAD_FLOOR) { /* square views only (DeepSeek-OCR-2) */
+        double scale = (double)SW / (double)(w > h ? w : h);
         nw = round_half_even((double)w * scale);
         nh = round_half_even((double)h * scale);
     } else if (im_ratio != dest_ratio) {
         if (im_ratio > dest_ratio) {
-            int64_t v = round_half_even((double)h / (double)w * (double)S);
-            if (v != S) nh = v;
+            int64_t v = round_half_even((double)h / (double)w * (double)SW);
+            if (v != SH) nh = v;
         } else {
-            int64_t v = round_half_even((double)w / (double)h * (double)S);
-            if (v != S) nw = v;
+            int64_t v = round_half_even((double)w / (double)h * (double)SH);
+            if (v != SW) nw = v;
         }
     }
-    if (nw == S && nh == S) return resize_rgb8(im->rgb, w, h, stride, dst, S, S);
+    if (nw == SW && nh == SH) return resize_rgb8(im->rgb, w, h, stride, dst, SW, SH);
 
-    memset(dst, pad, (size_t)S * (size_t)S * 3);
+    memset(dst, pad, (size_t)SW * (size_t)SH * 3);
     if (nw <= 0 || nh <= 0) return TP_OK; /* Pillow pastes an empty image: all padding */
-    if (nw > S || nh > S) return TP_ERR_INTERNAL; /* cannot happen: contain never grows a side past S */
+    if (nw > SW || nh > SH) return TP_ERR_INTERNAL; /* cannot happen: contain never grows a side past the view */
     int64_t x = 0, y = 0;
     if (fit == TP_FIT_PAD_FLOOR) {
-        x = (S - nw) / 2;
-        y = (S - nh) / 2;
-    } else if (nw != S) {
-        x = round_half_even((double)(S - nw) * 0.5);
+        x = (SW - nw) / 2;
+        y = (SH - nh) / 2;
+    } else if (nw != SW) {
+        x = round_half_even((double)(SW - nw) * 0.5);
     } else {
-        y = round_half_even((double)(S - nh) * 0.5);
+        y = round_half_even((double)(SH - nh) * 0.5);
     }
-    if (x < 0 || y < 0 || x + nw > S || y + nh > S) return TP_ERR_INTERNAL;
+    if (x < 0 || y < 0 || x + nw > SW || y + nh > SH) return TP_ERR_INTERNAL;
     uint8_t *tmp = malloc((size_t)nw * (size_t)nh * 3);
     if (!tmp) return TP_ERR_OUT_OF_MEMORY;
     tp_status st = resize_rgb8(im->rgb, w, h, stride, tmp, (int32_t)nw, (int32_t)nh);
     if (st == TP_OK) {
         for (int64_t r = 0; r < nh; r++)
-            memcpy(dst + ((size_t)(y + r) * (size_t)S + (size_t)x) * 3, tmp + (size_t)r * (size_t)nw * 3,
+            memcpy(dst + ((size_t)(y + r) * (size_t)SW + (size_t)x) * 3, tmp + (size_t)r * (size_t)nw * 3,
                    (size_t)nw * 3);
     }
     free(tmp);
     return st;
+}
+
+static tp_status pad_view(const tp_rgb_image *im, size_t stride, int fit, int32_t S, int32_t pad, uint8_t *dst) {
+    return pad_view_wh(im, stride, fit, S, S, pad, dst);
+}
+
+/* LLaVA-style tiling (DeepSeek-VL2's select_best_resolution): of the canvases (tile·m, tile·n), m·n <= max_tiles,
+ * in the published order (by tile count; for each count its divisor pairs a <= count/a, (a, count/a) then
+ * (count/a, a)), the one that keeps the most of the image's pixels when it is fitted inside (sides truncated),
+ * then the one that wastes the least area, then the earlier one. */
+static void best_fit_grid(int32_t w, int32_t h, int32_t tile, int32_t max_tiles, int32_t *cols, int32_t *rows) {
+    int64_t best_eff = 0;
+    double best_waste = INFINITY;
+    *cols = *rows = 1;
+    for (int32_t p = 1; p <= max_tiles; p++) {
+        for (int32_t a = 1; (int64_t)a * a <= p; a++) {
+            if (p % a != 0) continue;
+            const int32_t pairs[2][2] = {{a, p / a}, {p / a, a}};
+            for (int k = 0; k < (a != p / a ? 2 : 1); k++) {
+                const double cw = (double)tile * pairs[k][0], ch = (double)tile * pairs[k][1];
+                const double s = fmin(cw / (double)w, ch / (double)h);
+                int64_t eff = (int64_t)((double)w * s) * (int64_t)((double)h * s);
+                if (eff > (int64_t)w * h) eff = (int64_t)w * h;
+                const double waste = cw * ch - (double)eff;
+                if (eff > best_eff || (eff == best_eff && waste < best_waste)) {
+                    best_eff = eff;
+                    best_waste = waste;
+                    *cols = pairs[k][0];
+                    *rows = pairs[k][1];
+                }
+            }
+        }
+    }
 }
 
 /* transformers' smart_resize (Qwen2-VL / PaddleOCR-VL), in doubles with Python's rounding: sides below the
@@ -560,7 +598,10 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
         }
     }
     int32_t cols = 0, rows = 0;
-    if (T > 0 && (w > T || h > T)) {
+    const bool best_fit = T > 0 && p.tile_rule == TP_TILES_BEST_FIT;
+    if (best_fit) {
+        best_fit_grid(w, h, T, p.max_tiles, &cols, &rows); /* always tiles, a 1 × 1 grid included */
+    } else if (T > 0 && (w > T || h > T)) {
         choose_grid(w, h, p.min_tiles, p.max_tiles, T, &cols, &rows);
         if (cols == 1 && rows == 1) cols = rows = 0; /* a 1 × 1 grid: no tiles */
     }
@@ -592,7 +633,10 @@ tp_status tp_page_from_rgb(const tp_rgb_image *image, const tp_preprocess_params
             st = TP_ERR_OUT_OF_MEMORY;
             goto fail;
         }
-        st = resize_rgb8(image->rgb, w, h, stride, u8, cw, ch);
+        /* the whole image resized to the canvas (DeepSeek-OCR's dynamic_preprocess), or fitted inside it and
+         * padded (ImageOps.pad: DeepSeek-VL2) */
+        st = best_fit ? pad_view_wh(image, stride, TP_FIT_PAD, cw, ch, p.pad_color, u8)
+                      : resize_rgb8(image->rgb, w, h, stride, u8, cw, ch);
         if (st != TP_OK) goto fail;
         for (int32_t r = 0; r < rows; r++) {
             for (int32_t c = 0; c < cols; c++) {

@@ -6,11 +6,13 @@
 extern const vision_family deepseek_ocr_vision;
 extern const vision_family deepseek_ocr2_vision;
 extern const vision_family paddleocr_vl_vision;
+extern const vision_family deepseek_vl2_vision;
 
 static const vision_family *const vision_families[] = {
     &deepseek_ocr_vision,
     &deepseek_ocr2_vision,
     &paddleocr_vl_vision,
+    &deepseek_vl2_vision,
 };
 
 extern const text_family deepseek2_text;
@@ -29,7 +31,7 @@ const vision_family *vision_family_for(const tp_gguf *g) {
     return NULL;
 }
 
-const char *vision_family_names(void) { return "deepseekocr, deepseekocr2, paddleocr"; }
+const char *vision_family_names(void) { return "deepseekocr, deepseekocr2, paddleocr, deepseekvl2"; }
 
 const text_family *text_family_for(const tp_gguf *g) {
     for (size_t i = 0; i < COUNT(text_families); i++)
