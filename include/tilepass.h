@@ -674,9 +674,10 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
  *     (transformers' pad_to_square); TP_FIT_NATIVE resizes to transformers' smart_resize of the image
  *     (Qwen2-VL / PaddleOCR-VL: sides to multiples of `factor`, the area within [min_pixels,
  *     max_pixels]): a view of the image's own aspect, width × height, not square;
- *   - tiles, when tile_size > 0 and the image is wider or taller than a tile: the whole image resized
- *     (no padding) to a cols × rows canvas of tiles (tp_image_tile_grid) cut in raster order; a 1 × 1
- *     grid (min_tiles == 1) means no tiles;
+ *   - tiles, when tile_size > 0, by tile_rule: TP_TILES_ASPECT (DeepSeek-OCR), when the image is wider or
+ *     taller than a tile, the whole image resized (no padding) to a cols × rows canvas of tiles
+ *     (tp_image_tile_grid), a 1 × 1 grid (min_tiles == 1) meaning no tiles; TP_TILES_BEST_FIT (DeepSeek-VL2),
+ *     always, the image fitted into the best canvas of up to max_tiles tiles and padded; cut in raster order;
  *   - every resize is Pillow's Image.resize(..., BICUBIC) (antialiased, fixed-point, a = -0.5);
  *   - normalisation in float32: (x / 255 - mean) / std, HWC (channels innermost).
  * A model's modes give these parameters (tp_vision_preprocess_params).
