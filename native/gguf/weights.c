@@ -1,5 +1,6 @@
 /* weights.c - see weights.h. */
 #include "weights.h"
+#include "names.h"
 
 #include <stdio.h>
 
@@ -102,4 +103,20 @@ int weights_count_blocks(const tp_gguf *g, const char *fmt, int max) {
     int n = 0;
     while (n < max && weights_has_tensorf(g, fmt, n)) n++;
     return n;
+}
+
+tp_status weights_fail(weights_loader *L, const char *msg) {
+    if (!L->failed) tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, msg);
+    L->failed = true;
+    return TP_ERR_FORMAT;
+}
+
+void weights_image_norm(const tp_gguf *g, float mean[3], float std[3]) {
+    for (int c = 0; c < 3; c++) {
+        mean[c] = 0.5f;
+        std[c] = 0.5f;
+        float v;
+        if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_MEAN, c, &v) == TP_OK && v == v) mean[c] = v;
+        if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_STD, c, &v) == TP_OK && v == v && v != 0.0f) std[c] = v;
+    }
 }

@@ -35,6 +35,10 @@ void weights_need_f32(weights_loader *L, const tp_tensor *t);
 tp_tensor *weights_load_f32(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
 tp_tensor *weights_loadf_f32(weights_loader *L, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, const char *fmt,
                              int i);
+/* Record a format error about the file (the first one only), naming it; returns TP_ERR_FORMAT. */
+tp_status weights_fail(weights_loader *L, const char *msg);
+/* The image normalisation (llama.cpp's image_mean / image_std keys; 0.5 where absent or unusable). */
+void weights_image_norm(const tp_gguf *g, float mean[3], float std[3]);
 /* A string key equal to `want`. */
 bool weights_str_equals(const tp_gguf *g, const char *key, const char *want);
 /* Tensors fmt % 0, fmt % 1, ... present, counted up to `max`. */

@@ -12,13 +12,7 @@ void tiles_read(const tp_gguf *g, int default_tile, int default_max_tiles, tiles
     out->min_tiles = weights_get_int(g, KEY_V_MIN_TILES, 1, TP_IMAGE_MAX_TILES, 2);
     out->max_tiles = weights_get_int(g, KEY_V_MAX_TILES, out->min_tiles, TP_IMAGE_MAX_TILES,
                                      default_max_tiles < out->min_tiles ? out->min_tiles : default_max_tiles);
-    for (int c = 0; c < 3; c++) {
-        out->mean[c] = 0.5f;
-        out->std[c] = 0.5f;
-        float v;
-        if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_MEAN, c, &v) == TP_OK && v == v) out->mean[c] = v;
-        if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_STD, c, &v) == TP_OK && v == v && v != 0.0f) out->std[c] = v;
-    }
+    weights_image_norm(g, out->mean, out->std);
 }
 
 tp_preprocess_params tiles_preprocess(const tiles_params *t, int fit, int32_t view_size, int32_t tile_size) {
@@ -32,4 +26,20 @@ tp_preprocess_params tiles_preprocess(const tiles_params *t, int fit, int32_t vi
     memcpy(p.image_mean, t->mean, sizeof p.image_mean);
     memcpy(p.image_std, t->std, sizeof p.image_std);
     return p;
+}
+
+float *tiles_weave(float *out, const float *const *views, int32_t cols, int32_t rows, int64_t side, int64_t n_embd,
+                   const float *newline) {
+    const size_t row = (size_t)n_embd * sizeof(float);
+    for (int32_t r = 0; r < rows; r++) {
+        for (int64_t y = 0; y < side; y++) {
+            for (int32_t c = 0; c < cols; c++) {
+                memcpy(out, views[r * cols + c] + y * side * n_embd, (size_t)side * row);
+                out += side * n_embd;
+            }
+            memcpy(out, newline, row);
+            out += n_embd;
+        }
+    }
+    return out;
 }

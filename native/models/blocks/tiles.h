@@ -15,4 +15,11 @@ void tiles_read(const tp_gguf *g, int default_tile, int default_max_tiles, tiles
 /* Preprocessing parameters: the whole view made with `fit` at `view_size`, tiles of `tile_size` (0: none). */
 tp_preprocess_params tiles_preprocess(const tiles_params *t, int fit, int32_t view_size, int32_t tile_size);
 
+/* The token layout of tiled models: views' side × side token grids woven into one (rows·side) × (cols·side) grid
+ * (view r·cols + c at row block r, column block c), a newline vector after each of its rows; out must hold
+ * rows·side·(cols·side + 1) rows of n_embd floats. Returns the end of what was written. A single view is a
+ * 1 × 1 grid. */
+float *tiles_weave(float *out, const float *const *views, int32_t cols, int32_t rows, int64_t side, int64_t n_embd,
+                   const float *newline);
+
 #endif

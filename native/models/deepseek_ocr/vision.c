@@ -13,12 +13,6 @@ static int get_int(const tp_gguf *g, const char *key, int fallback) {
     return weights_get_int(g, key, 1, (1 << 24) - 1, fallback);
 }
 
-static tp_status fail(weights_loader *L, const char *msg) {
-    tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, msg);
-    L->failed = true;
-    return TP_ERR_FORMAT;
-}
-
 static tp_status load(weights_loader *L, void **out) {
     dsocr_vision *m = calloc(1, sizeof(*m));
     if (!m) {
@@ -34,18 +28,18 @@ static tp_status load(weights_loader *L, void **out) {
     int64_t n_pos = weights_tensor_ne(g, TN_V_POS, 1);
     m->n_embd = (int)weights_tensor_ne(g, TN_MM_FC_W, 1);
     if (m->clip_width <= 0 || m->clip_layers == 0 || n_pos <= 1 || m->n_embd <= 0)
-        return fail(L, "a DeepSeek-OCR vision tensor is missing (CLIP or projector)");
+        return weights_fail(L, "a DeepSeek-OCR vision tensor is missing (CLIP or projector)");
     int clip_grid = 1;
     while ((int64_t)clip_grid * clip_grid < n_pos - 1) clip_grid++;
-    if ((int64_t)clip_grid * clip_grid != n_pos - 1) return fail(L, TN_V_POS " does not hold 1 + a square of rows");
+    if ((int64_t)clip_grid * clip_grid != n_pos - 1) return weights_fail(L, TN_V_POS " does not hold 1 + a square of rows");
     m->clip_pos_grid = clip_grid;
     m->clip_heads = get_int(g, KEY_V_HEAD_COUNT, 16);
     m->clip_eps = weights_get_float(g, KEY_TP_CLIP_EPS, 0.0f, 1.0f, 1e-5f);
     tiles_read(g, 640, 9, &m->tiles);
-    if (m->clip_width % m->clip_heads != 0) return fail(L, "the CLIP width is not divisible by its head count");
-    if (m->sam_hp.out_channels != m->clip_width) return fail(L, "SAM's output width differs from CLIP's width");
+    if (m->clip_width % m->clip_heads != 0) return weights_fail(L, "the CLIP width is not divisible by its head count");
+    if (m->sam_hp.out_channels != m->clip_width) return weights_fail(L, "SAM's output width differs from CLIP's width");
     if (m->sam_hp.image_size % m->sam_hp.downsample != 0 || m->tiles.tile_size % m->sam_hp.downsample != 0)
-        return fail(L, "the image or tile size is not a multiple of SAM's patch size times 4");
+        return weights_fail(L, "the image or tile size is not a multiple of SAM's patch size times 4");
     const int64_t F = m->clip_width, N = m->sam_hp.out_channels, E = m->n_embd;
     m->class_embd = weights_load_f32(L, TN_V_CLASS_EMBD, F, 1, 1, 1);
     m->clip_pos = weights_load_f32(L, TN_V_POS, F, 1 + (int64_t)clip_grid * clip_grid, 1, 1);
@@ -150,31 +144,13 @@ static void build(const void *model, tp_context *ctx, const view_group *groups, 
 static void layout(const void *model, const tp_page_views *page, const float *const *view_rows, float *out) {
     const dsocr_vision *m = model;
     const int64_t E = m->n_embd;
-    const size_t row = (size_t)E * sizeof(float);
-    const float *newline = tp_tensor_data(m->newline), *separator = tp_tensor_data(m->separator);
+    const float *newline = tp_tensor_data(m->newline);
     const int unit = m->sam_hp.downsample;
-    if (page->n_views > 1) {
-        int64_t t = page->views[0].width / unit;
-        for (int32_t r = 0; r < page->grid_rows; r++) {
-            for (int64_t y = 0; y < t; y++) {
-                for (int32_t c = 0; c < page->grid_cols; c++) {
-                    memcpy(out, view_rows[r * page->grid_cols + c] + y * t * E, (size_t)t * row);
-                    out += t * E;
-                }
-                memcpy(out, newline, row);
-                out += E;
-            }
-        }
-    }
-    int64_t g = page->views[page->n_views - 1].width / unit;
-    const float *src = view_rows[page->n_views - 1];
-    for (int64_t y = 0; y < g; y++) {
-        memcpy(out, src + y * g * E, (size_t)g * row);
-        out += g * E;
-        memcpy(out, newline, row);
-        out += E;
-    }
-    memcpy(out, separator, row);
+    /* [tiles woven into one grid + newlines ; global + newlines ; separator] */
+    if (page->n_views > 1)
+        out = tiles_weave(out, view_rows, page->grid_cols, page->grid_rows, page->views[0].width / unit, E, newline);
+    out = tiles_weave(out, view_rows + page->n_views - 1, 1, 1, page->views[page->n_views - 1].width / unit, E, newline);
+    memcpy(out, tp_tensor_data(m->separator), (size_t)E * sizeof(float));
 }
 
 static int matrices(void *model, tp_tensor ***slots, int cap) {

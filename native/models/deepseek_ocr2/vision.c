@@ -31,12 +31,6 @@ typedef struct ocr2_vision {
     tp_tensor *fc_w, *fc_b, *separator;
 } ocr2_vision;
 
-static tp_status fail(weights_loader *L, const char *msg) {
-    tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, msg);
-    L->failed = true;
-    return TP_ERR_FORMAT;
-}
-
 static tp_status load(weights_loader *L, void **out) {
     ocr2_vision *m = calloc(1, sizeof(*m));
     if (!m) {
@@ -50,21 +44,21 @@ static tp_status load(weights_loader *L, void **out) {
     m->width = m->sam_hp.out_channels;
     m->n_layers = weights_count_blocks(g, TN_V_Q_W, ENC_MAX_LAYERS);
     m->n_embd = (int)weights_tensor_ne(g, TN_MM_FC_W, 1);
-    if (m->n_layers == 0 || m->n_embd <= 0) return fail(L, "a DeepSeek-OCR-2 encoder or projector tensor is missing");
+    if (m->n_layers == 0 || m->n_embd <= 0) return weights_fail(L, "a DeepSeek-OCR-2 encoder or projector tensor is missing");
     m->n_head = weights_get_int(g, KEY_V_HEAD_COUNT, 1, 4096, 14);
-    if (m->width % m->n_head != 0) return fail(L, "the encoder width is not divisible by its head count");
+    if (m->width % m->n_head != 0) return weights_fail(L, "the encoder width is not divisible by its head count");
     m->head_dim = m->width / m->n_head;
     /* llama.cpp writes head_count_kv as a constant: the attn_k rows are the truth */
     int64_t k_rows = weights_tensor_nef(g, 1, TN_V_K_W, 0);
-    if (k_rows <= 0 || k_rows % m->head_dim != 0) return fail(L, "v.blk.0.attn_k rows are not a multiple of the head size");
+    if (k_rows <= 0 || k_rows % m->head_dim != 0) return weights_fail(L, "v.blk.0.attn_k rows are not a multiple of the head size");
     m->n_head_kv = (int)(k_rows / m->head_dim);
     if (m->n_head % m->n_head_kv != 0 || m->head_dim % 2 != 0)
-        return fail(L, "the encoder's head counts do not divide, or its head size is odd");
+        return weights_fail(L, "the encoder's head counts do not divide, or its head size is odd");
     m->eps = weights_get_float(g, KEY_V_LN_EPS, 0.0f, 1.0f, 1e-6f);
     m->rope_base = weights_get_float(g, KEY_TP_ENCODER_ROPE_BASE, 1.0f, 1e30f, 1e6f);
     tiles_read(g, 768, 6, &m->tiles);
     if (m->sam_hp.image_size % m->sam_hp.downsample != 0 || m->tiles.tile_size % m->sam_hp.downsample != 0)
-        return fail(L, "the image or tile size is not a multiple of SAM's patch size times 4");
+        return weights_fail(L, "the image or tile size is not a multiple of SAM's patch size times 4");
     const int64_t C = m->width, KV = (int64_t)m->n_head_kv * m->head_dim, E = m->n_embd;
     for (int i = 0; i < m->n_layers && !L->failed; i++) {
         enc_layer *l = &m->layers[i];

@@ -27,12 +27,6 @@ typedef struct vl2_vision {
     tp_tensor *post_w, *post_b, *mm0_w, *mm0_b, *mm2_w, *mm2_b, *newline, *separator;
 } vl2_vision;
 
-static tp_status fail(weights_loader *L, const char *msg) {
-    tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, msg);
-    L->failed = true;
-    return TP_ERR_FORMAT;
-}
-
 /* The candidate canvases our tiling makes (tp_tile_rule TP_TILES_BEST_FIT: every m × n of up to max_tiles
  * tiles, in the published order) must be the file's list. */
 static bool candidates_match(const tp_gguf *g, int tile, int max_tiles) {
@@ -68,21 +62,21 @@ static tp_status load(weights_loader *L, void **out) {
     m->n_layers = weights_count_blocks(g, TN_V_QKV_W, VL2_MAX_LAYERS);
     m->n_embd = (int)weights_tensor_ne(g, TN_MM_2_W, 1);
     if (m->width <= 0 || m->patch <= 0 || n_pos <= 0 || m->n_layers == 0 || m->n_embd <= 0)
-        return fail(L, "a DeepSeek-VL2 vision tensor is missing (patch/position embedding, blocks or projector)");
+        return weights_fail(L, "a DeepSeek-VL2 vision tensor is missing (patch/position embedding, blocks or projector)");
     m->grid = (int)lround(sqrt((double)n_pos));
-    if ((int64_t)m->grid * m->grid != n_pos) return fail(L, TN_V_POS " does not hold a square of rows");
+    if ((int64_t)m->grid * m->grid != n_pos) return weights_fail(L, TN_V_POS " does not hold a square of rows");
     /* the view side (384): its patch grid drops the pixels past the last whole patch (27 · 14 = 378) */
     m->image_size = weights_get_int(g, KEY_V_IMAGE_SIZE, 1, TP_IMAGE_MAX_SIDE, 384);
-    if (m->image_size / m->patch != m->grid) return fail(L, "the position table does not fit the image size's patch grid");
+    if (m->image_size / m->patch != m->grid) return weights_fail(L, "the position table does not fit the image size's patch grid");
     m->n_heads = weights_get_int(g, KEY_V_HEAD_COUNT, 1, 4096, 16);
-    if (m->width % m->n_heads != 0) return fail(L, "the vision width is not divisible by its head count");
+    if (m->width % m->n_heads != 0) return weights_fail(L, "the vision width is not divisible by its head count");
     m->merge = weights_get_int(g, KEY_TP_DOWNSAMPLE, 1, 16, 2);
     m->out_grid = (m->grid + m->merge - 1) / m->merge;
     m->eps = weights_get_float(g, KEY_V_LN_EPS, 0.0f, 1.0f, 1e-6f);
     tiles_read(g, m->image_size, 9, &m->tiles);
-    if (m->tiles.tile_size != m->image_size) return fail(L, "the tile size differs from the vision model's 384 view");
+    if (m->tiles.tile_size != m->image_size) return weights_fail(L, "the tile size differs from the vision model's 384 view");
     if (!candidates_match(g, m->tiles.tile_size, m->tiles.max_tiles))
-        return fail(L, KEY_TP_CANDIDATES " is not every canvas of up to preproc_max_tiles tiles in the published "
+        return weights_fail(L, KEY_TP_CANDIDATES " is not every canvas of up to preproc_max_tiles tiles in the published "
                        "order (the only tiling this build makes)");
     const int64_t C = m->width, P = m->patch, M4 = (int64_t)C * m->merge * m->merge, E = m->n_embd;
     m->patch_w = weights_load(L, TN_V_PATCH_W, P, P, 3, C);
@@ -207,27 +201,11 @@ static void build(const void *model, tp_context *ctx, const view_group *groups, 
 static void layout(const void *model, const tp_page_views *page, const float *const *view_rows, float *out) {
     const vl2_vision *m = model;
     const int64_t E = m->n_embd, n = m->out_grid;
-    const size_t row = (size_t)E * sizeof(float);
-    const float *newline = tp_tensor_data(m->newline), *separator = tp_tensor_data(m->separator);
-    const float *global = view_rows[page->n_views - 1];
-    for (int64_t y = 0; y < n; y++) {
-        memcpy(out, global + y * n * E, (size_t)n * row);
-        out += n * E;
-        memcpy(out, newline, row);
-        out += E;
-    }
-    memcpy(out, separator, row);
-    out += E;
-    for (int32_t r = 0; r < page->grid_rows; r++) {
-        for (int64_t y = 0; y < n; y++) {
-            for (int32_t c = 0; c < page->grid_cols; c++) {
-                memcpy(out, view_rows[r * page->grid_cols + c] + y * n * E, (size_t)n * row);
-                out += n * E;
-            }
-            memcpy(out, newline, row);
-            out += E;
-        }
-    }
+    const float *newline = tp_tensor_data(m->newline);
+    /* [global + newlines ; separator ; tiles woven into one grid + newlines]: the global view FIRST */
+    out = tiles_weave(out, view_rows + page->n_views - 1, 1, 1, n, E, newline);
+    memcpy(out, tp_tensor_data(m->separator), (size_t)E * sizeof(float));
+    tiles_weave(out + E, view_rows, page->grid_cols, page->grid_rows, n, E, newline);
 }
 
 static int matrices(void *model, tp_tensor ***slots, int cap) {

@@ -29,12 +29,6 @@ typedef struct pv_vision {
     tp_tensor *post_w, *post_b, *mm_norm_w, *mm_norm_b, *mm1_w, *mm1_b, *mm2_w, *mm2_b;
 } pv_vision;
 
-static tp_status fail(weights_loader *L, const char *msg) {
-    tp_error_set(L->err, TP_ERR_FORMAT, "%s: %s", L->path, msg);
-    L->failed = true;
-    return TP_ERR_FORMAT;
-}
-
 static tp_status load(weights_loader *L, void **out) {
     pv_vision *m = calloc(1, sizeof(*m));
     if (!m) {
@@ -49,12 +43,12 @@ static tp_status load(weights_loader *L, void **out) {
     m->n_layers = weights_count_blocks(g, TN_V_Q_W, PV_MAX_LAYERS);
     m->n_embd = (int)weights_tensor_ne(g, TN_MM_2_W, 1);
     if (m->width <= 0 || m->patch <= 0 || n_pos <= 0 || m->n_layers == 0 || m->n_embd <= 0)
-        return fail(L, "a PaddleOCR-VL vision tensor is missing (patch/position embedding, layers or projector)");
+        return weights_fail(L, "a PaddleOCR-VL vision tensor is missing (patch/position embedding, layers or projector)");
     m->pos_grid = (int)lround(sqrt((double)n_pos));
-    if ((int64_t)m->pos_grid * m->pos_grid != n_pos) return fail(L, TN_V_POS " does not hold a square of rows");
+    if ((int64_t)m->pos_grid * m->pos_grid != n_pos) return weights_fail(L, TN_V_POS " does not hold a square of rows");
     m->n_heads = weights_get_int(g, KEY_V_HEAD_COUNT, 1, 4096, 16);
     if (m->width % m->n_heads != 0 || (m->width / m->n_heads) % 4 != 0)
-        return fail(L, "the vision width is not divisible by its head count, or the head size by 4 (2-D RoPE)");
+        return weights_fail(L, "the vision width is not divisible by its head count, or the head size by 4 (2-D RoPE)");
     m->head_dim = m->width / m->n_heads;
     m->merge = weights_get_int(g, KEY_TP_MERGE_SIZE, 1, 16, 2);
     m->eps = weights_get_float(g, KEY_V_LN_EPS, 0.0f, 1.0f, 1e-6f);
@@ -62,13 +56,7 @@ static tp_status load(weights_loader *L, void **out) {
     m->rope_base = weights_get_float(g, KEY_TP_VISION_ROPE_BASE, 1.0f, 1e30f, 10000.0f);
     m->min_pixels = weights_get_int(g, KEY_V_MIN_PIXELS, 1, TP_IMAGE_MAX_PIXELS, 147384);
     m->max_pixels = weights_get_int(g, KEY_V_MAX_PIXELS, (int)m->min_pixels, TP_IMAGE_MAX_PIXELS, 2822400);
-    for (int c = 0; c < 3; c++) {
-        m->mean[c] = 0.5f;
-        m->std[c] = 0.5f;
-        float v;
-        if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_MEAN, c, &v) == TP_OK && v == v) m->mean[c] = v;
-        if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_STD, c, &v) == TP_OK && v == v && v != 0.0f) m->std[c] = v;
-    }
+    weights_image_norm(g, m->mean, m->std);
     const int64_t C = m->width, P = m->patch, M4 = (int64_t)C * m->merge * m->merge, E = m->n_embd;
     m->patch_w = weights_load(L, TN_V_PATCH_W, P, P, 3, C);
     m->patch_b = weights_load_f32(L, TN_V_PATCH_B, C, 1, 1, 1);
