@@ -13,12 +13,16 @@
  *      thread reads the model's getters;
  *   5. the text model's contract: an eval that overlaps another call fails at once with
  *      TP_ERR_INVALID_ARGUMENT "model in use by another thread" and changes nothing, tp_text_n_past answers
- *      meanwhile, tp_text_reset waits for the call in progress.
+ *      meanwhile, tp_text_reset waits for the call in progress;
+ *   6. non-finite values (what a hostile file's weights make of activations: NaN, +-inf, 1e30) through
+ *      tp_mul_mat on quantised weights on every kernel path and through tp_quantize: any numbers, no undefined
+ *      behaviour (make fuzz-smoke found the AVX2 activation quantiser summing cvtps_epi32's INT_MIN).
  * Built against the ASan+UBSan library by `make ctest`; build it with -fsanitize=thread against a TSan build
  * of the library to check 4 and 5 for races (README, "Guarantees"). */
 #include "tilepass.h"
 #include "tp_check.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -500,6 +504,52 @@ static void test_text_contract(const char *fixtures) {
     pthread_cond_destroy(&h.cv);
 }
 
+/* ---- 6. non-finite values ---- */
+
+static void test_nonfinite(void) {
+    const float specials[4] = {NAN, INFINITY, -INFINITY, 1e30f};
+    const int64_t K = 64, M = 32, N = 33; /* enough rows and tokens for the GEMM paths (8-bit activation blocks) */
+    float *w = malloc((size_t)(K * M) * sizeof(float)), *x = malloc((size_t)(K * N) * sizeof(float));
+    for (int64_t i = 0; i < K * M; i++) w[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    for (int64_t i = 0; i < K * N; i++) x[i] = (float)((i * 5) % 11) / 11.0f - 0.5f;
+    for (int s = 0; s < 4; s++) {
+        x[3] = x[4] = specials[s];                   /* token 0, first half of the first block */
+        x[K + 40] = x[K + 41] = specials[(s + 1) % 4]; /* token 1, second block */
+        w[5] = specials[s];              /* a weight too (quantised by tp_tensor_set_f32) */
+        for (int path = 0; path <= 2; path++) {
+            const int types[3] = {TP_TYPE_Q8_0, TP_TYPE_Q4_0, TP_TYPE_F16};
+            for (int t = 0; t < 3; t++) {
+                tp_context_params cp = tp_context_default_params();
+                cp.cpu_path = path;
+                tp_context *ctx = NULL;
+                tp_threadpool *pool = NULL;
+                if (tp_context_create(&cp, &ctx, NULL) != TP_OK || tp_threadpool_create(NULL, &pool, NULL) != TP_OK) {
+                    CHECK(false, "context");
+                    tp_context_free(ctx);
+                    continue;
+                }
+                const int64_t wne[2] = {K, M}, xne[2] = {K, N};
+                tp_tensor *tw = tp_new_tensor(ctx, types[t], 2, wne), *tx = tp_new_tensor(ctx, TP_TYPE_F32, 2, xne);
+                CHECK(tp_tensor_set_f32(tw, w, K * M) == TP_OK && tp_tensor_set_f32(tx, x, K * N) == TP_OK,
+                      "non-finite values are stored (quantised)");
+                tp_tensor *y = tp_mul_mat(ctx, tw, tx);
+                tp_graph *g = tp_graph_new(ctx);
+                CHECK(tp_graph_add_output(g, y) == TP_OK, "graph");
+                (void)tp_graph_compute(g, pool); /* any numbers; the sanitizers watch */
+                float out[32 * 33];
+                CHECK(tp_tensor_get_f32(y, out, M * N) == TP_OK, "read back");
+                tp_threadpool_free(pool);
+                tp_context_free(ctx);
+            }
+        }
+        uint8_t q[4 * 34 + 64];
+        size_t written = 0;
+        CHECK(tp_quantize(TP_TYPE_Q8_0, x, 1, K, q, sizeof q, &written, NULL) == TP_OK, "tp_quantize of non-finite");
+    }
+    free(w);
+    free(x);
+}
+
 int main(void) {
     const char *fixtures = getenv("TP_FIXTURES") ? getenv("TP_FIXTURES") : "../shared/fixtures";
     const char *secs = getenv("TP_HARDENING_SECONDS");
@@ -511,6 +561,7 @@ int main(void) {
     test_text_abort(fixtures);
     test_vision_shared(fixtures, seconds);
     test_text_contract(fixtures);
+    test_nonfinite();
     printf("test_hardening: %d passed, %d failed (%.1f s)\n", n_pass, n_fail, now_s() - t0);
     return n_fail ? 1 : 0;
 }
