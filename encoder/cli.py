@@ -640,7 +640,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     models = ModelFiles([args.model, args.mmproj])
     try:
         pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
-                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type)
+                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type, abort=args.interrupt)
     except (PipelineError, TokenizerError) as e:
         raise CliError(str(e)) from None
     modes = tuple(getattr(pipe.vision, "modes", ()))
@@ -998,7 +998,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = _Handlers()
     try:
         handlers.install()
-        return run(args, rep)
+        # a stop signal ends a long encode or prefill within one graph node, not when the C call returns
+        from .interrupt import Interrupt
+
+        with Interrupt() as interrupt:
+            args.interrupt = interrupt
+            return run(args, rep)
     except CliError as e:
         rep.error(str(e))
         return e.status

@@ -129,7 +129,8 @@ class OcrPipeline:
 
     def __init__(self, text_path: str | os.PathLike, vision_path: str | os.PathLike, n_threads: int = 1,
                  n_ctx: int = 0, *, check_files: bool = True, text_model: Any = None, vision_model: Any = None,
-                 tokenizer: Tokenizer | None = None, vision_precision: int = 0, kv_type: str | None = None) -> None:
+                 tokenizer: Tokenizer | None = None, vision_precision: int = 0, kv_type: str | None = None,
+                 abort: Any = None) -> None:
         if check_files:
             check_model_files(text_path, vision_path)
         from .native import TilepassError
@@ -138,7 +139,7 @@ class OcrPipeline:
             if vision_model is None:
                 from .vision import VisionEncoder
 
-                vision_model = VisionEncoder(vision_path, n_threads=n_threads, precision=vision_precision)
+                vision_model = VisionEncoder(vision_path, n_threads=n_threads, precision=vision_precision, abort=abort)
         except TilepassError as e:
             raise PipelineError(f"{os.fspath(vision_path)}: cannot load the vision model: {e}") from None
         self.vision = vision_model
@@ -149,7 +150,7 @@ class OcrPipeline:
                     from .text_model import TextModel
                 except ImportError as e:
                     raise PipelineError(f"the text decoder is not available in this build ({e})") from None
-                text_model = TextModel(text_path, n_threads=n_threads, n_ctx=n_ctx, kv_type=kv_type)
+                text_model = TextModel(text_path, n_threads=n_threads, n_ctx=n_ctx, kv_type=kv_type, abort=abort)
         except TilepassError as e:
             raise PipelineError(f"{os.fspath(text_path)}: cannot load the text model: {e}") from None
         self.text = text_model

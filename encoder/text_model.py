@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .interrupt import AbortHook, Interrupt
 from .native import check_error, ffi, lib, new_error
 
 
@@ -38,7 +39,7 @@ class TextModel:
     KV_TYPES = {"auto": -1, "f32": 0, "f16": 1, "q8_0": 8}
 
     def __init__(self, path: str | Path, n_threads: int = 1, n_ctx: int = 0, n_batch: int = 0,
-                 cpu_path: int = -1, kv_type: str | None = None) -> None:
+                 cpu_path: int = -1, kv_type: str | None = None, abort: "Callable[[], bool] | Interrupt | None" = None) -> None:
         if (kv_type or "auto") not in self.KV_TYPES:
             raise ValueError(f"kv_type must be one of {sorted(self.KV_TYPES)} (got {kv_type!r})")
         params = ffi.new("tp_text_params *", lib.tp_text_default_params())
@@ -47,6 +48,10 @@ class TextModel:
         params.n_ctx = n_ctx
         params.n_batch = n_batch
         params.kv_type = self.KV_TYPES[kv_type or "auto"]
+        # asked between graph nodes: true stops an evaluation with TP_ERR_ABORTED, nothing appended (interrupt.py)
+        self._abort = AbortHook(abort)
+        params.abort_callback = self._abort.callback
+        params.abort_callback_data = self._abort.data
         out = ffi.new("tp_text_model **")
         err = new_error()
         check_error(lib.tp_text_load(str(path).encode(), params, out, err), err)
@@ -87,6 +92,7 @@ class TextModel:
         ids_ptr = ffi.cast("int32_t *", ffi.from_buffer(ids_a)) if n else ffi.NULL
         st = lib.tp_text_eval_pos(self._model, ids_ptr, n, pos_ptr, embd_ptr, n_rows,
                                   ffi.cast("float *", ffi.from_buffer(logits)), all_logits, err)
+        self._abort.reraise()  # a signal that stopped the evaluation: its exception, not "aborted"
         check_error(st, err)
         return logits if all_logits else logits[0]
 

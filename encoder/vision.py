@@ -4,10 +4,11 @@ embeddings, every view of every image in one pass."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .interrupt import AbortHook, Interrupt
 from .native import check_error, ffi, lib, new_error
 from .preprocess import ImageSource, PreparedImage, prepare_image
 
@@ -20,13 +21,17 @@ class VisionEncoder:
     graph computation."""
 
     def __init__(self, path: str | Path, n_threads: int = 1, cpu_path: int = -1, keep_stages: bool = False,
-                 precision: int = 0) -> None:
+                 precision: int = 0, abort: "Callable[[], bool] | Interrupt | None" = None) -> None:
         params = ffi.new("tp_vision_params *", lib.tp_vision_default_params())
         params.n_threads = n_threads
         params.cpu_path = cpu_path
         params.keep_stages = keep_stages
         # tp_precision: 0 = F32, 1 = BF16 products, 2 = int8 (matrices as Q8_0), -1 = auto (by the file's weights)
         params.precision = precision
+        # asked between graph nodes: true stops an encode with TP_ERR_ABORTED (interrupt.py)
+        self._abort = AbortHook(abort)
+        params.abort_callback = self._abort.callback
+        params.abort_callback_data = self._abort.data
         out = ffi.new("tp_vision_model **")
         err = new_error()
         check_error(lib.tp_vision_load(str(path).encode(), params, out, err), err)
@@ -85,7 +90,9 @@ class VisionEncoder:
             outputs.append(out)
             out_ptrs[i] = ffi.cast("float *", ffi.from_buffer(out))
         err = new_error()
-        check_error(lib.tp_vision_encode(self._model, pages, len(prepared), out_ptrs, err), err)
+        st = lib.tp_vision_encode(self._model, pages, len(prepared), out_ptrs, err)
+        self._abort.reraise()  # a signal that stopped the pass: its exception, not "aborted"
+        check_error(st, err)
         return outputs
 
     def stage(self, name: str, view: int) -> np.ndarray:

@@ -252,6 +252,12 @@ typedef struct tp_context_params {
     void *abort_callback_data;
 } tp_context_params;
 
+/* A ready-made abort callback: true once the file descriptor *(const int *)data is readable (or closed at
+ * the other end), checked with a zero-timeout poll() that consumes nothing. Point it at the read end of a pipe
+ * that a signal handler (Python's signal.set_wakeup_fd, a self-pipe) or another thread writes to, and a
+ * computation stops within a node of the write. */
+bool tp_abort_when_readable(void *data);
+
 tp_context_params tp_context_default_params(void);
 tp_status tp_context_create(const tp_context_params *params, tp_context **out, tp_error *err);
 /* Frees every tensor, graph and buffer the context owns. NULL is ignored. */

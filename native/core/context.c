@@ -1,6 +1,8 @@
 /* context.c - contexts (tensor metadata, owned buffers, the sticky error) and leaf tensors. */
 #include "tp_internal.h"
 
+#include <poll.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -54,6 +56,12 @@ void tp_ctx_detach_graph(tp_context *ctx, tp_graph *g) {
 }
 
 const char *tp_version(void) { return TILEPASS_VERSION; }
+
+bool tp_abort_when_readable(void *data) {
+    if (!data) return false;
+    struct pollfd p = {.fd = *(const int *)data, .events = POLLIN, .revents = 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
 
 const char *tp_status_string(tp_status status) {
     switch (status) {
