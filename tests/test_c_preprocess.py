@@ -369,7 +369,8 @@ def test_null_and_bad_arguments():
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("fit", 3, "fit"), ("fit", -1, "fit"),
+        ("fit", 4, "fit"), ("fit", -1, "fit"), ("tile_rule", 2, "tile rule"), ("tile_rule", -1, "tile rule"),
+        ("factor", 0, "native fit"), ("max_pixels", 10**9, "native fit"),
         ("min_tiles", 0, "tile limits"), ("max_tiles", 65, "tile limits"), ("max_tiles", 1, "tile limits"),
         ("view_size", 0, "view size"), ("view_size", 4097, "view size"), ("tile_size", -1, "tile size"),
         ("tile_size", 4097, "tile size"), ("pad_color", 256, "pad"), ("pad_color", -1, "pad"),
@@ -377,6 +378,8 @@ def test_null_and_bad_arguments():
 )
 def test_bad_params_refused(field, value, words):
     p = ffi.new("tp_preprocess_params *", lib.tp_preprocess_default_params())
+    if field in ("factor", "max_pixels"):  # the native fit's own parameters
+        p.fit = lib.TP_FIT_NATIVE
     setattr(p, field, value)
     st, msg = page_error(raw_image(4, 4), p)
     assert st == lib.TP_ERR_INVALID_ARGUMENT
