@@ -74,6 +74,12 @@ void weights_need_f32(weights_loader *L, const tp_tensor *t) {
 tp_tensor *weights_load_f32(weights_loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) {
     tp_tensor *t = weights_load(L, name, ne0, ne1, ne2, ne3);
     if (!t || t->type == TP_TYPE_F32) return t;
+    if (t->type == TP_TYPE_I32) {
+        tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' is i32; the model needs floating-point values", L->path,
+                     name);
+        L->failed = true;
+        return NULL;
+    }
     tp_tensor *f = tp_new_tensor(L->ctx, TP_TYPE_F32, t->n_dims, t->ne);
     if (!f || tp_tensor_get_f32(t, tp_tensor_data(f), tp_nelements(f)) != TP_OK) {
         tp_error_set(L->err, TP_ERR_FORMAT, "%s: tensor '%s' (%s) cannot be read as f32: %s", L->path, name,

@@ -35,6 +35,11 @@ static inline int nearest_int(float fval) {
  * Q8_0 / Q4_0
  * ------------------------------------------------------------------------------------------- */
 
+/* A value about to be converted to a small integer: NaN and infinities (a non-finite input, or a block whose
+ * scale overflowed) become 0, since converting them is undefined behaviour; finite values pass unchanged, so
+ * the bytes stay ggml's. */
+static inline float finite_or_zero(float v) { return isfinite(v) ? v : 0.0f; }
+
 static void quantize_q8_0(const float *x, tp_block_q8_0 *y, int64_t n) {
     for (int64_t i = 0; i < n / TP_QK; i++) {
         const float *xb = x + i * TP_QK;
@@ -43,7 +48,7 @@ static void quantize_q8_0(const float *x, tp_block_q8_0 *y, int64_t n) {
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = tp_f32_to_f16(d);
-        for (int j = 0; j < TP_QK; j++) y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+        for (int j = 0; j < TP_QK; j++) y[i].qs[j] = (int8_t)roundf(finite_or_zero(xb[j] * id));
     }
 }
 
@@ -75,7 +80,7 @@ static void quantize_q4_0(const float *x, tp_block_q4_0 *y, int64_t n) {
         const float id = signed_scale(xb, 8.0f, &y[i].d);
         for (int j = 0; j < TP_QK / 2; j++) {
             const float x0 = xb[j] * id, x1 = xb[TP_QK / 2 + j] * id;
-            int v0 = (int)(int8_t)(x0 + 8.5f), v1 = (int)(int8_t)(x1 + 8.5f);
+            int v0 = (int)(int8_t)finite_or_zero(x0 + 8.5f), v1 = (int)(int8_t)finite_or_zero(x1 + 8.5f);
             v0 = TP_MIN(15, v0);
             v1 = TP_MIN(15, v1);
             y[i].qs[j] = (uint8_t)(v0 | (v1 << 4));
@@ -108,8 +113,8 @@ static void quantize_q4_1(const float *x, tp_block_q4_1 *y, int64_t n) {
         float min;
         const float id = min_and_scale(xb, 15.0f, &y[i].d, &y[i].m, &min);
         for (int j = 0; j < TP_QK / 2; j++) {
-            const int v0 = TP_MIN(15, (int)(int8_t)((xb[j] - min) * id + 0.5f));
-            const int v1 = TP_MIN(15, (int)(int8_t)((xb[TP_QK / 2 + j] - min) * id + 0.5f));
+            const int v0 = TP_MIN(15, (int)(int8_t)finite_or_zero((xb[j] - min) * id + 0.5f));
+            const int v1 = TP_MIN(15, (int)(int8_t)finite_or_zero((xb[TP_QK / 2 + j] - min) * id + 0.5f));
             y[i].qs[j] = (uint8_t)(v0 | (v1 << 4));
         }
     }
@@ -131,7 +136,7 @@ static void quantize_q5_0(const float *x, tp_block_q5_0 *y, int64_t n) {
         const float *xb = x + i * TP_QK;
         const float id = signed_scale(xb, 16.0f, &y[i].d);
         int v[TP_QK];
-        for (int j = 0; j < TP_QK; j++) v[j] = TP_MIN(31, (int)(int8_t)(xb[j] * id + 16.5f));
+        for (int j = 0; j < TP_QK; j++) v[j] = TP_MIN(31, (int)(int8_t)finite_or_zero(xb[j] * id + 16.5f));
         pack_q5_levels(v, y[i].qs, y[i].qh);
     }
 }
@@ -142,7 +147,7 @@ static void quantize_q5_1(const float *x, tp_block_q5_1 *y, int64_t n) {
         float min;
         const float id = min_and_scale(xb, 31.0f, &y[i].d, &y[i].m, &min);
         int v[TP_QK];
-        for (int j = 0; j < TP_QK; j++) v[j] = (int)(uint8_t)((xb[j] - min) * id + 0.5f);
+        for (int j = 0; j < TP_QK; j++) v[j] = (int)(uint8_t)finite_or_zero((xb[j] - min) * id + 0.5f);
         pack_q5_levels(v, y[i].qs, y[i].qh);
     }
 }
