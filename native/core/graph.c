@@ -8,10 +8,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* The abort callback a context was created with (context.c; declared here rather than in tp_internal.h,
- * since only the compute loop reads it). */
-void tp_ctx_abort_callback(const tp_context *ctx, bool (**callback)(void *data), void **data);
-
 struct tp_graph {
     tp_context *ctx;
     tp_tensor **outputs;

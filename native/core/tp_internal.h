@@ -182,6 +182,8 @@ void tp_gguf_drop_pages(tp_gguf *g);
  * load) as inputs; parent must outlive it and is never written through it. */
 tp_status tp_context_create_child(const tp_context_params *params, const tp_context *parent, tp_context **out,
                                   tp_error *err);
+/* The abort callback (and its data) a context computes with (tp_context_params.abort_callback). */
+void tp_ctx_abort_callback(const tp_context *ctx, bool (**callback)(void *data), void **data);
 void *tp_ctx_alloc(tp_context *ctx, size_t size); /* zeroed, owned by ctx, freed with it */
 int tp_ctx_n_tensors(const tp_context *ctx);
 int tp_context_precision(const tp_context *ctx); /* tp_precision */
