@@ -19,8 +19,9 @@ PROG = "convert-hf-to-gguf"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Convert a DeepSeek-OCR checkpoint (safetensors) to GGUF files llama.cpp and tilepass load: "
-                    "the text model (deepseek2-ocr) or, with --mmproj, the vision model (clip/deepseekocr).")
+        description="Convert a checkpoint (safetensors) of DeepSeek-OCR, DeepSeek-OCR-2, PaddleOCR-VL or DeepSeek-VL2 "
+                    "to GGUF files llama.cpp and tilepass load: the text model or, with --mmproj, the vision model "
+                    "(clip; the projector type names the family). The family is read from config.json.")
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
