@@ -21,7 +21,7 @@ from PIL import Image
 from encoder.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path("/work/shared/fixtures/llamacpp-tiny-v1")
+FIXTURE = (Path(__file__).resolve().parents[1] / "../shared/fixtures/llamacpp-tiny-v1")
 if not FIXTURE.exists():
     FIXTURE = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
 TEXT, VISION, PAGE = FIXTURE / "text-f16.gguf", FIXTURE / "mmproj-f32.gguf", FIXTURE / "page.png"

@@ -22,7 +22,7 @@ from convert_expect import DROPPED, gguf_files, map_name
 
 INDEX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "deepseek-ocr-v1" / "model.safetensors.index.json"
 if not INDEX.exists():
-    INDEX = Path("/work/shared/fixtures/deepseek-ocr-v1/model.safetensors.index.json")
+    INDEX = (Path(__file__).resolve().parents[1] / "../shared/fixtures/deepseek-ocr-v1/model.safetensors.index.json")
 REAL_CONFIG = INDEX.parent / "config.json"
 D = rm.FULL_NAMES_SMALL
 

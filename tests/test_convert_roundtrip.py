@@ -16,7 +16,7 @@ from convert_expect import (check_kv, check_values, dequant, expected_tensors, e
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "llamacpp-tiny-v1"
 if not FIXTURE.exists():
-    FIXTURE = Path("/work/shared/fixtures/llamacpp-tiny-v1")
+    FIXTURE = (Path(__file__).resolve().parents[1] / "../shared/fixtures/llamacpp-tiny-v1")
 
 CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
           "q5_0": QT.Q5_0, "q5_1": QT.Q5_1}

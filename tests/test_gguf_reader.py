@@ -23,7 +23,7 @@ from encoder.gguf_file import GGUFFile
 from encoder.graph import Context, to_numpy
 from encoder.native import TilepassError, ffi, lib
 
-FIXTURES = Path("/work/shared/fixtures/llamacpp-tiny-v1")
+FIXTURES = (Path(__file__).resolve().parents[1] / "../shared/fixtures/llamacpp-tiny-v1")
 VT = gguf.GGUFValueType
 QT = gguf.GGMLQuantizationType
 

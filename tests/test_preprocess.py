@@ -40,7 +40,7 @@ from reference_preprocess import (
     prepare_image,
 )
 
-FIXTURE_PAGE = Path("/work/shared/fixtures/llamacpp-tiny-v1/page.png")
+FIXTURE_PAGE = (Path(__file__).resolve().parents[1] / "../shared/fixtures/llamacpp-tiny-v1/page.png")
 MODES = ["tiny", "small", "base", "large", "gundam"]
 
 try:

@@ -23,7 +23,7 @@ from encoder.text_model import TextModel
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
 if not FIX.exists():
-    FIX = Path("/work/shared/fixtures/llamacpp-tiny-v1")
+    FIX = (Path(__file__).resolve().parents[1] / "../shared/fixtures/llamacpp-tiny-v1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MODES = ("tiny", "base", "gundam")

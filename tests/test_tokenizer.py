@@ -20,7 +20,7 @@ from encoder.tokenizer import Tokenizer, TokenizerError, deepseek_v3_pre_tokeniz
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_models import BOS, SPECIAL_TOKENS, write_tokenizer  # noqa: E402
 
-FIXTURE = Path("/work/shared/fixtures/llamacpp-tiny-v1")
+FIXTURE = (Path(__file__).resolve().parents[1] / "../shared/fixtures/llamacpp-tiny-v1")
 if not FIXTURE.exists():
     FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "llamacpp-tiny-v1"
 
