@@ -55,12 +55,13 @@ def reference(wd, x):
     return x64 @ np.swapaxes(w64, -1, -2)
 
 
-SHAPES = [  # (K, M, N): decode rows, GEMM with tails, K beyond one k-block
+SHAPES = [  # (K, M, N): decode rows, GEMM with tails, K beyond one k-block, M beyond one row block
     (64, 45, 1),
     (96, 70, 3),
     (67, 45, 13),
     (520, 33, 29),
     (1056, 67, 12),
+    (530, 531, 40),  # a thread's weight rows beyond one row block; K and M not multiples of the 8×8 pack
 ]
 
 

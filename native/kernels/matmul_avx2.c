@@ -8,6 +8,86 @@
 /* F16C half -> float (exact, as tp_f16_to_f32), inline. */
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+static inline float load_w1(tp_type type, const char *row, int64_t i) {
+    switch (type) {
+    case TP_TYPE_F16: return h2f(((const uint16_t *)row)[i]);
+    case TP_TYPE_BF16: return tp_bf16_to_f32(((const uint16_t *)row)[i]);
+    default: return ((const float *)row)[i];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Packing: weight rows into the micro-kernel's k-major panels and token rows into [K][NR] panels,
+ * 8×8 blocks transposed in registers (F16 weights widened by F16C on the way). A plain copy writes
+ * one float per panel row, strided, and converts F16 one value at a time.
+ * ------------------------------------------------------------------------------------------- */
+
+/* 8 values of a row from element k on (n of them inside the row, the rest zero) as floats */
+static inline __m256 pack_load8(tp_type type, const char *row, int64_t k, int64_t n) {
+    if (!row || n <= 0) return _mm256_setzero_ps();
+    if (n >= 8) {
+        if (type == TP_TYPE_F32) return _mm256_loadu_ps((const float *)row + k);
+        const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+        if (type == TP_TYPE_F16) return _mm256_cvtph_ps(h);
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    float v[8] = {0};
+    for (int64_t i = 0; i < n; i++) v[i] = load_w1(type, row, k + i);
+    return _mm256_loadu_ps(v);
+}
+
+static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* Up to 8 rows (rows[i], i < nrows; NULL: a zero row) from element k0 on, n elements each, transposed
+ * into P[k][i] (panel rows ld floats apart; columns >= nrows untouched) */
+static void pack_rows8(tp_type type, const char *const *rows, int nrows, int64_t K, int64_t k0, int64_t n,
+                       float *P, int64_t ld) {
+    for (int64_t u0 = 0; u0 < n; u0 += 8) {
+        const int64_t k = k0 + u0;
+        const int nu = (int)TP_MIN(8, n - u0);
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = i < nrows ? pack_load8(type, rows[i], k, K - k) : _mm256_setzero_ps();
+        transpose8(r);
+        if (nrows == 8) {
+            for (int j = 0; j < nu; j++) _mm256_storeu_ps(P + (u0 + j) * ld, r[j]);
+        } else if (nrows == 4) {
+            for (int j = 0; j < nu; j++) _mm_storeu_ps(P + (u0 + j) * ld, _mm256_castps256_ps128(r[j]));
+        } else {
+            for (int j = 0; j < nu; j++) {
+                float v[8];
+                _mm256_storeu_ps(v, r[j]);
+                memcpy(P + (u0 + j) * ld, v, (size_t)nrows * sizeof(float));
+            }
+        }
+    }
+}
+
+void tp_mm_pack_panel_avx2(tp_type type, const char *const rows[TP_MM_MR], int64_t K, int64_t k0, int64_t kc,
+                           float *panel) {
+    for (int h = 0; h < TP_MM_MR / 8; h++) pack_rows8(type, rows + 8 * h, 8, K, k0, kc, panel + 8 * h, TP_MM_MR);
+}
+
+void tp_mm_pack_tokens_avx2(const char *const rows[TP_MM_NR], int64_t K, float *panel) {
+    for (int h = 0; h < TP_MM_NR; h += 8)
+        pack_rows8(TP_TYPE_F32, rows + h, TP_MIN(8, TP_MM_NR - h), K, 0, K, panel + h, TP_MM_NR);
+}
+
 /* 16 rows × 6 tokens of a 32×12 tile: A stride TP_MM_MR floats, B stride TP_MM_NR floats. The twelve
  * accumulators are named values, never an array: an array indexed by the store loop's variable made the
  * compiler keep it in memory and store all twelve every k step (store-bound at ~40 % of the FMA peak). */
@@ -85,14 +165,6 @@ static inline __m256 load_w8(tp_type type, const char *row, int64_t i) {
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i))), 16));
     default: return _mm256_loadu_ps((const float *)row + i);
-    }
-}
-
-static inline float load_w1(tp_type type, const char *row, int64_t i) {
-    switch (type) {
-    case TP_TYPE_F16: return h2f(((const uint16_t *)row)[i]);
-    case TP_TYPE_BF16: return tp_bf16_to_f32(((const uint16_t *)row)[i]);
-    default: return ((const float *)row)[i];
     }
 }
 

@@ -14,6 +14,12 @@
 #define TP_MM_MC 256
 #define TP_MM_KC 512       /* F32 k-block */
 #define TP_MM_KC_BF16 1024 /* BF16 k-block (512 pairs): K <= 1024 in one pass, no C reloads */
+#ifndef TP_MM_MC_AVX2
+#define TP_MM_MC_AVX2 256 /* AVX2 (16×6 register tiles): weight block rows */
+#endif
+#ifndef TP_MM_KC_AVX2
+#define TP_MM_KC_AVX2 512 /* AVX2 k-block */
+#endif
 
 /* CPU features beyond the path (cpu.c). */
 bool tp_cpu_has_avx512_bf16(void);
@@ -53,6 +59,13 @@ void tp_mm_pack_panel_avx512(tp_type type, const char *const rows[TP_MM_MR], int
 /* One activation panel of TP_MM_NR token rows (F32, K contiguous floats; rows[j] NULL: a zero token) in
  * the GEMM's layout: [K][NR] floats, or (bf16) [Kp/2][NR] pairs of BF16 values (k ≥ K zero). */
 void tp_mm_pack_tokens_avx512(const char *const rows[TP_MM_NR], int64_t K, int64_t Kp, bool bf16, void *panel);
+
+/* The same F32 panels on AVX2 (F16 widened by F16C): TP_MM_MR weight rows (F32/F16/BF16, elements
+ * contiguous; rows[r] NULL: a zero row), k in [k0, k0 + kc) (k >= K reads as zero), into [kc][MR]
+ * floats; and TP_MM_NR token rows (F32, K contiguous floats; NULL: a zero token) into [K][NR] floats. */
+void tp_mm_pack_panel_avx2(tp_type type, const char *const rows[TP_MM_MR], int64_t K, int64_t k0, int64_t kc,
+                           float *panel);
+void tp_mm_pack_tokens_avx2(const char *const rows[TP_MM_NR], int64_t K, float *panel);
 
 /* Micro-kernel: C[n*ldc + m] (+)= sum_k B[k*NR + n] * A[k*MR + m] for m < mr, n < nr.
  * A, B packed as above; kc k steps (pairs for bf16); accumulate = add to C instead of storing. */

@@ -111,7 +111,8 @@ static void mm_make_plan(const tp_tensor *dst, tp_cpu_path path, int precision, 
         } else {
             pl->act = ACT_F32_PACKED;
             per_batch = (size_t)pl->npanels * (size_t)pl->K * TP_MM_NR * sizeof(float);
-            thread = (size_t)TP_MM_MC * TP_MM_KC * sizeof(float);
+            thread = path == TP_CPU_AVX2 ? (size_t)TP_MM_MC_AVX2 * TP_MM_KC_AVX2 * sizeof(float)
+                                         : (size_t)TP_MM_MC * TP_MM_KC * sizeof(float);
         }
     } else {
         pl->act = ACT_F32_ROWS;
@@ -283,13 +284,14 @@ static void mm_convert_acts(const tp_compute_params *p, const mm_plan *pl, const
         for (int64_t u = u0; u < u1; u++) {
             int64_t bi = u / pl->npanels, np = u % pl->npanels;
             char *panel = act + (size_t)bi * pl->batch_bytes + (size_t)np * panel_bytes;
-            if (pl->path == TP_CPU_AVX512 && b->nb[0] == sizeof(float)) { /* rows read in place: no tmp */
-                const char *tok[TP_MM_NR];
+            if ((pl->path == TP_CPU_AVX512 || (pl->path == TP_CPU_AVX2 && !bf16)) && b->nb[0] == sizeof(float)) {
+                const char *tok[TP_MM_NR]; /* rows read in place: no tmp */
                 for (int j = 0; j < TP_MM_NR; j++) {
                     const int64_t n = np * TP_MM_NR + j;
                     tok[j] = n < rows ? (const char *)mm_token_row(b, pl, n, bi, tmp) : NULL;
                 }
-                tp_mm_pack_tokens_avx512(tok, K, pl->Kp, bf16, panel);
+                if (pl->path == TP_CPU_AVX512) tp_mm_pack_tokens_avx512(tok, K, pl->Kp, bf16, panel);
+                else tp_mm_pack_tokens_avx2(tok, K, (float *)panel);
                 continue;
             }
             for (int j = 0; j < TP_MM_NR; j++) {
@@ -383,9 +385,10 @@ static void pack_a_bf16(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0
     }
 }
 
-/* The same panels as pack_a_f32 / pack_a_bf16, by the AVX-512 transposing pack (contiguous rows). */
-static void pack_a_avx512(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t mc, int64_t k0,
-                          int64_t kc, bool bf16, char *Ap) {
+/* The same panels as pack_a_f32 / pack_a_bf16, by the AVX-512 or (F32 panels) AVX2 transposing pack
+ * (contiguous rows). */
+static void pack_a_simd(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t m0, int64_t mc, int64_t k0,
+                        int64_t kc, bool bf16, tp_cpu_path path, char *Ap) {
     const int64_t M = a->ne[1];
     const size_t panel_bytes = bf16 ? (size_t)((kc + 1) / 2) * 2 * TP_MM_MR * sizeof(uint16_t)
                                     : (size_t)kc * TP_MM_MR * sizeof(float);
@@ -395,7 +398,9 @@ static void pack_a_avx512(const tp_tensor *a, int64_t ia2, int64_t ia3, int64_t 
             const int64_t m = m0 + mp + r;
             rows[r] = mp + r < mc && m < M ? tp_row_ptr(a, m, ia2, ia3) : NULL;
         }
-        tp_mm_pack_panel_avx512(a->type, rows, a->ne[0], k0, kc, bf16, Ap + (size_t)(mp / TP_MM_MR) * panel_bytes);
+        char *panel = Ap + (size_t)(mp / TP_MM_MR) * panel_bytes;
+        if (path == TP_CPU_AVX512) tp_mm_pack_panel_avx512(a->type, rows, a->ne[0], k0, kc, bf16, panel);
+        else tp_mm_pack_panel_avx2(a->type, rows, a->ne[0], k0, kc, (float *)panel);
     }
 }
 
@@ -417,18 +422,20 @@ static void mm_gemm_packed(const tp_compute_params *p, const mm_plan *pl, tp_ten
     if (p->ith >= gm * gn) return;
     const int64_t m_begin = pm0 * TP_MM_MR, m_end = TP_MIN(M, pm1 * TP_MM_MR);
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
-    const int64_t KC = bf16 ? TP_MM_KC_BF16 : TP_MM_KC;
-    const bool fast_pack = pl->path == TP_CPU_AVX512 && a->nb[0] == tp_type_block_bytes(a->type);
+    const bool avx2 = pl->path == TP_CPU_AVX2;
+    const int64_t KC = bf16 ? TP_MM_KC_BF16 : avx2 ? TP_MM_KC_AVX2 : TP_MM_KC;
+    const int64_t MC = avx2 ? TP_MM_MC_AVX2 : TP_MM_MC;
+    const bool fast_pack = (pl->path == TP_CPU_AVX512 || (avx2 && !bf16)) && a->nb[0] == tp_type_block_bytes(a->type);
 
     for (int64_t bi = 0; bi < nbatch; bi++) {
         const int64_t i2 = bi % b->ne[2], i3 = bi / b->ne[2];
         const char *abase = act + (size_t)bi * pl->batch_bytes;
         float *cbase = (float *)dst->data + (size_t)bi * (size_t)N * (size_t)M;
-        for (int64_t m0 = m_begin; m0 < m_end; m0 += TP_MM_MC) {
-            const int64_t mc = TP_MIN(TP_MM_MC, m_end - m0);
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += MC) {
+            const int64_t mc = TP_MIN(MC, m_end - m0);
             for (int64_t k0 = 0; k0 < K; k0 += KC) {
                 const int64_t kc = TP_MIN(KC, K - k0);
-                if (fast_pack) pack_a_avx512(a, i2 / r2, i3 / r3, m0, mc, k0, kc, bf16, scratch);
+                if (fast_pack) pack_a_simd(a, i2 / r2, i3 / r3, m0, mc, k0, kc, bf16, pl->path, scratch);
                 else if (bf16) pack_a_bf16(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (uint16_t *)scratch);
                 else pack_a_f32(a, i2 / r2, i3 / r3, m0, mc, k0, kc, (float *)scratch);
                 for (int64_t np = pn0; np < pn1; np++) {
