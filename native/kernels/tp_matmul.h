@@ -8,18 +8,14 @@
 /* Packed GEMM geometry (same on every ISA path so that packing code is shared):
  *   activations: panels of TP_MM_NR tokens, [k][NR] floats (F32) or [k/2][NR][2] bf16 pairs;
  *   weights:     micro-panels of TP_MM_MR rows, [k][MR] floats or [k/2][MR][2] bf16 pairs,
- *                packed per thread for blocks of TP_MM_MC rows × TP_MM_KC k. */
+ *                packed per thread for blocks of TP_MM_MC rows × TP_MM_KC k (AVX2: _AVX2 sizes). */
 #define TP_MM_NR 12
 #define TP_MM_MR 32
 #define TP_MM_MC 256
 #define TP_MM_KC 512       /* F32 k-block */
 #define TP_MM_KC_BF16 1024 /* BF16 k-block (512 pairs): K <= 1024 in one pass, no C reloads */
-#ifndef TP_MM_MC_AVX2
-#define TP_MM_MC_AVX2 256 /* AVX2 (16×6 register tiles): weight block rows */
-#endif
-#ifndef TP_MM_KC_AVX2
-#define TP_MM_KC_AVX2 512 /* AVX2 k-block */
-#endif
+#define TP_MM_MC_AVX2 256 /* AVX2 (16×6 register tiles) weight block rows: MC × KC floats = 256 KiB in L2 */
+#define TP_MM_KC_AVX2 256 /* AVX2 k-block: a 12-token panel of 12 KiB stays in L1 beside the streamed weights */
 
 /* CPU features beyond the path (cpu.c). */
 bool tp_cpu_has_avx512_bf16(void);

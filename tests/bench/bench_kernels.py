@@ -9,8 +9,10 @@ run(n_threads) -> rows {name, ours_ms, peer, peer_ms, ratio (peer/ours: > 1 = we
   - Q8_0 / Q4_K GEMV (one token), rows × cols 1280×1280, 6848×1280, 129280×1280 (gemv_TYPE_MxK): GB/s
     of weights read, cold (copies cycled past the cache), against tests/bench/stream.c run in the same
     sitting with the same threads (ratio = pct_stream / 100), and 1 → n-thread scaling (speedup);
-  - 1 → n threads on the GEMM shapes (ratio = speed-up).
-Run as a script: `python tests/bench/bench_kernels.py [--threads N]` prints a table."""
+  - 1 → n threads on the GEMM shapes (ratio = speed-up);
+  - the vision encoders' GEMMs (VISION_SHAPES, DeepSeek-OCR-2 on a 768 tile), F32 and F16 weights against
+    torch's fp32 linear with the same thread count, alternating rounds (vision_TYPE_SHAPE).
+Run as a script: `python tests/bench/bench_kernels.py [--threads N] [--vision]` prints a table."""
 
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ TNAME = {F32: "f32", F16: "f16", BF16: "bf16", Q8_0: "q8_0", Q4_0: "q4_0", Q5_0:
          Q6_K: "q6_K"}
 
 GEMM_SHAPES = [("sam_qkv", 2304, 768, 4096), ("clip_ffn", 4096, 1024, 257)]  # name, M, K, N
+# DeepSeek-OCR-2's vision encoder on one 768 tile (name, M, K, N): SAM-B's windowed layers over 16 windows
+# of 14×14 = 3,136 tokens, the Qwen2 encoder's (896 wide, 2 KV heads of 64, SwiGLU 4864) over 2·144 tokens
+VISION_SHAPES = [("sam_qkv", 2304, 768, 3136), ("sam_proj", 768, 768, 3136), ("sam_mlp_up", 3072, 768, 3136),
+                 ("sam_mlp_down", 768, 3072, 3136), ("enc_q", 896, 896, 288), ("enc_kv", 128, 896, 288),
+                 ("enc_up", 4864, 896, 288), ("enc_down", 896, 4864, 288)]
 GEMV_SHAPES = [(1280, 1280), (6848, 1280), (129280, 1280)]  # M, K
 
 
@@ -174,6 +181,38 @@ def gemv_rows(n_threads: int, rng, pool, pool1, qtypes=GEMV_QTYPES) -> list[dict
     return rows
 
 
+def vision_gemm_rows(n_threads: int, rng, pool, rounds: int = 3) -> list[dict]:
+    """The vision encoders' GEMMs (VISION_SHAPES): ours with F32 and F16 weights against torch's fp32
+    linear (torch.set_num_threads(n_threads)) on the same shapes, in alternating rounds (ours F32, torch,
+    ours F16, ...; the best of each kind) because memory bandwidth and other processes on the machine
+    change from minute to minute; GFLOP/s and the share of the FMA peak. ratio = torch ms / ours ms."""
+    peak = _fma_peak_gflops(n_threads)
+    torch.set_num_threads(n_threads)
+    rows = []
+    for name, M, K, N in VISION_SHAPES:
+        w = rng.standard_normal((M, K)).astype(np.float32) * 0.05
+        x = rng.standard_normal((N, K)).astype(np.float32)
+        flop = 2.0 * M * N * K
+        ours32, ours16 = _MulMat(w, x, F32, n_threads, pool), _MulMat(w, x, F16, n_threads, pool)
+        wt, xt = torch.from_numpy(w), torch.from_numpy(x)
+
+        def peer():
+            with torch.inference_mode():
+                torch.nn.functional.linear(xt, wt)
+
+        best = {"f32": float("inf"), "torch": float("inf"), "f16": float("inf")}
+        for _ in range(rounds):
+            for kind, fn in (("f32", ours32), ("torch", peer), ("f16", ours16)):
+                best[kind] = min(best[kind], _best_ms(fn, min_time=0.15, min_reps=2))
+        tg = flop / (best["torch"] * 1e-3) / 1e9
+        for wtype in ("f32", "f16"):
+            gf = flop / (best[wtype] * 1e-3) / 1e9
+            rows.append({"name": f"vision_{wtype}_{name}", "shape": f"{M}x{K}x{N}", "ours_ms": best[wtype],
+                         "peer": "torch_f32", "peer_ms": best["torch"], "ratio": best["torch"] / best[wtype],
+                         "gflops": gf, "peak_frac": gf / peak, "peer_gflops": tg, "peer_peak_frac": tg / peak})
+    return rows
+
+
 def run(n_threads: int = 2) -> list[dict]:
     rows: list[dict] = []
     rng = np.random.default_rng(0)
@@ -227,6 +266,7 @@ def run(n_threads: int = 2) -> list[dict]:
                          "peer": "ours_1thread", "peer_ms": one16, "ratio": one16 / ms16,
                          "gflops": flop / (ms16 * 1e-3) / 1e9})
 
+    rows += vision_gemm_rows(n_threads, rng, pool)
     rows += gemv_rows(n_threads, rng, pool, pool1)
     for wtype in (Q8_0, Q4_K):  # quantised weights over many tokens, for the record
         name, M, K, N = GEMM_SHAPES[1]
@@ -250,9 +290,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemv", action="store_true", help="only the quantised GEMV rows")
     ap.add_argument("--all-gemv", action="store_true", help="GEMV rows for Q4_0, Q5_0, Q5_K and Q6_K too")
+    ap.add_argument("--vision", action="store_true", help="only the vision GEMM rows (ours vs torch fp32)")
     args = ap.parse_args()
     qtypes = (Q8_0, Q4_K, Q4_0, Q5_0, Q5_K, Q6_K) if args.all_gemv else GEMV_QTYPES
-    if args.gemv:
+    if args.vision:
+        rows = vision_gemm_rows(args.threads, np.random.default_rng(0), ThreadPool(args.threads))
+        keys = ["name", "shape", "ours_ms", "peer_ms", "ratio", "gflops", "peak_frac", "peer_gflops", "peer_peak_frac"]
+    elif args.gemv:
         rows = gemv_rows(args.threads, np.random.default_rng(0), ThreadPool(args.threads), ThreadPool(1), qtypes)
         keys = ["name", "ours_ms", "gbs", "pct_stream", "ms_1thread", "speedup", "copies"]
     else:
