@@ -1,6 +1,7 @@
-/* matmul_avx2.c - AVX2+FMA+F16C kernels for tp_mul_mat: the packed F32 GEMM micro-kernel (16×6 tiles
- * of the 32×12 packed panels), row dot products, the activation quantiser and quantised dots
- * (vpmaddubsw + vpmaddwd). Called only on the AVX2 path. */
+/* matmul_avx2.c - AVX2+FMA+F16C kernels for tp_mul_mat: the packed F32 GEMM (weight and token packing
+ * by 8×8 register transposes, F16 widened while packing; the micro-kernel runs 16×6 register tiles over
+ * the 32×12 packed panels, 12 accumulators, two loads and six broadcasts per k), row dot products, the
+ * activation quantiser and quantised dots (vpmaddubsw + vpmaddwd). Called only on the AVX2 path. */
 #include "tp_matmul.h"
 
 #include <immintrin.h>
