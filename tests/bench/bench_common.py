@@ -117,3 +117,32 @@ def run_cli_measured(args: list[str]) -> tuple[float, float, str, int]:
     wall = time.perf_counter() - t0
     kb = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("TP_VMHWM_KB ")]
     return wall, (kb[-1] / 1024 if kb else float("nan")), proc.stdout, proc.returncode
+
+
+PRECISIONS = {0: "f32", 1: "bf16", 2: "int8"}  # tp_precision as the vision encoders report it
+
+
+def child_status(res: dict, keys: tuple[str, ...] = ()) -> dict:
+    """The row cells of a child's result: its peak RSS or why it failed, and ``keys`` where present."""
+    return {k: res[k] for k in ("peak_rss_mb", "failed", *keys) if k in res}
+
+
+def median_decode_tok_s(start: Callable[[], Any], step: Callable[[Any], Any], n_dec: int) -> float:
+    """bench_text's decode rounds (``_decode_rounds``: untimed warm-up tokens, then n_dec timed ones per
+    round), the median round's tok/s."""
+    import numpy as np
+
+    from bench_text import _decode_rounds
+
+    return float(np.median([rate for rate, _ in _decode_rounds(start, step, n_dec)]))
+
+
+def text_model_decode_tok_s(m: Any, ctx: Any, n_dec: int) -> float:
+    """Greedy decode tok/s of our TextModel ``m`` after the context ids ``ctx`` (median_decode_tok_s)."""
+    import numpy as np
+
+    def start() -> int:
+        m.reset()
+        return int(np.argmax(m.eval(ctx)))
+
+    return median_decode_tok_s(start, lambda tok: int(np.argmax(m.eval(np.array([tok], np.int32)))), n_dec)

@@ -29,8 +29,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import (SMALL, best_ms, child_result, page, run_child, run_cli_measured,  # noqa: E402
-                          write_result)
+from bench_common import (PRECISIONS, SMALL, best_ms, child_result, child_status, median_decode_tok_s,  # noqa: E402
+                          page, run_child, run_cli_measured, text_model_decode_tok_s, write_result)
 
 TEXT = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0, vocab_size=103424, rms_norm_eps=1e-5)
 # spec §2 and §4: the published model's vision tower and ERNIE-4.5-0.3B
@@ -67,7 +67,6 @@ DECODE_CTX, N_DEC = (200, 8) if SMALL else (1000, 32)
 CLI_NEW_TOKENS = 16
 RSS_CEILING_MB = 2.5 * 1024
 TARGET_A4, TARGET_DECODE = 3.0, 3.0
-PRECISIONS = {0: "f32", 1: "bf16", 2: "int8"}
 
 
 def vision_flops(grids: list[tuple[int, int]], cfg: dict = CONFIG) -> float:
@@ -127,8 +126,6 @@ def _reference_text_worker(model_dir: str, n_threads: int, out_json: str) -> Non
     import torch
     from transformers import PaddleOCRVLForConditionalGeneration
 
-    from bench_text import _decode_rounds
-
     torch.set_num_threads(n_threads)
     model = PaddleOCRVLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     rng = np.random.default_rng(2)
@@ -153,8 +150,7 @@ def _reference_text_worker(model_dir: str, n_threads: int, out_json: str) -> Non
         def step(out):
             return forward(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values)
 
-        rounds = _decode_rounds(start, step, N_DEC)
-    res["decode_tok_s"] = float(np.median([r for r, _ in rounds]))
+        res["decode_tok_s"] = median_decode_tok_s(start, step, N_DEC)
     write_result(out_json, res)
 
 
@@ -180,9 +176,7 @@ def _ours_vision_worker(gguf_path: str, precision: int, n_threads: int, out_json
 def _ours_text_worker(gguf_path: str, n_threads: int, out_json: str) -> None:
     from encoder.text_model import TextModel
 
-    from bench_text import _decode_rounds
-
-    m = TextModel(gguf_path, n_threads=n_threads, n_ctx=max(PREFILL) + DECODE_CTX + 64, n_batch=512)
+    m = TextModel(gguf_path, n_threads=n_threads, n_ctx=max(*PREFILL, DECODE_CTX) + 64, n_batch=512)
     rng = np.random.default_rng(2)
     res = {}
     for n in PREFILL:
@@ -191,24 +185,11 @@ def _ours_text_worker(gguf_path: str, n_threads: int, out_json: str) -> None:
         t0 = time.perf_counter()
         m.eval(ids)
         res[f"prefill{n}_tok_s"] = n / (time.perf_counter() - t0)
-    ctx = _decode_ctx_ids()
-
-    def start() -> int:
-        m.reset()
-        m.eval(ctx)
-        return 5
-
-    rounds = _decode_rounds(start, lambda tok: int(np.argmax(m.eval(np.array([tok], np.int32)))), N_DEC)
-    res["decode_tok_s"] = float(np.median([r for r, _ in rounds]))
+    res["decode_tok_s"] = text_model_decode_tok_s(m, _decode_ctx_ids(), N_DEC)
     write_result(out_json, res)
 
 
 # ---- the module ---------------------------------------------------------------------------------------
-def _status(res: dict) -> dict:
-    """A child's peak RSS, or why it failed."""
-    return {k: res[k] for k in ("peak_rss_mb", "failed", "attn") if k in res}
-
-
 def _vision_rows(label: str, ours: dict, refs: dict[str, dict]) -> list[dict]:
     rows = []
     for name in (*IMAGES, "crops8"):
@@ -259,16 +240,16 @@ def run(n_threads: int = 2) -> list[dict]:
         for attn in ("eager", "sdpa"):
             r = child_result("bench_paddleocr_vl", "_reference_vision_worker", str(ckpt), attn, attn == "sdpa",
                              n_threads)
-            rows.append({"name": f"paddleocr-vl transformers fp32 {attn} vision", **_status(r)})
+            rows.append({"name": f"paddleocr-vl transformers fp32 {attn} vision", **child_status(r, ("attn",))})
             if "failed" not in r:
                 refs[attn] = r
         ref_text = child_result("bench_paddleocr_vl", "_reference_text_worker", str(ckpt), n_threads)
-        rows.append({"name": "paddleocr-vl transformers fp32 text", **_status(ref_text)})
+        rows.append({"name": "paddleocr-vl transformers fp32 text", **child_status(ref_text)})
         for outtype, precision in VISION_FILES:
             ours = child_result("bench_paddleocr_vl", "_ours_vision_worker", str(vision_files[outtype]), precision,
                                 n_threads)
             label = f"{outtype} {PRECISIONS.get(ours.get('precision', precision), 'auto')}-precision"
-            rows.append({"name": f"paddleocr-vl vision {label}", **_status(ours)})
+            rows.append({"name": f"paddleocr-vl vision {label}", **child_status(ours)})
             if "failed" not in ours:
                 rows.extend(_vision_rows(label, ours, refs))
         for t in TEXT_FILES:
@@ -281,7 +262,7 @@ def run(n_threads: int = 2) -> list[dict]:
                     row.update(context=DECODE_CTX, target_ratio=TARGET_DECODE,
                                meets_target=row.get("ratio", 0.0) >= TARGET_DECODE)
                 rows.append(row)
-            rows.append({"name": f"paddleocr-vl text {t}", **_status(ours)})
+            rows.append({"name": f"paddleocr-vl text {t}", **child_status(ours)})
         img = root / "a4.png"
         page(IMAGES["a4_150dpi"]).save(img)
         cli = ["-m", str(text_files["q8_0"]), "--mmproj", str(vision_files[VISION_FILES[0][0]]), "--image", str(img),

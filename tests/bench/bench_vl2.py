@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import SMALL, best_ms, child_result, page, run_child, write_result  # noqa: E402
+from bench_common import (PRECISIONS, SMALL, best_ms, child_result, child_status, median_decode_tok_s,  # noqa: E402
+                          page, run_child, text_model_decode_tok_s, write_result)
 
 A4 = (1240, 1754)
 VISION_FILES = (("f16", -1),)  # (vision outtype, precision): -1 = auto, what the CLI runs (BF16 where the CPU has it)
@@ -37,7 +38,6 @@ TEXT_FILES = ("q8_0", "q4_k_m")
 DECODE_CTX, N_DEC_OURS, N_DEC_REF = (200, 8, 4) if SMALL else (1000, 32, 8)
 CHECK_TOKENS = 12  # the cached reference against the uncached one: a prompt of this many, then 4 single steps
 TARGET_VISION, TARGET_DECODE = 3.0, 10.0
-PRECISIONS = {0: "f32", 1: "bf16", 2: "int8"}
 
 
 def config() -> dict:
@@ -173,8 +173,6 @@ class _CachedDecoder:
 def _reference_text_worker(model_dir: str, n_threads: int, out_json: str) -> None:
     import torch
 
-    from bench_text import _decode_rounds
-
     torch.set_num_threads(n_threads)
     R, cfg, model = _load_reference(model_dir, ("language.",))
     if cfg["language_config"].get("use_mla"):
@@ -194,8 +192,8 @@ def _reference_text_worker(model_dir: str, n_threads: int, out_json: str) -> Non
             dec.reset()
             return int(dec.logits(ctx)[-1].argmax())
 
-        rounds = _decode_rounds(start, lambda tok: int(dec.logits(torch.tensor([tok]))[-1].argmax()), N_DEC_REF)
-    res["decode_tok_s"] = float(np.median([r for r, _ in rounds]))
+        res["decode_tok_s"] = median_decode_tok_s(start, lambda tok: int(dec.logits(torch.tensor([tok]))[-1].argmax()),
+                                                  N_DEC_REF)
     write_result(out_json, res)
 
 
@@ -212,25 +210,12 @@ def _ours_vision_worker(gguf_path: str, precision: int, n_threads: int, out_json
 def _ours_text_worker(gguf_path: str, n_threads: int, out_json: str) -> None:
     from encoder.text_model import TextModel
 
-    from bench_text import _decode_rounds
-
     m = TextModel(gguf_path, n_threads=n_threads, n_ctx=DECODE_CTX + 64, n_batch=512)
     ctx = np.random.default_rng(3).integers(3, 100000, size=DECODE_CTX).astype(np.int32)
-
-    def start() -> int:
-        m.reset()
-        return int(np.argmax(m.eval(ctx)))
-
-    rounds = _decode_rounds(start, lambda tok: int(np.argmax(m.eval(np.array([tok], np.int32)))), N_DEC_OURS)
-    write_result(out_json, {"decode_tok_s": float(np.median([r for r, _ in rounds]))})
+    write_result(out_json, {"decode_tok_s": text_model_decode_tok_s(m, ctx, N_DEC_OURS)})
 
 
 # ---- the module ---------------------------------------------------------------------------------------
-def _status(res: dict) -> dict:
-    """A child's peak RSS, or why it failed."""
-    return {k: res[k] for k in ("peak_rss_mb", "failed") if k in res}
-
-
 def run(n_threads: int = 2) -> list[dict]:
     from convert import convert
 
@@ -248,14 +233,14 @@ def run(n_threads: int = 2) -> list[dict]:
         text_files = {t: convert(ckpt, outtype=t, outfile=root / f"text-{t}.gguf", progress=False).outfile
                       for t in TEXT_FILES}
         ref_v = child_result("bench_vl2", "_reference_vision_worker", str(ckpt), n_threads)
-        rows.append({"name": "vl2 reference fp32 vision", **_status(ref_v)})
+        rows.append({"name": "vl2 reference fp32 vision", **child_status(ref_v)})
         ref_t = child_result("bench_vl2", "_reference_text_worker", str(ckpt), n_threads)
-        rows.append({"name": "vl2 reference fp32 text (KV-cached)", **_status(ref_t),
-                     **{k: ref_t[k] for k in ("cached_vs_uncached_max_rel",) if k in ref_t}})
+        rows.append({"name": "vl2 reference fp32 text (KV-cached)",
+                     **child_status(ref_t, ("cached_vs_uncached_max_rel",))})
         for outtype, precision in VISION_FILES:
             ours = child_result("bench_vl2", "_ours_vision_worker", str(vision_files[outtype]), precision, n_threads)
             label = f"{outtype} {PRECISIONS.get(ours.get('precision', precision), 'auto')}-precision"
-            row = {"name": f"vl2 vision {label} a4 (3x3 tiles + global)", **_status(ours)}
+            row = {"name": f"vl2 vision {label} a4 (3x3 tiles + global)", **child_status(ours)}
             if "failed" not in ours:
                 n_views = ours["tiles"][0] * ours["tiles"][1] + 1
                 flops = vision_flops(n_views, cfg)
@@ -269,7 +254,7 @@ def run(n_threads: int = 2) -> list[dict]:
             rows.append(row)
         for t in TEXT_FILES:
             ours = child_result("bench_vl2", "_ours_text_worker", str(text_files[t]), n_threads)
-            row = {"name": f"vl2 text {t} decode_tok_s", **_status(ours), "context": DECODE_CTX}
+            row = {"name": f"vl2 text {t} decode_tok_s", **child_status(ours), "context": DECODE_CTX}
             if "decode_tok_s" in ours:
                 row.update(ours=ours["decode_tok_s"], peer="reference fp32 torch, KV-cached")
                 if "decode_tok_s" in ref_t:
