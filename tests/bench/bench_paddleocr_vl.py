@@ -4,8 +4,9 @@ saved by transformers and converted by our converter (an F16 vision file; Q8_0 a
 
 Vision: seconds for a 1024x1024 image (seen as 1036x1036: 8.3 TFLOP) and an A4 page at 150 dpi (1240x1754,
 seen as 1232x1764: 24.6 TFLOP), and 8 mixed-size layout crops in one encode call against one call per crop
-(the ratio); transformers fp32 with eager and with sdpa attention on the same weights, each in its own
-process (its features from one ``get_image_features`` call, the processor's own pixels). Text: prefill and
+(the ratio); transformers fp32 with eager and with sdpa attention (the crops: sdpa only) on the same weights,
+each in its own process (its features from one ``get_image_features`` call, the processor's own pixels).
+Times: best of 2, or one run where the first takes over a minute (bench_common.best_ms). Text: prefill and
 decode tok/s (decode at context DECODE_CTX, the median of bench_text's rounds) against transformers fp32 with
 its KV cache. Memory: the peak RSS of every side (each runs in its own process) and of the CLI on the A4 page
 with the Q8_0 text file against the issue's 2.5 GB. Targets: >= 3x transformers on the A4 page and on decode.
