@@ -20,6 +20,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_common import peak_rss_mb as _peak_rss_mb, reset_peak_rss as _reset_peak_rss  # noqa: E402
 
 ARCH = "deepseek2-ocr"
 DECODE_WARM = 4  # untimed one-token evals before a decode timing, ours and the reference's
@@ -200,23 +203,6 @@ def ours(path: Path, n_threads: int) -> dict:
         res[f"decode_kv{kv}_tok_s"] = _decode(TextModel(path, n_threads=n_threads, n_ctx=2048, n_batch=512,
                                                         kv_type=kv), rng, n_threads)
     return res
-
-
-def _reset_peak_rss() -> None:
-    """Linux: writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reference_worker(n_threads: int, out_json: str) -> None:

@@ -20,6 +20,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+
+from bench_common import page, peak_rss_mb as _peak_rss_mb  # noqa: E402
 
 # GFLOPs per image from deepseek-ocr-v1.md §10
 FLOPS = {"base": 1140e9, "large": 1943e9, "gundam2x3": 3470e9}
@@ -44,12 +47,6 @@ def _best_of(n: int, fn) -> float:
     from bench_kernels import _best_ms
 
     return _best_ms(fn, min_time=0.0, max_reps=n, min_reps=n, warm_up=False)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
@@ -79,13 +76,7 @@ def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
 
 
 def _page(size: tuple[int, int]):
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", size, (250, 250, 250))
-    d = ImageDraw.Draw(img)
-    for y in range(40, size[1] - 40, 30):
-        d.rectangle([60, y, size[0] - 60, y + 12], fill=(30, 30, 30))
-    return img
+    return page(size, (250, 250, 250))
 
 
 def run(n_threads: int = 2) -> list[dict]:
