@@ -69,7 +69,8 @@ def best_ms(fn: Callable[[], Any], runs: int = TIMED_RUNS, one_run_s: float = ON
 
 def child_env() -> dict[str, str]:
     """The environment of a child that imports the bench modules, the package and the tests' references."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "tests")]))
+    paths = [str(HERE), str(ROOT), str(ROOT / "tests")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
 def run_child(module: str, func: str, *args: Any, check: bool = True) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_common import peak_rss_mb as _peak_rss_mb, reset_peak_rss as _reset_peak_rss  # noqa: E402
+from bench_common import child_env, peak_rss_mb as _peak_rss_mb, reset_peak_rss as _reset_peak_rss  # noqa: E402
 
 ARCH = "deepseek2-ocr"
 DECODE_WARM = 4  # untimed one-token evals before a decode timing, ours and the reference's
@@ -248,7 +248,7 @@ def run(n_threads: int = 2) -> list[dict]:
     bw_before = stream_bandwidth_gbs(n_threads)
     with tempfile.TemporaryDirectory(prefix="tp-bench-text-") as tmp:
         ref_json = Path(tmp) / "ref.json"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
+        env = child_env()
         r = subprocess.run([sys.executable, "-c", f"import bench_text; bench_text._reference_worker({n_threads}, {str(ref_json)!r})"],
                            env=env)
         ref = json.loads(ref_json.read_text()) if r.returncode == 0 and ref_json.exists() else {}

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
-from bench_common import page, peak_rss_mb as _peak_rss_mb  # noqa: E402
+from bench_common import child_env, page, peak_rss_mb as _peak_rss_mb  # noqa: E402
 
 # GFLOPs per image from deepseek-ocr-v1.md §10
 FLOPS = {"base": 1140e9, "large": 1943e9, "gundam2x3": 3470e9}
@@ -93,7 +93,7 @@ def run(n_threads: int = 2) -> list[dict]:
         root = Path(tmp)
         ckpt = _checkpoint(root)
         ref_json = root / "ref.json"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "tests")]))
+        env = child_env()
         subprocess.run([sys.executable, "-c",
                         f"import bench_vision; bench_vision._reference_worker({str(ckpt)!r}, {n_threads}, {str(ref_json)!r})"],
                        check=True, env=env)
