@@ -6,7 +6,6 @@ measured in the same run in its own process."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
