@@ -91,6 +91,20 @@ def child_result(module: str, func: str, *args: Any) -> dict:
         return json.loads(out.read_text())
 
 
+def child_results(jobs: dict[str, tuple]) -> dict[str, dict]:
+    """``child_result(*job)`` for every job, keyed as given: one after another, or TP_BENCH_CONCURRENT=N at a time
+    (for a machine with many more cores than the benchmark's threads: each child keeps its own threads and its
+    own peak RSS, but they share the memory bandwidth and caches, which the figures then say)."""
+    n = max(1, int(os.environ.get("TP_BENCH_CONCURRENT", "1")))
+    if n == 1:
+        return {k: child_result(*job) for k, job in jobs.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = {k: pool.submit(child_result, *job) for k, job in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
 def write_result(out_json: str, res: dict) -> None:
     """A worker's results, with its process's peak RSS."""
     res["peak_rss_mb"] = peak_rss_mb()

@@ -12,11 +12,13 @@ its KV cache. Memory: the peak RSS of every side (each runs in its own process) 
 with the Q8_0 text file against the issue's 2.5 GB. Targets: >= 3x transformers on the A4 page and on decode.
 
 ``TP_BENCH_SMALL=1``: tiny widths and half-size images (checks the module end to end in about a minute).
+``TP_BENCH_CONCURRENT=N``: the children N at a time (a many-core machine; bench_common.child_results).
 Standalone: ``python tests/bench/bench_paddleocr_vl.py [threads]``."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,7 +32,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import (PRECISIONS, SMALL, best_ms, child_result, child_status, median_decode_tok_s,  # noqa: E402
+from bench_common import (PRECISIONS, SMALL, best_ms, child_results, child_status, median_decode_tok_s,  # noqa: E402
                           page, run_child, run_cli_measured, text_model_decode_tok_s, write_result)
 
 TEXT = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0, vocab_size=103424, rms_norm_eps=1e-5)
@@ -237,24 +239,33 @@ def run(n_threads: int = 2) -> list[dict]:
                       for t in TEXT_FILES}
         # the reference, each attention in its own process (eager holds a heads x N x N score matrix: 7.9 GB
         # per layer on the A4 page; a child killed for memory leaves a "failed" row, not a missing module)
+        M = "bench_paddleocr_vl"
+        jobs = {attn: (M, "_reference_vision_worker", str(ckpt), attn, attn == "sdpa", n_threads)
+                for attn in ("eager", "sdpa")}
+        jobs["ref_text"] = (M, "_reference_text_worker", str(ckpt), n_threads)
+        for outtype, precision in VISION_FILES:
+            jobs[f"vision {outtype}"] = (M, "_ours_vision_worker", str(vision_files[outtype]), precision, n_threads)
+        for t in TEXT_FILES:
+            jobs[f"text {t}"] = (M, "_ours_text_worker", str(text_files[t]), n_threads)
+        res = child_results(jobs)
+        if int(os.environ.get("TP_BENCH_CONCURRENT", "1")) > 1:
+            rows.append({"name": "paddleocr-vl children run concurrently", "concurrent": os.environ["TP_BENCH_CONCURRENT"]})
         refs = {}
         for attn in ("eager", "sdpa"):
-            r = child_result("bench_paddleocr_vl", "_reference_vision_worker", str(ckpt), attn, attn == "sdpa",
-                             n_threads)
+            r = res[attn]
             rows.append({"name": f"paddleocr-vl transformers fp32 {attn} vision", **child_status(r, ("attn",))})
             if "failed" not in r:
                 refs[attn] = r
-        ref_text = child_result("bench_paddleocr_vl", "_reference_text_worker", str(ckpt), n_threads)
+        ref_text = res["ref_text"]
         rows.append({"name": "paddleocr-vl transformers fp32 text", **child_status(ref_text)})
         for outtype, precision in VISION_FILES:
-            ours = child_result("bench_paddleocr_vl", "_ours_vision_worker", str(vision_files[outtype]), precision,
-                                n_threads)
+            ours = res[f"vision {outtype}"]
             label = f"{outtype} {PRECISIONS.get(ours.get('precision', precision), 'auto')}-precision"
             rows.append({"name": f"paddleocr-vl vision {label}", **child_status(ours)})
             if "failed" not in ours:
                 rows.extend(_vision_rows(label, ours, refs))
         for t in TEXT_FILES:
-            ours = child_result("bench_paddleocr_vl", "_ours_text_worker", str(text_files[t]), n_threads)
+            ours = res[f"text {t}"]
             for key in (*(f"prefill{n}_tok_s" for n in PREFILL), "decode_tok_s"):
                 row = {"name": f"paddleocr-vl text {t} {key}", "ours": ours.get(key), "peer": "transformers fp32"}
                 if key in ref_text and key in ours:

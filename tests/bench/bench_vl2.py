@@ -11,6 +11,7 @@ are checked against its uncached logits in the same process and the difference r
 its own process: its peak RSS is its own. Targets: >= 3x on vision, >= 10x on decode.
 
 ``TP_BENCH_SMALL=1``: tiny widths (checks the module end to end in about a minute).
+``TP_BENCH_CONCURRENT=N``: the children N at a time (a many-core machine; bench_common.child_results).
 Standalone: ``python tests/bench/bench_vl2.py [threads]``."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import (PRECISIONS, SMALL, best_ms, child_result, child_status, median_decode_tok_s,  # noqa: E402
+from bench_common import (PRECISIONS, SMALL, best_ms, child_results, child_status, median_decode_tok_s,  # noqa: E402
                           page, run_child, text_model_decode_tok_s, write_result)
 
 A4 = (1240, 1754)
@@ -232,13 +233,20 @@ def run(n_threads: int = 2) -> list[dict]:
                                    progress=False).outfile for o, _ in VISION_FILES}
         text_files = {t: convert(ckpt, outtype=t, outfile=root / f"text-{t}.gguf", progress=False).outfile
                       for t in TEXT_FILES}
-        ref_v = child_result("bench_vl2", "_reference_vision_worker", str(ckpt), n_threads)
+        M = "bench_vl2"
+        jobs = {"ref_v": (M, "_reference_vision_worker", str(ckpt), n_threads),
+                "ref_t": (M, "_reference_text_worker", str(ckpt), n_threads)}
+        for outtype, precision in VISION_FILES:
+            jobs[f"vision {outtype}"] = (M, "_ours_vision_worker", str(vision_files[outtype]), precision, n_threads)
+        for t in TEXT_FILES:
+            jobs[f"text {t}"] = (M, "_ours_text_worker", str(text_files[t]), n_threads)
+        res = child_results(jobs)
+        ref_v, ref_t = res["ref_v"], res["ref_t"]
         rows.append({"name": "vl2 reference fp32 vision", **child_status(ref_v)})
-        ref_t = child_result("bench_vl2", "_reference_text_worker", str(ckpt), n_threads)
         rows.append({"name": "vl2 reference fp32 text (KV-cached)",
                      **child_status(ref_t, ("cached_vs_uncached_max_rel",))})
         for outtype, precision in VISION_FILES:
-            ours = child_result("bench_vl2", "_ours_vision_worker", str(vision_files[outtype]), precision, n_threads)
+            ours = res[f"vision {outtype}"]
             label = f"{outtype} {PRECISIONS.get(ours.get('precision', precision), 'auto')}-precision"
             row = {"name": f"vl2 vision {label} a4 (3x3 tiles + global)", **child_status(ours)}
             if "failed" not in ours:
@@ -253,7 +261,7 @@ def run(n_threads: int = 2) -> list[dict]:
                 row.update(target_ratio=TARGET_VISION, meets_target=row.get("ratio", 0.0) >= TARGET_VISION)
             rows.append(row)
         for t in TEXT_FILES:
-            ours = child_result("bench_vl2", "_ours_text_worker", str(text_files[t]), n_threads)
+            ours = res[f"text {t}"]
             row = {"name": f"vl2 text {t} decode_tok_s", **child_status(ours), "context": DECODE_CTX}
             if "decode_tok_s" in ours:
                 row.update(ours=ours["decode_tok_s"], peer="reference fp32 torch, KV-cached")
