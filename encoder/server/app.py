@@ -147,10 +147,9 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
             raise bad_request(f"the request body is not valid JSON ({e})", None, "invalid_json") from None
         chat_req = await asyncio.to_thread(parse_chat, data, config.limits)
         gen = _gen_request(engine, config.defaults, chat_req)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
+        events = _Events(request)
         try:
-            job = engine.submit(gen, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+            job = engine.submit(gen, events.sink(asyncio.get_running_loop()))
         except QueueFull:
             raise ApiError(503, f"the server is busy: {engine.queue_length} requests wait for its {engine.n_slots} "
                                 "slot(s); retry later", code="queue_full",
@@ -158,7 +157,7 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
         except ShuttingDown:
             raise ApiError(503, "the server is shutting down", code="shutting_down") from None
         try:
-            first = await _next_event(events, request)
+            first = await events.next()
         except BaseException:
             job.cancel()
             raise
@@ -168,6 +167,7 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
             metrics.first_token_after(time.perf_counter() - t0)
         cid = "chatcmpl-" + secrets.token_hex(12)
         if chat_req.stream:
+            events.watch = False
             return StreamingResponse(_sse(first, events, job, request, cid, chat_req, t0),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -178,14 +178,14 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
                 if isinstance(ev, Failed):
                     raise _failure(ev.error, engine)
                 pieces.append(ev.text)
-                ev = await _next_event(events, request)
+                ev = await events.next()
         except BaseException:
             job.cancel()
             raise
         metrics.request(CHAT, 200, time.perf_counter() - t0)
         return JSONResponse(_completion(cid, config.model_id, ev.pages))
 
-    async def _sse(first: Any, events: asyncio.Queue, job: Any, request: Request, cid: str, chat_req: ChatRequest,
+    async def _sse(first: Any, events: _Events, job: Any, request: Request, cid: str, chat_req: ChatRequest,
                    t0: float) -> AsyncIterator[bytes]:
         now = int(time.time())
 
@@ -214,7 +214,7 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
                     status = err.status
                     yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
                     break
-                ev = await _next_event(events, request)
+                ev = await events.next()
             yield b"data: [DONE]\n\n"
         except BaseException:
             status = 499  # the client went away (or the server stops): the job is cancelled below
@@ -244,14 +244,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _next_event(events: asyncio.Queue, request: Request) -> Any:
-    """The job's next event; _ClientGone when the client disconnects first (checked twice a second)."""
-    while True:
-        try:
-            return await asyncio.wait_for(events.get(), 0.5)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                raise _ClientGone() from None
+class _Events:
+    """A job's events as the slot thread sends them; ``next()`` raises _ClientGone once the client has
+    disconnected (asked at most twice a second, whether events come or not). A streamed response does not ask:
+    Starlette cancels it when the client goes."""
+
+    def __init__(self, request: Request, watch: bool = True) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.request = request
+        self.watch = watch
+        self._checked = time.monotonic()
+
+    def sink(self, loop: asyncio.AbstractEventLoop) -> Any:
+        return lambda ev: loop.call_soon_threadsafe(self.queue.put_nowait, ev)
+
+    async def next(self) -> Any:
+        while True:
+            if self.watch and time.monotonic() - self._checked >= 0.5:
+                self._checked = time.monotonic()
+                if await self.request.is_disconnected():
+                    raise _ClientGone()
+            try:
+                return await asyncio.wait_for(self.queue.get(), 0.5)
+            except asyncio.TimeoutError:
+                continue
 
 
 def _failure(e: BaseException, engine: Engine) -> ApiError:
