@@ -371,6 +371,7 @@ class Engine:
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, max_queue))
         self._busy = 0
         self._closing = False
+        self._closed = False
         self._jobs: set[Job] = set()
         self.vision = VisionBatcher(pipes[0], vision_cancel, images_per_pass, on_pass=self._count_pass)
         self.slots = [_Slot(self, i, p, c) for i, (p, c) in enumerate(zip(pipes, slot_cancels))]
@@ -410,18 +411,20 @@ class Engine:
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new requests, cancel every job (queued or running), stop the slots (each within timeout)."""
         with self._lock:
-            self._closing = True
+            if self._closed:
+                return
+            self._closing = self._closed = True
             jobs = list(self._jobs)
         for j in jobs:
             j.cancel()
+        end = time.monotonic() + timeout
         for _ in self.slots:
-            while True:
+            while any(s.thread.is_alive() for s in self.slots) and time.monotonic() < end:
                 try:
                     self._queue.put(None, timeout=0.1)
                     break
                 except queue.Full:  # cancelled jobs still queued: the slots drain them
                     continue
-        end = time.monotonic() + timeout
         for s in self.slots:
             s.thread.join(max(0.0, end - time.monotonic()))
 
