@@ -304,3 +304,41 @@ def test_disconnect_frees_the_slot(server):
     assert 'status="499"' in httpx.get(server.base + "/metrics").text
     # and the server still answers
     assert post(server, good_body(max_tokens=4)).status_code == 200
+
+
+def test_sigterm_cancels_what_does_not_finish_in_time():
+    """--shutdown-timeout 1: requests far longer than that (a stream running, a plain request queued) are cancelled
+    with an error event / a 503 saying so, and the server exits 0 within seconds."""
+    import threading
+
+    with Server("-t", "1", "--mode", "tiny", "--shutdown-timeout", "1") as s:
+        out: dict = {}
+        h = {"authorization": f"Bearer {KEY}"}
+
+        def plain() -> None:
+            out["plain"] = httpx.post(s.url + "/chat/completions", json=good_body(max_tokens=50000), timeout=60)
+
+        def stream() -> None:
+            with httpx.stream("POST", s.url + "/chat/completions", json=good_body(max_tokens=50000, stream=True),
+                              headers=h, timeout=60) as r:
+                out["stream"] = (r.status_code, [line for line in r.iter_lines() if line])
+
+        threads = [threading.Thread(target=stream), threading.Thread(target=plain)]  # the stream runs, plain waits
+        for t in threads:
+            t.start()
+            time.sleep(0.3)
+        while busy(s) == 0 or httpx.get(s.base + "/health").json()["queue_length"] == 0:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        rc, err = s.terminate(timeout=30)
+        stopped = time.monotonic() - t0
+        for t in threads:
+            t.join(30)
+        assert rc == 0 and "Traceback" not in err, err
+        assert stopped < 6, stopped
+        r = out["plain"]
+        assert r.status_code == 503 and r.json()["error"]["code"] == "cancelled"
+        assert "shutting down" in r.json()["error"]["message"]
+        status, lines = out["stream"]
+        assert status == 200 and lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-2][6:])["error"]["code"] == "cancelled"

@@ -10,6 +10,7 @@ the rest, exit 0.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -117,6 +118,23 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise CliError(f"--allow-files {args.allow_files}: not a directory", EXIT_USAGE)
 
 
+def _server_class(uvicorn, engine, timeout: float):
+    """uvicorn's Server whose shutdown first refuses new requests, then cancels the jobs still running after timeout
+    seconds: their requests end by themselves (503, or an error event in a stream) before uvicorn's own deadline
+    (timeout + 5 s) would cancel the request tasks."""
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            engine.stop_accepting()
+            handle = asyncio.get_running_loop().call_later(timeout, engine.cancel_all)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                handle.cancel()
+
+    return Server
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -138,9 +156,9 @@ def serve(args: argparse.Namespace) -> int:
                               max_body_bytes=int(args.max_body_mb * 1024 * 1024), api_key=args.api_key or None,
                               shutdown_timeout_s=args.shutdown_timeout)
         app = create_app(engine, config)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                               access_log=args.access_log, lifespan="on",
-                                               timeout_graceful_shutdown=args.shutdown_timeout))
+        server = _server_class(uvicorn, engine, args.shutdown_timeout)(uvicorn.Config(
+            app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log, lifespan="on",
+            timeout_graceful_shutdown=args.shutdown_timeout + 5.0))
         print(f"{PROG}: {model_id} ({engine.pipes[0].conventions.family}), {args.parallel} slot(s) of {threads} "
               f"thread(s), queue {args.queue_size}; listening on http://{args.host}:{args.port}", file=sys.stderr,
               flush=True)

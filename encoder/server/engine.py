@@ -408,15 +408,25 @@ class Engine:
             self._jobs.add(job)
         return job
 
+    def stop_accepting(self) -> None:
+        """Refuse new requests (ShuttingDown); those queued or running go on."""
+        with self._lock:
+            self._closing = True
+
+    def cancel_all(self) -> None:
+        """Cancel every job, queued or running (each sink gets Failed(Cancelled))."""
+        with self._lock:
+            jobs = list(self._jobs)
+        for j in jobs:
+            j.cancel()
+
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new requests, cancel every job (queued or running), stop the slots (each within timeout)."""
         with self._lock:
             if self._closed:
                 return
             self._closing = self._closed = True
-            jobs = list(self._jobs)
-        for j in jobs:
-            j.cancel()
+        self.cancel_all()
         end = time.monotonic() + timeout
         for _ in self.slots:
             while any(s.thread.is_alive() for s in self.slots) and time.monotonic() < end:
