@@ -113,8 +113,9 @@ def test_prompt_json_and_usage_equal_cli(server, client, files, capsys):
     assert streamed(client, page, text="Free OCR.")[0] == want
     # the grounding field and the counts against the CLI's --json page
     ref = json.loads(cli_text(capsys, page, "--json"))
-    got = ask(client, page).model_dump()
-    (pg,) = got["pages"]
+    resp = ask(client, page)
+    (pg,) = resp.model_extra["pages"]  # the extra field, as the openai client keeps it
+    got = resp.model_dump()
     assert pg["regions"] == ref["regions"] and (pg["width"], pg["height"]) == (ref["width"], ref["height"])
     assert pg["tokens"] == ref["tokens"]
     u = got["usage"]
@@ -314,6 +315,14 @@ def test_sigterm_cancels_what_does_not_finish_in_time():
     with Server("-t", "1", "--mode", "tiny", "--shutdown-timeout", "1") as s:
         out: dict = {}
         h = {"authorization": f"Bearer {KEY}"}
+        # first: a client that gives up while its large gundam page is prepared or encoded; its pass is cancelled
+        big = Image.new("RGB", (2400, 3400), (250, 250, 250))
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(s.url + "/chat/completions", json={"messages": user_message(data_url(big)), "mode": "gundam",
+                                                          "max_tokens": 4}, timeout=0.5)
+        assert wait_idle(s, 8) < 8
+        m = httpx.get(s.base + "/metrics").text
+        assert "tilepass_vision_passes_total 0" in m and "tilepass_pages_total 0" in m
 
         def plain() -> None:
             out["plain"] = httpx.post(s.url + "/chat/completions", json=good_body(max_tokens=50000), timeout=60)
