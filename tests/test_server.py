@@ -21,7 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from encoder.cli import main as cli_main  # noqa: E402
-from server_harness import PAGE, TEXT, VISION, Server, data_url, noise_page, png_bytes, user_message  # noqa: E402
+from server_harness import TEXT, VISION, Server, data_url, noise_page, png_bytes, user_message  # noqa: E402
 
 KEY = "test-key-123"
 N_DEFAULT = 24  # the server's -n

@@ -168,7 +168,7 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
         cid = "chatcmpl-" + secrets.token_hex(12)
         if chat_req.stream:
             events.watch = False
-            return StreamingResponse(_sse(first, events, job, request, cid, chat_req, t0),
+            return StreamingResponse(_sse(first, events, job, cid, chat_req, t0),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
@@ -185,7 +185,7 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
         metrics.request(CHAT, 200, time.perf_counter() - t0)
         return JSONResponse(_completion(cid, config.model_id, ev.pages))
 
-    async def _sse(first: Any, events: _Events, job: Any, request: Request, cid: str, chat_req: ChatRequest,
+    async def _sse(first: Any, events: _Events, job: Any, cid: str, chat_req: ChatRequest,
                    t0: float) -> AsyncIterator[bytes]:
         now = int(time.time())
 

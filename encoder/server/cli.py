@@ -15,11 +15,15 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..cli import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, PRECISIONS, CliError, _float, _positive_int, _resolve_prompt,
                    add_model_options, load_pipeline)
 from ..images import MAX_PIXELS
+
+if TYPE_CHECKING:  # FastAPI and uvicorn are imported when the server starts (a clear error if they are missing)
+    from .app import Defaults
+    from .engine import Engine
 
 PROG = "tilepass-server"
 
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_engine(args: argparse.Namespace, threads: int):
+def load_engine(args: argparse.Namespace, threads: int) -> Engine:
     """The models (the vision encoder and tokenizer once, a text model per slot) and the engine over them."""
     from ..interrupt import CancelPipe
     from ..native import TilepassError
@@ -92,7 +96,7 @@ def load_engine(args: argparse.Namespace, threads: int):
     return Engine(pipes, cancels, vision_cancel, max_queue=args.queue_size, images_per_pass=args.images_per_pass)
 
 
-def _defaults(args: argparse.Namespace, engine) -> "object":
+def _defaults(args: argparse.Namespace, engine: Engine) -> Defaults:
     from .app import Defaults
 
     prompt = _resolve_prompt(args, engine.pipes[0], args.prompt)
@@ -162,6 +166,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: {model_id} ({engine.pipes[0].conventions.family}), {args.parallel} slot(s) of {threads} "
               f"thread(s), queue {args.queue_size}; listening on http://{args.host}:{args.port}", file=sys.stderr,
               flush=True)
+        if not config.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"{PROG}: warning: listening on {args.host} without --api-key: anyone who reaches this port can use "
+                  "the server", file=sys.stderr, flush=True)
         # uvicorn re-raises the signal that stopped it once it has shut down gracefully: these handlers take it,
         # so that a graceful stop exits 0 instead of dying of the signal
         for sig in (signal.SIGTERM, signal.SIGINT):
