@@ -134,6 +134,9 @@ def test_several_images_and_file_urls(server, client, files, capsys):
     got = client.chat.completions.create(model="tiny", messages=msg)
     assert got.choices[0].message.content == want_a + "\n\n" + want_b
     assert len(got.model_dump()["pages"]) == 2
+    # more images than --images-per-pass (4): encoded in two passes, the answer the same
+    got = client.chat.completions.create(model="tiny", messages=user_message(*[data_url(p) for p in (a, b, a, b, a)]))
+    assert got.choices[0].message.content == "\n\n".join([want_a, want_b, want_a, want_b, want_a])
     # file:// under --allow-files: the same page
     got = client.chat.completions.create(model="tiny", messages=user_message(b.resolve().as_uri()))
     assert got.choices[0].message.content == want_b

@@ -282,30 +282,34 @@ class _Slot:
             job.emit(event)
 
     def _run(self, job: Job) -> list[PageOutput]:
+        """The request's pages, --images-per-pass at a time (as tilepass-cli): prepared, encoded in a shared pass,
+        decoded in turn."""
         req = job.request
         pipe = self.pipe
         batcher = self.engine.vision
-        batcher.announce()
-        try:
-            prepared = []
-            for im in req.images:
-                try:
-                    prepared.append(pipe.vision.prepare(im, req.mode, req.min_tiles, req.max_tiles))
-                except (ValueError, OSError) as e:
-                    raise RequestError(f"image {len(prepared) + 1}: {e}") from None
-        except BaseException:
-            batcher.withdraw()
-            raise
-        embs, enc_s = batcher.encode(prepared, job)
         no_repeat = req.no_repeat if req.no_repeat is not None else pipe.default_no_repeat()
-        share = enc_s / max(1, len(prepared))
-        out = []
-        for k, (prep, emb) in enumerate(zip(prepared, embs)):
-            if job.cancelled:
-                raise Cancelled()
-            if k:
-                job.emit(Delta(k, PAGE_SEPARATOR))
-            out.append(self._page(job, k, prep, emb, no_repeat, share))
+        out: list[PageOutput] = []
+        for c0 in range(0, len(req.images), batcher.max_images):
+            batcher.announce()
+            try:
+                prepared = []
+                for im in req.images[c0:c0 + batcher.max_images]:
+                    try:
+                        prepared.append(pipe.vision.prepare(im, req.mode, req.min_tiles, req.max_tiles))
+                    except (ValueError, OSError) as e:
+                        raise RequestError(f"image {c0 + len(prepared) + 1}: {e}") from None
+            except BaseException:
+                batcher.withdraw()
+                raise
+            embs, enc_s = batcher.encode(prepared, job)
+            share = enc_s / max(1, len(prepared))
+            for j, (prep, emb) in enumerate(zip(prepared, embs)):
+                if job.cancelled:
+                    raise Cancelled()
+                k = c0 + j
+                if k:
+                    job.emit(Delta(k, PAGE_SEPARATOR))
+                out.append(self._page(job, k, prep, emb, no_repeat, share))
         return out
 
     def _page(self, job: Job, k: int, prep: Any, emb: np.ndarray, no_repeat: NoRepeat, enc_s: float) -> PageOutput:
