@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..generate import Sampling
 from ..grounding import regions_json
@@ -172,12 +173,10 @@ def create_app(engine: Engine, config: ServerConfig, metrics: Metrics | None = N
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
-            pieces: list[str] = []
             ev = first
-            while not isinstance(ev, Finished):
+            while not isinstance(ev, Finished):  # the deltas are in the pages' text already
                 if isinstance(ev, Failed):
                     raise _failure(ev.error, engine)
-                pieces.append(ev.text)
                 ev = await events.next()
         except BaseException:
             job.cancel()
@@ -236,11 +235,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise bad_request("the Content-Length header is not a number") from None
     chunks, n = [], 0
-    async for c in request.stream():
-        n += len(c)
-        if n > limit:
-            raise too_big
-        chunks.append(c)
+    try:
+        async for c in request.stream():
+            n += len(c)
+            if n > limit:
+                raise too_big
+            chunks.append(c)
+    except ClientDisconnect:
+        raise _ClientGone() from None
     return b"".join(chunks)
 
 
