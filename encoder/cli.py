@@ -107,31 +107,13 @@ def _float(name: str, lo: float | None = None, hi: float | None = None, lo_open:
     return conv
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options that load the models and set how a page is decoded: tilepass-cli's, and tilepass-server's
+    (encoder/server/cli.py) defaults for its requests."""
     from .pipeline import DEFAULT_PROMPT
 
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Convert document images to markdown with DeepSeek-OCR GGUF files (text model + vision mmproj).",
-        epilog="Exit status: 0 ok; 1 error (other pages still processed); 2 usage; 3 a page stopped at -n "
-               "without end of text (incomplete); 130 interrupted, 129 hung up, 143 terminated; 135 a model file "
-               "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
-    )
-    from . import __version__
-
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-m", "--model", required=True, metavar="TEXT.gguf", help="the text model GGUF")
     p.add_argument("--mmproj", required=True, metavar="VISION.gguf", help="the vision (mmproj) GGUF")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="images, PDFs (doc.pdf, or doc.pdf:3-7,12 for some pages), directories (the PDFs and "
-                        "images in them) and quoted glob patterns ('scans/**/*.pdf'), after those of --image")
-    p.add_argument("--image", action="append", default=[], metavar="FILE",
-                   help="an input (an image, or anything INPUT takes); repeat for several")
-    p.add_argument("--dpi", type=_float("--dpi", 18.0, 1200.0), default=144.0,
-                   help="PDF pages are rendered at this resolution (default 144, as DeepSeek-OCR's PDF runner)")
-    p.add_argument("--force", action="store_true",
-                   help="-o DIR holds pages made with another model, other settings or another version of an "
-                        "input: redo them with these (without it such a run is refused)")
     p.add_argument("-p", "--prompt", default=None,
                    help=f"prompt (default: the model family's; DeepSeek-OCR/OCR-2 {DEFAULT_PROMPT!r}, '<image>\\n' put in "
                         "front if it has no <image>; PaddleOCR-VL 'OCR:', the task text its chat template wraps)")
@@ -170,6 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-repeat-scope", choices=("generated", "all"), default="generated",
                    help="tokens the rule looks at: the generated ones (default, as the reference runner) or the "
                         "prompt too (as transformers' no_repeat_ngram_size)")
+    p.add_argument("--raw", action="store_true", help="keep the <|ref|>/<|det|> tags (default: clean markdown)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Convert document images to markdown with DeepSeek-OCR GGUF files (text model + vision mmproj).",
+        epilog="Exit status: 0 ok; 1 error (other pages still processed); 2 usage; 3 a page stopped at -n "
+               "without end of text (incomplete); 130 interrupted, 129 hung up, 143 terminated; 135 a model file "
+               "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
+    )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_model_options(p)
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="images, PDFs (doc.pdf, or doc.pdf:3-7,12 for some pages), directories (the PDFs and "
+                        "images in them) and quoted glob patterns ('scans/**/*.pdf'), after those of --image")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an input (an image, or anything INPUT takes); repeat for several")
+    p.add_argument("--dpi", type=_float("--dpi", 18.0, 1200.0), default=144.0,
+                   help="PDF pages are rendered at this resolution (default 144, as DeepSeek-OCR's PDF runner)")
+    p.add_argument("--force", action="store_true",
+                   help="-o DIR holds pages made with another model, other settings or another version of an "
+                        "input: redo them with these (without it such a run is refused)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one image), or directory (several images: OUT/NAME.md or .json; PDFs, "
                         "directories, globs: OUT/NAME.md, OUT/NAME.json, OUT/NAME/page-0001.md ..., "
@@ -182,7 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON: text, grounding boxes in pixels of the original image, timings, token counts")
     p.add_argument("--boxes", metavar="OUT.png",
                    help="write the image with the labelled boxes drawn (a directory for several images)")
-    p.add_argument("--raw", action="store_true", help="keep the <|ref|>/<|det|> tags (default: clean markdown)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or timings on stderr")
     return p
 
@@ -623,14 +629,32 @@ def _resolve_prompt(args: argparse.Namespace, pipe: OcrPipeline, prompt: str | N
     return prompt
 
 
+def load_pipeline(args: argparse.Namespace, threads: int, abort, **shared) -> OcrPipeline:
+    """Both models as the model options say (CliError if they cannot be used, EXIT_USAGE for a --mode the vision
+    model lacks); abort: the models' abort poll (interrupt.py). shared: OcrPipeline's vision_model / tokenizer
+    already loaded (tilepass-server's slots share them)."""
+    from .pipeline import OcrPipeline, PipelineError
+    from .tokenizer import TokenizerError
+
+    try:
+        pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
+                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type, abort=abort, **shared)
+    except (PipelineError, TokenizerError) as e:
+        raise CliError(str(e)) from None
+    modes = tuple(getattr(pipe.vision, "modes", ()))
+    if args.mode is not None and modes and args.mode not in modes:
+        raise CliError(f"argument --mode: invalid choice: {args.mode!r} (this {getattr(pipe.vision, 'family', '')} "
+                       f"model has: {', '.join(modes)})", EXIT_USAGE)
+    return pipe
+
+
 def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOutputs | None, outs, box_outs,
                inputs, prompt: str, sampling: Sampling, status: int, t_start: float) -> int:
     from .documents import PageLoader
     from .grounding import dumps
     from .manifest import ResumeRefused, reconcile_settings
-    from .pipeline import OcrPipeline, PipelineError, peak_memory_bytes
+    from .pipeline import peak_memory_bytes
     from .progress import Progress
-    from .tokenizer import TokenizerError
 
     threads = args.threads or min(os.cpu_count() or 1, 64)
     threads = min(threads, 64)
@@ -638,15 +662,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     # models
     t0 = time.perf_counter()
     models = ModelFiles([args.model, args.mmproj])
-    try:
-        pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
-                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type, abort=args.interrupt)
-    except (PipelineError, TokenizerError) as e:
-        raise CliError(str(e)) from None
-    modes = tuple(getattr(pipe.vision, "modes", ()))
-    if args.mode is not None and modes and args.mode not in modes:
-        raise CliError(f"argument --mode: invalid choice: {args.mode!r} (this {getattr(pipe.vision, 'family', '')} "
-                       f"model has: {', '.join(modes)})", EXIT_USAGE)
+    pipe = load_pipeline(args, threads, args.interrupt)
     prompt = _resolve_prompt(args, pipe, prompt)
     code = getattr(pipe.vision, "precision", 0)
     vision_arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")

@@ -251,12 +251,23 @@ def test_python_api(venv, converted):
     assert info["page"] == "PageResult"
 
 
+def test_server_without_its_extra_is_one_clear_line(venv, tmp_path):
+    """The wheel's runtime dependencies have no FastAPI / uvicorn: tilepass-server says how to get them."""
+    p = run([venv.bin("tilepass-server"), "-m", tmp_path / "t.gguf", "--mmproj", tmp_path / "v.gguf"], cwd=venv.work,
+            env=venv.env(), check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("tilepass-server: error: the server needs FastAPI and uvicorn")
+    assert "pip install 'tilepass[server]'" in p.stderr
+
+
 def test_versions_agree(venv, tmp_path):
     """The CLIs, the package metadata, the modules, tp_version() and TILEPASS_VERSION: all the header's."""
     assert run([venv.bin("tilepass-cli"), "--version"], cwd=venv.work, env=venv.env()).stdout.strip() == \
         f"tilepass-cli {VERSION}"
     assert run([venv.bin("convert-hf-to-gguf"), "--version"], cwd=venv.work, env=venv.env()).stdout.strip() == \
         f"convert-hf-to-gguf {VERSION}"
+    assert run([venv.bin("tilepass-server"), "--version"], cwd=venv.work, env=venv.env()).stdout.strip() == \
+        f"tilepass-server {VERSION}"
     got = json.loads(venv.py(
         "import importlib.metadata as m, json, tilepass, tilepass.convert, tilepass.native as n; "
         "print(json.dumps([tilepass.__version__, tilepass.convert.__version__, m.version('tilepass'), n.VERSION, "
