@@ -10,6 +10,7 @@
 #define _DEFAULT_SOURCE /* madvise(MADV_POPULATE_READ) */
 #include "names.h"
 #include "registry.h"
+#include "tp_tokenizer.h"
 #include "tp_quants.h"
 
 #include <pthread.h>
@@ -27,6 +28,8 @@ struct tp_text_model {
     tp_context *wctx; /* the weights, bound once at load */
     void *weights;
     text_vocab vocab;
+    tp_tokenizer *tok;  /* NULL when the file's vocabulary is not one the tokenizer supports: */
+    tp_error tok_err;   /* then why */
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
     /* The thread contract (tilepass.h): one model holds one sequence, so calls that change it do not take
@@ -103,6 +106,7 @@ void tp_text_free(tp_text_model *m) {
     free(m->kcache);
     free(m->vcache);
     text_vocab_free(&m->vocab);
+    tp_tokenizer_free(m->tok);
     if (m->family && m->weights) m->family->free(m->weights);
     tp_context_free(m->wctx);
     tp_threadpool_free(m->pool);
@@ -191,6 +195,12 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
         st = fail(m, err, TP_ERR_INVALID_ARGUMENT, msg);
     }
     if (st == TP_OK) st = text_load_vocab(m->gguf, path, m->hp.n_vocab, &m->vocab, err);
+    if (st == TP_OK) { /* a vocabulary the tokenizer cannot take is not a load failure: tp_text_tokenize says why */
+        char prefix[1100];
+        snprintf(prefix, sizeof prefix, "%s: ", path);
+        const tp_status ts = tok_load(m->gguf, prefix, &m->tok, &m->tok_err);
+        if (ts == TP_ERR_OUT_OF_MEMORY) st = fail(m, err, ts, "out of memory building the tokenizer");
+    }
     if (st == TP_OK) {
         m->n_ctx = p.n_ctx > 0 ? p.n_ctx : m->hp.n_ctx_train;
         m->n_batch = p.n_batch > 0 ? p.n_batch : 512;
@@ -257,6 +267,29 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
     }
     if (len) *len = (size_t)(m->vocab.offs[id + 1] - m->vocab.offs[id]);
     return m->vocab.bytes + m->vocab.offs[id];
+}
+
+tp_status tp_text_get_tokenizer(const tp_text_model *m, const tp_tokenizer **out, tp_error *err) {
+    if (out) *out = NULL;
+    if (!m || !out) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_get_tokenizer: m and out must not be NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    if (!m->tok) {
+        tp_error_set(err, m->tok_err.status, "%s", m->tok_err.message);
+        return m->tok_err.status;
+    }
+    *out = m->tok;
+    return TP_OK;
+}
+
+tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len, bool parse_special, int32_t *ids,
+                           int32_t max_ids, int32_t *n_ids, tp_error *err) {
+    const tp_tokenizer *t;
+    if (n_ids) *n_ids = 0;
+    const tp_status st = tp_text_get_tokenizer(m, &t, err);
+    if (st != TP_OK) return st;
+    return tp_tokenize(t, text, len, parse_special, ids, max_ids, n_ids, err);
 }
 
 /* One batch: tokens [i0, i0 + n) of the call, image rows from *img_row on; pos (NULL: next_pos + i on every
