@@ -28,33 +28,33 @@ static uint64_t capacity_for(int64_t n) {
 
 tp_status tok_strmap_build(tp_tokenizer *t) {
     const uint64_t cap = capacity_for(t->n);
-    t->vocab.slots = malloc(cap * sizeof(int32_t));
+    t->vocab.slots = malloc(cap * sizeof(tok_slot));
     if (!t->vocab.slots) return TP_ERR_OUT_OF_MEMORY;
     t->vocab.mask = cap - 1;
-    for (uint64_t i = 0; i < cap; i++) t->vocab.slots[i] = -1;
+    for (uint64_t i = 0; i < cap; i++) t->vocab.slots[i] = (tok_slot){-1, 0};
     for (int32_t id = 0; id < t->n; id++) {
         size_t n;
         const char *s = tok_str(t, id, &n);
-        uint64_t h = mix(tok_hash_bytes(TOK_HASH_SEED, s, n)) & t->vocab.mask;
-        for (;; h = (h + 1) & t->vocab.mask) {
-            const int32_t o = t->vocab.slots[h];
-            if (o < 0) {
-                t->vocab.slots[h] = id;
-                break;
-            }
-            size_t on;
-            const char *os = tok_str(t, o, &on);
-            if (on == n && memcmp(os, s, n) == 0) break; /* a later duplicate: the first id stays */
-        }
+        if (tok_strmap_get(t, s, n) >= 0) continue; /* a later duplicate: the first id stays */
+        const uint64_t m = mix(tok_hash_bytes(TOK_HASH_SEED, s, n));
+        uint64_t h = m & t->vocab.mask;
+        while (t->vocab.slots[h].id >= 0) h = (h + 1) & t->vocab.mask;
+        t->vocab.slots[h] = (tok_slot){id, (uint32_t)(m >> 32)};
     }
     return TP_OK;
 }
 
 int32_t tok_strmap_get2(const tp_tokenizer *t, const void *a, size_t na, const void *b, size_t nb) {
-    uint64_t h = mix(tok_hash_bytes(tok_hash_bytes(TOK_HASH_SEED, a, na), b, nb)) & t->vocab.mask;
-    for (;; h = (h + 1) & t->vocab.mask) {
-        const int32_t o = t->vocab.slots[h];
+    return tok_strmap_get_hashed(t, tok_hash_bytes(tok_hash_bytes(TOK_HASH_SEED, a, na), b, nb), a, na, b, nb);
+}
+
+int32_t tok_strmap_get_hashed(const tp_tokenizer *t, uint64_t fnv, const void *a, size_t na, const void *b, size_t nb) {
+    const uint64_t m = mix(fnv);
+    const uint32_t tag = (uint32_t)(m >> 32);
+    for (uint64_t h = m & t->vocab.mask;; h = (h + 1) & t->vocab.mask) {
+        const int32_t o = t->vocab.slots[h].id;
         if (o < 0) return -1;
+        if (t->vocab.slots[h].tag != tag) continue;
         size_t on;
         const char *os = tok_str(t, o, &on);
         if (on == na + nb && (na == 0 || memcmp(os, a, na) == 0) && (nb == 0 || memcmp(os + na, b, nb) == 0))

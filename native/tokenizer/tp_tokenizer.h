@@ -44,8 +44,12 @@ int tpu_utf8_encode(uint32_t cp, uint8_t out[4]);
 
 /* ---- hashmap.c ---- */
 /* String -> id over the tokenizer's token strings (the first id of each string). */
+typedef struct tok_slot {
+    int32_t id;   /* -1: empty */
+    uint32_t tag; /* the key's hash, high half: most probes that miss are told apart without the string */
+} tok_slot;
 typedef struct tok_strmap {
-    int32_t *slots; /* id, or -1 */
+    tok_slot *slots;
     uint64_t mask;
 } tok_strmap;
 uint64_t tok_hash_bytes(uint64_t h, const void *p, size_t n);
@@ -88,6 +92,8 @@ struct tp_tokenizer {
 int32_t tok_strmap_get(const tp_tokenizer *t, const void *s, size_t n);
 /* The first id of the string a ++ b (-1 if none). */
 int32_t tok_strmap_get2(const tp_tokenizer *t, const void *a, size_t na, const void *b, size_t nb);
+/* The same with the FNV state of a ++ b given (tok_hash_bytes from TOK_HASH_SEED). */
+int32_t tok_strmap_get_hashed(const tp_tokenizer *t, uint64_t fnv, const void *a, size_t na, const void *b, size_t nb);
 tp_status tok_strmap_build(tp_tokenizer *t);
 tp_status tok_mergemap_init(tok_mergemap *m, int64_t capacity);
 /* Inserts or overwrites (a later duplicate pair takes the later rank, as a hash map built from the list does). */

@@ -266,9 +266,13 @@ static tp_status load_spm(tp_tokenizer *t, const tp_gguf *g, const char *path, t
         const int32_t id = order[r].id;
         size_t n;
         const char *s = tok_str(t, id, &n);
-        for (size_t k = (size_t)next_char_len(s, n); k < n; k += (size_t)next_char_len(s + k, n - k)) {
-            const int32_t a = tok_strmap_get(t, s, k), b = tok_strmap_get(t, s + k, n - k);
-            if (a >= 0 && b >= 0 && normal[a] && normal[b]) tok_mergemap_put(&t->merges, a, b, rank++, id);
+        uint64_t h = TOK_HASH_SEED; /* the prefix's hash, extended a character at a time */
+        for (size_t k0 = 0, k = (size_t)next_char_len(s, n); k < n; k0 = k, k += (size_t)next_char_len(s + k, n - k)) {
+            h = tok_hash_bytes(h, s + k0, k - k0);
+            const int32_t a = tok_strmap_get_hashed(t, h, s, k, "", 0);
+            if (a < 0 || !normal[a]) continue;
+            const int32_t b = tok_strmap_get(t, s + k, n - k);
+            if (b >= 0 && normal[b]) tok_mergemap_put(&t->merges, a, b, rank++, id);
         }
     }
     /* byte fallback, the unknown token, the space prefix */
