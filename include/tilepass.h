@@ -37,9 +37,11 @@
  *   - tp_text_model: holds ONE sequence (its KV cache), so it is not shared silently: a tp_text_eval /
  *     tp_text_eval_pos that starts while another call on the same model is running fails at once with
  *     TP_ERR_INVALID_ARGUMENT, "model in use by another thread", and changes nothing; tp_text_reset waits
- *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info and
- *     tp_text_token_bytes may be called from any thread at any time. One model per sequence (per thread),
- *     or take turns under your own lock.
+ *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info,
+ *     tp_text_token_bytes, tp_text_get_tokenizer and tp_text_tokenize may be called from any thread at any
+ *     time. One model per sequence (per thread), or take turns under your own lock.
+ *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
+ *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
@@ -736,9 +738,10 @@ tp_status tp_detokenizer_flush(tp_detokenizer *d, const char **bytes, size_t *le
 void tp_detokenizer_reset(tp_detokenizer *d);
 void tp_detokenizer_free(tp_detokenizer *d);
 
-/* A text model's tokenizer, built at tp_text_load from its file's vocabulary and owned by the model. A model
- * whose vocabulary the tokenizer does not support still loads (the decoder runs from ids): these calls then
- * fail with the reason (TP_ERR_UNSUPPORTED / TP_ERR_FORMAT and its message). */
+/* A text model's tokenizer, built from its file's vocabulary at the first of these calls (from any thread)
+ * and owned by the model (valid until tp_text_free). A model whose vocabulary the tokenizer does not support
+ * still loads (the decoder runs from ids): these calls then fail with the reason (TP_ERR_UNSUPPORTED /
+ * TP_ERR_FORMAT and its message). */
 tp_status tp_text_get_tokenizer(const tp_text_model *m, const tp_tokenizer **out, tp_error *err);
 /* tp_tokenize with the model's tokenizer. */
 tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len, bool parse_special, int32_t *ids,

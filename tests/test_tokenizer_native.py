@@ -190,14 +190,15 @@ def test_text_model_tokenize():
         path = FIXTURES / name / "text-f16.gguf"
         m = TextModel(path)
         tok = NativeTokenizer.load(path)
+        own = m.tokenizer()
         for s in CORPUS[:6]:
             data = s.encode()
             n = ffi.new("int32_t *")
             ids = ffi.new("int32_t[]", 4096)
             err = new_error()
             assert lib.tp_text_tokenize(m._model, data, len(data), True, ids, 4096, n, err) == 0
-            assert list(ids[0:n[0]]) == tok.encode(s) and n[0] > 0
-        del m
+            assert list(ids[0:n[0]]) == tok.encode(s) == own.encode(s) and n[0] > 0
+        del own, m
 
 
 # ---- SentencePiece BPE -----------------------------------------------------------------------------------

@@ -28,8 +28,13 @@ struct tp_text_model {
     tp_context *wctx; /* the weights, bound once at load */
     void *weights;
     text_vocab vocab;
-    tp_tokenizer *tok;  /* NULL when the file's vocabulary is not one the tokenizer supports: */
-    tp_error tok_err;   /* then why */
+    /* the tokenizer, built from the file's vocabulary at the first tp_text_get_tokenizer / tp_text_tokenize
+     * (under tok_lock: those may be called from any thread); NULL with tok_err when the vocabulary is not one it
+     * supports */
+    pthread_mutex_t tok_lock;
+    bool tok_lock_ready, tok_tried;
+    tp_tokenizer *tok;
+    tp_error tok_err;
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
     /* The thread contract (tilepass.h): one model holds one sequence, so calls that change it do not take
@@ -107,6 +112,7 @@ void tp_text_free(tp_text_model *m) {
     free(m->vcache);
     text_vocab_free(&m->vocab);
     tp_tokenizer_free(m->tok);
+    if (m->tok_lock_ready) pthread_mutex_destroy(&m->tok_lock);
     if (m->family && m->weights) m->family->free(m->weights);
     tp_context_free(m->wctx);
     tp_threadpool_free(m->pool);
@@ -195,11 +201,9 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
         st = fail(m, err, TP_ERR_INVALID_ARGUMENT, msg);
     }
     if (st == TP_OK) st = text_load_vocab(m->gguf, path, m->hp.n_vocab, &m->vocab, err);
-    if (st == TP_OK) { /* a vocabulary the tokenizer cannot take is not a load failure: tp_text_tokenize says why */
-        char prefix[1100];
-        snprintf(prefix, sizeof prefix, "%s: ", path);
-        const tp_status ts = tok_load(m->gguf, prefix, &m->tok, &m->tok_err);
-        if (ts == TP_ERR_OUT_OF_MEMORY) st = fail(m, err, ts, "out of memory building the tokenizer");
+    if (st == TP_OK) {
+        if (pthread_mutex_init(&m->tok_lock, NULL) == 0) m->tok_lock_ready = true;
+        else st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "cannot create a mutex");
     }
     if (st == TP_OK) {
         m->n_ctx = p.n_ctx > 0 ? p.n_ctx : m->hp.n_ctx_train;
@@ -269,17 +273,29 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
     return m->vocab.bytes + m->vocab.offs[id];
 }
 
-tp_status tp_text_get_tokenizer(const tp_text_model *m, const tp_tokenizer **out, tp_error *err) {
+tp_status tp_text_get_tokenizer(const tp_text_model *mc, const tp_tokenizer **out, tp_error *err) {
     if (out) *out = NULL;
-    if (!m || !out) {
+    if (!mc || !out) {
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_get_tokenizer: m and out must not be NULL");
         return TP_ERR_INVALID_ARGUMENT;
     }
-    if (!m->tok) {
-        tp_error_set(err, m->tok_err.status, "%s", m->tok_err.message);
-        return m->tok_err.status;
+    /* built once, at the first call (a cache: the model was created non-const by tp_text_load) */
+    tp_text_model *m = (tp_text_model *)mc;
+    pthread_mutex_lock(&m->tok_lock);
+    if (!m->tok_tried) {
+        char prefix[1100];
+        snprintf(prefix, sizeof prefix, "%s: ", m->path);
+        if (tok_load(m->gguf, prefix, &m->tok, &m->tok_err) == TP_ERR_OUT_OF_MEMORY) m->tok = NULL;
+        else m->tok_tried = true; /* out of memory: tried again next time */
     }
-    *out = m->tok;
+    const tp_tokenizer *t = m->tok;
+    const tp_error why = m->tok_err;
+    pthread_mutex_unlock(&m->tok_lock);
+    if (!t) {
+        tp_error_set(err, why.status, "%s", why.message);
+        return why.status;
+    }
+    *out = t;
     return TP_OK;
 }
 
