@@ -226,20 +226,20 @@ static tp_status load_spm(tp_tokenizer *t, const tp_gguf *g, const char *path, t
     uint8_t *normal = calloc((size_t)t->n, 1); /* by first id: the string is some NORMAL token's */
     scored *order = malloc((size_t)t->n * sizeof(scored));
     tp_status st = score && normal && order ? TP_OK : TP_ERR_OUT_OF_MEMORY;
-    bool any_normal = false, whole = true;
+    bool whole = true;
     for (int32_t i = 0; st == TP_OK && i < t->n; i++) {
         if (tp_gguf_get_arr_f32(g, KEY_TOK_SCORES, i, &score[i]) != TP_OK) {
             tp_error_set(err, TP_ERR_FORMAT, "%s%s: element %d is not a float", path, KEY_TOK_SCORES, (int)i);
             st = TP_ERR_FORMAT;
         } else if (t->type[i] == TT_NORMAL) {
-            any_normal = true;
             whole = whole && isfinite(score[i]) && score[i] == floorf(score[i]);
             size_t n;
             const char *s = tok_str(t, i, &n);
             normal[tok_strmap_get(t, s, n)] = 1;
         }
     }
-    if (st == TP_OK && !(any_normal && whole)) {
+    /* (no NORMAL piece at all: nothing to merge, characters and byte fallback only; taken as BPE) */
+    if (st == TP_OK && !whole) {
         tp_error_set(err, TP_ERR_UNSUPPORTED,
                      "%sa SentencePiece Unigram vocabulary (scores that are not whole numbers) is not supported: "
                      "only SentencePiece BPE (\"llama\" with -rank scores, as PaddleOCR-VL's)", path);
