@@ -667,8 +667,8 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
 tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
                            int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
 
-/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; special tokens as their
- * text). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
+/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; SentencePiece's "▁" as a space and
+ * <0xXX> as its byte; special tokens as their text: tp_tokenizer_token_bytes' bytes). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
  * UTF-8 sequence (a streaming caller joins pieces before printing). NULL if id is out of range. */
 const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len);
 

@@ -198,6 +198,10 @@ def test_text_model_tokenize():
             err = new_error()
             assert lib.tp_text_tokenize(m._model, data, len(data), True, ids, 4096, n, err) == 0
             assert list(ids[0:n[0]]) == tok.encode(s) == own.encode(s) and n[0] > 0
+        # the model's token bytes are the tokenizer's (SentencePiece: "▁" a space, <0xXX> its byte), as the
+        # Python runtime decodes them
+        py = Tokenizer.from_gguf(path)
+        assert all(m.token_bytes(i) == py.token_bytes(i) == tok.token_bytes(i) for i in range(tok.n_vocab))
         del own, m
 
 
