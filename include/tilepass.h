@@ -677,10 +677,10 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
  *   - tokenizer.ggml.model "gpt2": byte-level BPE (tokens + merges, lowest merge rank first), pre-tokenizer
  *     tokenizer.ggml.pre "deepseek-v3" (DeepSeek-V3's splits: digit runs of 1-3, CJK and kana runs, then
  *     letters / punctuation / whitespace) or "gpt2" / "default" (GPT-2's);
- *   - "llama": SentencePiece BPE (scores -rank; PaddleOCR-VL's ERNIE): spaces as "▁", a leading "▁" before
- *     each stretch of text when tokenizer.ggml.add_space_prefix (default true), byte fallback to <0xXX>.
- * Other vocabularies (a SentencePiece Unigram, other models or pre-tokenizers) are TP_ERR_UNSUPPORTED naming
- * them. Tokens of type CONTROL and USER_DEFINED (and UNKNOWN in "llama") are matched whole in the text
+ *   - "llama": SentencePiece, spaces as "▁", a leading "▁" before each stretch of text when
+ *     tokenizer.ggml.add_space_prefix (default true), byte fallback to <0xXX>: BPE when every NORMAL score is
+ *     a whole number (-rank; PaddleOCR-VL's ERNIE), else Unigram (the best-scoring segmentation).
+ * Other vocabularies (other models or pre-tokenizers) are TP_ERR_UNSUPPORTED naming them. Tokens of type CONTROL and USER_DEFINED (and UNKNOWN in "llama") are matched whole in the text
  * (leftmost, then longest) before pre-tokenisation; "special" ones (CONTROL, UNKNOWN) only when parse_special.
  * The ids equal those of the `tokenizers` library built from the same vocabulary (encoder/tokenizer.py).
  * The Unicode categories come from a table generated at build time (tp_tokenizer_unicode_version()).

@@ -8,7 +8,8 @@ corpus of tokenizer_corpus.py with every special token:
   PaddleOCR-VL: SentencePiece "llama" with byte fallback), against the `tokenizers` object built from the same
   vocabulary and the fixtures' recorded prompt ids;
 - SentencePiece BPE vocabularies: PaddleOCR-VL's with and without add_space_prefix, and sentencepiece models
-  trained here with control and user-defined symbols (sentencepiece's own ids);
+  trained here with control and user-defined symbols (sentencepiece's own ids); SentencePiece Unigram ones
+  (`tokenizers`' Unigram over the same vocabulary);
 - a GPT-2-pre-tokenized vocabulary; unsupported vocabularies refused by name;
 - detokenisation: the text back from the ids, whole and streamed (never a split UTF-8 character), with and
   without special tokens; tp_text_tokenize of a loaded text model.
@@ -256,6 +257,35 @@ def test_spm_trained_with_user_symbols(tmp_path, prefix):
         assert tok.encode(t, parse_special=False) != [sp.piece_to_id(t)] and tok.is_special(sp.piece_to_id(t))
 
 
+@pytest.mark.parametrize("prefix", [False, True])
+def test_spm_unigram(tmp_path, prefix):
+    """A sentencepiece Unigram trained here (scores not whole numbers): the ids of `tokenizers`' Unigram over the
+    same vocabulary (the Python runtime's rebuild, encoder/tokenizer.py: control, byte and unused pieces out of
+    reach), on the corpus and on random strings of the corpus' characters and the special pieces."""
+    import random
+
+    data = train_sp("unigram", prefix)
+    m = parse_sentencepiece_model(data)
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    (d / "tokenizer.model").write_bytes(data)
+    vocab = load_spm_vocab(d, len(m.pieces) + 16, bos_id=1, eos_id=2, pad_id=None)
+    path = write_spm_gguf(tmp_path / "v.gguf", vocab, add_space_prefix=vocab.add_space_prefix)
+    ref = Tokenizer.from_gguf(path)
+    assert ref.kind == "spm-unigram"
+    tok = NativeTokenizer.load(path)
+    specials = CONTROL + USER + ["<s>", "</s>", "<unk>"]
+    texts = with_specials(specials) + ["<0x41> [PAD7] x<s >y"]
+    n = check_ids(tok, lambda s: ref.hf.encode(s, add_special_tokens=False).ids, texts)
+    assert n > 800
+    if not prefix:
+        assert check_round_trip(tok, texts)
+    rng = random.Random(5)
+    chars = sorted(set("".join(CORPUS))) + specials
+    rand = ["".join(rng.choice(chars) for _ in range(rng.randrange(1, 30))) for _ in range(300)]
+    check_ids(tok, lambda s: ref.hf.encode(s, add_special_tokens=False).ids, rand)
+
+
 # ---- other vocabularies ----------------------------------------------------------------------------------
 def test_gpt2_pre_tokenizer(tmp_path):
     write_tokenizer(tmp_path, vocab_size=1024)
@@ -285,7 +315,6 @@ def test_unsupported_and_bad_files(tmp_path):
     cases = [
         (_vocab_file(tmp_path / "bert.gguf", "bert"), "tokenizer.ggml.model = 'bert' is not supported"),
         (_vocab_file(tmp_path / "pre.gguf", "gpt2", "llama-bpe"), "tokenizer.ggml.pre = 'llama-bpe' is not supported"),
-        (_vocab_file(tmp_path / "uni.gguf", "llama", scores=[0.0, -1.5, -2.25, -3.0]), "Unigram"),
         (_vocab_file(tmp_path / "noscores.gguf", "llama"), "needs tokenizer.ggml.scores"),
         (FIXTURES / "llamacpp-tiny-v1" / "mmproj-f32.gguf", "no tokenizer"),
     ]

@@ -1,6 +1,7 @@
 /* tokenize.c - tp_tokenize: added tokens matched whole first (leftmost-longest), then each stretch of text
  * between them pre-tokenized and merged (byte-level BPE), or normalised ("▁" for spaces, a leading "▁" with
- * add_space_prefix) and merged as one word (SentencePiece BPE); and the tokenizer's accessors. */
+ * add_space_prefix) and merged as one word (SentencePiece BPE) or segmented by score (SentencePiece Unigram);
+ * and the tokenizer's accessors. */
 #include "tp_tokenizer.h"
 
 #include <stdlib.h>
@@ -33,7 +34,7 @@ static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
 /* Text with no added token in it (valid UTF-8). */
 static tp_status encode_text(const tp_tokenizer *t, tok_scratch *s, const uint8_t *text, size_t n) {
     if (n == 0) return TP_OK;
-    if (t->kind == TOK_KIND_SPM_BPE) {
+    if (t->kind == TOK_KIND_SPM) {
         size_t spaces = 0;
         for (size_t i = 0; i < n; i++) spaces += text[i] == ' ';
         const size_t need = n + 2 * spaces + 3;
@@ -51,7 +52,7 @@ static tp_status encode_text(const tp_tokenizer *t, tok_scratch *s, const uint8_
                 s->norm[o++] = text[i];
             }
         }
-        return tok_bpe_spm(t, s, s->norm, o);
+        return t->unigram ? tok_unigram_spm(t, s, s->norm, o) : tok_bpe_spm(t, s, s->norm, o);
     }
     if ((int64_t)n + 1 > s->cp_cap) { /* code points and their byte offsets, one capacity for both */
         int64_t cap = s->cp_cap, cap2 = s->cp_cap;

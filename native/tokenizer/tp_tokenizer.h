@@ -5,6 +5,7 @@
  *   hashmap.c    string -> id and (id, id) -> merge hash maps (open addressing, built once)
  *   pretok_deepseek_v3.c, pretok_gpt2.c   the pre-tokenizers, as code
  *   bpe.c        the merge loop (lowest rank first, leftmost on ties) and the word builders
+ *   unigram.c    SentencePiece Unigram: the best segmentation by score (Viterbi)
  *   added.c      whole-token matching of control / user-defined tokens
  *   vocab_load.c the tokenizer built from a GGUF's tokenizer.ggml.* keys
  *   tokenize.c   tp_tokenize and the accessors;  detokenize.c  bytes back, whole and streamed */
@@ -18,7 +19,7 @@
 /* tokenizer.ggml.token_type values (llama.cpp / gguf.TokenType) */
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
-typedef enum { TOK_KIND_BYTE_BPE = 0, TOK_KIND_SPM_BPE = 1 } tok_kind;
+typedef enum { TOK_KIND_BYTE_BPE = 0, TOK_KIND_SPM = 1 /* BPE or Unigram: tp_tokenizer.unigram */ } tok_kind;
 typedef enum { TOK_PRE_DEEPSEEK_V3 = 0, TOK_PRE_GPT2 = 1 } tok_pre;
 
 /* per-token flags */
@@ -84,6 +85,14 @@ struct tp_tokenizer {
     int32_t unk_id;        /* SPM: the unknown token, -1: none */
     bool add_space_prefix; /* SPM: "▁" before each piece of text */
     bool byte_fallback;    /* SPM: the vocabulary has BYTE tokens */
+    /* SPM Unigram (scores not all whole numbers): the lattice's scores (NORMAL / USER_DEFINED pieces their
+     * score, the others -1e9: never chosen while anything else fits), the unknown token's score (the lowest
+     * minus 10), the last id of each string (by first id) and the longest token in bytes */
+    bool unigram;
+    double *lat_score;
+    double unk_score;
+    int32_t *last_id;
+    int32_t max_len;
     /* added tokens by their first byte: the distinct lengths, longest first */
     int32_t *added_len;    /* all lists, concatenated */
     int32_t added_len_off[257];
@@ -142,6 +151,8 @@ void tok_scratch_free(tok_scratch *s);
  * past max_ids). TP_ERR_OUT_OF_MEMORY on failure. */
 tp_status tok_bpe_bytes(const tp_tokenizer *t, tok_scratch *s, const uint8_t *bytes, size_t n);
 tp_status tok_bpe_spm(const tp_tokenizer *t, tok_scratch *s, const uint8_t *text, size_t n);
+/* unigram.c: SentencePiece Unigram of one normalised text segment. */
+tp_status tok_unigram_spm(const tp_tokenizer *t, tok_scratch *s, const uint8_t *text, size_t n);
 void tok_emit(tok_scratch *s, int32_t id);
 
 /* ---- added.c ---- */

@@ -2,10 +2,10 @@
  * encoder/tokenizer.py rebuilds them with `tokenizers`):
  *   model "gpt2" (or absent): byte-level BPE over tokens + merges, pre-tokenizer by tokenizer.ggml.pre
  *     ("deepseek-v3"; "gpt2" / "default" or absent: GPT-2's);
- *   model "llama": SentencePiece BPE (every NORMAL score a whole number: sentencepiece gives BPE pieces -rank):
- *     merges are every split of a NORMAL piece into two NORMAL pieces, ordered by the piece's score (highest
- *     first, then id), as transformers' generate_merges orders them; byte fallback when the vocabulary has
- *     BYTE pieces; add_space_prefix (default true).
+ *   model "llama": SentencePiece, byte fallback when the vocabulary has BYTE pieces, add_space_prefix (default
+ *     true). BPE when every NORMAL score is a whole number (sentencepiece gives BPE pieces -rank): merges are
+ *     every split of a NORMAL piece into two NORMAL pieces, ordered by the piece's score (highest first, then
+ *     id), as transformers' generate_merges orders them; otherwise Unigram (unigram.c).
  * Everything is copied: the tokenizer does not keep the file. */
 #include "names.h"
 #include "tp_tokenizer.h"
@@ -27,6 +27,8 @@ void tp_tokenizer_free(tp_tokenizer *t) {
     free(t->vocab.slots);
     tok_mergemap_free(&t->merges);
     free(t->added_len);
+    free(t->lat_score);
+    free(t->last_id);
     free(t);
 }
 
@@ -48,12 +50,12 @@ static size_t piece_bytes(const tp_tokenizer *t, int32_t id, const int16_t *cp_t
     size_t n;
     const char *s = tok_str(t, id, &n);
     const int ty = t->type[id];
-    if (ty == TT_CONTROL || ty == TT_USER_DEFINED || (t->kind == TOK_KIND_SPM_BPE && ty == TT_UNKNOWN)) {
+    if (ty == TT_CONTROL || ty == TT_USER_DEFINED || (t->kind == TOK_KIND_SPM && ty == TT_UNKNOWN)) {
         memcpy(out, s, n);
         return n;
     }
     size_t o = 0;
-    if (t->kind == TOK_KIND_SPM_BPE) {
+    if (t->kind == TOK_KIND_SPM) {
         if (ty == TT_BYTE && n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' && hexval(s[3]) >= 0 &&
             hexval(s[4]) >= 0) {
             out[0] = (char)(hexval(s[3]) * 16 + hexval(s[4]));
@@ -115,7 +117,7 @@ static tp_status load_strings(tp_tokenizer *t, const tp_gguf *g, const char *pat
     t->str_off[t->n] = (int64_t)pos;
     /* token types: NORMAL when absent (byte-level BPE only) */
     const int64_t tk = tp_gguf_find_key(g, KEY_TOK_TYPES);
-    if (tk < 0 && t->kind == TOK_KIND_SPM_BPE) {
+    if (tk < 0 && t->kind == TOK_KIND_SPM) {
         tp_error_set(err, TP_ERR_FORMAT, "%sa SentencePiece (\"llama\") vocabulary needs %s", path, KEY_TOK_TYPES);
         return TP_ERR_FORMAT;
     }
@@ -144,7 +146,7 @@ static void set_flags_and_pieces(tp_tokenizer *t) {
         t->piece_off[i] = (int64_t)pos;
         pos += piece_bytes(t, i, cp_to_byte, t->piece + pos);
         const int ty = t->type[i];
-        const bool spm = t->kind == TOK_KIND_SPM_BPE;
+        const bool spm = t->kind == TOK_KIND_SPM;
         const bool special = ty == TT_CONTROL || (spm && ty == TT_UNKNOWN);
         if (special) t->flags[i] |= TOKF_SPECIAL;
         size_t n;
@@ -215,6 +217,29 @@ static int next_char_len(const char *s, size_t n) {
     return l > 0 ? l : 1;
 }
 
+/* SentencePiece Unigram (as encoder/tokenizer.py builds it with `tokenizers`' Unigram): every token is in the
+ * lattice, NORMAL and USER_DEFINED ones with their score, the others with -1e9; a character no token covers is
+ * the unknown token, scored the lowest score minus 10; a string maps to the LAST id that has it. */
+static tp_status load_unigram(tp_tokenizer *t, const float *score) {
+    t->unigram = true;
+    t->lat_score = malloc((size_t)t->n * sizeof(double));
+    t->last_id = malloc((size_t)t->n * sizeof(int32_t));
+    if (!t->lat_score || !t->last_id) return TP_ERR_OUT_OF_MEMORY;
+    double lo = INFINITY;
+    t->max_len = 0;
+    for (int32_t i = 0; i < t->n; i++) {
+        const int ty = t->type[i];
+        t->lat_score[i] = ty == TT_NORMAL || ty == TT_USER_DEFINED ? (double)score[i] : -1e9;
+        lo = t->lat_score[i] < lo ? t->lat_score[i] : lo;
+        size_t n;
+        const char *s = tok_str(t, i, &n);
+        t->last_id[tok_strmap_get(t, s, n)] = i;
+        if ((int64_t)n > t->max_len) t->max_len = (int32_t)(n > INT32_MAX ? INT32_MAX : n);
+    }
+    t->unk_score = lo - 10.0;
+    return TP_OK;
+}
+
 static tp_status load_spm(tp_tokenizer *t, const tp_gguf *g, const char *path, tp_error *err) {
     const int64_t sk = tp_gguf_find_key(g, KEY_TOK_SCORES);
     if (sk < 0 || tp_gguf_arr_n(g, sk) != t->n) {
@@ -239,15 +264,10 @@ static tp_status load_spm(tp_tokenizer *t, const tp_gguf *g, const char *path, t
         }
     }
     /* (no NORMAL piece at all: nothing to merge, characters and byte fallback only; taken as BPE) */
-    if (st == TP_OK && !whole) {
-        tp_error_set(err, TP_ERR_UNSUPPORTED,
-                     "%sa SentencePiece Unigram vocabulary (scores that are not whole numbers) is not supported: "
-                     "only SentencePiece BPE (\"llama\" with -rank scores, as PaddleOCR-VL's)", path);
-        st = TP_ERR_UNSUPPORTED;
-    }
-    /* the pieces that merges make, best score first; a bound on the merges: their characters */
+    if (st == TP_OK && !whole) st = load_unigram(t, score);
+    /* BPE: the pieces that merges make, best score first; a bound on the merges: their characters */
     int64_t n_order = 0, bound = 0;
-    for (int32_t i = 0; st == TP_OK && i < t->n; i++) {
+    for (int32_t i = 0; st == TP_OK && !t->unigram && i < t->n; i++) {
         size_t n;
         const char *s = tok_str(t, i, &n);
         if (t->type[i] != TT_NORMAL || tok_strmap_get(t, s, n) != i) continue;
@@ -257,7 +277,7 @@ static tp_status load_spm(tp_tokenizer *t, const tp_gguf *g, const char *path, t
         order[n_order++] = (scored){score[i], i};
         bound += chars - 1;
     }
-    if (st == TP_OK) {
+    if (st == TP_OK && !t->unigram) {
         qsort(order, (size_t)n_order, sizeof(scored), by_score);
         st = tok_mergemap_init(&t->merges, bound);
     }
@@ -292,7 +312,7 @@ static tp_status load_spm(tp_tokenizer *t, const tp_gguf *g, const char *path, t
     }
     size_t un;
     const char *us = tok_str(t, (int32_t)unk, &un);
-    t->unk_id = tok_strmap_get(t, us, un);
+    t->unk_id = t->unigram ? (int32_t)unk : tok_strmap_get(t, us, un); /* Unigram: the id; BPE: by its string */
     bool prefix = true;
     if (tp_gguf_get_bool(g, KEY_TOK_ADD_SPACE_PREFIX, &prefix) != TP_OK) prefix = true;
     t->add_space_prefix = prefix;
@@ -346,7 +366,7 @@ tp_status tok_load(const tp_gguf *g, const char *path, tp_tokenizer **out, tp_er
             st = TP_ERR_UNSUPPORTED;
         }
     } else if (str_is(model, model_n, "llama")) {
-        t->kind = TOK_KIND_SPM_BPE;
+        t->kind = TOK_KIND_SPM;
     } else {
         tp_error_set(err, TP_ERR_UNSUPPORTED,
                      "%s%s = '%.*s' is not supported: only byte-level BPE (\"gpt2\") and SentencePiece BPE "
@@ -356,7 +376,7 @@ tp_status tok_load(const tp_gguf *g, const char *path, tp_tokenizer **out, tp_er
     if (st == TP_OK) st = load_strings(t, g, path, err);
     if (st == TP_OK) st = tok_strmap_build(t);
     if (st == TP_OK) set_flags_and_pieces(t);
-    if (st == TP_OK) st = t->kind == TOK_KIND_SPM_BPE ? load_spm(t, g, path, err) : load_byte_bpe(t, g, path, err);
+    if (st == TP_OK) st = t->kind == TOK_KIND_SPM ? load_spm(t, g, path, err) : load_byte_bpe(t, g, path, err);
     if (st == TP_OK) st = tok_added_build(t);
     if (st != TP_OK) {
         if (st == TP_ERR_OUT_OF_MEMORY) tp_error_set(err, st, "%sout of memory building the tokenizer", path);
