@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .interrupt import AbortHook, Interrupt
 from .native import check_error, ffi, lib, new_error
+
+if TYPE_CHECKING:
+    from .native_tokenizer import NativeTokenizer
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,16 @@ class TextModel:
         self._abort.reraise()  # a signal that stopped the evaluation: its exception, not "aborted"
         check_error(st, err)
         return logits if all_logits else logits[0]
+
+    def tokenizer(self) -> "NativeTokenizer":
+        """The model's own C tokenizer (tp_text_get_tokenizer), built from its file's vocabulary; TilepassError
+        with the reason when the vocabulary is not one it supports."""
+        from .native_tokenizer import NativeTokenizer
+
+        out = ffi.new("tp_tokenizer **")
+        err = new_error()
+        check_error(lib.tp_text_get_tokenizer(self._model, ffi.cast("const tp_tokenizer **", out), err), err)
+        return NativeTokenizer(out[0], owner=self)
 
     def token_bytes(self, token_id: int) -> bytes:
         n = ffi.new("size_t *")

@@ -37,9 +37,11 @@
  *   - tp_text_model: holds ONE sequence (its KV cache), so it is not shared silently: a tp_text_eval /
  *     tp_text_eval_pos that starts while another call on the same model is running fails at once with
  *     TP_ERR_INVALID_ARGUMENT, "model in use by another thread", and changes nothing; tp_text_reset waits
- *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info and
- *     tp_text_token_bytes may be called from any thread at any time. One model per sequence (per thread),
- *     or take turns under your own lock.
+ *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info,
+ *     tp_text_token_bytes, tp_text_get_tokenizer and tp_text_tokenize may be called from any thread at any
+ *     time. One model per sequence (per thread), or take turns under your own lock.
+ *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
+ *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
@@ -665,10 +667,85 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
 tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
                            int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
 
-/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; special tokens as their
- * text). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
+/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; SentencePiece's "▁" as a space and
+ * <0xXX> as its byte; special tokens as their text: tp_tokenizer_token_bytes' bytes). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
  * UTF-8 sequence (a streaming caller joins pieces before printing). NULL if id is out of range. */
 const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tokenizer: text <-> token ids, from a GGUF's vocabulary (the tokenizer.ggml.* keys as llama.cpp writes them):
+ *   - tokenizer.ggml.model "gpt2": byte-level BPE (tokens + merges, lowest merge rank first), pre-tokenizer
+ *     tokenizer.ggml.pre "deepseek-v3" (DeepSeek-V3's splits: digit runs of 1-3, CJK and kana runs, then
+ *     letters / punctuation / whitespace) or "gpt2" / "default" (GPT-2's);
+ *   - "llama": SentencePiece, spaces as "▁", a leading "▁" before each stretch of text when
+ *     tokenizer.ggml.add_space_prefix (default true), byte fallback to <0xXX>: BPE when every NORMAL score is
+ *     a whole number (-rank; PaddleOCR-VL's ERNIE), else Unigram (the best-scoring segmentation).
+ * Other vocabularies (other models or pre-tokenizers) are TP_ERR_UNSUPPORTED naming them. Tokens of type CONTROL and USER_DEFINED (and UNKNOWN in "llama") are matched whole in the text
+ * (leftmost, then longest) before pre-tokenisation; "special" ones (CONTROL, UNKNOWN) only when parse_special.
+ * The ids equal those of the `tokenizers` library built from the same vocabulary (encoder/tokenizer.py).
+ * The Unicode categories come from a table generated at build time (tp_tokenizer_unicode_version()).
+ * A tokenizer is immutable once loaded: any number of threads may use one at once. A tp_detokenizer is one
+ * stream: one thread at a time.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_tokenizer tp_tokenizer;
+
+/* A tokenizer from a GGUF file (only its tokenizer keys are read: a vocabulary-only file will do) / from an
+ * open one (nothing of g is kept). TP_ERR_FORMAT for a file without a vocabulary or with an inconsistent one,
+ * TP_ERR_UNSUPPORTED for a kind this build does not tokenize. */
+tp_status tp_tokenizer_load(const char *path, tp_tokenizer **out, tp_error *err);
+tp_status tp_tokenizer_from_gguf(const tp_gguf *g, tp_tokenizer **out, tp_error *err);
+void tp_tokenizer_free(tp_tokenizer *t);
+/* The number of tokens of the vocabulary (0 for NULL). */
+int32_t tp_tokenizer_n_vocab(const tp_tokenizer *t);
+/* The Unicode version of the category tables the pre-tokenizers use. */
+const char *tp_tokenizer_unicode_version(void);
+
+/* Token ids of len bytes of UTF-8 text (no BOS or other token added). Writes up to max_ids ids and sets
+ * *n_ids to the number of tokens of the text. ids = NULL with max_ids = 0 is a size query (TP_OK, *n_ids set);
+ * otherwise a text of more than max_ids tokens fails with TP_ERR_INVALID_ARGUMENT, *n_ids being the number
+ * needed (the first max_ids are written). Text that is not valid UTF-8: TP_ERR_INVALID_ARGUMENT naming the
+ * byte. parse_special false: special tokens written in the text are tokenized as text. */
+tp_status tp_tokenize(const tp_tokenizer *t, const char *text, size_t len, bool parse_special, int32_t *ids,
+                      int32_t max_ids, int32_t *n_ids, tp_error *err);
+/* The bytes a token stands for (byte-level symbols as bytes, "▁" as a space, <0xXX> as its byte, special
+ * tokens as their text); not NUL-terminated, possibly part of a UTF-8 character. NULL (and *len 0) if id is
+ * out of range. Valid while t lives. */
+const char *tp_tokenizer_token_bytes(const tp_tokenizer *t, int32_t id, size_t *len);
+/* Whether a token is special (CONTROL; in "llama" also UNKNOWN): what skip_special leaves out. */
+bool tp_tokenizer_is_special(const tp_tokenizer *t, int32_t id);
+/* The id of the token whose string (as the vocabulary writes it) is text[0..len), -1 if none. */
+int32_t tp_tokenizer_token_id(const tp_tokenizer *t, const char *text, size_t len);
+
+/* The tokens' bytes joined (raw: not checked as UTF-8), special tokens left out when skip_special. Writes up to
+ * max_bytes bytes (no NUL) and sets *n_bytes to the length; out = NULL with max_bytes = 0 is a size query;
+ * otherwise a longer result fails with TP_ERR_INVALID_ARGUMENT, *n_bytes being the size needed. An id out of
+ * range: TP_ERR_INVALID_ARGUMENT. */
+tp_status tp_detokenize(const tp_tokenizer *t, const int32_t *ids, int32_t n, bool skip_special, char *out,
+                        size_t max_bytes, size_t *n_bytes, tp_error *err);
+
+/* Streaming detokenisation: push ids as they are sampled; each push gives the bytes of the characters completed
+ * so far and never a part of a UTF-8 character (the bytes of a character split over tokens wait for the token
+ * that completes it). Invalid bytes come out as U+FFFD, one per maximal invalid subpart (as Python's
+ * bytes.decode(errors="replace")). flush gives the remainder (an incomplete character as one U+FFFD) and
+ * starts a new stream. The bytes returned (NUL-terminated too, *len not counting it) are owned by the
+ * detokenizer and valid until its next call. It refers to t: t must outlive it. */
+typedef struct tp_detokenizer tp_detokenizer;
+tp_status tp_detokenizer_create(const tp_tokenizer *t, bool skip_special, tp_detokenizer **out, tp_error *err);
+tp_status tp_detokenizer_push(tp_detokenizer *d, int32_t id, const char **bytes, size_t *len, tp_error *err);
+tp_status tp_detokenizer_flush(tp_detokenizer *d, const char **bytes, size_t *len, tp_error *err);
+/* Forget held bytes (a new stream). NULL is ignored. */
+void tp_detokenizer_reset(tp_detokenizer *d);
+void tp_detokenizer_free(tp_detokenizer *d);
+
+/* A text model's tokenizer, built from its file's vocabulary at the first of these calls (from any thread)
+ * and owned by the model (valid until tp_text_free). A model whose vocabulary the tokenizer does not support
+ * still loads (the decoder runs from ids): these calls then fail with the reason (TP_ERR_UNSUPPORTED /
+ * TP_ERR_FORMAT and its message). */
+tp_status tp_text_get_tokenizer(const tp_text_model *m, const tp_tokenizer **out, tp_error *err);
+/* tp_tokenize with the model's tokenizer. */
+tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len, bool parse_special, int32_t *ids,
+                           int32_t max_ids, int32_t *n_ids, tp_error *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Images as RGB bytes (no Python needed): an image becomes a page's views exactly as the models'

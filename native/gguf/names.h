@@ -131,5 +131,11 @@
 #define KEY_TOK_PAD "tokenizer.ggml.padding_token_id"
 #define KEY_TOK_TYPES "tokenizer.ggml.token_type"
 #define KEY_TOK_TOKENS "tokenizer.ggml.tokens"
+#define KEY_TOK_MODEL "tokenizer.ggml.model"
+#define KEY_TOK_PRE "tokenizer.ggml.pre"
+#define KEY_TOK_MERGES "tokenizer.ggml.merges"
+#define KEY_TOK_SCORES "tokenizer.ggml.scores"
+#define KEY_TOK_UNK "tokenizer.ggml.unknown_token_id"
+#define KEY_TOK_ADD_SPACE_PREFIX "tokenizer.ggml.add_space_prefix"
 
 #endif

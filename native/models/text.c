@@ -10,6 +10,7 @@
 #define _DEFAULT_SOURCE /* madvise(MADV_POPULATE_READ) */
 #include "names.h"
 #include "registry.h"
+#include "tp_tokenizer.h"
 #include "tp_quants.h"
 
 #include <pthread.h>
@@ -27,6 +28,13 @@ struct tp_text_model {
     tp_context *wctx; /* the weights, bound once at load */
     void *weights;
     text_vocab vocab;
+    /* the tokenizer, built from the file's vocabulary at the first tp_text_get_tokenizer / tp_text_tokenize
+     * (under tok_lock: those may be called from any thread); NULL with tok_err when the vocabulary is not one it
+     * supports */
+    pthread_mutex_t tok_lock;
+    bool tok_lock_ready, tok_tried;
+    tp_tokenizer *tok;
+    tp_error tok_err;
     tp_threadpool *pool;
     int32_t n_ctx, n_batch;
     /* The thread contract (tilepass.h): one model holds one sequence, so calls that change it do not take
@@ -103,6 +111,8 @@ void tp_text_free(tp_text_model *m) {
     free(m->kcache);
     free(m->vcache);
     text_vocab_free(&m->vocab);
+    tp_tokenizer_free(m->tok);
+    if (m->tok_lock_ready) pthread_mutex_destroy(&m->tok_lock);
     if (m->family && m->weights) m->family->free(m->weights);
     tp_context_free(m->wctx);
     tp_threadpool_free(m->pool);
@@ -192,6 +202,10 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
     }
     if (st == TP_OK) st = text_load_vocab(m->gguf, path, m->hp.n_vocab, &m->vocab, err);
     if (st == TP_OK) {
+        if (pthread_mutex_init(&m->tok_lock, NULL) == 0) m->tok_lock_ready = true;
+        else st = fail(m, err, TP_ERR_OUT_OF_MEMORY, "cannot create a mutex");
+    }
+    if (st == TP_OK) {
         m->n_ctx = p.n_ctx > 0 ? p.n_ctx : m->hp.n_ctx_train;
         m->n_batch = p.n_batch > 0 ? p.n_batch : 512;
         if (m->n_ctx <= 0) st = fail(m, err, TP_ERR_INVALID_ARGUMENT, "the context length is 0");
@@ -257,6 +271,41 @@ const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len)
     }
     if (len) *len = (size_t)(m->vocab.offs[id + 1] - m->vocab.offs[id]);
     return m->vocab.bytes + m->vocab.offs[id];
+}
+
+tp_status tp_text_get_tokenizer(const tp_text_model *mc, const tp_tokenizer **out, tp_error *err) {
+    if (out) *out = NULL;
+    if (!mc || !out) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_text_get_tokenizer: m and out must not be NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    /* built once, at the first call (a cache: the model was created non-const by tp_text_load) */
+    tp_text_model *m = (tp_text_model *)mc;
+    pthread_mutex_lock(&m->tok_lock);
+    if (!m->tok_tried) {
+        char prefix[1100];
+        snprintf(prefix, sizeof prefix, "%s: ", m->path);
+        if (tok_load(m->gguf, prefix, &m->tok, &m->tok_err) == TP_ERR_OUT_OF_MEMORY) m->tok = NULL;
+        else m->tok_tried = true; /* out of memory: tried again next time */
+    }
+    const tp_tokenizer *t = m->tok;
+    const tp_error why = m->tok_err;
+    pthread_mutex_unlock(&m->tok_lock);
+    if (!t) {
+        tp_error_set(err, why.status, "%s", why.message);
+        return why.status;
+    }
+    *out = t;
+    return TP_OK;
+}
+
+tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len, bool parse_special, int32_t *ids,
+                           int32_t max_ids, int32_t *n_ids, tp_error *err) {
+    const tp_tokenizer *t;
+    if (n_ids) *n_ids = 0;
+    const tp_status st = tp_text_get_tokenizer(m, &t, err);
+    if (st != TP_OK) return st;
+    return tp_tokenize(t, text, len, parse_special, ids, max_ids, n_ids, err);
 }
 
 /* One batch: tokens [i0, i0 + n) of the call, image rows from *img_row on; pos (NULL: next_pos + i on every
