@@ -115,14 +115,12 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
         }
         hp->expert_weights_scale = get_float(g, ARCH ".expert_weights_scale", 1.0f);
         bool norm = false;
-        if (tp_gguf_get_bool(g, ARCH ".expert_weights_norm", &norm) == TP_OK && norm) {
-            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: renormalised expert weights are not supported", path);
-            return TP_ERR_UNSUPPORTED;
-        }
-        int gating = get_int(g, ARCH ".expert_gating_func", 1);
-        if (gating != 0 && gating != 1) {
-            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: expert gating function %d is not supported (softmax only)",
-                         path, gating);
+        hp->expert_weights_norm = tp_gguf_get_bool(g, ARCH KEY_SFX_EXPERT_WEIGHTS_NORM, &norm) == TP_OK && norm;
+        hp->expert_gating = get_int(g, ARCH KEY_SFX_EXPERT_GATING_FUNC, TP_MOE_GATING_SOFTMAX);
+        if (!moe_gating_supported(hp->expert_gating)) {
+            tp_error_set(err, TP_ERR_UNSUPPORTED,
+                         "%s: expert gating function %d is not supported (1 softmax, 2 sigmoid)", path,
+                         hp->expert_gating);
             return TP_ERR_UNSUPPORTED;
         }
         int groups = get_int(g, ARCH ".expert_group_count", 1), groups_used = get_int(g, ARCH ".expert_group_used_count", groups);
@@ -196,14 +194,17 @@ tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp
             continue;
         }
         const int64_t E = hp->n_expert, F = hp->n_ff_exp;
-        ly->gate_inp = loadf(&L, C, E, 1, TN_FFN_GATE_INP, l);
-        ly->gate_exps = loadf(&L, C, F, E, TN_FFN_GATE_EXPS, l);
-        ly->up_exps = loadf(&L, C, F, E, TN_FFN_UP_EXPS, l);
-        ly->down_exps = loadf(&L, F, C, E, TN_FFN_DOWN_EXPS, l);
+        moe_weights *m = &ly->ffn_moe;
+        m->gate_inp = loadf(&L, C, E, 1, TN_FFN_GATE_INP, l);
+        if (weights_has_tensorf(g, TN_FFN_EXP_PROBS_B, l))
+            m->exp_probs_b = weights_loadf_f32(&L, E, 1, 1, 1, TN_FFN_EXP_PROBS_B, l);
+        m->gate_exps = loadf(&L, C, F, E, TN_FFN_GATE_EXPS, l);
+        m->up_exps = loadf(&L, C, F, E, TN_FFN_UP_EXPS, l);
+        m->down_exps = loadf(&L, F, C, E, TN_FFN_DOWN_EXPS, l);
         if (hp->n_ff_shexp > 0) {
-            ly->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_GATE_SHEXP, l);
-            ly->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_UP_SHEXP, l);
-            ly->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, TN_FFN_DOWN_SHEXP, l);
+            m->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_GATE_SHEXP, l);
+            m->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_UP_SHEXP, l);
+            m->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, TN_FFN_DOWN_SHEXP, l);
         }
     }
     if (L.failed) return err ? err->status : TP_ERR_FORMAT;
