@@ -12,6 +12,8 @@ engine.
   once over the prompt + our 32 tokens and asks that each token be the argmax of the row before it (by
   induction the same as the reference's generate(), which recomputes the sequence per token: minutes here);
 * the file's info (ids, widths) and the cache length: n_ctx tokens fit, one more is refused;
+* bad files (head_count_kv, key_length, kv_lora_rank against the tensors, gating function, yarn, group-limited
+  routing, a missing tensor) refused with the problem named;
 * quantised text files: cosine floors of the prompt logits against the reference, on the tiny models (64-wide
   rows: Q4_K falls back to Q5_0 there) and on ``wide_config`` models whose rows take Q4_K (text prompt).
   Measured (2-core x86, AVX-512): tiny small / base f16 0.999999 / 0.999801, q8_0 0.998929 / 0.995489,
@@ -170,3 +172,51 @@ def test_quantised_wide_text_cosine(ref, kind, tmp_path, record_property):
         record_property(f"wide_cosine_{kind}_{outtype}", c)
         print(f"wide {kind} {outtype}: prompt logits cosine {c:.6f}")
         assert c >= WIDE_COSINE[outtype], outtype
+
+
+def _copy_gguf(src: Path, dst: Path, keys: dict, drop: str | None = None) -> Path:
+    """src with some keys set (gguf value type, value) and one tensor left out."""
+    import gguf
+    from gguf import GGUFValueType as VT
+
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(str(dst), r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or k in keys:
+            continue
+        if f.types[0] == VT.ARRAY:
+            w.add_key_value(k, f.contents(), VT.ARRAY, sub_type=f.types[-1])
+        else:
+            w.add_key_value(k, f.contents(), f.types[0])
+    for k, (vt, v) in keys.items():
+        w.add_key_value(k, v, vt)
+    for t in r.tensors:
+        if t.name != drop:
+            w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def test_bad_files_are_refused_with_the_problem_named(tmp_path):
+    from gguf import GGUFValueType as VT
+
+    d = rv.get_vl2("small", config=rv.wide_config("small"))
+    src = convert(d, outtype="f16", outfile=tmp_path / "src.gguf", progress=False).outfile
+    TextModel(src)  # the untouched copy loads
+    cases = [
+        ({"deepseek2.attention.head_count_kv": (VT.UINT32, 2)}, None, "head_count_kv is 2"),
+        ({"deepseek2.attention.key_length": (VT.UINT32, 999)}, None, "key_length 999"),
+        ({"deepseek2.attention.kv_lora_rank": (VT.UINT32, 128)}, None, "attn_kv_a_mqa"),
+        ({"deepseek2.expert_gating_func": (VT.UINT32, 3)}, None, "gating function 3"),
+        ({"deepseek2.rope.scaling.type": (VT.STRING, "yarn")}, None, "rope scaling 'yarn'"),
+        ({"deepseek2.expert_group_count": (VT.UINT32, 4), "deepseek2.expert_group_used_count": (VT.UINT32, 2)}, None,
+         "group-limited"),
+        ({}, "blk.1.attn_k_b.weight", "blk.1.attn_k_b.weight"),
+    ]
+    for i, (keys, drop, want) in enumerate(cases):
+        f = _copy_gguf(src, tmp_path / f"bad{i}.gguf", keys, drop)
+        with pytest.raises(TilepassError, match=want.replace("(", r"\(")):
+            TextModel(f)
