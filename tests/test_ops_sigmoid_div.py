@@ -38,7 +38,8 @@ def test_sigmoid_special_values():
     assert got[0] == 1.0 and got[1] == 0.0 and np.isnan(got[2]) and got[3] == 0.5
 
 
-@pytest.mark.parametrize("b_shape", [(2, 5, 7), (2, 1, 7), (2, 5, 1), (1, 1, 1)], ids=["same", "bcast1", "bcast0", "scalar"])
+@pytest.mark.parametrize("b_shape", [(2, 5, 7), (2, 1, 7), (2, 5, 1), (1, 1, 1)],
+                         ids=["same", "bcast1", "bcast0", "scalar"])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_div_vs_torch(b_shape, n_threads):
     rng = np.random.default_rng(5)
@@ -59,7 +60,8 @@ def test_div_strided_and_errors():
     got = _run(ctx, lib.tp_div(ctx.ptr, ta, ctx.tensor(b.T.copy()))).reshape(9, 4)
     assert np.array_equal(got, (torch.from_numpy(a) / torch.from_numpy(b.T.copy())).numpy())
     ctx2 = Context()
-    assert lib.tp_div(ctx2.ptr, ctx2.tensor(np.ones((3, 4), np.float32)), ctx2.tensor(np.ones((2, 4), np.float32))) == ffi.NULL
+    ones34, ones24 = np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)
+    assert lib.tp_div(ctx2.ptr, ctx2.tensor(ones34), ctx2.tensor(ones24)) == ffi.NULL  # [4, 2] not broadcast to [4, 3]
     assert "tp_div" in ffi.string(lib.tp_context_error(ctx2.ptr)).decode()
     ctx3 = Context()
     assert lib.tp_sigmoid(ctx3.ptr, ctx3.tensor(np.ones((3, 4), np.float32), 1)) == ffi.NULL  # F16: refused

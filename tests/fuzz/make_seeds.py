@@ -226,7 +226,8 @@ def tiny_deepseek2_mla_text(path: Path) -> None:
         t.update({b + "attn_norm.weight": 1 + _t(rng, C, scale=0.05), b + "ffn_norm.weight": 1 + _t(rng, C, scale=0.05),
                   b + "attn_q_a.weight": _t(rng, QR, C), b + "attn_q_a_norm.weight": 1 + _t(rng, QR, scale=0.05),
                   b + "attn_q_b.weight": _t(rng, H * (NOPE + ROPE), QR),
-                  b + "attn_kv_a_mqa.weight": _t(rng, R + ROPE, C), b + "attn_kv_a_norm.weight": 1 + _t(rng, R, scale=0.05),
+                  b + "attn_kv_a_mqa.weight": _t(rng, R + ROPE, C),
+                  b + "attn_kv_a_norm.weight": 1 + _t(rng, R, scale=0.05),
                   b + "attn_k_b.weight": _t(rng, H, R, NOPE), b + "attn_v_b.weight": _t(rng, H, DV, R),
                   b + "attn_output.weight": _t(rng, C, H * DV)})
         if l == 0:
