@@ -23,7 +23,7 @@ from .prompts import IMAGE_TAG, Prompt, PromptError, check_pair, conventions_for
 from .tokenizer import Tokenizer
 
 DEFAULT_PROMPT = "<|grounding|>Convert the document to markdown."
-TEXT_ARCHS = ("deepseek2-ocr", "paddleocr")
+TEXT_ARCHS = ("deepseek2-ocr", "deepseek2", "paddleocr")
 VISION_ARCHS = ("clip",)
 
 

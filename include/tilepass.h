@@ -336,6 +336,7 @@ tp_tensor *tp_cpy(tp_context *ctx, tp_tensor *src, tp_tensor *dst);
 /* Element-wise with broadcasting of b over a (each b dim equals a's or is 1). Result shaped as a. */
 tp_tensor *tp_add(tp_context *ctx, tp_tensor *a, tp_tensor *b);
 tp_tensor *tp_mul(tp_context *ctx, tp_tensor *a, tp_tensor *b);
+tp_tensor *tp_div(tp_context *ctx, tp_tensor *a, tp_tensor *b); /* a / b (MoE weight renormalisation) */
 tp_tensor *tp_scale(tp_context *ctx, tp_tensor *a, float s);
 
 /* Activations, element-wise. */
@@ -343,6 +344,7 @@ tp_tensor *tp_gelu(tp_context *ctx, tp_tensor *a);       /* exact: x·Φ(x) with
 tp_tensor *tp_gelu_tanh(tp_context *ctx, tp_tensor *a);  /* tanh approximation */
 tp_tensor *tp_quick_gelu(tp_context *ctx, tp_tensor *a); /* x·σ(1.702x) */
 tp_tensor *tp_silu(tp_context *ctx, tp_tensor *a);       /* x·σ(x) */
+tp_tensor *tp_sigmoid(tp_context *ctx, tp_tensor *a);    /* σ(x) = 1/(1 + e^−x) (MoE sigmoid gating) */
 
 /* Normalisation over dim 0. w and b are [ne0] or NULL. */
 tp_tensor *tp_layer_norm(tp_context *ctx, tp_tensor *a, tp_tensor *w, tp_tensor *b, float eps);

@@ -17,6 +17,11 @@ typedef struct text_hparams {
     int n_expert, n_expert_used, n_expert_shared;
     int n_ff_exp, n_ff_shexp; /* routed / shared (all shared experts fused) widths; 0 when absent */
     float eps, rope_base, expert_weights_scale;
+    int expert_gating;         /* TP_MOE_GATING_SOFTMAX (1; 0 reads as 1) or TP_MOE_GATING_SIGMOID (2), llama.cpp's values */
+    bool expert_weights_norm;  /* the chosen experts' weights divided by their sum */
+    /* multi-head latent attention (deepseek2; 0 elsewhere): head_dim / head_dim_v are then the cached latent's
+     * widths (kv_lora + rope / kv_lora) and n_head_kv 1 */
+    int q_lora_rank, kv_lora_rank, rope_dim, head_dim_mla, head_dim_v_mla;
     int bos_id, eos_id, pad_id, image_token_id;
     int n_pos_axes;              /* position axes of the rope (1; M-RoPE: 3); 0 reads as 1 */
     int32_t rope_sections[4];    /* M-RoPE: rotation pairs per axis */
