@@ -750,6 +750,110 @@ tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len,
                            int32_t max_ids, int32_t *n_ids, tp_error *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * Generation policy: what happens between a logits row and the next token, in C (native/generate/):
+ *   - the no-repeat n-gram rule: with history h (the ids accepted so far), n-gram size n and window W, token t
+ *     is banned as the next one when some n-gram h[i..i+n) lying inside the last W ids of h (W = 0: anywhere)
+ *     has h[i..i+n-1) equal to the last n-1 ids of h and h[i+n-1] = t; whitelisted ids are never banned. This is
+ *     transformers' NoRepeatNGramLogitsProcessor (W = 0, the prompt accepted too: TP_NO_REPEAT_ALL),
+ *     UnlimitedOcrSlidingWindowNoRepeatNgramLogitsProcessor (W > 0) and DeepSeek-OCR's vLLM runner (n 30, W 90,
+ *     whitelist <td> </td>, generated ids only: TP_NO_REPEAT_GENERATED). Each step costs O(min(W, history))
+ *     (rolling hashes of the (n-1)-grams, every hash hit checked id by id);
+ *   - sampling, in transformers' order: the ban (logits set to -INFINITY), temperature, top-k (every token
+ *     whose scaled logit is >= the k-th largest is kept, ties included), top-p (tokens in ascending order of
+ *     logit, ties by ascending id; those whose cumulative probability is <= 1 - top_p are dropped, the most
+ *     likely always kept), then a draw from the softmax of what is left. temperature 0 is greedy: the first
+ *     maximum (as torch.argmax). The draws come from xoshiro256** seeded by splitmix64(seed): the same seed
+ *     gives the same stream on every platform (the tokens too, but for last-bit differences of the C
+ *     library's exp at a probability boundary);
+ *   - stop rules (tp_stop): EOS ids, a count of new tokens, stop strings matched over the detokenised stream.
+ * A sampler or a stop object is one sequence: one thread at a time; no global state.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tp_no_repeat_scope {
+    TP_NO_REPEAT_GENERATED = 0, /* only the generated ids count (tp_sampler_accept_prompt ignores the prompt) */
+    TP_NO_REPEAT_ALL = 1        /* the prompt ids count too (transformers) */
+} tp_no_repeat_scope;
+
+typedef struct tp_sampler_params {
+    int32_t n_vocab;             /* the length of a logits row, > 0 (0 in the defaults: must be set) */
+    float temperature;           /* 0: greedy; else finite > 0 (0) */
+    int32_t top_k;               /* 0: off (0) */
+    float top_p;                 /* in (0, 1]; 1: off (1) */
+    uint64_t seed;               /* of the draws (0) */
+    int32_t no_repeat_ngram;     /* n of the no-repeat rule; 0: off (30) */
+    int32_t no_repeat_window;    /* W; 0: the whole history (90) */
+    int no_repeat_scope;         /* a tp_no_repeat_scope (TP_NO_REPEAT_GENERATED) */
+    const int32_t *no_repeat_whitelist; /* ids never banned, copied at create; ids >= n_vocab ignored (NULL) */
+    int32_t n_no_repeat_whitelist;      /* (0) */
+} tp_sampler_params;
+
+typedef struct tp_sampler tp_sampler;
+
+/* The values in parentheses above (DeepSeek-OCR's runner, less its <td> </td> whitelist, which is the
+ * vocabulary's: give it). */
+tp_sampler_params tp_sampler_default_params(void);
+/* A sampler with an empty history. Parameters out of range: TP_ERR_INVALID_ARGUMENT naming the field. */
+tp_status tp_sampler_create(const tp_sampler_params *params, tp_sampler **out, tp_error *err);
+/* NULL is ignored. */
+void tp_sampler_free(tp_sampler *s);
+/* Empty the history and restart the draws from the seed (a new sequence). NULL is ignored. */
+void tp_sampler_reset(tp_sampler *s);
+/* Append an id (a token chosen, 0 <= id < n_vocab) to the history the no-repeat rule looks at. */
+tp_status tp_sampler_accept(tp_sampler *s, int32_t id, tp_error *err);
+/* Append the prompt's ids when the scope is TP_NO_REPEAT_ALL (ids outside 0..n_vocab-1 are skipped: image
+ * placeholders); nothing with TP_NO_REPEAT_GENERATED. */
+tp_status tp_sampler_accept_prompt(tp_sampler *s, const int32_t *ids, int32_t n, tp_error *err);
+/* The number of ids in the history. */
+int64_t tp_sampler_n_history(const tp_sampler *s);
+/* The ids the no-repeat rule bans as the next token, ascending: up to cap written to out, *n the count (out
+ * NULL with cap 0: a size query). */
+tp_status tp_sampler_banned(tp_sampler *s, int32_t *out, int32_t cap, int32_t *n, tp_error *err);
+/* The next token from a row of n_vocab logits (n_vocab must equal the params'). logits is modified in place:
+ * the banned tokens' entries become -INFINITY, nothing else changes. *id is the token, or -1 when no token is
+ * left (every logit -INFINITY or NaN: NaN entries are never chosen). The id is NOT accepted: call
+ * tp_sampler_accept with the token kept. */
+tp_status tp_sampler_sample(tp_sampler *s, float *logits, int32_t n_vocab, int32_t *id, tp_error *err);
+/* What sampling sees, for inspection: logits in place become the ban applied, divided by the temperature (when
+ * > 0), with the tokens top-k / top-p drop set to -INFINITY (transformers' warpers' scores). Greedy params:
+ * only the ban. */
+tp_status tp_sampler_filter(tp_sampler *s, float *logits, int32_t n_vocab, tp_error *err);
+
+typedef enum tp_stop_reason {
+    TP_STOP_NONE = 0,   /* go on */
+    TP_STOP_EOS = 1,    /* the id is an EOS id (not counted, not detokenised) */
+    TP_STOP_LENGTH = 2, /* the id is the max_new_tokens-th */
+    TP_STOP_STRING = 3  /* a stop string completed: the text stops before it */
+} tp_stop_reason;
+
+typedef struct tp_stop_params {
+    const int32_t *eos_ids;            /* copied at create (NULL) */
+    int32_t n_eos;                     /* (0) */
+    int32_t max_new_tokens;            /* 0: no limit (0) */
+    const char *const *stop_strings;   /* NUL-terminated, non-empty, copied; need a tokenizer (NULL) */
+    int32_t n_stop_strings;            /* (0) */
+    bool skip_special;                 /* the detokenizer leaves special tokens out of the text (false) */
+} tp_stop_params;
+
+typedef struct tp_stop tp_stop;
+
+tp_stop_params tp_stop_default_params(void);
+/* t (which must outlive the object) detokenises the stream; NULL: no text (no stop strings allowed). */
+tp_status tp_stop_create(const tp_tokenizer *t, const tp_stop_params *params, tp_stop **out, tp_error *err);
+void tp_stop_free(tp_stop *s);
+/* A new sequence (count, text, stop state cleared). NULL is ignored. */
+void tp_stop_reset(tp_stop *s);
+/* Feed one generated id. *reason says whether to stop; *text / *len the text that is final now: whole UTF-8
+ * characters, less a tail that could begin a stop string (held back until it cannot, or given by
+ * tp_stop_flush); on TP_STOP_STRING the text before the stop string (the rest is dropped). The bytes are owned
+ * by the object, NUL-terminated, valid until its next call. A push after a stop: TP_ERR_INVALID_ARGUMENT. */
+tp_status tp_stop_push(tp_stop *s, int32_t id, int *reason, const char **text, size_t *len, tp_error *err);
+/* The end of the sequence (a stop other than TP_STOP_STRING, or the caller's own): the held-back text and the
+ * detokenizer's remainder (an incomplete character as U+FFFD). Empty after TP_STOP_STRING. */
+tp_status tp_stop_flush(tp_stop *s, const char **text, size_t *len, tp_error *err);
+/* The ids counted so far (EOS not included). */
+int32_t tp_stop_n_tokens(const tp_stop *s);
+
+/* ---------------------------------------------------------------------------------------------
  * Images as RGB bytes (no Python needed): an image becomes a page's views exactly as the models'
  * reference pipelines make them with Pillow, pixel for pixel:
  *   - the whole-image view, by `fit`: TP_FIT_STRETCH resizes to view_size × view_size (aspect ratio not
