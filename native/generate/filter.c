@@ -6,13 +6,61 @@
 
 #include <math.h>
 #include <stdlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* Blocks of 64 reduced to their maximum (SSE2 where the target has it: maxps(x, m) is x > m ? x : m, so NaN
+ * never wins; else 16 independent scalar lanes), the first block holding the largest value remembered, then the
+ * first equal entry looked for from there. */
+#define ARGMAX_BLOCK 64
+#define ARGMAX_LANES 16
+static float block_max(const float *x) {
+#if defined(__SSE2__)
+    __m128 m0 = _mm_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    for (int k = 0; k < ARGMAX_BLOCK; k += 16) {
+        m0 = _mm_max_ps(_mm_loadu_ps(x + k), m0);
+        m1 = _mm_max_ps(_mm_loadu_ps(x + k + 4), m1);
+        m2 = _mm_max_ps(_mm_loadu_ps(x + k + 8), m2);
+        m3 = _mm_max_ps(_mm_loadu_ps(x + k + 12), m3);
+    }
+    float m[ARGMAX_LANES];
+    _mm_storeu_ps(m, m0);
+    _mm_storeu_ps(m + 4, m1);
+    _mm_storeu_ps(m + 8, m2);
+    _mm_storeu_ps(m + 12, m3);
+#else
+    float m[ARGMAX_LANES];
+    for (int j = 0; j < ARGMAX_LANES; j++) m[j] = -INFINITY;
+    for (int k = 0; k < ARGMAX_BLOCK; k += ARGMAX_LANES)
+        for (int j = 0; j < ARGMAX_LANES; j++) {
+            const float v = x[k + j];
+            m[j] = v > m[j] ? v : m[j]; /* NaN never wins */
+        }
+#endif
+    float bm = -INFINITY;
+    for (int j = 0; j < ARGMAX_LANES; j++) bm = m[j] > bm ? m[j] : bm;
+    return bm;
+}
 
 int32_t tp_argmax_first(const float *x, int32_t n) {
-    float m = -INFINITY;
-    for (int32_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m; /* NaN never wins */
-    if (m == -INFINITY) return -1;
-    for (int32_t i = 0; i < n; i++)
-        if (x[i] == m) return i;
+    float best = -INFINITY;
+    int32_t best_at = -1, i = 0;
+    for (; i + ARGMAX_BLOCK <= n; i += ARGMAX_BLOCK) {
+        const float bm = block_max(x + i);
+        if (bm > best) {
+            best = bm;
+            best_at = i;
+        }
+    }
+    for (; i < n; i++)
+        if (x[i] > best) {
+            best = x[i];
+            best_at = i;
+        }
+    if (best_at < 0) return -1;
+    for (int32_t j = best_at; j < n; j++)
+        if (x[j] == best) return j;
     return -1;
 }
 
