@@ -810,8 +810,9 @@ int64_t tp_sampler_n_history(const tp_sampler *s);
 tp_status tp_sampler_banned(tp_sampler *s, int32_t *out, int32_t cap, int32_t *n, tp_error *err);
 /* The next token from a row of n_vocab logits (n_vocab must equal the params'). logits is modified in place:
  * the banned tokens' entries become -INFINITY, nothing else changes. *id is the token, or -1 when no token is
- * left (every logit -INFINITY or NaN: NaN entries are never chosen). The id is NOT accepted: call
- * tp_sampler_accept with the token kept. */
+ * left (every logit -INFINITY or NaN: NaN entries are never chosen). When sampling, +INFINITY logits (or logits
+ * that overflow when divided by the temperature) leave only those tokens, equally likely. The id is NOT
+ * accepted: call tp_sampler_accept with the token kept. */
 tp_status tp_sampler_sample(tp_sampler *s, float *logits, int32_t n_vocab, int32_t *id, tp_error *err);
 /* What sampling sees, for inspection: logits in place become the ban applied, divided by the temperature (when
  * > 0), with the tokens top-k / top-p drop set to -INFINITY (transformers' warpers' scores). Greedy params:
@@ -844,7 +845,8 @@ void tp_stop_free(tp_stop *s);
 void tp_stop_reset(tp_stop *s);
 /* Feed one generated id. *reason says whether to stop; *text / *len the text that is final now: whole UTF-8
  * characters, less a tail that could begin a stop string (held back until it cannot, or given by
- * tp_stop_flush); on TP_STOP_STRING the text before the stop string (the rest is dropped). The bytes are owned
+ * tp_stop_flush); on TP_STOP_STRING the text before the stop string (the rest is dropped). Stop strings are matched
+ * as bytes over the text of whole characters. The bytes are owned
  * by the object, NUL-terminated, valid until its next call. A push after a stop: TP_ERR_INVALID_ARGUMENT. */
 tp_status tp_stop_push(tp_stop *s, int32_t id, int *reason, const char **text, size_t *len, tp_error *err);
 /* The end of the sequence (a stop other than TP_STOP_STRING, or the caller's own): the held-back text and the

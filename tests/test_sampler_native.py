@@ -154,6 +154,13 @@ def test_greedy_is_first_argmax():
     assert s.sample(np.full(4, -np.inf, np.float32)) == -1
     assert s.sample(np.array([np.nan, 1.0, np.nan, 1.0], np.float32)) == 1
     assert s.sample(np.array([np.nan] * 4, np.float32)) == -1
+    assert s.sample(np.array([1.0, np.inf, 2.0, np.inf], np.float32)) == 1  # torch.argmax: the first +inf
+    t = NativeSampler(4, temperature=1.0, seed=3, ngram=0)
+    draws = {t.sample(np.array([1.0, np.inf, 2.0, np.inf], np.float32)) for _ in range(200)}
+    assert draws == {1, 3}  # +inf tokens only, both drawn
+    big = NativeSampler(4, ngram=2**31 - 1, window=2**31 - 1)  # created at once (no n-step set-up)
+    big.accept(2)
+    assert big.banned().size == 0
 
 
 # ---- temperature, top-k, top-p ----

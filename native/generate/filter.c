@@ -145,15 +145,27 @@ static int32_t top_p(tp_filter_work *w, int32_t c, float p) {
 int32_t tp_filter_candidates(const float *logits, int32_t n, float temperature, int32_t top_k, float top_pv,
                              tp_filter_work *w) {
     int32_t c = 0;
+    bool pos_inf = false;
     const float t = temperature > 0.0f ? temperature : 1.0f;
     for (int32_t i = 0; i < n; i++) {
         const float v = logits[i] / t;
         if (isnan(v) || v == -INFINITY) continue;
+        pos_inf |= v == INFINITY;
         w->val[c] = v;
         w->idx[c] = i;
         c++;
     }
     if (c == 0) return 0;
+    if (pos_inf) { /* +inf (or a logit / temperature overflowing): those tokens only, equally likely */
+        int32_t k = 0;
+        for (int32_t j = 0; j < c; j++)
+            if (w->val[j] == INFINITY) {
+                w->val[k] = 0.0f;
+                w->idx[k] = w->idx[j];
+                k++;
+            }
+        return k;
+    }
     if (top_k > 0 && top_k < c) {
         for (int32_t j = 0; j < c; j++) w->tmp[j] = w->val[j];
         const float kth = select_kth(w->tmp, c, c - top_k);

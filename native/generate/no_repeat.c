@@ -23,8 +23,10 @@ tp_status tp_no_repeat_init(tp_no_repeat *nr, int32_t ngram, int32_t window, int
     nr->window = window;
     nr->n_vocab = n_vocab;
     nr->whitelist = whitelist;
-    nr->pow_m = 1;
-    for (int32_t k = 0; k + 1 < ngram; k++) nr->pow_m *= HASH_B;
+    nr->pow_m = 1; /* B^(ngram - 1) by squaring */
+    uint64_t b = HASH_B;
+    for (uint32_t e = ngram > 0 ? (uint32_t)(ngram - 1) : 0; e; e >>= 1, b *= b)
+        if (e & 1) nr->pow_m *= b;
     nr->cap = 256;
     nr->hist = malloc((size_t)nr->cap * sizeof(*nr->hist));
     nr->pre = malloc((size_t)(nr->cap + 1) * sizeof(*nr->pre));
@@ -113,14 +115,15 @@ tp_status tp_no_repeat_banned(tp_no_repeat *nr, const int32_t **ids, int32_t *n,
             memset(nr->stamp, 0, (size_t)nr->n_vocab * sizeof(*nr->stamp));
             nr->cur = 1;
         }
-        const int32_t m = (int32_t)(ng - 1), cur = (int32_t)nr->cur;
+        const int32_t m = (int32_t)(ng - 1);
+        const uint32_t cur = nr->cur;
         const int32_t *h = nr->hist, *suffix = h + (L - m);
         const uint64_t q = span_hash(nr, L - m, m);
         for (int64_t i = s0; i <= L - ng; i++) {
             const int32_t t = h[i + m];
-            if (nr->stamp[t] == (uint32_t)cur || nr->whitelist[t]) continue;
+            if (nr->stamp[t] == cur || nr->whitelist[t]) continue;
             if (m > 0 && (span_hash(nr, i, m) != q || memcmp(h + i, suffix, (size_t)m * sizeof(*h)) != 0)) continue;
-            nr->stamp[t] = (uint32_t)cur;
+            nr->stamp[t] = cur;
             nr->ban[nr->n_ban++] = t;
         }
         if (nr->n_ban > 1) qsort(nr->ban, (size_t)nr->n_ban, sizeof(*nr->ban), cmp_i32);

@@ -130,10 +130,13 @@ void tp_sampler_reset(tp_sampler *s) {
 }
 
 tp_status tp_sampler_accept(tp_sampler *s, int32_t id, tp_error *err) {
-    if (!s || id < 0 || id >= s->p.n_vocab) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_sampler_accept: %s", !s ? "sampler is NULL" : "id out of range");
-        if (s) tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_sampler_accept: id %d is out of range 0..%d", (int)id,
-                            (int)s->p.n_vocab - 1);
+    if (!s) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_sampler_accept: sampler is NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    if (id < 0 || id >= s->p.n_vocab) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_sampler_accept: id %d is out of range 0..%d", (int)id,
+                     (int)s->p.n_vocab - 1);
         return TP_ERR_INVALID_ARGUMENT;
     }
     return tp_no_repeat_push(&s->nr, id, err);
