@@ -50,6 +50,14 @@ class NativeSampler:
         self._s = ffi.gc(out[0], lib.tp_sampler_free)
         self.n_vocab = int(n_vocab)
 
+    @classmethod
+    def from_policy(cls, n_vocab: int, sampling: Any, no_repeat: Any) -> "NativeSampler":
+        """From encoder.generate's Sampling (temperature, top_k, top_p, seed) and NoRepeat (ngram, window,
+        whitelist, scope) objects."""
+        return cls(n_vocab, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                   seed=sampling.seed, ngram=no_repeat.ngram, window=no_repeat.window,
+                   whitelist=sorted(no_repeat.whitelist), scope=no_repeat.scope)
+
     def reset(self) -> None:
         lib.tp_sampler_reset(self._s)
 

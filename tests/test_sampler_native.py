@@ -134,6 +134,20 @@ def test_ban_on_the_deepseek_vocabulary():
     assert s.n_history == 0 and s.banned().size == 0
 
 
+def test_from_the_python_policy_objects():
+    """generate.NoRepeat's defaults (n 30, W 90, <td> </td>, generated ids) give the runner's rule."""
+    s = NativeSampler.from_policy(DEEPSEEK_VOCAB, gen.Sampling(), gen.NoRepeat())
+    row = [TD_IDS[0], 11, TD_IDS[1], 12, 13]
+    s.accept_prompt([1, 2, 3])
+    for end in (124, 125):  # the next id: 13 (banned), then <td> (whitelisted)
+        ids = (row * 30)[:end]
+        s.reset()
+        for t in ids:
+            s.accept(t)
+        assert s.n_history == len(ids)
+        assert s.banned().tolist() == sorted(vllm_banned(ids, 30, 90, set(TD_IDS))) == ([13] if end == 124 else [])
+
+
 # ---- greedy ----
 
 def test_greedy_is_first_argmax():
