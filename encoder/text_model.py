@@ -43,6 +43,7 @@ class TextModel:
                  cpu_path: int = -1, kv_type: str | None = None, abort: "Callable[[], bool] | Interrupt | None" = None) -> None:
         if (kv_type or "auto") not in self.KV_TYPES:
             raise ValueError(f"kv_type must be one of {sorted(self.KV_TYPES)} (got {kv_type!r})")
+        self.path = Path(path)
         params = ffi.new("tp_text_params *", lib.tp_text_default_params())
         params.n_threads = n_threads
         params.cpu_path = cpu_path
