@@ -676,6 +676,8 @@ typedef struct tp_text_seq tp_text_seq;
 tp_status tp_text_seq_create(tp_text_model *m, int32_t n_ctx, tp_text_seq **out, tp_error *err);
 /* NULL is ignored. Must not overlap a call that uses the sequence. */
 void tp_text_seq_free(tp_text_seq *s);
+/* The bytes of the KV cache of a sequence of n_ctx tokens (0: the model's n_ctx) of this model; 0 for NULL. */
+size_t tp_text_seq_bytes(const tp_text_model *m, int32_t n_ctx);
 /* Forget its tokens (empty KV cache); waits for a call in progress on it. */
 void tp_text_seq_reset(tp_text_seq *s);
 /* Tokens in its KV cache, and the cache's length. */

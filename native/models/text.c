@@ -158,6 +158,13 @@ tp_status tp_text_seq_create(tp_text_model *m, int32_t n_ctx, tp_text_seq **out,
     return TP_OK;
 }
 
+size_t tp_text_seq_bytes(const tp_text_model *m, int32_t n_ctx) {
+    if (!m || n_ctx < 0) return 0;
+    const int64_t n = n_ctx > 0 ? n_ctx : m->n_ctx;
+    return (size_t)m->hp.n_layer * (cache_bytes(m->kv_type, m->hp.head_dim, m->hp.n_head_kv, n) +
+                                     cache_bytes(m->kv_type, m->hp.head_dim_v, m->hp.n_head_kv, n));
+}
+
 void tp_text_seq_reset(tp_text_seq *s) {
     if (!s) return;
     pthread_mutex_lock(&s->busy); /* after an eval in progress on another thread */
