@@ -8,7 +8,7 @@ PDF, a directory or a glob among them and -o, the run writes the document layout
 directory -o names and records what it did in OUTDIR/.tilepass-manifest.json (manifest.py): the same command
 run again does only the pages not done (a changed model or setting is refused unless --force).
 
-The images are encoded --images-per-pass at a time (default 4, at least --parallel) in one pass of the vision
+The images are encoded --images-per-pass at a time (default 4, or --parallel if larger) in one pass of the vision
 model, then the pages of that pass are decoded, up to --parallel together (each its own KV cache, one decoder
 pass per token for all; outputs still written in page order); a pass's compute buffer grows with its pages. Only the
 result goes to stdout (or to -o); progress, timings, warnings and errors go to stderr.
@@ -175,16 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (one image), or directory (several images: OUT/NAME.md or .json; PDFs, "
                         "directories, globs: OUT/NAME.md, OUT/NAME.json, OUT/NAME/page-0001.md ..., "
                         "OUT/NAME/figures/, resumable)")
-    p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=4, metavar="N",
-                   help="images encoded together in one pass of the vision encoder, then decoded in turn before the "
-                        "next pass (default 4: a gundam page needs ~0.6 GB of compute buffer in its pass; 0: all)")
+    p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=None, metavar="N",
+                   help="images encoded together in one pass of the vision encoder, then decoded (up to --parallel "
+                        "together) before the next pass (default 4, or --parallel if larger: a gundam page needs "
+                        "~0.6 GB of compute buffer in its pass; 0: all)")
     p.add_argument("--parallel", type=_positive_int("--parallel", 0), default=0, metavar="N",
                    help="pages decoded together, each its own KV cache, one decoder pass per token for all of them "
                         "(the weights are read once per step for all pages: several times the pages per hour of "
                         "one at a time; each page's greedy text is the same). Default 0 = auto: 2 per CPU core, at "
                         "most 8, and no more KV caches than a quarter of the available memory holds; 1: one page at "
-                        "a time. --stream decodes one page at a time. A pass of --images-per-pass holds at least N "
-                        "pages")
+                        "a time, as before. --stream decodes one page at a time. Pages decode together within a pass "
+                        "of --images-per-pass")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--json", action="store_true",
                    help="JSON: text, grounding boxes in pixels of the original image, timings, token counts")
@@ -710,7 +711,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     parallel = _parallel(args, pipe, threads)
     if parallel > 1:
         rep.info(f"decoding up to {parallel} pages together (--parallel{' auto' if not args.parallel else ''})")
-    per_pass = max(args.images_per_pass, parallel) if args.images_per_pass else max(1, len(tasks))
+    per_pass = max(4, parallel) if args.images_per_pass is None else args.images_per_pass or max(1, len(tasks))
     loader = PageLoader(args.dpi) if found.document_mode else None
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
