@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-ORDER = ["bench_kernels", "bench_attention", "bench_vision", "bench_text", "bench_e2e", "bench_convert"]
+ORDER = ["bench_kernels", "bench_attention", "bench_vision", "bench_text", "bench_decode_batch", "bench_e2e", "bench_convert"]
 
 
 def main() -> int:
