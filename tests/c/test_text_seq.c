@@ -2,7 +2,7 @@
  * would use them, on the tiny llama.cpp-written text file of ../shared/fixtures (TP_FIXTURES overrides; a
  * missing fixture is a failure):
  *   1. create / free cycles in every order (a sequence freed after its model included: no leak, no
- *      use-after-free under ASan), n_ctx 0 meaning the model's;
+ *      use-after-free under ASan), n_ctx 0 meaning the model's, tp_text_seq_bytes;
  *   2. three sequences of different prompt lengths in one call, prefill then decode steps, give the logits of
  *      each sequence evaluated alone on the model's built-in sequence, and the right n_past each;
  *   3. refused calls append nothing to ANY sequence: a sequence of another model, one sequence twice, a bad id
@@ -72,6 +72,9 @@ static void test_create_free(const char *path) {
             CHECK(tp_text_seq_create(m, i == 0 ? 0 : 16 * i, &s[i], &err) == TP_OK && s[i], "sequence created");
         CHECK(tp_text_seq_n_ctx(s[0]) == info.n_ctx && tp_text_seq_n_ctx(s[2]) == 32, "n_ctx 0 = the model's");
         CHECK(tp_text_seq_n_past(s[1]) == 0, "a new sequence is empty");
+        CHECK(tp_text_seq_bytes(m, 32) > 0 && tp_text_seq_bytes(m, 32) * 2 == tp_text_seq_bytes(m, 64) &&
+                  tp_text_seq_bytes(m, 0) == tp_text_seq_bytes(m, info.n_ctx),
+              "tp_text_seq_bytes grows with n_ctx, 0 meaning the model's");
         for (int i = 0; i < 4; i++) tp_text_seq_free(s[(i + cycle) % 4]); /* any order */
     }
     CHECK(tp_text_seq_create(m, -1, &s[0], &err) == TP_ERR_INVALID_ARGUMENT && strstr(err.message, "n_ctx"),
@@ -79,7 +82,9 @@ static void test_create_free(const char *path) {
     CHECK(tp_text_seq_create(NULL, 0, &s[0], &err) == TP_ERR_INVALID_ARGUMENT, "a NULL model is refused");
     tp_text_seq_free(NULL);
     tp_text_seq_reset(NULL);
-    CHECK(tp_text_seq_n_past(NULL) == 0 && tp_text_seq_n_ctx(NULL) == 0, "NULL getters answer 0");
+    CHECK(tp_text_seq_n_past(NULL) == 0 && tp_text_seq_n_ctx(NULL) == 0 && tp_text_seq_bytes(NULL, 0) == 0 &&
+              tp_text_seq_bytes(m, -1) == 0,
+          "NULL getters answer 0");
     /* a sequence may outlive its model's handle only to be freed */
     CHECK(tp_text_seq_create(m, 8, &s[0], &err) == TP_OK, "sequence created");
     const int32_t ids[3] = {0, 5, 6};
