@@ -2,8 +2,8 @@
 of both text families, F32:
 
 * DeepSeek-OCR (UnlimitedOcr: MoE with shared experts, plain MHA, NeoX rope) with 1..8 sequences of different
-  prompt lengths (0..64 image rows), and PaddleOCR-VL (ERNIE: dense, GQA, 3-D M-RoPE positions) with 1..4
-  prompts of images of different sizes and tasks;
+  prompt lengths (0..64 image rows), and PaddleOCR-VL (ERNIE: dense, GQA, 3-D M-RoPE positions) with 1, 2, 5
+  and 8 prompts of images of different sizes (or none) and tasks;
 * prompts are prefilled together (several per graph, split across graphs by a small n_batch), the last
   sequence joining later in the same call as the others' decode steps, then all decode one token per call,
   each finishing after its own number of tokens;
@@ -38,10 +38,18 @@ class Prompt:
         self.ref_logits = ref_logits
         self.ref_greedy = list(ref_greedy)
         self.n_new = n_new
+        self.alone: tuple | None = None
 
 
 def alone(m: TextModel, p: Prompt) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """The sequence evaluated by itself on the model's built-in sequence: prompt logits, step logits, tokens."""
+    """The sequence evaluated by itself on the model's built-in sequence: prompt logits, step logits, tokens
+    (once per prompt: kept on it)."""
+    if p.alone is None:
+        p.alone = _alone(m, p)
+    return p.alone
+
+
+def _alone(m: TextModel, p: Prompt) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
     m.reset()
     logits = m.eval(p.ids, p.embd, all_logits=True, pos=p.pos)
     steps, toks, last = [], [], logits[-1]
@@ -193,7 +201,8 @@ def test_abort_appends_nothing(deepseek):
 # ---------------------------------------------------------------------------------------------
 
 PADDLE_PROMPTS = (((700, 980), "OCR:", 12), ((300, 200), "Table Recognition:", 4), (None, "OCR:", 9),
-                  ((460, 520), "Formula Recognition:", 7))
+                  ((460, 520), "Formula Recognition:", 7), (None, "Table Recognition:", 6),
+                  ((200, 300), "OCR:", 12), ((150, 900), "Chart Recognition:", 3), ((640, 360), "Chart Recognition:", 10))
 
 
 @pytest.fixture(scope="module")
@@ -214,13 +223,13 @@ def paddle(tmp_path_factory):
         embd = ref.features.images[0].projected if images else None
         prompts.append(Prompt(ref.input_ids, embd, np.asarray(ref.position_ids, np.int32), ref.logits, ref.greedy,
                               n_new))
-    assert len({len(p.ids) for p in prompts}) == len(prompts)
+    assert len({len(p.ids) for p in prompts}) >= len(prompts) - 2  # small images scale up to the same size
     m_alone = TextModel(path, n_threads=2, n_ctx=2048)
     m_batch = TextModel(path, n_threads=2, n_ctx=2048, n_batch=64)
     return m_alone, m_batch, prompts
 
 
-@pytest.mark.parametrize("n_seq", range(1, len(PADDLE_PROMPTS) + 1))
+@pytest.mark.parametrize("n_seq", (1, 2, 5, 8))  # a prompt's logits are 300 x 103,424 floats: not every count
 def test_paddleocr_batched_equals_alone_and_transformers(paddle, n_seq):
     m_alone, m_batch, prompts = paddle
     check(m_alone, m_batch, prompts[:n_seq])
