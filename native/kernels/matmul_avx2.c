@@ -133,6 +133,33 @@ static inline int hsum_i32_256(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+void tp_mm_qdot4_q8_0_avx2(const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t x_stride,
+                           int64_t k, float *out, int64_t ldo) {
+    const tp_block_q8a *x0 = x, *x1 = x + x_stride, *x2 = x + 2 * x_stride, *x3 = x + 3 * x_stride;
+    for (int64_t r = 0; r < nrows; r++) {
+        const tp_block_q8_0 *w = (const tp_block_q8_0 *)((const char *)A + (size_t)r * lda);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < k / TP_QK; i++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)w[i].qs);
+            const __m256i aw = _mm256_sign_epi8(wv, wv);
+            const float dw = h2f(w[i].d);
+#define TP_QDOT4_STEP(acc, xt)                                                                                     \
+    acc = _mm256_fmadd_ps(                                                                                         \
+        _mm256_cvtepi32_ps(dot_u8s8_256(aw, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xt[i].qs), wv))), \
+        _mm256_set1_ps(dw * xt[i].d), acc)
+            TP_QDOT4_STEP(a0, x0);
+            TP_QDOT4_STEP(a1, x1);
+            TP_QDOT4_STEP(a2, x2);
+            TP_QDOT4_STEP(a3, x3);
+#undef TP_QDOT4_STEP
+        }
+        out[r] = hsum256(a0);
+        out[ldo + r] = hsum256(a1);
+        out[2 * ldo + r] = hsum256(a2);
+        out[3 * ldo + r] = hsum256(a3);
+    }
+}
+
 void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
                      int64_t k, float *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
