@@ -538,7 +538,9 @@ static tp_status eval_entries(tp_text_model *m, const tp_text_batch_entry *entri
         if (batch) snprintf(who, sizeof who, "entry %d: ", (int)i);
         es[i].e = &entries[i];
         es[i].seq = entries[i].seq ? entries[i].seq : m->seq0;
-        if (es[i].seq->model != m) {
+        const tp_text_seq *sq = es[i].seq;
+        if (sq->model != m || sq->n_layer != m->hp.n_layer || sq->kv_type != m->kv_type ||
+            sq->head_dim != m->hp.head_dim || sq->head_dim_v != m->hp.head_dim_v || sq->n_head_kv != m->hp.n_head_kv) {
             st = TP_ERR_INVALID_ARGUMENT;
             tp_error_set(err, st, "%s: %sthe sequence belongs to another model", fn, who);
             break;
