@@ -34,18 +34,21 @@
  *     tp_vision_trim take turns on the model's lock (each encode uses the model's whole pool); the getters
  *     (tp_vision_get_info, tp_vision_mode_name, tp_vision_preprocess_params, tp_vision_page_n_tokens,
  *     tp_vision_last_compute_bytes) may be called from any thread at any time.
- *   - tp_text_model: holds ONE sequence (its KV cache), so it is not shared silently: a tp_text_eval /
- *     tp_text_eval_pos that starts while another call on the same model is running fails at once with
- *     TP_ERR_INVALID_ARGUMENT, "model in use by another thread", and changes nothing; tp_text_reset waits
- *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info,
- *     tp_text_token_bytes, tp_text_get_tokenizer and tp_text_tokenize may be called from any thread at any
- *     time. One model per sequence (per thread), or take turns under your own lock.
+ *   - tp_text_model: holds a built-in sequence (tp_text_eval, tp_text_reset, tp_text_n_past) and may have
+ *     more (tp_text_seq_create), each with its own KV cache. A sequence takes one call at a time: an eval
+ *     (tp_text_eval, tp_text_eval_pos, tp_text_eval_batch) that needs a sequence another call is using fails
+ *     at once with TP_ERR_INVALID_ARGUMENT, "in use by another thread" ("model in use by another thread" for
+ *     the built-in one), and changes nothing. Evals of different sequences of one model may be called from
+ *     different threads: their computations take turns on the model's lock (one pool). tp_text_reset /
+ *     tp_text_seq_reset wait for a call in progress on that sequence, then empty it; tp_text_n_past,
+ *     tp_text_seq_n_past, tp_text_seq_n_ctx, tp_text_get_info, tp_text_token_bytes, tp_text_get_tokenizer
+ *     and tp_text_tokenize may be called from any thread at any time. tp_text_seq_create may be called from any thread.
  *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
  *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
- *     tp_text_eval), between graph nodes.
+ *     tp_text_eval, tp_text_eval_batch), between graph nodes.
  *
  * Memory-mapped files. A GGUF file is mapped read-only (PROT_READ, MAP_PRIVATE) from tp_gguf_open /
  * tp_*_load until tp_gguf_close / tp_*_free; matrices are read from the mapping at every computation.
@@ -602,9 +605,10 @@ size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
 void tp_vision_trim(tp_vision_model *m);
 
 /* ---------------------------------------------------------------------------------------------
- * Text models (a "text" GGUF; general.architecture names the family). One model holds one sequence and
- * its KV cache: share it between threads only with your own lock (an eval that overlaps another call on
- * the same model fails with "model in use by another thread": see "Threads" at the top of this file).
+ * Text models (a "text" GGUF; general.architecture names the family). A model holds a built-in sequence
+ * and its KV cache (tp_text_eval); more sequences (tp_text_seq) share its weights, and tp_text_eval_batch
+ * evaluates several of them in one decoder pass, reading every weight once for all (the way to decode many
+ * pages at once). A sequence takes one call at a time: see "Threads" at the top of this file.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct tp_text_model tp_text_model;
@@ -668,6 +672,43 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
  * tokens 1 + the largest position used so far (+ i) on every axis: n_past + i for a one-axis model. */
 tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
                            int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
+
+/* A sequence: a KV cache of n_ctx tokens (0 = the model's n_ctx, tp_text_info) with its own tokens and
+ * positions, evaluated with tp_text_eval_batch. It uses the model's weights: use it only while its model is
+ * loaded (tp_text_seq_free and tp_text_free may come in either order). */
+typedef struct tp_text_seq tp_text_seq;
+tp_status tp_text_seq_create(tp_text_model *m, int32_t n_ctx, tp_text_seq **out, tp_error *err);
+/* NULL is ignored. Must not overlap a call that uses the sequence. */
+void tp_text_seq_free(tp_text_seq *s);
+/* The bytes of the KV cache of a sequence of n_ctx tokens (0: the model's n_ctx) of this model; 0 for NULL. */
+size_t tp_text_seq_bytes(const tp_text_model *m, int32_t n_ctx);
+/* Forget its tokens (empty KV cache); waits for a call in progress on it. */
+void tp_text_seq_reset(tp_text_seq *s);
+/* Tokens in its KV cache, and the cache's length. */
+int32_t tp_text_seq_n_past(const tp_text_seq *s);
+int32_t tp_text_seq_n_ctx(const tp_text_seq *s);
+
+/* One sequence's part of a tp_text_eval_batch call: the arguments of tp_text_eval_pos for that sequence
+ * (seq NULL: the model's built-in sequence; pos NULL: the positions that follow the largest so far). */
+typedef struct tp_text_batch_entry {
+    tp_text_seq *seq;
+    const int32_t *ids;
+    int32_t n;
+    const int32_t *pos;   /* NULL, or n_pos_axes × n, axis-major */
+    const float *embd;    /* NULL, or n_embd_rows × n_embd image rows */
+    int64_t n_embd_rows;
+    float *logits;        /* NULL, or [n_vocab] (last position) / [n, n_vocab] (all_logits) */
+    bool all_logits;
+} tp_text_batch_entry;
+
+/* Append each entry's tokens to its sequence, all in one decoder pass (per graph of up to n_batch rows): the
+ * dense parts, experts and the output head run once over the rows of every entry, attention per sequence over
+ * its own cache. Each entry's logits equal those of tp_text_eval_pos on its sequence alone (up to the rounding
+ * of a larger matrix product). Each sequence at most once per call. Fails (TP_ERR_INVALID_ARGUMENT: a
+ * sequence of another model or twice, a bad entry, an overflow of any one sequence's cache, a sequence in use;
+ * TP_ERR_ABORTED: the abort callback) with NOTHING appended to any sequence. */
+tp_status tp_text_eval_batch(tp_text_model *m, const tp_text_batch_entry *entries, int32_t n_entries,
+                             tp_error *err);
 
 /* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; SentencePiece's "▁" as a space and
  * <0xXX> as its byte; special tokens as their text: tp_tokenizer_token_bytes' bytes). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete

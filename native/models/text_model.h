@@ -27,6 +27,22 @@ typedef struct text_hparams {
     int32_t rope_sections[4];    /* M-RoPE: rotation pairs per axis */
 } text_hparams;
 
+/* The layout of one decoder pass over several sequences (models/text.c builds it, the families read it):
+ * the token matrix x [n_embd, n_rows] is the concatenation of the segments' rows, in order; segment s has n
+ * new tokens after its n_past cached ones, attends only over its own cache (kcache/vcache: its leaves, one
+ * per layer), and wants the logits of its last n_out rows (0..n). Everything but attention runs once over
+ * all rows; the last layer keeps, per segment, only the rows whose logits are wanted (n_out in total). */
+typedef struct text_segment {
+    int64_t n_past, n, n_out;
+    tp_tensor *const *kcache, *const *vcache; /* [n_layer] leaves [head_dim(_v), n_head_kv, n_ctx of the sequence] */
+} text_segment;
+
+typedef struct text_batch {
+    int n_layer;
+    int64_t n_seg, n_rows, n_out; /* n_rows = Σ n, n_out = Σ n_out */
+    const text_segment *seg;
+} text_batch;
+
 /* Token strings decoded to raw bytes: token i is bytes[offs[i] .. offs[i + 1]). */
 typedef struct text_vocab {
     int64_t n;

@@ -29,11 +29,10 @@ tp_status mla_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp,
 /* Every weight as a leaf of L->ctx over the mapped file, shapes checked against hp. */
 tp_status mla_load_weights(weights_loader *L, const text_hparams *hp, mla_weights *w);
 
-/* One decoder pass over n tokens at positions n_past .. n_past + n − 1 (as text_build_graph in
- * deepseek_ocr/deepseek2_text.h). The caches hold, per token, ONE head: [kv_lora + rope] (the normalised latent
- * and the roped shared key part) and [kv_lora] (the latent again, the values before v_b). */
+/* One decoder pass over a batch of sequences (the family's build, text_family.h). The caches hold, per token,
+ * ONE head: [kv_lora + rope] (the normalised latent and the roped shared key part) and [kv_lora] (the latent
+ * again, the values before v_b). */
 tp_tensor *mla_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp, const mla_weights *w,
-                           tp_tensor *x, tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache,
-                           int64_t n_past, int64_t n, int64_t n_out);
+                           tp_tensor *x, tp_tensor *pos, const text_batch *b);
 
 #endif

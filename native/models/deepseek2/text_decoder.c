@@ -1,4 +1,4 @@
-/* text_decoder.c - the graph of one deepseek2 decoder pass over n new tokens, multi-head latent attention
+/* text_decoder.c - the graph of one deepseek2 decoder pass over a batch of sequences' new tokens, multi-head latent attention
  * in llama.cpp's absorbed form:
  *   q = attn_q·h, or attn_q_b·RMSNorm(attn_q_a·h) (q LoRA), per head [q_nope | q_pe];
  *   attn_kv_a_mqa·h = [c (kv_lora) | k_pe (rope, one head shared by all)], c = RMSNorm(c);
@@ -31,9 +31,11 @@ static tp_tensor *rope_pairs(tp_context *ctx, tp_tensor *src, size_t offs, int64
 /* [a, b, c] -> [a, c, b], contiguous. */
 static tp_tensor *swap12(tp_context *ctx, tp_tensor *a) { return tp_cont(ctx, tp_permute(ctx, a, 0, 2, 1, 3)); }
 
+/* Returns attn_output of the rows kept in layer l (kv_attention_batch); NULL when none is kept. */
 static tp_tensor *attention(tp_context *ctx, tp_graph *g, const text_hparams *hp, const mla_layer *ly, tp_tensor *h,
-                            tp_tensor *pos, tp_tensor *kc, tp_tensor *vc, int64_t n_past, int64_t n, int64_t nq) {
-    const int64_t H = hp->n_head, R = hp->kv_lora_rank, rope = hp->rope_dim, Dk = hp->head_dim_mla;
+                            tp_tensor *pos, const text_batch *b, int l) {
+    const int64_t H = hp->n_head, R = hp->kv_lora_rank, rope = hp->rope_dim, Dk = hp->head_dim_mla, n = b->n_rows;
+    const int64_t nq = l == hp->n_layer - 1 ? b->n_out : n;
     const int64_t nope = Dk - rope, Dv = hp->head_dim_v_mla;
     tp_tensor *q = ly->wq ? tp_mul_mat(ctx, ly->wq, h)
                           : tp_mul_mat(ctx, ly->wq_b, tp_rms_norm(ctx, tp_mul_mat(ctx, ly->wq_a, h), ly->wq_a_norm, hp->eps));
@@ -56,28 +58,28 @@ static tp_tensor *attention(tp_context *ctx, tp_graph *g, const text_hparams *hp
     tp_tensor *k_pe = rope_pairs(ctx, kv, (size_t)R * sizeof(float), rope, 1, n, kv->nb[1], kv->nb[1], pos, hp->rope_base);
     tp_tensor *k = tp_concat(ctx, c, k_pe, 0); /* [R + rope, 1, n] */
 
-    tp_tensor *att = kv_attention(ctx, g, q_full, k, c, kc, vc, n_past, nq, 1.0f / sqrtf((float)Dk)); /* [R·H, nq] */
+    tp_tensor *att = kv_attention_batch(ctx, g, q_full, k, c, b, l, 1.0f / sqrtf((float)Dk)); /* [R·H, nq] */
+    if (!att) return NULL;
     att = swap12(ctx, gu_reshape3(ctx, att, R, H, nq));                               /* [R, nq, H] */
     tp_tensor *o = swap12(ctx, tp_mul_mat(ctx, ly->wv_b, att));                       /* [Dv, H, nq] */
     return tp_mul_mat(ctx, ly->wo, gu_reshape2(ctx, o, Dv * H, nq));
 }
 
 tp_tensor *mla_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp, const mla_weights *w,
-                           tp_tensor *x, tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache,
-                           int64_t n_past, int64_t n, int64_t n_out) {
+                           tp_tensor *x, tp_tensor *pos, const text_batch *b) {
     for (int l = 0; l < hp->n_layer; l++) {
         const mla_layer *ly = &w->layers[l];
         tp_tensor *h = tp_rms_norm(ctx, x, ly->attn_norm, hp->eps);
-        /* only the last n_out rows of the last layer reach the logits */
-        const int64_t nq = l == hp->n_layer - 1 && n_out > 0 && n_out < n ? n_out : n;
-        tp_tensor *att = attention(ctx, g, hp, ly, h, pos, kcache[l], vcache[l], n_past, n, nq);
-        x = tp_add(ctx, kv_last_rows(ctx, x, nq), att);
-        if (l == hp->n_layer - 1 && n_out == 0) break; /* nothing reads the last layer's output */
+        /* each sequence attends over its own cache; only the wanted rows of the last layer go on */
+        tp_tensor *att = attention(ctx, g, hp, ly, h, pos, b, l);
+        if (l == hp->n_layer - 1 && b->n_out == 0) break; /* nothing reads the last layer's output */
+        x = tp_add(ctx, kv_batch_rows(ctx, x, b, l), att);
+        const int64_t nq = l == hp->n_layer - 1 ? b->n_out : b->n_rows;
         h = tp_rms_norm(ctx, x, ly->ffn_norm, hp->eps);
         tp_tensor *f = ly->moe ? moe_ffn(ctx, hp, &ly->ffn_moe, h, nq) : moe_mlp(ctx, h, ly->ffn_gate, ly->ffn_up, ly->ffn_down);
         x = tp_add(ctx, x, f);
     }
-    if (n_out == 0) return NULL;
+    if (b->n_out == 0) return NULL;
     x = tp_rms_norm(ctx, x, w->output_norm, hp->eps);
     tp_tensor *logits = tp_mul_mat(ctx, w->output, x);
     tp_graph_add_output(g, logits);

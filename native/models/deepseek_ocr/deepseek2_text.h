@@ -25,14 +25,8 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
 tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
                             text_weights *w, tp_error *err);
 
-/* One decoder pass over n tokens at positions n_past .. n_past + n − 1.
- *   x:      [n_embd, n] input embeddings (a leaf);
- *   pos:    I32 [n] positions (a leaf);
- *   kcache, vcache: per layer, leaves [head_dim, n_head_kv, n_ctx] / [head_dim_v, n_head_kv, n_ctx];
- *   n_out:  logits rows wanted: the last n_out positions (1..n), or 0 for none.
- * Adds to g: the cache writes of every layer and (n_out > 0) the logits [n_vocab, n_out], returned. */
+/* One decoder pass over a batch of sequences: the family's build (text_family.h), over its weights. */
 tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp, const text_weights *w,
-                            tp_tensor *x, tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache,
-                            int64_t n_past, int64_t n, int64_t n_out);
+                            tp_tensor *x, tp_tensor *pos, const text_batch *b);
 
 #endif

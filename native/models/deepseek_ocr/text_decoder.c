@@ -17,9 +17,8 @@ static tp_tensor *reshape3(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t n
 }
 
 tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp, const text_weights *w,
-                            tp_tensor *x, tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache,
-                            int64_t n_past, int64_t n, int64_t n_out) {
-    const int64_t D = hp->head_dim, Dv = hp->head_dim_v, H = hp->n_head, Hkv = hp->n_head_kv;
+                            tp_tensor *x, tp_tensor *pos, const text_batch *b) {
+    const int64_t D = hp->head_dim, Dv = hp->head_dim_v, H = hp->n_head, Hkv = hp->n_head_kv, n = b->n_rows;
     for (int l = 0; l < hp->n_layer; l++) {
         const text_layer *ly = &w->layers[l];
         tp_tensor *h = tp_rms_norm(ctx, x, ly->attn_norm, hp->eps);
@@ -29,18 +28,18 @@ tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp
         q = tp_rope_neox(ctx, q, pos, (int)D, hp->rope_base);
         k = tp_rope_neox(ctx, k, pos, (int)D, hp->rope_base);
 
-        /* only the last n_out rows of the last layer reach the logits */
-        const int64_t nq = l == hp->n_layer - 1 && n_out > 0 && n_out < n ? n_out : n;
-        tp_tensor *att = kv_attention(ctx, g, q, k, v, kcache[l], vcache[l], n_past, nq, 1.0f / sqrtf((float)D));
-        x = kv_last_rows(ctx, x, nq);
+        /* each sequence attends over its own cache; only the wanted rows of the last layer go on */
+        tp_tensor *att = kv_attention_batch(ctx, g, q, k, v, b, l, 1.0f / sqrtf((float)D));
+        if (l == hp->n_layer - 1 && b->n_out == 0) break; /* nothing reads the last layer's output */
+        x = kv_batch_rows(ctx, x, b, l);
         x = tp_add(ctx, x, tp_mul_mat(ctx, ly->wo, att));
 
-        if (l == hp->n_layer - 1 && n_out == 0) break; /* nothing reads the last layer's output */
+        const int64_t nq = l == hp->n_layer - 1 ? b->n_out : n;
         h = tp_rms_norm(ctx, x, ly->ffn_norm, hp->eps);
         tp_tensor *f = ly->moe ? moe_ffn(ctx, hp, &ly->ffn_moe, h, nq) : moe_mlp(ctx, h, ly->ffn_gate, ly->ffn_up, ly->ffn_down);
         x = tp_add(ctx, x, f);
     }
-    if (n_out == 0) return NULL;
+    if (b->n_out == 0) return NULL;
     x = tp_rms_norm(ctx, x, w->output_norm, hp->eps);
     tp_tensor *logits = tp_mul_mat(ctx, w->output, x);
     tp_graph_add_output(g, logits);

@@ -237,9 +237,8 @@ static const tp_tensor *token_embd(const void *w) { return ((const text_weights 
 static const tp_tensor *probe_matrix(const void *w) { return ((const text_weights *)w)->layers[0].wq; }
 
 static tp_tensor *family_build(tp_context *ctx, tp_graph *g, const text_hparams *hp, const void *w, tp_tensor *x,
-                               tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache, int64_t n_past,
-                               int64_t n, int64_t n_out) {
-    return text_build_graph(ctx, g, hp, w, x, pos, kcache, vcache, n_past, n, n_out);
+                               tp_tensor *pos, const text_batch *b) {
+    return text_build_graph(ctx, g, hp, w, x, pos, b);
 }
 
 const text_family deepseek2_text = {
