@@ -12,6 +12,8 @@ engine.
   greedy check runs the reference once over the prompt + our 32 tokens and asks that each token be the argmax
   of the row before it (by induction the same as the reference's generate(), which recomputes the sequence
   per token: minutes here);
+* three sequences decoded together (tp_text_eval_batch: one pass per step, each its own latent cache, different
+  prompt and output lengths): prompt logits within 1e-4 and greedy tokens the reference's;
 * the file's info (ids, widths) and the cache length: n_ctx tokens fit, one more is refused; F32 / F16 / Q8_0
   caches of the latent (batches of 7: every batch reads the cache);
 * bad files (head_count_kv, key_length, kv_lora_rank against the tensors, gating function, yarn, group-limited
@@ -35,7 +37,7 @@ import torch
 from convert import convert
 from encoder.native import TilepassError
 from encoder.pipeline import OcrPipeline
-from encoder.text_model import TextModel
+from encoder.text_model import BatchItem, TextModel
 from encoder.vision import VisionEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,6 +145,32 @@ def test_prompt_logits_and_greedy_tokens(ref, kind, files, image):
     assert logits.shape[0] == n - first
     assert rel_err(logits, ref_logits[:n - first]) < F32_TOL
     assert greedy == [int(t) for t in np.argmax(ref_logits[n - 1 - first:], axis=1)[:32]]
+
+
+def test_sequences_decoded_together_match_the_reference(kind, files):
+    """Three text prompts of different lengths in one tp_text_eval_batch per step (each sequence its own latent
+    cache): every prompt's logits within 1e-4 of the reference, and every sequence's greedy tokens (different
+    counts: the shorter ones finish while the others go on) the argmax of the reference's rows."""
+    R = rv.ref()
+    rng = np.random.default_rng(3)
+    prompts = [[R.BOS_ID] + [int(t) for t in rng.integers(10, 1000, n)] for n in (5, 19, 11)]
+    n_new = (9, 3, 6)
+    m = TextModel(files["f32"], n_threads=2, n_ctx=64)
+    seqs = [m.new_sequence(40) for _ in prompts]
+    outs = m.eval_batch([BatchItem(s, ids, all_logits=True) for s, ids in zip(seqs, prompts)])
+    toks: list[list[int]] = [[int(np.argmax(o[-1]))] for o in outs]
+    while True:
+        live = [i for i in range(len(prompts)) if len(toks[i]) < n_new[i]]
+        if not live:
+            break
+        step = m.eval_batch([BatchItem(seqs[i], [toks[i][-1]]) for i in live])
+        for i, logits in zip(live, step):
+            toks[i].append(int(np.argmax(logits)))
+    for i, ids in enumerate(prompts):
+        ref_logits = _reference_logits(kind, torch.tensor(ids, dtype=torch.long), [], toks[i])
+        assert rel_err(outs[i], ref_logits[:len(ids)]) < F32_TOL, f"sequence {i}: prompt logits"
+        assert toks[i] == [int(t) for t in np.argmax(ref_logits[len(ids) - 1:], axis=1)[:n_new[i]]], f"sequence {i}"
+        assert seqs[i].n_past == len(ids) + n_new[i] - 1
 
 
 @pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_k"])
