@@ -17,8 +17,12 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
 # native/ is split by layer: core/ (context, tensors, graph, planner, thread pool), ops/ (one op family per
 # file), kernels/ (per-ISA files), gguf/ (reader, weight loader, the table of names), image/ (preprocessing),
 # models/ (the registry, the generic vision/text APIs, shared blocks and one folder per model family).
-NATIVE_DIRS := $(shell find native -type d)
-CFLAGS_COMMON := $(CSTD) $(WARN) -fPIC -pthread -Iinclude $(addprefix -I,$(NATIVE_DIRS))
+NATIVE_DIRS := $(shell find native -type d -not -name __pycache__)
+# Generated at build time into build/gen/ (never committed): the Unicode tables of the tokenizer, from
+# Python's unicodedata (native/tokenizer/gen_unicode.py; the header records the Unicode version).
+GEN_DIR := $(BUILD)/gen
+GEN_HDRS := $(GEN_DIR)/tp_unicode_data.h
+CFLAGS_COMMON := $(CSTD) $(WARN) -fPIC -pthread -Iinclude $(addprefix -I,$(NATIVE_DIRS)) -I$(GEN_DIR)
 CFLAGS_REL    := $(CFLAGS_COMMON) -O3
 CFLAGS_SAN    := $(CFLAGS_COMMON) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDLIBS  := -lm -pthread
@@ -30,7 +34,7 @@ ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf
 ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-bf16 -mamx-int8
 
 SRCS    := $(shell find native -name '*.c' | sort)
-HDRS    := $(shell find native -name '*.h') include/tilepass.h
+HDRS    := $(shell find native -name '*.h') include/tilepass.h $(GEN_HDRS)
 OBJS    := $(patsubst native/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SOBJS   := $(patsubst native/%.c,$(BUILD)/san/%.o,$(SRCS))
 LIB     := $(BUILD)/libtilepass.so
@@ -45,6 +49,10 @@ isa_flags = $(if $(findstring _amx,$(1)),$(ISA_AMX),$(if $(findstring _avx512,$(
 all: lib
 lib: $(LIB)
 sanlib: $(SANLIB)
+
+$(GEN_DIR)/tp_unicode_data.h: native/tokenizer/gen_unicode.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) native/tokenizer/gen_unicode.py $@
 
 $(BUILD)/obj/%.o: native/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -74,8 +82,10 @@ $(BUILD)/ctest/%: tests/c/%.c tests/c/tp_check.h $(SANLIB) include/tilepass.h
 # folders import from anywhere in this venv, as the tests, benchmarks and examples use them.
 RUNTIME_DEPS := "numpy>=1.26" "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13" "pypdfium2>=5.0"
 # What `make test` (and bench) adds: torch (the wheel this machine keeps on disk), transformers, pytest,
-# sentencepiece (the reference tokenizer of tests/test_tokenizer_spm.py).
-TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8" "sentencepiece>=0.2"
+# sentencepiece (the reference tokenizer of tests/test_tokenizer_spm.py), the server's FastAPI + uvicorn (the `server`
+# extra) and the openai client + httpx that tests/test_server*.py talk to it with.
+TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8" "sentencepiece>=0.2" \
+                "fastapi>=0.110" "uvicorn>=0.29" "openai>=1.40" "httpx>=0.27"
 $(VENV)/.stamp: pyproject.toml native/build_hook.py
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
@@ -85,7 +95,8 @@ $(VENV)/.stamp: pyproject.toml native/build_hook.py
 	touch $@
 venv: $(VENV)/.stamp
 
-$(VENV)/.stamp-test: $(VENV)/.stamp
+# (the Makefile too: a change of TEST_DEPS installs the new ones into an existing venv)
+$(VENV)/.stamp-test: $(VENV)/.stamp Makefile
 	$(VPY) -m pip install -q $(TEST_DEPS)
 	touch $@
 venv-test: $(VENV)/.stamp-test
@@ -123,7 +134,8 @@ SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.p
 	tests/test_mul_mat_bf16.py tests/test_ops_attention.py tests/test_attention_decode.py tests/test_kv_cache_f16.py \
 	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
 	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
-	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py tests/test_hardening_native.py
+	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py tests/test_hardening_native.py \
+	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py
 santest: venv venv-test sanlib
 	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
@@ -149,7 +161,7 @@ FUZZ_DIR            := $(BUILD)/fuzz
 FUZZ_TARGETS        := load image
 FUZZ_SEEDS          := $(FUZZ_DIR)/seeds/.stamp
 FUZZ_OBJS           := $(patsubst native/%.c,$(FUZZ_DIR)/obj/%.o,$(SRCS))
-FUZZ_CFLAGS         := $(CSTD) -Wall -Wextra -fPIC -pthread -Iinclude $(addprefix -I,$(NATIVE_DIRS)) -O1 -g \
+FUZZ_CFLAGS         := $(CSTD) -Wall -Wextra -fPIC -pthread -Iinclude $(addprefix -I,$(NATIVE_DIRS)) -I$(GEN_DIR) -O1 -g \
 	-fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 $(FUZZ_SEEDS): tests/fuzz/make_seeds.py $(VENV)/.stamp

@@ -111,6 +111,19 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
+def _server_main() -> None:
+    """The ``tilepass-server`` console script (tilepass.server.cli's main), a library that cannot be loaded reported
+    as one line."""
+    try:
+        from .server.cli import main
+
+        status = main()
+    except LibraryError as e:
+        print(f"tilepass-server: error: {e}", file=sys.stderr)
+        status = 1
+    sys.exit(status)
+
+
 def _cli_main() -> None:
     """The ``tilepass-cli`` console script: tilepass.cli's main, with a library that cannot be loaded reported
     as one line (exit status 1) instead of a traceback."""

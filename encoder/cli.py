@@ -8,8 +8,9 @@ PDF, a directory or a glob among them and -o, the run writes the document layout
 directory -o names and records what it did in OUTDIR/.tilepass-manifest.json (manifest.py): the same command
 run again does only the pages not done (a changed model or setting is refused unless --force).
 
-The images are encoded --images-per-pass at a time (default 4) in one pass of the vision model, then each
-page of that pass is decoded in turn; a pass's compute buffer grows with its pages. Only the
+The images are encoded --images-per-pass at a time (default 4, or --parallel if larger) in one pass of the vision
+model, then the pages of that pass are decoded, up to --parallel together (each its own KV cache, one decoder
+pass per token for all; outputs still written in page order); a pass's compute buffer grows with its pages. Only the
 result goes to stdout (or to -o); progress, timings, warnings and errors go to stderr.
 Output files are written to a temporary file next to the target and renamed only when complete,
 so an interrupted run never leaves a partial file under the final name.
@@ -107,31 +108,13 @@ def _float(name: str, lo: float | None = None, hi: float | None = None, lo_open:
     return conv
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options that load the models and set how a page is decoded: tilepass-cli's, and tilepass-server's
+    (encoder/server/cli.py) defaults for its requests."""
     from .pipeline import DEFAULT_PROMPT
 
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Convert document images to markdown with DeepSeek-OCR GGUF files (text model + vision mmproj).",
-        epilog="Exit status: 0 ok; 1 error (other pages still processed); 2 usage; 3 a page stopped at -n "
-               "without end of text (incomplete); 130 interrupted, 129 hung up, 143 terminated; 135 a model file "
-               "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
-    )
-    from . import __version__
-
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-m", "--model", required=True, metavar="TEXT.gguf", help="the text model GGUF")
     p.add_argument("--mmproj", required=True, metavar="VISION.gguf", help="the vision (mmproj) GGUF")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="images, PDFs (doc.pdf, or doc.pdf:3-7,12 for some pages), directories (the PDFs and "
-                        "images in them) and quoted glob patterns ('scans/**/*.pdf'), after those of --image")
-    p.add_argument("--image", action="append", default=[], metavar="FILE",
-                   help="an input (an image, or anything INPUT takes); repeat for several")
-    p.add_argument("--dpi", type=_float("--dpi", 18.0, 1200.0), default=144.0,
-                   help="PDF pages are rendered at this resolution (default 144, as DeepSeek-OCR's PDF runner)")
-    p.add_argument("--force", action="store_true",
-                   help="-o DIR holds pages made with another model, other settings or another version of an "
-                        "input: redo them with these (without it such a run is refused)")
     p.add_argument("-p", "--prompt", default=None,
                    help=f"prompt (default: the model family's; DeepSeek-OCR/OCR-2 {DEFAULT_PROMPT!r}, '<image>\\n' put in "
                         "front if it has no <image>; PaddleOCR-VL 'OCR:', the task text its chat template wraps)")
@@ -170,19 +153,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-repeat-scope", choices=("generated", "all"), default="generated",
                    help="tokens the rule looks at: the generated ones (default, as the reference runner) or the "
                         "prompt too (as transformers' no_repeat_ngram_size)")
+    p.add_argument("--raw", action="store_true", help="keep the <|ref|>/<|det|> tags (default: clean markdown)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Convert document images to markdown with DeepSeek-OCR GGUF files (text model + vision mmproj).",
+        epilog="Exit status: 0 ok; 1 error (other pages still processed); 2 usage; 3 a page stopped at -n "
+               "without end of text (incomplete); 130 interrupted, 129 hung up, 143 terminated; 135 a model file "
+               "truncated while in use (SIGBUS); 141 stdout a closed pipe.",
+    )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_model_options(p)
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="images, PDFs (doc.pdf, or doc.pdf:3-7,12 for some pages), directories (the PDFs and "
+                        "images in them) and quoted glob patterns ('scans/**/*.pdf'), after those of --image")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an input (an image, or anything INPUT takes); repeat for several")
+    p.add_argument("--dpi", type=_float("--dpi", 18.0, 1200.0), default=144.0,
+                   help="PDF pages are rendered at this resolution (default 144, as DeepSeek-OCR's PDF runner)")
+    p.add_argument("--force", action="store_true",
+                   help="-o DIR holds pages made with another model, other settings or another version of an "
+                        "input: redo them with these (without it such a run is refused)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one image), or directory (several images: OUT/NAME.md or .json; PDFs, "
                         "directories, globs: OUT/NAME.md, OUT/NAME.json, OUT/NAME/page-0001.md ..., "
                         "OUT/NAME/figures/, resumable)")
-    p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=4, metavar="N",
-                   help="images encoded together in one pass of the vision encoder, then decoded in turn before the "
-                        "next pass (default 4: a gundam page needs ~0.6 GB of compute buffer in its pass; 0: all)")
+    p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=None, metavar="N",
+                   help="images encoded together in one pass of the vision encoder, then decoded (up to --parallel "
+                        "together) before the next pass (default 4, or --parallel if larger: a gundam page needs "
+                        "~0.6 GB of compute buffer in its pass; 0: all)")
+    p.add_argument("--parallel", type=_positive_int("--parallel", 0), default=0, metavar="N",
+                   help="pages decoded together, each its own KV cache, one decoder pass per token for all of them "
+                        "(the weights are read once per step for all pages: several times the pages per hour of "
+                        "one at a time; each page's greedy text is the same). Default 0 = auto: 2 per CPU core, at "
+                        "most 8, and no more KV caches than a quarter of the available memory holds; 1: one page at "
+                        "a time, as before. --stream decodes one page at a time. Pages decode together within a pass "
+                        "of --images-per-pass")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--json", action="store_true",
                    help="JSON: text, grounding boxes in pixels of the original image, timings, token counts")
     p.add_argument("--boxes", metavar="OUT.png",
                    help="write the image with the labelled boxes drawn (a directory for several images)")
-    p.add_argument("--raw", action="store_true", help="keep the <|ref|>/<|det|> tags (default: clean markdown)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or timings on stderr")
     return p
 
@@ -623,14 +638,32 @@ def _resolve_prompt(args: argparse.Namespace, pipe: OcrPipeline, prompt: str | N
     return prompt
 
 
+def load_pipeline(args: argparse.Namespace, threads: int, abort, **shared) -> OcrPipeline:
+    """Both models as the model options say (CliError if they cannot be used, EXIT_USAGE for a --mode the vision
+    model lacks); abort: the models' abort poll (interrupt.py). shared: OcrPipeline's vision_model / tokenizer
+    already loaded (tilepass-server's slots share them)."""
+    from .pipeline import OcrPipeline, PipelineError
+    from .tokenizer import TokenizerError
+
+    try:
+        pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
+                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type, abort=abort, **shared)
+    except (PipelineError, TokenizerError) as e:
+        raise CliError(str(e)) from None
+    modes = tuple(getattr(pipe.vision, "modes", ()))
+    if args.mode is not None and modes and args.mode not in modes:
+        raise CliError(f"argument --mode: invalid choice: {args.mode!r} (this {getattr(pipe.vision, 'family', '')} "
+                       f"model has: {', '.join(modes)})", EXIT_USAGE)
+    return pipe
+
+
 def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOutputs | None, outs, box_outs,
                inputs, prompt: str, sampling: Sampling, status: int, t_start: float) -> int:
     from .documents import PageLoader
     from .grounding import dumps
     from .manifest import ResumeRefused, reconcile_settings
-    from .pipeline import OcrPipeline, PipelineError, peak_memory_bytes
+    from .pipeline import peak_memory_bytes
     from .progress import Progress
-    from .tokenizer import TokenizerError
 
     threads = args.threads or min(os.cpu_count() or 1, 64)
     threads = min(threads, 64)
@@ -638,15 +671,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     # models
     t0 = time.perf_counter()
     models = ModelFiles([args.model, args.mmproj])
-    try:
-        pipe = OcrPipeline(args.model, args.mmproj, n_threads=threads, n_ctx=args.ctx_size,
-                           vision_precision=PRECISIONS[args.precision], kv_type=args.kv_type, abort=args.interrupt)
-    except (PipelineError, TokenizerError) as e:
-        raise CliError(str(e)) from None
-    modes = tuple(getattr(pipe.vision, "modes", ()))
-    if args.mode is not None and modes and args.mode not in modes:
-        raise CliError(f"argument --mode: invalid choice: {args.mode!r} (this {getattr(pipe.vision, 'family', '')} "
-                       f"model has: {', '.join(modes)})", EXIT_USAGE)
+    pipe = load_pipeline(args, threads, args.interrupt)
     prompt = _resolve_prompt(args, pipe, prompt)
     code = getattr(pipe.vision, "precision", 0)
     vision_arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
@@ -699,7 +724,10 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     json_pages: list[dict] = []
     multi = len(tasks) > 1
     job = _Job(args, rep, pipe, prompt, sampling, no_repeat, outs, box_outs, multi, inputs, docs, len(tasks))
-    per_pass = args.images_per_pass or max(1, len(tasks))
+    parallel = _parallel(args, pipe, threads)
+    if parallel > 1:
+        rep.info(f"decoding up to {parallel} pages together (--parallel{' auto' if not args.parallel else ''})")
+    per_pass = max(4, parallel) if args.images_per_pass is None else args.images_per_pass or max(1, len(tasks))
     loader = PageLoader(args.dpi) if found.document_mode else None
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
@@ -760,12 +788,9 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
             enc_total += enc_s
             rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
             pass_tokens = sum(prepared[t.index].n_tokens for t in good)
-            for t, emb in zip(good, embs):
-                models.check()
-                progress.start_page(t.label)
-                outcome = _decode_page(job, n_shown, t, prepared[t.index], emb, enc_s,
-                                       prepared[t.index].n_tokens / max(1, pass_tokens))
-                n_shown += 1
+
+            def after(t: _PageTask, outcome: _PageOutcome) -> None:
+                nonlocal status
                 if not outcome.ok:
                     status = EXIT_ERROR
                 if outcome.truncated:
@@ -773,6 +798,19 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
                 if outcome.json_page is not None:
                     json_pages.append(outcome.json_page)
                 handled(t, outcome.ok, outcome.truncated, outcome.error)
+
+            if parallel > 1 and len(good) > 1:
+                models.check()
+                _decode_pages(job, n_shown, good, prepared, embs, enc_s, pass_tokens, parallel, progress, after)
+                n_shown += len(good)
+                continue
+            for t, emb in zip(good, embs):
+                models.check()
+                progress.start_page(t.label)
+                outcome = _decode_page(job, n_shown, t, prepared[t.index], emb, enc_s,
+                                       prepared[t.index].n_tokens / max(1, pass_tokens))
+                n_shown += 1
+                after(t, outcome)
     except KeyboardInterrupt as e:
         progress.finish()
         rep.progress = None
@@ -828,43 +866,106 @@ class _PageOutcome:
     error: str | None = None  # why a page that is not ok failed
 
 
+def _parallel(args: argparse.Namespace, pipe: OcrPipeline, threads: int) -> int:
+    """--parallel, or its default (pipeline.default_parallel: cores and memory); 1 with --stream or a text
+    model that cannot decode several sequences at once."""
+    from .pipeline import default_parallel, mem_available_bytes
+
+    if args.stream or not pipe.can_batch:
+        return 1
+    if args.parallel:
+        return args.parallel
+    return default_parallel(threads, mem_available_bytes(), pipe.kv_bytes())
+
+
+class _PageDecode:
+    """One page's decoding state (grounding parser, token stream, the text so far) and the writing of its
+    outputs once its tokens are there (finish)."""
+
+    def __init__(self, job: _Job, k: int, task: _PageTask) -> None:
+        from .grounding import DEFAULT_IMAGE_LINK, GroundingParser
+
+        self.job, self.k, self.task = job, k, task
+        args, outs = job.args, job.outs
+        link = DEFAULT_IMAGE_LINK
+        if job.docs is not None:
+            link = job.docs.image_link(task.number)
+        elif outs is not None:
+            esc = outs[task.index].stem.replace("{", "{{").replace("}", "}}")
+            link = f"![](images/{esc}_{{index}}.jpg)\n"
+        self.parser = GroundingParser(image_link=link, raw=args.raw)
+        self.sd = job.pipe.tokenizer.stream()
+        self.pieces: list[str] = []
+        self.stream_now = args.stream
+        if self.stream_now and job.multi and outs is None and job.docs is None:
+            _write_page_marker(k, task.label)
+
+    def on_token(self, tok: int) -> None:
+        s = self.parser.feed(self.sd.push(tok))
+        if s:
+            self.pieces.append(s)
+            if self.stream_now:
+                _stdout_write(s)
+
+    def failed(self, e: BaseException) -> _PageOutcome:
+        from .pipeline import PipelineError
+
+        name, rep = self.task.label, self.job.rep
+        if isinstance(e, PipelineError):
+            rep.error(f"{name}: {e}")
+            return _PageOutcome(False, False, None, f"{name}: {e}")
+        rep.error(f"{name}: decoding failed: {e}")
+        return _PageOutcome(False, False, None, f"{name}: decoding failed: {e}")
+
+
 def _decode_page(job: _Job, k: int, task: _PageTask, prep, emb, enc_s: float, share: float) -> _PageOutcome:
     """Decode a page (the k-th handed to the decoder) from its embeddings, then write its outputs; a failure
     is reported and costs only this page. share: this page's part of its pass's encode time."""
-    from .grounding import DEFAULT_IMAGE_LINK, GroundingParser, dumps, page_json
-    from .pipeline import PipelineError
-
-    args, rep, pipe, outs = job.args, job.rep, job.pipe, job.outs
-    name, i = task.label, task.index
-    link = DEFAULT_IMAGE_LINK
-    if job.docs is not None:
-        link = job.docs.image_link(task.number)
-    elif outs is not None:
-        esc = outs[i].stem.replace("{", "{{").replace("}", "}}")
-        link = f"![](images/{esc}_{{index}}.jpg)\n"
-    parser = GroundingParser(image_link=link, raw=args.raw)
-    sd = pipe.tokenizer.stream()
-    pieces: list[str] = []
-    stream_now = args.stream
-
-    if stream_now and job.multi and outs is None and job.docs is None:
-        _write_page_marker(k, name)
-
-    def on_token(tok: int) -> None:
-        s = parser.feed(sd.push(tok))
-        if s:
-            pieces.append(s)
-            if stream_now:
-                _stdout_write(s)
-
+    d = _PageDecode(job, k, task)
     try:
-        res = pipe.run_page(name, prep, emb, job.prompt, args.n_predict, job.sampling, job.no_repeat, on_token)
-    except PipelineError as e:
-        rep.error(f"{name}: {e}")
-        return _PageOutcome(False, False, None, f"{name}: {e}")
-    except Exception as e:  # the decoder failed on this page: report, go on
-        rep.error(f"{name}: decoding failed: {e}")
-        return _PageOutcome(False, False, None, f"{name}: decoding failed: {e}")
+        res = job.pipe.run_page(task.label, prep, emb, job.prompt, job.args.n_predict, job.sampling, job.no_repeat,
+                                d.on_token)
+    except Exception as e:  # PipelineError, or the decoder failed on this page: report, go on
+        return d.failed(e)
+    return _finish_page(d, res, enc_s, share)
+
+
+def _decode_pages(job: _Job, k0: int, tasks: Sequence[_PageTask], prepared, embs, enc_s: float, pass_tokens: int,
+                  parallel: int, progress: Progress, after: Callable[[_PageTask, _PageOutcome], None]) -> None:
+    """A pass's pages decoded up to `parallel` together (OcrPipeline.run_pages); each page's outputs are written
+    and `after` called in page order, as soon as it and every page before it are done."""
+    from .pipeline import PageRequest
+
+    decs = [_PageDecode(job, k0 + j, t) for j, t in enumerate(tasks)]
+    reqs = [PageRequest(t.label, prepared[t.index], emb, job.prompt, job.args.n_predict, job.sampling, job.no_repeat,
+                        d.on_token, j) for j, (t, emb, d) in enumerate(zip(tasks, embs, decs))]
+    results: dict[int, tuple] = {}
+    next_j = 0
+
+    def on_page(r: PageRequest, res, err: BaseException | None) -> None:
+        nonlocal next_j
+        results[r.tag] = (res, err)
+        while next_j < len(tasks) and next_j in results:  # finished in page order: stdout, markers, progress
+            res, err = results.pop(next_j)
+            share = prepared[tasks[next_j].index].n_tokens / max(1, pass_tokens)
+            d = decs[next_j]
+            after(tasks[next_j], d.failed(err) if err is not None else _finish_page(d, res, enc_s, share))
+            next_j += 1
+            if next_j < len(tasks):
+                progress.start_page(tasks[next_j].label)
+
+    progress.start_page(tasks[0].label)
+    job.pipe.run_pages(reqs, parallel, on_page)
+
+
+def _finish_page(d: _PageDecode, res, enc_s: float, share: float) -> _PageOutcome:
+    """The page's decoded tokens are in res: its text (tail of the stream, tables), report, outputs."""
+    job, task = d.job, d.task
+    args, rep, outs = job.args, job.rep, job.outs
+    name, i, k = task.label, task.index, d.k
+    parser, sd, pieces, stream_now = d.parser, d.sd, d.pieces, d.stream_now
+    from .grounding import dumps, page_json
+
     tail = parser.feed(sd.flush()) + parser.finish()
     if tail:
         pieces.append(tail)

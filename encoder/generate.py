@@ -178,6 +178,52 @@ class GenerationResult:
         return self.n_steps / self.decode_s if self.decode_s > 0 else 0.0
 
 
+class SequenceGen:
+    """One sequence's generation policy, fed one logits vector at a time: ``next_token(logits)`` gives the id
+    to append (and evaluate) next, or None once the sequence has stopped (``result.stop_reason`` set). The
+    stop rules, no-repeat ban and sampler of ``generate``, which runs one of these; ``generate_batch`` runs
+    many side by side."""
+
+    def __init__(self, prompt_ids: Sequence[int], max_new_tokens: int, eos_ids: Iterable[int] = (1,),
+                 sampling: Sampling = Sampling(), no_repeat: NoRepeat = NoRepeat(), max_total: int | None = None,
+                 on_token: Callable[[int], None] | None = None) -> None:
+        self.n_prompt = len(prompt_ids)
+        self.max_new_tokens = max_new_tokens
+        self.eos = frozenset(eos_ids)
+        self.sampler = Sampler(sampling)
+        self.no_repeat = no_repeat
+        self.max_total = max_total
+        self.on_token = on_token
+        self.history = list(prompt_ids) if no_repeat.scope == "all" else []
+        self.result = GenerationResult(n_prompt=len(prompt_ids))
+
+    def next_token(self, logits: np.ndarray) -> int | None:
+        res = self.result
+        if len(res.tokens) >= self.max_new_tokens:
+            res.stop_reason = "length"
+            return None
+        x = np.array(logits, dtype=np.float32, copy=True).reshape(-1)
+        apply_no_repeat(x, self.history, self.no_repeat)
+        tok = self.sampler(x)
+        if tok < 0:
+            res.stop_reason = "no_candidates"
+            return None
+        if tok in self.eos:
+            res.stop_reason = "eos"
+            return None
+        res.tokens.append(tok)
+        self.history.append(tok)
+        if self.on_token is not None:
+            self.on_token(tok)
+        if len(res.tokens) >= self.max_new_tokens:
+            res.stop_reason = "length"
+            return None
+        if self.max_total is not None and self.n_prompt + len(res.tokens) > self.max_total:
+            res.stop_reason = "context"  # the KV cache cannot take this token
+            return None
+        return tok
+
+
 def generate(
     prefill: Callable[[], np.ndarray],
     step: Callable[[int], np.ndarray],
@@ -194,43 +240,101 @@ def generate(
     ``max_new_tokens`` tokens ("length"), or when the sequence would exceed ``max_total`` ids
     ("context"). A KeyboardInterrupt is re-raised after recording "interrupted" in the result
     attached to the exception (``exc.partial``)."""
-    eos = frozenset(eos_ids)
-    sampler = Sampler(sampling)
-    res = GenerationResult(n_prompt=len(prompt_ids))
-    history = list(prompt_ids) if no_repeat.scope == "all" else []
+    gen = SequenceGen(prompt_ids, max_new_tokens, eos_ids, sampling, no_repeat, max_total, on_token)
+    res = gen.result
     try:
         t0 = time.perf_counter()
         logits = prefill()
         res.prefill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        while True:
-            if len(res.tokens) >= max_new_tokens:
-                res.stop_reason = "length"
-                break
-            x = np.array(logits, dtype=np.float32, copy=True).reshape(-1)
-            apply_no_repeat(x, history, no_repeat)
-            tok = sampler(x)
-            if tok < 0:
-                res.stop_reason = "no_candidates"
-                break
-            if tok in eos:
-                res.stop_reason = "eos"
-                break
-            res.tokens.append(tok)
-            history.append(tok)
-            if on_token is not None:
-                on_token(tok)
-            if len(res.tokens) >= max_new_tokens:
-                res.stop_reason = "length"
-                break
-            if max_total is not None and len(prompt_ids) + len(res.tokens) > max_total:
-                res.stop_reason = "context"  # the KV cache cannot take this token
-                break
+        tok = gen.next_token(logits)
+        while tok is not None:
             logits = step(tok)
             res.n_steps += 1
+            tok = gen.next_token(logits)
         res.decode_s = time.perf_counter() - t0
     except KeyboardInterrupt as e:
         res.stop_reason = "interrupted"
         e.partial = res  # type: ignore[attr-defined]
         raise
     return res
+
+
+@dataclass
+class BatchJob:
+    """One sequence of ``generate_batch``: its policy and whatever the caller's callbacks need (``data``)."""
+
+    gen: SequenceGen
+    data: object = None
+
+
+def generate_batch(
+    jobs: Iterable[BatchJob],
+    n_parallel: int,
+    prefill: Callable[[int, BatchJob], np.ndarray],
+    step: Callable[[list[tuple[int, int]]], list[np.ndarray]],
+    on_done: Callable[[BatchJob, BaseException | None], None],
+) -> None:
+    """Continuous batching of many sequences through ``n_parallel`` slots: a job takes a free slot and is
+    prefilled alone (``prefill(slot, job)`` returns the logits after its prompt; prefill is compute-bound),
+    then every running job takes one decode step per ``step([(slot, id), ...])`` call (one logits vector per
+    pair, in order: all sequences in one pass of the decoder, the weights read once). Each job keeps its own
+    no-repeat history, sampler, stop rules and -n limit (its SequenceGen), so a job's tokens are those
+    ``generate`` gives it alone. ``on_done(job, error)`` is called as each job stops (its result in
+    job.gen.result; error: the exception its prefill raised, or a failed step's for every job in that step),
+    and its slot goes to the next job. A KeyboardInterrupt marks the running jobs "interrupted" and is
+    re-raised."""
+    if n_parallel < 1:
+        raise ValueError(f"n_parallel must be >= 1 (got {n_parallel})")
+    pending = iter(jobs)
+    slots: list[tuple[BatchJob, int, float] | None] = [None] * n_parallel  # (job, next id, decode start)
+    exhausted = False
+    try:
+        while True:
+            for k in range(n_parallel):  # fill free slots: prefill the next jobs alone
+                while slots[k] is None and not exhausted:
+                    job = next(pending, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    res = job.gen.result
+                    t0 = time.perf_counter()
+                    try:
+                        logits = prefill(k, job)
+                    except Exception as e:  # this job is lost, not the others
+                        on_done(job, e)
+                        continue
+                    res.prefill_s = time.perf_counter() - t0
+                    tok = job.gen.next_token(logits)
+                    if tok is None:
+                        on_done(job, None)
+                    else:
+                        slots[k] = (job, tok, time.perf_counter())
+            running = [k for k in range(n_parallel) if slots[k] is not None]
+            if not running:
+                return
+            pairs = [(k, slots[k][1]) for k in running]  # type: ignore[index]
+            try:
+                outs = step(pairs)
+            except Exception as e:
+                for k in running:
+                    job, _, t0 = slots[k]  # type: ignore[misc]
+                    job.gen.result.decode_s = time.perf_counter() - t0
+                    slots[k] = None
+                    on_done(job, e)
+                continue
+            for k, logits in zip(running, outs):
+                job, _, t0 = slots[k]  # type: ignore[misc]
+                job.gen.result.n_steps += 1
+                tok = job.gen.next_token(logits)
+                if tok is None:
+                    job.gen.result.decode_s = time.perf_counter() - t0
+                    slots[k] = None
+                    on_done(job, None)
+                else:
+                    slots[k] = (job, tok, t0)
+    except KeyboardInterrupt:
+        for sl in slots:
+            if sl is not None:
+                sl[0].gen.result.stop_reason = "interrupted"
+        raise

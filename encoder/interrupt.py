@@ -60,6 +60,41 @@ class Interrupt:
         self.close()
 
 
+class CancelPipe(Interrupt):
+    """An Interrupt that no signal writes to: ``trip()`` stops the computation of the models it was given to (polled
+    in C as Interrupt's pipe, so any thread may trip it and no Python runs between graph nodes), ``reset()`` drains
+    it for the next one. tilepass-server cancels one request's computation with it."""
+
+    def __init__(self) -> None:  # no set_wakeup_fd: only trip() writes
+        self.tripped = False
+        self._old = None
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def trip(self) -> None:
+        if self._w >= 0:
+            try:
+                os.write(self._w, b"x")
+            except BlockingIOError:  # already full: already tripped
+                pass
+
+    def reset(self) -> None:
+        self.tripped = False
+        while self._r >= 0:
+            try:
+                if not os.read(self._r, 4096):
+                    break
+            except BlockingIOError:
+                break
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            if fd >= 0:
+                os.close(fd)
+        self._r = self._w = -1
+
+
 class AbortHook:
     """tp_*_params.abort_callback and its data: NULL for none; for an Interrupt, the library's C poll of its pipe;
     for a Python function, a cffi callback (an exception in it cannot cross into C: it is kept, the computation

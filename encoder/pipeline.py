@@ -1,6 +1,7 @@
 """Image -> text with both models: load a text GGUF and a vision (mmproj) GGUF, check that they fit
-together, build the input ids of a page, encode every page's image in one pass and decode each
-page in turn.
+together, build the input ids of a page, encode every page's image in one pass and decode the pages, one at a time
+(run_page) or several together (run_pages: each page its own sequence of the text model, all running pages one
+decode step per pass of the decoder).
 
 Input ids (spec §8): ``[bos] + tokens(prompt before <image>) + [image_id] * n_image_tokens +
 tokens(prompt after <image>)``; the image embeddings replace the image-token positions in order.
@@ -18,12 +19,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .generate import GenerationResult, NoRepeat, Sampling, generate
+from .generate import BatchJob, GenerationResult, NoRepeat, Sampling, SequenceGen, generate, generate_batch
 from .prompts import IMAGE_TAG, Prompt, PromptError, check_pair, conventions_for, normalise_deepseek_prompt
 from .tokenizer import Tokenizer
 
 DEFAULT_PROMPT = "<|grounding|>Convert the document to markdown."
-TEXT_ARCHS = ("deepseek2-ocr", "paddleocr")
+TEXT_ARCHS = ("deepseek2-ocr", "deepseek2", "paddleocr")
 VISION_ARCHS = ("clip",)
 
 
@@ -122,6 +123,40 @@ class PageResult:
     @property
     def complete(self) -> bool:
         return self.stop_reason == "eos"
+
+
+@dataclass
+class PageRequest:
+    """One page for run_pages: as the arguments of run_page, and ``tag`` for the caller."""
+
+    name: str
+    prepared: Any
+    embd: np.ndarray
+    prompt: str
+    max_new_tokens: int
+    sampling: Sampling = Sampling()
+    no_repeat: NoRepeat | None = None
+    on_token: Callable[[int], None] | None = None
+    tag: Any = None
+
+
+def default_parallel(n_cpus: int, mem_available: int, kv_bytes: int, cap: int = 8) -> int:
+    """--parallel's default: 2 pages per core, at most ``cap`` (8), and no more KV caches than a quarter of the
+    available memory holds (one at least)."""
+    by_mem = mem_available // 4 // kv_bytes if kv_bytes > 0 and mem_available > 0 else cap
+    return max(1, min(cap, 2 * max(1, n_cpus), int(by_mem)))
+
+
+def mem_available_bytes() -> int:
+    """MemAvailable of /proc/meminfo (0 where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class OcrPipeline:
@@ -264,6 +299,90 @@ class OcrPipeline:
         p = self.prompt(prompt, int(embd.shape[0]), tuple(getattr(prepared, "token_grid", (0, 0))))
         ids = p.ids
         res = self.generate(ids, embd, max_new_tokens, sampling, no_repeat, on_token, positions=p.positions)
+        return self._page_result(name, prepared, embd, ids, res)
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether the text model decodes several sequences together (run_pages with n_parallel > 1)."""
+        return hasattr(self.text, "eval_batch") and hasattr(self.text, "new_sequence")
+
+    def kv_bytes(self) -> int:
+        """The bytes of one more page's KV cache (0 where the text model cannot say)."""
+        from .native import lib
+
+        model = getattr(self.text, "_model", None)
+        return int(lib.tp_text_seq_bytes(model, 0)) if model is not None else 0
+
+    def run_pages(self, requests: Sequence[PageRequest], n_parallel: int,
+                  on_page: Callable[[PageRequest, PageResult | None, BaseException | None], None]) -> None:
+        """Decode the pages, up to n_parallel together (generate_batch: each page prefilled alone into its own
+        sequence, then all running pages one decode step per decoder pass; a page that stops gives its slot to
+        the next). ``on_page(request, result, error)`` as each page stops (not in order). Greedy output of each
+        page is what run_page gives it."""
+        from .text_model import BatchItem
+
+        text = self.text
+        n_vocab = self.n_vocab
+        n = max(1, min(n_parallel, len(requests)))
+        seqs: list[Any] = getattr(self, "_seqs", [])
+        while len(seqs) < n - 1:  # slot 0 is the model's own sequence, the others its extra sequences
+            seqs.append(text.new_sequence(self.n_ctx or 0))
+        self._seqs = seqs
+        slot_seq = [None, *seqs[: n - 1]]
+
+        def last(logits: np.ndarray) -> np.ndarray:
+            a = np.asarray(logits).reshape(-1)
+            return a[-n_vocab:] if n_vocab and a.size >= n_vocab else a
+
+        jobs: list[BatchJob] = []
+        prompts: dict[int, tuple[list[int], Any]] = {}
+        for r in requests:
+            nr = r.no_repeat if r.no_repeat is not None else self.default_no_repeat()
+            try:
+                p = self.prompt(r.prompt, int(r.embd.shape[0]), tuple(getattr(r.prepared, "token_grid", (0, 0))))
+            except PipelineError as e:
+                on_page(r, None, e)
+                continue
+            gen = SequenceGen(p.ids, r.max_new_tokens, () if self.eos_id is None else (self.eos_id,), r.sampling, nr,
+                              self.n_ctx, r.on_token)
+            jobs.append(BatchJob(gen, r))
+            prompts[id(r)] = (p.ids, p.positions)
+
+        def prefill(slot: int, job: BatchJob) -> np.ndarray:
+            r: PageRequest = job.data  # type: ignore[assignment]
+            ids, positions = prompts[id(r)]
+            embd = r.embd
+            n_img = sum(1 for i in ids if i == self.image_id)
+            if embd is not None and embd.shape[0] != n_img:
+                raise PipelineError(f"{embd.shape[0]} image embeddings for {n_img} image tokens")
+            if self.n_ctx is not None and len(ids) >= self.n_ctx:
+                raise PipelineError(f"the prompt ({len(ids)} tokens with the image) does not fit the context of "
+                                    f"{self.n_ctx} tokens (use a smaller --mode or a larger context)")
+            e = None if embd is None or embd.shape[0] == 0 else np.ascontiguousarray(embd, dtype=np.float32)
+            seq = slot_seq[slot]
+            if seq is None:
+                text.reset()
+            else:
+                seq.reset()
+            (out,) = text.eval_batch([BatchItem(seq, list(ids), e, positions)])
+            return last(out)
+
+        def step(pairs: list[tuple[int, int]]) -> list[np.ndarray]:
+            outs = text.eval_batch([BatchItem(slot_seq[k], [tok]) for k, tok in pairs])
+            return [last(o) for o in outs]
+
+        def done(job: BatchJob, err: BaseException | None) -> None:
+            r: PageRequest = job.data  # type: ignore[assignment]
+            if err is not None:
+                on_page(r, None, err)
+                return
+            ids, _ = prompts[id(r)]
+            on_page(r, self._page_result(r.name, r.prepared, r.embd, ids, job.gen.result), None)
+
+        generate_batch(jobs, n, prefill, step, done)
+
+    def _page_result(self, name: str, prepared: Any, embd: np.ndarray, ids: Sequence[int],
+                     res: GenerationResult) -> PageResult:
         return PageResult(
             name=name, tokens=res.tokens, text=self.tokenizer.decode(res.tokens), stop_reason=res.stop_reason,
             n_prompt=len(ids), n_image_tokens=int(embd.shape[0]),
@@ -272,5 +391,6 @@ class OcrPipeline:
             decode_tps=res.decode_tps)
 
 
-__all__ = ["OcrPipeline", "PageResult", "PipelineError", "DEFAULT_PROMPT", "IMAGE_TAG", "normalise_prompt",
+__all__ = ["OcrPipeline", "PageRequest", "PageResult", "PipelineError", "default_parallel",
+           "mem_available_bytes", "DEFAULT_PROMPT", "IMAGE_TAG", "normalise_prompt",
            "check_model_files", "gguf_summary", "peak_memory_bytes"]

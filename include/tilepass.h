@@ -34,16 +34,21 @@
  *     tp_vision_trim take turns on the model's lock (each encode uses the model's whole pool); the getters
  *     (tp_vision_get_info, tp_vision_mode_name, tp_vision_preprocess_params, tp_vision_page_n_tokens,
  *     tp_vision_last_compute_bytes) may be called from any thread at any time.
- *   - tp_text_model: holds ONE sequence (its KV cache), so it is not shared silently: a tp_text_eval /
- *     tp_text_eval_pos that starts while another call on the same model is running fails at once with
- *     TP_ERR_INVALID_ARGUMENT, "model in use by another thread", and changes nothing; tp_text_reset waits
- *     for a call in progress, then empties the cache; tp_text_n_past, tp_text_get_info and
- *     tp_text_token_bytes may be called from any thread at any time. One model per sequence (per thread),
- *     or take turns under your own lock.
+ *   - tp_text_model: holds a built-in sequence (tp_text_eval, tp_text_reset, tp_text_n_past) and may have
+ *     more (tp_text_seq_create), each with its own KV cache. A sequence takes one call at a time: an eval
+ *     (tp_text_eval, tp_text_eval_pos, tp_text_eval_batch) that needs a sequence another call is using fails
+ *     at once with TP_ERR_INVALID_ARGUMENT, "in use by another thread" ("model in use by another thread" for
+ *     the built-in one), and changes nothing. Evals of different sequences of one model may be called from
+ *     different threads: their computations take turns on the model's lock (one pool). tp_text_reset /
+ *     tp_text_seq_reset wait for a call in progress on that sequence, then empty it; tp_text_n_past,
+ *     tp_text_seq_n_past, tp_text_seq_n_ctx, tp_text_get_info, tp_text_token_bytes, tp_text_get_tokenizer
+ *     and tp_text_tokenize may be called from any thread at any time. tp_text_seq_create may be called from any thread.
+ *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
+ *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
- *     tp_text_eval), between graph nodes.
+ *     tp_text_eval, tp_text_eval_batch), between graph nodes.
  *
  * Memory-mapped files. A GGUF file is mapped read-only (PROT_READ, MAP_PRIVATE) from tp_gguf_open /
  * tp_*_load until tp_gguf_close / tp_*_free; matrices are read from the mapping at every computation.
@@ -334,6 +339,7 @@ tp_tensor *tp_cpy(tp_context *ctx, tp_tensor *src, tp_tensor *dst);
 /* Element-wise with broadcasting of b over a (each b dim equals a's or is 1). Result shaped as a. */
 tp_tensor *tp_add(tp_context *ctx, tp_tensor *a, tp_tensor *b);
 tp_tensor *tp_mul(tp_context *ctx, tp_tensor *a, tp_tensor *b);
+tp_tensor *tp_div(tp_context *ctx, tp_tensor *a, tp_tensor *b); /* a / b (MoE weight renormalisation) */
 tp_tensor *tp_scale(tp_context *ctx, tp_tensor *a, float s);
 
 /* Activations, element-wise. */
@@ -341,6 +347,7 @@ tp_tensor *tp_gelu(tp_context *ctx, tp_tensor *a);       /* exact: x·Φ(x) with
 tp_tensor *tp_gelu_tanh(tp_context *ctx, tp_tensor *a);  /* tanh approximation */
 tp_tensor *tp_quick_gelu(tp_context *ctx, tp_tensor *a); /* x·σ(1.702x) */
 tp_tensor *tp_silu(tp_context *ctx, tp_tensor *a);       /* x·σ(x) */
+tp_tensor *tp_sigmoid(tp_context *ctx, tp_tensor *a);    /* σ(x) = 1/(1 + e^−x) (MoE sigmoid gating) */
 
 /* Normalisation over dim 0. w and b are [ne0] or NULL. */
 tp_tensor *tp_layer_norm(tp_context *ctx, tp_tensor *a, tp_tensor *w, tp_tensor *b, float eps);
@@ -598,9 +605,10 @@ size_t tp_vision_last_compute_bytes(const tp_vision_model *m);
 void tp_vision_trim(tp_vision_model *m);
 
 /* ---------------------------------------------------------------------------------------------
- * Text models (a "text" GGUF; general.architecture names the family). One model holds one sequence and
- * its KV cache: share it between threads only with your own lock (an eval that overlaps another call on
- * the same model fails with "model in use by another thread": see "Threads" at the top of this file).
+ * Text models (a "text" GGUF; general.architecture names the family). A model holds a built-in sequence
+ * and its KV cache (tp_text_eval); more sequences (tp_text_seq) share its weights, and tp_text_eval_batch
+ * evaluates several of them in one decoder pass, reading every weight once for all (the way to decode many
+ * pages at once). A sequence takes one call at a time: see "Threads" at the top of this file.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct tp_text_model tp_text_model;
@@ -665,10 +673,228 @@ tp_status tp_text_eval(tp_text_model *m, const int32_t *ids, int32_t n, const fl
 tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, const int32_t *pos, const float *embd,
                            int64_t n_embd_rows, float *logits, bool all_logits, tp_error *err);
 
-/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; special tokens as their
- * text). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
+/* A sequence: a KV cache of n_ctx tokens (0 = the model's n_ctx, tp_text_info) with its own tokens and
+ * positions, evaluated with tp_text_eval_batch. It uses the model's weights: use it only while its model is
+ * loaded (tp_text_seq_free and tp_text_free may come in either order). */
+typedef struct tp_text_seq tp_text_seq;
+tp_status tp_text_seq_create(tp_text_model *m, int32_t n_ctx, tp_text_seq **out, tp_error *err);
+/* NULL is ignored. Must not overlap a call that uses the sequence. */
+void tp_text_seq_free(tp_text_seq *s);
+/* The bytes of the KV cache of a sequence of n_ctx tokens (0: the model's n_ctx) of this model; 0 for NULL. */
+size_t tp_text_seq_bytes(const tp_text_model *m, int32_t n_ctx);
+/* Forget its tokens (empty KV cache); waits for a call in progress on it. */
+void tp_text_seq_reset(tp_text_seq *s);
+/* Tokens in its KV cache, and the cache's length. */
+int32_t tp_text_seq_n_past(const tp_text_seq *s);
+int32_t tp_text_seq_n_ctx(const tp_text_seq *s);
+
+/* One sequence's part of a tp_text_eval_batch call: the arguments of tp_text_eval_pos for that sequence
+ * (seq NULL: the model's built-in sequence; pos NULL: the positions that follow the largest so far). */
+typedef struct tp_text_batch_entry {
+    tp_text_seq *seq;
+    const int32_t *ids;
+    int32_t n;
+    const int32_t *pos;   /* NULL, or n_pos_axes × n, axis-major */
+    const float *embd;    /* NULL, or n_embd_rows × n_embd image rows */
+    int64_t n_embd_rows;
+    float *logits;        /* NULL, or [n_vocab] (last position) / [n, n_vocab] (all_logits) */
+    bool all_logits;
+} tp_text_batch_entry;
+
+/* Append each entry's tokens to its sequence, all in one decoder pass (per graph of up to n_batch rows): the
+ * dense parts, experts and the output head run once over the rows of every entry, attention per sequence over
+ * its own cache. Each entry's logits equal those of tp_text_eval_pos on its sequence alone (up to the rounding
+ * of a larger matrix product). Each sequence at most once per call. Fails (TP_ERR_INVALID_ARGUMENT: a
+ * sequence of another model or twice, a bad entry, an overflow of any one sequence's cache, a sequence in use;
+ * TP_ERR_ABORTED: the abort callback) with NOTHING appended to any sequence. */
+tp_status tp_text_eval_batch(tp_text_model *m, const tp_text_batch_entry *entries, int32_t n_entries,
+                             tp_error *err);
+
+/* The UTF-8 bytes of one token (byte-level BPE decoded to raw bytes; SentencePiece's "▁" as a space and
+ * <0xXX> as its byte; special tokens as their text: tp_tokenizer_token_bytes' bytes). *len receives the byte count; the bytes are not NUL-terminated and may be an incomplete
  * UTF-8 sequence (a streaming caller joins pieces before printing). NULL if id is out of range. */
 const char *tp_text_token_bytes(const tp_text_model *m, int32_t id, size_t *len);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tokenizer: text <-> token ids, from a GGUF's vocabulary (the tokenizer.ggml.* keys as llama.cpp writes them):
+ *   - tokenizer.ggml.model "gpt2": byte-level BPE (tokens + merges, lowest merge rank first), pre-tokenizer
+ *     tokenizer.ggml.pre "deepseek-v3" (DeepSeek-V3's splits: digit runs of 1-3, CJK and kana runs, then
+ *     letters / punctuation / whitespace) or "gpt2" / "default" (GPT-2's);
+ *   - "llama": SentencePiece, spaces as "▁", a leading "▁" before each stretch of text when
+ *     tokenizer.ggml.add_space_prefix (default true), byte fallback to <0xXX>: BPE when every NORMAL score is
+ *     a whole number (-rank; PaddleOCR-VL's ERNIE), else Unigram (the best-scoring segmentation).
+ * Other vocabularies (other models or pre-tokenizers) are TP_ERR_UNSUPPORTED naming them. Tokens of type CONTROL and USER_DEFINED (and UNKNOWN in "llama") are matched whole in the text
+ * (leftmost, then longest) before pre-tokenisation; "special" ones (CONTROL, UNKNOWN) only when parse_special.
+ * The ids equal those of the `tokenizers` library built from the same vocabulary (encoder/tokenizer.py).
+ * The Unicode categories come from a table generated at build time (tp_tokenizer_unicode_version()).
+ * A tokenizer is immutable once loaded: any number of threads may use one at once. A tp_detokenizer is one
+ * stream: one thread at a time.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_tokenizer tp_tokenizer;
+
+/* A tokenizer from a GGUF file (only its tokenizer keys are read: a vocabulary-only file will do) / from an
+ * open one (nothing of g is kept). TP_ERR_FORMAT for a file without a vocabulary or with an inconsistent one,
+ * TP_ERR_UNSUPPORTED for a kind this build does not tokenize. */
+tp_status tp_tokenizer_load(const char *path, tp_tokenizer **out, tp_error *err);
+tp_status tp_tokenizer_from_gguf(const tp_gguf *g, tp_tokenizer **out, tp_error *err);
+void tp_tokenizer_free(tp_tokenizer *t);
+/* The number of tokens of the vocabulary (0 for NULL). */
+int32_t tp_tokenizer_n_vocab(const tp_tokenizer *t);
+/* The Unicode version of the category tables the pre-tokenizers use. */
+const char *tp_tokenizer_unicode_version(void);
+
+/* Token ids of len bytes of UTF-8 text (no BOS or other token added). Writes up to max_ids ids and sets
+ * *n_ids to the number of tokens of the text. ids = NULL with max_ids = 0 is a size query (TP_OK, *n_ids set);
+ * otherwise a text of more than max_ids tokens fails with TP_ERR_INVALID_ARGUMENT, *n_ids being the number
+ * needed (the first max_ids are written). Text that is not valid UTF-8: TP_ERR_INVALID_ARGUMENT naming the
+ * byte. parse_special false: special tokens written in the text are tokenized as text. */
+tp_status tp_tokenize(const tp_tokenizer *t, const char *text, size_t len, bool parse_special, int32_t *ids,
+                      int32_t max_ids, int32_t *n_ids, tp_error *err);
+/* The bytes a token stands for (byte-level symbols as bytes, "▁" as a space, <0xXX> as its byte, special
+ * tokens as their text); not NUL-terminated, possibly part of a UTF-8 character. NULL (and *len 0) if id is
+ * out of range. Valid while t lives. */
+const char *tp_tokenizer_token_bytes(const tp_tokenizer *t, int32_t id, size_t *len);
+/* Whether a token is special (CONTROL; in "llama" also UNKNOWN): what skip_special leaves out. */
+bool tp_tokenizer_is_special(const tp_tokenizer *t, int32_t id);
+/* The id of the token whose string (as the vocabulary writes it) is text[0..len), -1 if none. */
+int32_t tp_tokenizer_token_id(const tp_tokenizer *t, const char *text, size_t len);
+
+/* The tokens' bytes joined (raw: not checked as UTF-8), special tokens left out when skip_special. Writes up to
+ * max_bytes bytes (no NUL) and sets *n_bytes to the length; out = NULL with max_bytes = 0 is a size query;
+ * otherwise a longer result fails with TP_ERR_INVALID_ARGUMENT, *n_bytes being the size needed. An id out of
+ * range: TP_ERR_INVALID_ARGUMENT. */
+tp_status tp_detokenize(const tp_tokenizer *t, const int32_t *ids, int32_t n, bool skip_special, char *out,
+                        size_t max_bytes, size_t *n_bytes, tp_error *err);
+
+/* Streaming detokenisation: push ids as they are sampled; each push gives the bytes of the characters completed
+ * so far and never a part of a UTF-8 character (the bytes of a character split over tokens wait for the token
+ * that completes it). Invalid bytes come out as U+FFFD, one per maximal invalid subpart (as Python's
+ * bytes.decode(errors="replace")). flush gives the remainder (an incomplete character as one U+FFFD) and
+ * starts a new stream. The bytes returned (NUL-terminated too, *len not counting it) are owned by the
+ * detokenizer and valid until its next call. It refers to t: t must outlive it. */
+typedef struct tp_detokenizer tp_detokenizer;
+tp_status tp_detokenizer_create(const tp_tokenizer *t, bool skip_special, tp_detokenizer **out, tp_error *err);
+tp_status tp_detokenizer_push(tp_detokenizer *d, int32_t id, const char **bytes, size_t *len, tp_error *err);
+tp_status tp_detokenizer_flush(tp_detokenizer *d, const char **bytes, size_t *len, tp_error *err);
+/* Forget held bytes (a new stream). NULL is ignored. */
+void tp_detokenizer_reset(tp_detokenizer *d);
+void tp_detokenizer_free(tp_detokenizer *d);
+
+/* A text model's tokenizer, built from its file's vocabulary at the first of these calls (from any thread)
+ * and owned by the model (valid until tp_text_free). A model whose vocabulary the tokenizer does not support
+ * still loads (the decoder runs from ids): these calls then fail with the reason (TP_ERR_UNSUPPORTED /
+ * TP_ERR_FORMAT and its message). */
+tp_status tp_text_get_tokenizer(const tp_text_model *m, const tp_tokenizer **out, tp_error *err);
+/* tp_tokenize with the model's tokenizer. */
+tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len, bool parse_special, int32_t *ids,
+                           int32_t max_ids, int32_t *n_ids, tp_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Generation policy: what happens between a logits row and the next token, in C (native/generate/):
+ *   - the no-repeat n-gram rule: with history h (the ids accepted so far), n-gram size n and window W, token t
+ *     is banned as the next one when some n-gram h[i..i+n) lying inside the last W ids of h (W = 0: anywhere)
+ *     has h[i..i+n-1) equal to the last n-1 ids of h and h[i+n-1] = t; whitelisted ids are never banned. This is
+ *     transformers' NoRepeatNGramLogitsProcessor (W = 0, the prompt accepted too: TP_NO_REPEAT_ALL),
+ *     UnlimitedOcrSlidingWindowNoRepeatNgramLogitsProcessor (W > 0) and DeepSeek-OCR's vLLM runner (n 30, W 90,
+ *     whitelist <td> </td>, generated ids only: TP_NO_REPEAT_GENERATED). Each step costs O(min(W, history))
+ *     (rolling hashes of the (n-1)-grams, every hash hit checked id by id);
+ *   - sampling, in transformers' order: the ban (logits set to -INFINITY), temperature, top-k (every token
+ *     whose scaled logit is >= the k-th largest is kept, ties included), top-p (tokens in ascending order of
+ *     logit, ties by ascending id; those whose cumulative probability is <= 1 - top_p are dropped, the most
+ *     likely always kept), then a draw from the softmax of what is left. temperature 0 is greedy: the first
+ *     maximum (as torch.argmax). The draws come from xoshiro256** seeded by splitmix64(seed): the same seed
+ *     gives the same stream on every platform (the tokens too, but for last-bit differences of the C
+ *     library's exp at a probability boundary);
+ *   - stop rules (tp_stop): EOS ids, a count of new tokens, stop strings matched over the detokenised stream.
+ * A sampler or a stop object is one sequence: one thread at a time; no global state.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum tp_no_repeat_scope {
+    TP_NO_REPEAT_GENERATED = 0, /* only the generated ids count (tp_sampler_accept_prompt ignores the prompt) */
+    TP_NO_REPEAT_ALL = 1        /* the prompt ids count too (transformers) */
+} tp_no_repeat_scope;
+
+typedef struct tp_sampler_params {
+    int32_t n_vocab;             /* the length of a logits row, > 0 (0 in the defaults: must be set) */
+    float temperature;           /* 0: greedy; else finite > 0 (0) */
+    int32_t top_k;               /* 0: off (0) */
+    float top_p;                 /* in (0, 1]; 1: off (1) */
+    uint64_t seed;               /* of the draws (0) */
+    int32_t no_repeat_ngram;     /* n of the no-repeat rule; 0: off (30) */
+    int32_t no_repeat_window;    /* W; 0: the whole history (90) */
+    int no_repeat_scope;         /* a tp_no_repeat_scope (TP_NO_REPEAT_GENERATED) */
+    const int32_t *no_repeat_whitelist; /* ids never banned, copied at create; ids >= n_vocab ignored (NULL) */
+    int32_t n_no_repeat_whitelist;      /* (0) */
+} tp_sampler_params;
+
+typedef struct tp_sampler tp_sampler;
+
+/* The values in parentheses above (DeepSeek-OCR's runner, less its <td> </td> whitelist, which is the
+ * vocabulary's: give it). */
+tp_sampler_params tp_sampler_default_params(void);
+/* A sampler with an empty history. Parameters out of range: TP_ERR_INVALID_ARGUMENT naming the field. */
+tp_status tp_sampler_create(const tp_sampler_params *params, tp_sampler **out, tp_error *err);
+/* NULL is ignored. */
+void tp_sampler_free(tp_sampler *s);
+/* Empty the history and restart the draws from the seed (a new sequence). NULL is ignored. */
+void tp_sampler_reset(tp_sampler *s);
+/* Append an id (a token chosen, 0 <= id < n_vocab) to the history the no-repeat rule looks at. */
+tp_status tp_sampler_accept(tp_sampler *s, int32_t id, tp_error *err);
+/* Append the prompt's ids when the scope is TP_NO_REPEAT_ALL (ids outside 0..n_vocab-1 are skipped: image
+ * placeholders); nothing with TP_NO_REPEAT_GENERATED. */
+tp_status tp_sampler_accept_prompt(tp_sampler *s, const int32_t *ids, int32_t n, tp_error *err);
+/* The number of ids in the history. */
+int64_t tp_sampler_n_history(const tp_sampler *s);
+/* The ids the no-repeat rule bans as the next token, ascending: up to cap written to out, *n the count (out
+ * NULL with cap 0: a size query). */
+tp_status tp_sampler_banned(tp_sampler *s, int32_t *out, int32_t cap, int32_t *n, tp_error *err);
+/* The next token from a row of n_vocab logits (n_vocab must equal the params'). logits is modified in place:
+ * the banned tokens' entries become -INFINITY, nothing else changes. *id is the token, or -1 when no token is
+ * left (every logit -INFINITY or NaN: NaN entries are never chosen). When sampling, +INFINITY logits (or logits
+ * that overflow when divided by the temperature) leave only those tokens, equally likely. The id is NOT
+ * accepted: call tp_sampler_accept with the token kept. */
+tp_status tp_sampler_sample(tp_sampler *s, float *logits, int32_t n_vocab, int32_t *id, tp_error *err);
+/* What sampling sees, for inspection: logits in place become the ban applied, divided by the temperature (when
+ * > 0), with the tokens top-k / top-p drop set to -INFINITY (transformers' warpers' scores). Greedy params:
+ * only the ban. */
+tp_status tp_sampler_filter(tp_sampler *s, float *logits, int32_t n_vocab, tp_error *err);
+
+typedef enum tp_stop_reason {
+    TP_STOP_NONE = 0,   /* go on */
+    TP_STOP_EOS = 1,    /* the id is an EOS id (not counted, not detokenised) */
+    TP_STOP_LENGTH = 2, /* the id is the max_new_tokens-th */
+    TP_STOP_STRING = 3  /* a stop string completed: the text stops before it */
+} tp_stop_reason;
+
+typedef struct tp_stop_params {
+    const int32_t *eos_ids;            /* copied at create (NULL) */
+    int32_t n_eos;                     /* (0) */
+    int32_t max_new_tokens;            /* 0: no limit (0) */
+    const char *const *stop_strings;   /* NUL-terminated, non-empty, copied; need a tokenizer (NULL) */
+    int32_t n_stop_strings;            /* (0) */
+    bool skip_special;                 /* the detokenizer leaves special tokens out of the text (false) */
+} tp_stop_params;
+
+typedef struct tp_stop tp_stop;
+
+tp_stop_params tp_stop_default_params(void);
+/* t (which must outlive the object) detokenises the stream; NULL: no text (no stop strings allowed). */
+tp_status tp_stop_create(const tp_tokenizer *t, const tp_stop_params *params, tp_stop **out, tp_error *err);
+void tp_stop_free(tp_stop *s);
+/* A new sequence (count, text, stop state cleared). NULL is ignored. */
+void tp_stop_reset(tp_stop *s);
+/* Feed one generated id. *reason says whether to stop; *text / *len the text that is final now: whole UTF-8
+ * characters, less a tail that could begin a stop string (held back until it cannot, or given by
+ * tp_stop_flush); on TP_STOP_STRING the text before the stop string (the rest is dropped). Stop strings are matched
+ * as bytes over the text of whole characters. The bytes are owned
+ * by the object, NUL-terminated, valid until its next call. A push after a stop: TP_ERR_INVALID_ARGUMENT. */
+tp_status tp_stop_push(tp_stop *s, int32_t id, int *reason, const char **text, size_t *len, tp_error *err);
+/* The end of the sequence (a stop other than TP_STOP_STRING, or the caller's own): the held-back text and the
+ * detokenizer's remainder (an incomplete character as U+FFFD). Empty after TP_STOP_STRING. */
+tp_status tp_stop_flush(tp_stop *s, const char **text, size_t *len, tp_error *err);
+/* The ids counted so far (EOS not included). */
+int32_t tp_stop_n_tokens(const tp_stop *s);
 
 /* ---------------------------------------------------------------------------------------------
  * Images as RGB bytes (no Python needed): an image becomes a page's views exactly as the models'

@@ -4,14 +4,16 @@ and reads VERSION from here).
 - ``VERSION``: the TILEPASS_VERSION_MAJOR/MINOR/PATCH macros of include/tilepass.h, the one place the version
   is written (tp_version() returns the same string, the runtime reads the same header).
 - ``BuildPy``: after the Python files, builds libtilepass.so with the Makefile's ``lib`` target (the system C
-  compiler, the Makefile's flags) and puts it in the package with the public header:
+  compiler, the Makefile's flags; the Makefile first runs native/tokenizer/gen_unicode.py with this Python
+  (``PYTHON=``) into build/gen/: the tokenizer's Unicode tables, from this Python's unicodedata) and puts it in
+  the package with the public header:
   ``tilepass/lib/libtilepass.so``, ``tilepass/include/tilepass.h``. A machine without a C compiler or make gets
   one clear message instead of a compiler traceback. Editable installs (``pip install -e .``, the checkout's
   .venv) skip this: the runtime then loads the checkout's build/libtilepass.so, which ``make lib`` keeps fresh.
   It also writes the deprecated ``encoder`` and ``convert`` import aliases of ``tilepass``/``tilepass.convert``
   (kept for one release).
-- ``Sdist``: the C sources, the header, the Makefile and this file go into the source distribution, so that
-  a wheel builds from it.
+- ``Sdist``: the C sources, the header, the Makefile, the generator of the Unicode tables and this file go into
+  the source distribution, so that a wheel builds from it.
 - ``BdistWheel``: the wheel holds a native library, so it is tagged for the platform (``py3-none-<platform>``:
   the library is loaded with cffi's ABI mode, so it does not depend on the Python version).
 """
@@ -23,6 +25,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from setuptools.command.build_py import build_py as _build_py
@@ -79,7 +82,8 @@ def build_library(root: Path = ROOT) -> Path:
     """Run the Makefile's `lib` target in `root` (incremental: an up-to-date build/libtilepass.so is kept)."""
     make, _ = check_toolchain()
     jobs = str(max(1, os.cpu_count() or 1))
-    cmd = [make, "-C", str(root), f"-j{jobs}", "lib"]
+    # PYTHON: the interpreter that runs the build-time generator (native/tokenizer/gen_unicode.py -> build/gen/)
+    cmd = [make, "-C", str(root), f"-j{jobs}", f"PYTHON={sys.executable}", "lib"]
     print("tilepass: building libtilepass.so: " + " ".join(cmd), flush=True)
     r = subprocess.run(cmd, check=False)
     if r.returncode != 0:
@@ -130,7 +134,7 @@ class Sdist(_sdist):
         extra = ["Makefile", "include/tilepass.h", "native/build_hook.py"]
         for dirpath, _, names in os.walk(ROOT / "native"):
             for n in sorted(names):
-                if n.endswith((".c", ".h")):
+                if n.endswith((".c", ".h")) or n == "gen_unicode.py":
                     extra.append(os.path.relpath(os.path.join(dirpath, n), ROOT))
         keep = {f for f in files if not f.replace(os.sep, "/").startswith("tests/")}
         super().make_release_tree(base_dir, sorted(keep | set(extra)))

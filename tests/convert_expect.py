@@ -10,7 +10,7 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-from reference_models import OcrDims, image_token_id, special_tokens
+from reference_models import OcrDims, image_token_id, read_checkpoint_f32, special_tokens, write_safetensors
 
 from convert import __version__ as WRITER_VERSION  # every file records the writer's version
 
@@ -233,3 +233,24 @@ def special_tokens_ok(kv: dict) -> None:
 
 def gguf_files(d: Path) -> list[str]:
     return sorted(p.name for p in Path(d).iterdir() if ".gguf" in p.name)
+
+
+# ---- broken checkpoints (the converter's error tests) ----------------------------------------------------
+def rewrite_checkpoint(model_dir: Path, edit) -> None:
+    """Edit a one-file checkpoint's tensors (copies: safetensors maps the file being replaced)."""
+    tensors = {k: np.array(v, copy=True) for k, v in read_checkpoint_f32(model_dir).items()}
+    edit(tensors)
+    tmp = model_dir / "model.safetensors.tmp"
+    write_safetensors(tmp, tensors)
+    tmp.replace(model_dir / "model.safetensors")
+
+
+def one_error(capsys, *args) -> str:
+    """Run convert-hf-to-gguf; it must fail with exit status 1 and exactly one error line, returned."""
+    from convert.cli import main
+
+    capsys.readouterr()  # drop what building the model printed
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("convert-hf-to-gguf: error: "), (rc, err)
+    return err[0]

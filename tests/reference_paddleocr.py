@@ -54,6 +54,7 @@ from typing import Any, Iterable
 import numpy as np
 
 import reference_models as rm
+from gguf_bytes import read_gguf
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared"
@@ -210,43 +211,9 @@ class SpmVocabulary:
 
 
 def _read_gguf_tokenizer(path: Path) -> dict[str, Any]:
-    """The ``tokenizer.ggml.*`` arrays of a GGUF (an independent little reader: no gguf.GGUFReader, which is slow
-    on 103k strings, and not the runtime's)."""
-    data = Path(path).read_bytes()
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        v = struct.unpack_from(fmt, data, pos)
-        pos += struct.calcsize(fmt)
-        return v[0]
-
-    def string():
-        nonlocal pos
-        n = take("<Q")
-        s = data[pos:pos + n].decode("utf-8")
-        pos += n
-        return s
-
-    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-    def value(t):
-        if t == 8:
-            return string()
-        if t == 9:
-            st, n = take("<I"), take("<Q")
-            return [value(st) for _ in range(n)]
-        return take(scalar[t])
-
-    assert data[:4] == b"GGUF"
-    pos = 8
-    take("<Q")
-    n_kv = take("<Q")
-    out = {}
-    for _ in range(n_kv):
-        k = string()
-        out[k] = value(take("<I"))
-    return out
+    """The KV pairs of a GGUF, its ``tokenizer.ggml.*`` arrays among them (tests/gguf_bytes.py: not the runtime's
+    reader)."""
+    return read_gguf(path, kv_only=True)[0]
 
 
 _FIXTURE_VOCAB: SpmVocabulary | None = None

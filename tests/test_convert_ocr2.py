@@ -15,7 +15,6 @@ import copy
 import json
 import re
 import shutil
-import struct
 import time
 from pathlib import Path
 
@@ -29,8 +28,10 @@ import reference_ocr2 as r2
 from convert import ConversionError, convert, plan
 from convert.cli import main
 from convert.config import load_config
+from gguf_bytes import read_gguf
 from convert_expect import (FILE_TYPE, VISION_RULES, WRITER_VERSION, check_kv, check_values, dequant,
-                            expected_tensors, expected_text_kv, expected_type, gguf_files, read_kv)
+                            expected_tensors, expected_text_kv, expected_type, gguf_files, one_error, read_kv,
+                            rewrite_checkpoint)
 
 FIXTURE = r2.FIXTURE_DIR
 CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
@@ -111,55 +112,6 @@ def expected_type_m(name: str, ndim: int, row: int, main_type: QT, n_layer: int)
     m = re.match(r"blk\.(\d+)\.(attn_v|ffn_down|ffn_down_exps|ffn_down_shexp)\.weight$", name)
     more = name == "output.weight" or bool(m and use_more_bits(int(m.group(1)), n_layer))
     return expected_type(name, ndim, row, QT.Q6_K if more else main_type)
-
-
-# ---- a small GGUF metadata reader (GGUFReader takes 7 s over a 129280-token vocabulary) -----------------
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def gguf_meta(path: Path) -> tuple[dict, dict]:
-    """(KV pairs, {tensor: (type, shape [out, in, ...])}); string arrays are read as their length only."""
-    data = Path(path).read_bytes()
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        v = struct.unpack_from(fmt, data, pos)
-        pos += struct.calcsize(fmt)
-        return v[0]
-
-    def string():
-        nonlocal pos
-        n = take("<Q")
-        s = data[pos:pos + n].decode("utf-8")
-        pos += n
-        return s
-
-    def value(t):
-        if t == 8:
-            return string()
-        if t == 9:
-            st, n = take("<I"), take("<Q")
-            if st == 8:
-                for _ in range(n):
-                    string()
-                return ("strings", n)
-            return [value(st) for _ in range(n)]
-        return take(_SCALAR[t])
-
-    assert data[:4] == b"GGUF" and take("<4s") and take("<I") == 3
-    n_tensors, n_kv = take("<Q"), take("<Q")
-    kv = {}
-    for _ in range(n_kv):
-        k = string()
-        kv[k] = value(take("<I"))
-    tensors = {}
-    for _ in range(n_tensors):
-        name = string()
-        dims = [take("<Q") for _ in range(take("<I"))]
-        tensors[name] = (QT(take("<I")), tuple(reversed(dims)))
-        take("<Q")
-    return kv, tensors
 
 
 # ---- models ---------------------------------------------------------------------------------------------
@@ -308,7 +260,7 @@ def fixture_models(tmp_path_factory) -> dict[str, Path]:
 
 def test_light_reader_agrees_with_gguf_reader():
     """The metadata reader used below against gguf's own reader, on llama.cpp's vision file."""
-    kv, tensors = gguf_meta(FIXTURE / "mmproj-f32.gguf")
+    kv, tensors = read_gguf(FIXTURE / "mmproj-f32.gguf", strings=False, tensors="info")
     r = gguf.GGUFReader(FIXTURE / "mmproj-f32.gguf")
     assert kv == read_kv(r)
     assert tensors == {t.name: (t.tensor_type, tuple(int(x) for x in reversed(t.shape))) for t in r.tensors}
@@ -328,8 +280,8 @@ def test_vision_matches_llamacpp_fixture(fixture_models, tmp_path, variant):
     head_count_kv 2 is the model's true KV head count); every other key of ours is tilepass.*."""
     out = tmp_path / "mmproj-f32.gguf"
     convert(fixture_models[variant], mmproj=True, outtype="f32", outfile=out, progress=False)
-    kv_ours, t_ours = gguf_meta(out)
-    kv_theirs, t_theirs = gguf_meta(FIXTURE / "mmproj-f32.gguf")
+    kv_ours, t_ours = read_gguf(out, strings=False, tensors="info")
+    kv_theirs, t_theirs = read_gguf(FIXTURE / "mmproj-f32.gguf", strings=False, tensors="info")
     assert t_ours == t_theirs
     for k, v in kv_theirs.items():
         if k == "general.size_label":
@@ -349,8 +301,8 @@ def test_text_matches_llamacpp_fixture(fixture_models, tmp_path):
     tokenizer's contents (a different random tokenizer), plus our own keys."""
     out = tmp_path / "text-f16.gguf"
     convert(fixture_models["hf"], outtype="f16", outfile=out, progress=False)
-    kv_ours, t_ours = gguf_meta(out)
-    kv_theirs, t_theirs = gguf_meta(FIXTURE / "text-f16.gguf")
+    kv_ours, t_ours = read_gguf(out, strings=False, tensors="info")
+    kv_theirs, t_theirs = read_gguf(FIXTURE / "text-f16.gguf", strings=False, tensors="info")
     assert t_ours == t_theirs and len(t_ours) == 38
     for k, v in kv_theirs.items():
         if k in ("general.size_label", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"):
@@ -444,23 +396,6 @@ def test_dry_run_lists_every_tensor(small_hf, capsys, mmproj):
 
 
 # ---- broken checkpoints ---------------------------------------------------------------------------------
-def _rewrite(model_dir: Path, edit) -> None:
-    """Edit a one-file checkpoint's tensors (copies: safetensors maps the file being replaced)."""
-    tensors = {k: np.array(v, copy=True) for k, v in rm.read_checkpoint_f32(model_dir).items()}
-    edit(tensors)
-    tmp = model_dir / "model.safetensors.tmp"
-    rm.write_safetensors(tmp, tensors)
-    tmp.replace(model_dir / "model.safetensors")
-
-
-def _one_error(capsys, *args) -> str:
-    capsys.readouterr()  # drop what building the model printed
-    rc = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("convert-hf-to-gguf: error: "), (rc, err)
-    return err[0]
-
-
 _L1 = "model.qwen2_model.model.model.layers.1."
 BROKEN = {
     "missing": (lambda t: t.pop(_L1 + "mlp.down_proj.weight"),
@@ -486,8 +421,8 @@ def test_broken_checkpoint(tiny_hf, tiny_original, tmp_path, capsys, layout, cas
     layout counts the encoder's layers, so an extra layer there is a layer with missing tensors.)"""
     model = rm.copy_model(tiny_hf if layout == "hf" else tiny_original, tmp_path / "m")
     edit, needles = BROKEN[case]
-    _rewrite(model, edit)
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    rewrite_checkpoint(model, edit)
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     for n in needles:
         assert n in line, (n, line)
     if case == "extra_layer":
@@ -499,9 +434,9 @@ def test_unknown_text_tensor_fails_the_text_file_only(small_hf, tmp_path, capsys
     """An unknown decoder tensor fails the text file, naming the family; the vision file leaves it to the
     text file."""
     model = rm.copy_model(small_hf, tmp_path / "m")
-    _rewrite(model, lambda t: t.__setitem__("model.layers.1.mlp.experts.8.up_proj.weight",
+    rewrite_checkpoint(model, lambda t: t.__setitem__("model.layers.1.mlp.experts.8.up_proj.weight",
                                             np.zeros((32, 64), np.float32)))
-    line = _one_error(capsys, model, "--outfile", tmp_path / "t.gguf")
+    line = one_error(capsys, model, "--outfile", tmp_path / "t.gguf")
     assert "unexpected tensor 'model.layers.1.mlp.experts.8.up_proj.weight' (not part of DeepSeek-OCR-2" in line
     assert main([str(model), "--mmproj", "--outfile", str(tmp_path / "v.gguf")]) == 0
 
@@ -509,7 +444,7 @@ def test_unknown_text_tensor_fails_the_text_file_only(small_hf, tmp_path, capsys
 def test_encoder_heads_needed_for_a_width_other_than_896(tiny_hf, tmp_path, capsys):
     model = rm.copy_model(tiny_hf, tmp_path / "m")
     r2.rewrite_config_original(model, heads=False)
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "config.json" in line and "vision_config.num_attention_heads" in line and "896" in line
 
 
@@ -599,8 +534,8 @@ def test_registry_and_v1_unchanged(tmp_path, capsys):
     assert "tilepass.encoder.rope_freq_base" not in kv and "clip.vision.attention.head_count_kv" not in kv
     assert "v.image_newline" in {t.name for t in p.tensors}
     model = rm.copy_model(v1, tmp_path / "v1")
-    _rewrite(model, lambda t: t.__setitem__("model.qwen2_model.query_768.weight", np.zeros((144, 32), np.float32)))
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    rewrite_checkpoint(model, lambda t: t.__setitem__("model.qwen2_model.query_768.weight", np.zeros((144, 32), np.float32)))
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "unexpected tensor 'model.qwen2_model.query_768.weight' (not part of DeepSeek-OCR v1 as configured)" in line
 
 
@@ -690,7 +625,7 @@ def test_hostile_config_fails_fast(v1_model, tiny_original, tmp_path, capsys, fa
         _set(cfg, k, value)
     (model / "config.json").write_text(json.dumps(cfg))
     t0 = time.perf_counter()
-    line = _one_error(capsys, model, "--outfile", tmp_path / "o.gguf", *args)
+    line = one_error(capsys, model, "--outfile", tmp_path / "o.gguf", *args)
     assert time.perf_counter() - t0 < 1.0
     assert str(value) in line and "config.json" in line
     for n in needles:
@@ -707,5 +642,5 @@ def test_hostile_vocab_without_weights(tiny_original, tmp_path, capsys):
     cfg["language_config"]["vocab_size"] = cfg["vocab_size"] = 10**12
     (model / "config.json").write_text(json.dumps(cfg))
     t0 = time.perf_counter()
-    line = _one_error(capsys, model, "--vocab-only", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--vocab-only", "--outfile", tmp_path / "o.gguf")
     assert time.perf_counter() - t0 < 1.0 and "vocab_size" in line and str(10**12) in line

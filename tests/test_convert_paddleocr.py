@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import time
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import reference_paddleocr as rp
 from convert import ConversionError, convert, plan
 from convert.cli import main
 from convert.config import load_config
-from convert_expect import FILE_TYPE, check_values
+from gguf_bytes import dequant, read_gguf
+from convert_expect import FILE_TYPE, check_values, one_error, rewrite_checkpoint
 
 FIXTURE = rp.FIXTURE_DIR
 CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
@@ -152,67 +152,6 @@ def expected_vision_kv(hf: dict, chosen: QT, name: str, pp: dict | None = None) 
         "tilepass.vision.merge_size": 2, "tilepass.vision.rope_freq_base": 10000.0,
         "tilepass.vision.position_grid": 27, "tilepass.projector.layer_norm_epsilon": 1e-5,
     }
-
-
-# ---- a GGUF reader (gguf.GGUFReader takes 4.5 s over a 103424-token vocabulary) -------------------------
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def read_gguf(path: Path) -> tuple[dict, dict]:
-    """(KV pairs, {tensor: (type, shape [out, in, ...], raw data)}); arrays are read whole."""
-    data = Path(path).read_bytes()
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        v = struct.unpack_from(fmt, data, pos)
-        pos += struct.calcsize(fmt)
-        return v[0]
-
-    def string():
-        nonlocal pos
-        n = take("<Q")
-        s = data[pos:pos + n].decode("utf-8")
-        pos += n
-        return s
-
-    def value(t):
-        nonlocal pos
-        if t == 8:
-            return string()
-        if t == 9:
-            st, n = take("<I"), take("<Q")
-            if st in (4, 5, 6):
-                arr = np.frombuffer(data, {4: "<u4", 5: "<i4", 6: "<f4"}[st], n, pos)
-                pos += 4 * n
-                return arr.tolist()
-            return [value(st) for _ in range(n)]
-        return take(_SCALAR[t])
-
-    assert data[:4] == b"GGUF" and take("<4s") and take("<I") == 3
-    n_tensors, n_kv = take("<Q"), take("<Q")
-    kv = {}
-    for _ in range(n_kv):
-        k = string()
-        kv[k] = value(take("<I"))
-    infos = []
-    for _ in range(n_tensors):
-        name = string()
-        dims = [take("<Q") for _ in range(take("<I"))]
-        infos.append((name, QT(take("<I")), tuple(reversed(dims)), take("<Q")))
-    align = kv.get("general.alignment", 32)
-    start = (pos + align - 1) // align * align
-    tensors = {}
-    for name, qt, shape, off in infos:
-        blk, size = gguf.GGML_QUANT_SIZES[qt]
-        nbytes = int(np.prod(shape)) // blk * size
-        tensors[name] = (qt, shape, np.frombuffer(data, np.uint8, nbytes, start + off))
-    return kv, tensors
-
-
-def dequant(t) -> np.ndarray:
-    qt, shape, raw = t
-    return gguf.quants.dequantize(raw, qt).reshape(shape).astype(np.float32)
 
 
 def check_kv(got: dict, want: dict) -> None:
@@ -498,22 +437,6 @@ def test_dry_run_lists_every_tensor(tiny_hub, sources, capsys, mmproj):
 
 
 # ---- broken checkpoints ---------------------------------------------------------------------------------
-def _rewrite(model_dir: Path, edit) -> None:
-    tensors = {k: np.array(v, copy=True) for k, v in rm.read_checkpoint_f32(model_dir).items()}
-    edit(tensors)
-    tmp = model_dir / "model.safetensors.tmp"
-    rm.write_safetensors(tmp, tensors)
-    tmp.replace(model_dir / "model.safetensors")
-
-
-def _one_error(capsys, *args) -> str:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("convert-hf-to-gguf: error: "), (rc, err)
-    return err[0]
-
-
 _VL1 = "visual.vision_model.encoder.layers.1."
 BROKEN = {
     # (edit, vision file?, what the one line names)
@@ -546,8 +469,8 @@ def test_broken_checkpoint(tiny_hub, tmp_path, capsys, case):
     """A missing, extra or wrongly shaped tensor: one error line naming it; no output file."""
     model = rm.copy_model(tiny_hub, tmp_path / "m")
     edit, mmproj, needles = BROKEN[case]
-    _rewrite(model, edit)
-    line = _one_error(capsys, model, *(["--mmproj"] if mmproj else []), "--outfile", tmp_path / "o.gguf")
+    rewrite_checkpoint(model, edit)
+    line = one_error(capsys, model, *(["--mmproj"] if mmproj else []), "--outfile", tmp_path / "o.gguf")
     for n in needles:
         assert n in line, (n, line)
     assert not list(tmp_path.glob("o.gguf*"))
@@ -558,17 +481,17 @@ def test_preprocessor_config_needed_for_vision_only(tiny_hf, tmp_path, capsys):
     text file converts."""
     model = rm.copy_model(tiny_hf, tmp_path / "m")
     (model / "preprocessor_config.json").unlink()
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "preprocessor_config.json not found" in line and "min_pixels" in line
     assert main([str(model), "--outfile", str(tmp_path / "t.gguf"), "--vocab-only"]) == 0
     pp = dict(rp.PREPROCESSOR_CONFIG)
     del pp["max_pixels"]
     (model / "preprocessor_config.json").write_text(json.dumps(pp))
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "preprocessor_config.json" in line and "missing \"max_pixels\"" in line
     pp.update(max_pixels=2822400, patch_size=16)
     (model / "preprocessor_config.json").write_text(json.dumps(pp))
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "\"patch_size\" 16 disagrees with config.json's 14" in line
 
 
@@ -612,7 +535,7 @@ def test_untied_head_and_hub_tie_flag(tiny_hf, tmp_path):
     the config's tie flag says (a hub config may say false)."""
     d = rm.copy_model(tiny_hf, tmp_path / "untied")
     head = np.random.default_rng(0).standard_normal((103424, 64)).astype(np.float32)
-    _rewrite(d, lambda t: t.__setitem__("lm_head.weight", head))
+    rewrite_checkpoint(d, lambda t: t.__setitem__("lm_head.weight", head))
     p = plan(d, outtype="q8_0")
     assert [t.name for t in p.tensors][-1] == "output.weight" and p.tensors[-1].shape == (103424, 64)
     d2 = rm.copy_model(tiny_hf, tmp_path / "tie-false")
@@ -709,7 +632,7 @@ def test_bad_config_values(tiny_hf, tmp_path, capsys, key, value, needle):
         node = node[k]
     node[last] = value
     (model / "config.json").write_text(json.dumps(cfg))
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "config.json" in line and needle in line, line
 
 
@@ -739,7 +662,7 @@ def test_hostile_config_fails_fast(tiny_hub, tmp_path, capsys, keys, args, needl
         node[last] = 10 ** 12
     (model / "config.json").write_text(json.dumps(cfg))
     t0 = time.perf_counter()
-    line = _one_error(capsys, model, "--outfile", tmp_path / "o.gguf", *args)
+    line = one_error(capsys, model, "--outfile", tmp_path / "o.gguf", *args)
     assert time.perf_counter() - t0 < 1.0
     assert str(10 ** 12) in line and "config.json" in line
     for n in needles:

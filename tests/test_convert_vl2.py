@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import struct
 import time
 from pathlib import Path
 
@@ -33,7 +32,8 @@ import reference_vl2 as rv
 from convert import ConversionError, convert, plan
 from convert.cli import main
 from convert.config import load_config
-from convert_expect import FILE_TYPE, WRITER_VERSION, check_values
+from gguf_bytes import read_gguf
+from convert_expect import FILE_TYPE, WRITER_VERSION, check_values, one_error, rewrite_checkpoint
 
 CHOSEN = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
           "q5_0": QT.Q5_0, "q5_1": QT.Q5_1, "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K}
@@ -142,58 +142,6 @@ def expected_type(name: str, arr: np.ndarray, chosen: QT, *, mixture_layers: int
     if t in (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1) and row % 32:
         t = QT.F16
     return t
-
-
-# ---- a small GGUF reader --------------------------------------------------------------------------------
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def read_gguf(path: Path) -> tuple[dict, dict]:
-    """(KV pairs, {tensor: (type, shape [out, in, ...], float32 values)}); bools as bool, float32 as float."""
-    data = Path(path).read_bytes()
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        v = struct.unpack_from(fmt, data, pos)[0]
-        pos += struct.calcsize(fmt)
-        return v
-
-    def string():
-        nonlocal pos
-        n = take("<Q")
-        s = data[pos:pos + n].decode("utf-8")
-        pos += n
-        return s
-
-    def value(t):
-        if t == 8:
-            return string()
-        if t == 9:
-            st, n = take("<I"), take("<Q")
-            return [value(st) for _ in range(n)]
-        return take(_SCALAR[t])
-
-    assert data[:4] == b"GGUF" and take("<4s") and take("<I") == 3
-    n_tensors, n_kv = take("<Q"), take("<Q")
-    kv = {}
-    for _ in range(n_kv):
-        k = string()
-        kv[k] = value(take("<I"))
-    infos = []
-    for _ in range(n_tensors):
-        name = string()
-        dims = [take("<Q") for _ in range(take("<I"))]
-        infos.append((name, tuple(reversed(dims)), QT(take("<I")), take("<Q")))
-    align = kv.get("general.alignment", 32)
-    start = pos + (-pos % align)
-    tensors = {}
-    for name, shape, qt, off in infos:
-        blk, size = gguf.GGML_QUANT_SIZES[qt]
-        n = int(np.prod(shape))
-        raw = np.frombuffer(data, np.uint8, n // blk * size, start + off).reshape(-1, shape[-1] // blk * size)
-        tensors[name] = (qt, shape, gguf.quants.dequantize(raw, qt).reshape(shape).astype(np.float32))
-    return kv, tensors
 
 
 def check_kv(got: dict, want: dict) -> None:
@@ -334,7 +282,7 @@ def test_text_roundtrip_f32(kind_model, tmp_path):
     kind, model = kind_model
     out = tmp_path / "text.gguf"
     convert(model, outtype="f32", outfile=out, progress=False)
-    kv, tensors = read_gguf(out)
+    kv, tensors = read_gguf(out, tensors="f32")
     check_kv(kv, expected_text_kv(model, QT.F32))
     cfg = json.loads((model / "config.json").read_text())
     want = expected_text(rv.checkpoint_f32(model), cfg)
@@ -366,7 +314,7 @@ def test_vision_roundtrip_f32(kind_model, tmp_path):
     kind, model = kind_model
     out = tmp_path / "mmproj.gguf"
     convert(model, mmproj=True, outtype="f32", outfile=out, progress=False)
-    kv, tensors = read_gguf(out)
+    kv, tensors = read_gguf(out, tensors="f32")
     check_kv(kv, expected_vision_kv(model, QT.F32))
     check_tensors(tensors, expected_vision(rv.checkpoint_f32(model)), QT.F32)
     vc = json.loads((model / "config.json").read_text())["vision_config"]
@@ -384,7 +332,7 @@ def test_chat_template_renders_the_official_format(wide_base, tmp_path):
 
     out = tmp_path / "t.gguf"
     convert(wide_base, outtype="f16", outfile=out, progress=False, vocab_only=True)
-    kv, tensors = read_gguf(out)
+    kv, tensors = read_gguf(out, tensors="f32")
     assert tensors == {}
     tpl, R = kv["tokenizer.chat_template"], rv.ref()
     text = "<image>\nDescribe this image in detail.  "
@@ -414,7 +362,7 @@ def test_text_outtypes(wide_base, tmp_path, outtype):
     convert(wide_base, outtype=outtype, outfile=out, progress=False)
     mixture = outtype.endswith("_m")
     main_type = {"auto": QT.Q8_0, "q4_k_m": QT.Q4_K, "q5_k_m": QT.Q5_K}.get(outtype) or CHOSEN[outtype]
-    kv, tensors = read_gguf(out)
+    kv, tensors = read_gguf(out, tensors="f32")
     check_kv(kv, expected_text_kv(wide_base, main_type,
                                   file_type={"q4_k_m": 15, "q5_k_m": 17}.get(outtype)))
     cfg = json.loads((wide_base / "config.json").read_text())
@@ -433,7 +381,7 @@ def test_text_mixture_mha(wide_tiny, tmp_path):
     """deepseek2-ocr (MHA) under q4_k_m: attn_v gets llama-quantize's extra bits in the layers its rule picks."""
     out = tmp_path / "t.gguf"
     convert(wide_tiny, outtype="q4_k_m", outfile=out, progress=False)
-    kv, tensors = read_gguf(out)
+    kv, tensors = read_gguf(out, tensors="f32")
     check_kv(kv, expected_text_kv(wide_tiny, QT.Q4_K, file_type=15))
     cfg = json.loads((wide_tiny / "config.json").read_text())
     check_tensors(tensors, expected_text(rv.checkpoint_f32(wide_tiny), cfg), QT.Q4_K, mixture_layers=3)
@@ -446,7 +394,7 @@ def test_vision_outtypes(wide_base, tmp_path, outtype):
     out = tmp_path / "v.gguf"
     convert(wide_base, mmproj=True, outtype=outtype, outfile=out, progress=False)
     chosen = QT.F16 if outtype == "auto" else CHOSEN[outtype]
-    kv, tensors = read_gguf(out)
+    kv, tensors = read_gguf(out, tensors="f32")
     check_kv(kv, expected_vision_kv(wide_base, chosen))
     check_tensors(tensors, expected_vision(rv.checkpoint_f32(wide_base)), chosen)
     assert tensors["mm.0.weight"][0] == tensors["v.blk.0.attn_qkv.weight"][0] == chosen
@@ -491,22 +439,6 @@ def test_dry_run_lists_every_tensor(wide_base, capsys, mmproj):
 
 
 # ---- broken checkpoints ---------------------------------------------------------------------------------
-def _rewrite(model_dir: Path, edit) -> None:
-    tensors = {k: np.array(v, copy=True) for k, v in rm.read_checkpoint_f32(model_dir).items()}
-    edit(tensors)
-    tmp = model_dir / "model.safetensors.tmp"
-    rm.write_safetensors(tmp, tensors)
-    tmp.replace(model_dir / "model.safetensors")
-
-
-def _one_error(capsys, *args) -> str:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and err[0].startswith("convert-hf-to-gguf: error: "), (rc, err)
-    return err[0]
-
-
 _T1 = "language.model.layers.1."
 _z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
 BROKEN = {
@@ -544,8 +476,8 @@ def test_broken_checkpoint(wide_base, tmp_path, capsys, case):
     """A missing, extra, wrongly shaped or non-float tensor: one error line naming it; no output file."""
     model = rm.copy_model(wide_base, tmp_path / "m")
     edit, mmproj, needles = BROKEN[case]
-    _rewrite(model, edit)
-    line = _one_error(capsys, model, *(["--mmproj"] if mmproj else []), "--outfile", tmp_path / "o.gguf")
+    rewrite_checkpoint(model, edit)
+    line = one_error(capsys, model, *(["--mmproj"] if mmproj else []), "--outfile", tmp_path / "o.gguf")
     for n in needles:
         assert n in line, (n, line)
     assert not list(tmp_path.glob("*.gguf*"))
@@ -607,7 +539,7 @@ def test_hostile_config_fails_fast(wide_base, tmp_path, capsys, key, value, args
     if key == "candidate_resolutions":  # processor_config.json states them too
         (model / "processor_config.json").unlink()
     t0 = time.perf_counter()
-    line = _one_error(capsys, model, "--outfile", tmp_path / "o.gguf", *args)
+    line = one_error(capsys, model, "--outfile", tmp_path / "o.gguf", *args)
     assert time.perf_counter() - t0 < 1.0
     assert ("config.json" in line) == (value != 10**12 or "kv_lora" not in key)  # else the tensor's file
     for n in needles:
@@ -619,12 +551,12 @@ def test_processor_config_must_agree(wide_base, tmp_path, capsys):
     pp = json.loads((model / "processor_config.json").read_text())
     pp["candidate_resolutions"] = pp["candidate_resolutions"][:5]
     (model / "processor_config.json").write_text(json.dumps(pp))
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "processor_config.json" in line and "candidate_resolutions" in line
     pp["candidate_resolutions"] = rv.ref().candidate_resolutions()
     pp["downsample_ratio"] = 3
     (model / "processor_config.json").write_text(json.dumps(pp))
-    line = _one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--mmproj", "--outfile", tmp_path / "o.gguf")
     assert "downsample_ratio" in line
     # without either list: the official default, one 384 tile
     (model / "processor_config.json").unlink()
@@ -706,5 +638,5 @@ def test_image_token_required(wide_base, tmp_path, capsys):
     for f in ("tokenizer.json", "tokenizer_config.json"):
         p = model / f
         p.write_text(p.read_text(encoding="utf-8").replace('"<image>"', '"<picture>"'), encoding="utf-8")
-    line = _one_error(capsys, model, "--outfile", tmp_path / "o.gguf")
+    line = one_error(capsys, model, "--outfile", tmp_path / "o.gguf")
     assert "tokenizer.json" in line and "<image>" in line

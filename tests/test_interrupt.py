@@ -70,3 +70,42 @@ def test_an_exception_in_the_poll_stops_and_is_raised_after_the_call():
         raise AssertionError("not interrupted")
     except KeyboardInterrupt:
         pass
+
+
+def test_cancel_pipe_stops_a_pass_from_another_thread_and_resets():
+    """tilepass-server's per-request cancel: CancelPipe.trip() from any thread stops the pass within a graph node
+    (polled in C); reset() makes the model usable again, with the reference's result."""
+    import threading
+
+    from encoder.interrupt import CancelPipe
+    from encoder.text_model import TextModel
+
+    cp = CancelPipe()
+    enc = VisionEncoder(FIXTURE / "mmproj-f32.gguf", n_threads=2, abort=cp)
+    timer = threading.Timer(0.5, cp.trip)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        enc.encode([FIXTURE / "page.png"] * 6, "gundam")  # several seconds of work
+        raise AssertionError("the encode was not cancelled")
+    except TilepassError as e:
+        assert "abort" in str(e)
+    assert time.monotonic() - t0 < 4.0
+    timer.join()
+    cp.reset()
+    (tokens,) = enc.encode([FIXTURE / "page.png"], "base")
+    ref = np.load(FIXTURE / "reference.npz")["features_base"]
+    assert np.abs(tokens - ref).max() <= 1e-4 * np.abs(ref).max()
+    # a text model: tripped, an evaluation stops; reset, it runs
+    tcp = CancelPipe()
+    text = TextModel(FIXTURE / "text-f16.gguf", n_threads=1, abort=tcp)
+    tcp.trip()
+    try:
+        text.eval([0, 1, 2])
+        raise AssertionError("the evaluation was not cancelled")
+    except TilepassError as e:
+        assert "abort" in str(e)
+    tcp.reset()
+    assert text.eval([0, 1, 2]).shape == (text.info.n_vocab,)
+    cp.close()
+    tcp.close()

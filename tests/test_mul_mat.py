@@ -114,6 +114,29 @@ def test_quantised_weights_all_paths(wtype, N, pool):
         assert rel_err(got, results[0]) < 1e-5
 
 
+DOT_PATHS = [p for p in PATHS if p <= 1]  # scalar, AVX2: per-token dot products for quantised weights
+
+
+@pytest.mark.parametrize("path", DOT_PATHS, ids=PATH_IDS[:len(DOT_PATHS)])
+@pytest.mark.parametrize("wtype", [Q8_0, Q4_K, Q6_K], ids=["q8_0", "q4_K", "q6_K"])
+def test_a_tokens_product_does_not_depend_on_its_neighbours(path, wtype, pool):
+    """Sequences decoded together (tp_text_eval_batch) get the same logits bits as alone where a token's row of
+    the product is the same whatever tokens share the call: on the scalar and AVX2 paths for quantised weights,
+    1..9 tokens (the AVX2 Q8_0 kernel takes 4 at a time, the rest one by one) against each token alone, and the
+    dequantised reference. (AVX512-VNNI sums a lone token's row in another order than a group's, and float
+    weights take the GEMM from 8 tokens: there batched and alone differ by rounding only.)"""
+    K, M = 1280, 70
+    rng = np.random.default_rng(wtype + 100 * path)
+    w = rng.standard_normal((M, K)).astype(np.float32)
+    x = rng.standard_normal((9, K)).astype(np.float32)
+    alone = [run_mm(path, pool, w, x[n:n + 1], wtype)[0].reshape(M) for n in range(9)]
+    for N in (2, 4, 5, 9):
+        got, wd = run_mm(path, pool, w, x[:N], wtype)
+        assert rel_err(got, reference(wd, x[:N])) < TOL[wtype]
+        for n in range(N):
+            assert np.array_equal(got.reshape(N, M)[n], alone[n]), (N, n)
+
+
 def test_quantised_activation_error_is_what_8bit_blocks_give(pool):
     """Q8_0 weights: our result equals a float64 model of the integer algorithm (w8 · x8 per block)."""
     rng = np.random.default_rng(5)

@@ -29,6 +29,8 @@ static const tp_op_info op_table[TP_OP_COUNT] = {
     [TP_OP_ATTENTION] = {"attention", tp_kernel_attention, tp_work_size_attention},
     [TP_OP_MUL_MAT_ID] = {"mul_mat_id", tp_kernel_mul_mat_id, tp_work_size_mul_mat_id},
     [TP_OP_CPY] = {"cpy", tp_kernel_cpy, NULL},
+    [TP_OP_SIGMOID] = {"sigmoid", tp_kernel_sigmoid, NULL},
+    [TP_OP_DIV] = {"div", tp_kernel_div, NULL},
 };
 
 const tp_op_info *tp_op_get_info(tp_op op) {

@@ -44,6 +44,8 @@ typedef enum tp_op {
     TP_OP_ATTENTION,
     TP_OP_MUL_MAT_ID, /* ops_mul_mat_id.c */
     TP_OP_CPY,        /* ops_cpy.c: writes into its destination's storage */
+    TP_OP_SIGMOID,
+    TP_OP_DIV,
     TP_OP_COUNT
 } tp_op;
 

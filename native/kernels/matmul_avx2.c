@@ -228,6 +228,109 @@ static inline int hsum_i32_256(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* One Q4_K / Q5_K row against nt (1..4) tokens (token t's blocks at x + t * x_stride, its result at
+ * out[t * ldo]): each sub-block unpacked once for all of them; every token's sum in the same order whatever nt. */
+static void qdot_k45_rows(const char *row, bool q5, const tp_block_q8a *x, int64_t x_stride, int nt, int64_t k,
+                          float *out, int64_t ldo) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t i = 0; i < k / TP_QK_K; i++) {
+        const tp_k45_block blk = tp_k45_block_at(row, i, q5);
+        const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
+        const float d = h2f(blk.d), dmin = h2f(blk.dmin);
+        const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            tp_get_scale_min_k4(j, scales, &sc, &m);
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
+            __m256i q = _mm256_and_si256((j & 1) ? _mm256_srli_epi16(v, 4) : v, m4);
+            if (qh) {
+                const __m256i bit = _mm256_set1_epi8((char)(1 << j));
+                const __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(hv, bit), bit);
+                q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(16)));
+            }
+            for (int t = 0; t < nt; t++) {
+                const tp_block_q8a *xb = x + t * x_stride + 8 * i + j;
+                const int isum = hsum_i32_256(dot_u8s8_256(q, _mm256_loadu_si256((const __m256i *)xb->qs)));
+                sum[t] += xb->d * (d * (float)(sc * isum) - dmin * (float)(m * (xb->s[0] + xb->s[1])));
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t * ldo] = sum[t];
+}
+
+/* One Q6_K row against nt (1..4) tokens, as qdot_k45_rows. */
+static void qdot_q6k_rows(const char *row, const tp_block_q8a *x, int64_t x_stride, int nt, int64_t k, float *out,
+                          int64_t ldo) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t i = 0; i < k / TP_QK_K; i++) {
+        const tp_block_q6_K *w = (const tp_block_q6_K *)row + i;
+        const float d = h2f(w->d);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
+            for (int g = 0; g < 4; g++) {
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32 * (g & 1)));
+                const __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), m3);
+                const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                const int8_t *sc = w->scales + 8 * h + 2 * g;
+                for (int t = 0; t < nt; t++) {
+                    const tp_block_q8a *xb = x + t * x_stride + 8 * i + 4 * h + g;
+                    const __m256i ip = dot_u8s8_256(q, _mm256_loadu_si256((const __m256i *)xb->qs));
+                    /* lanes 0-3: first 16 elements, lanes 4-7: second 16 */
+                    const __m128i lo4 = _mm256_castsi256_si128(ip), hi4 = _mm256_extracti128_si256(ip, 1);
+                    __m128i s = _mm_hadd_epi32(lo4, hi4); /* [l01, l23, h01, h23] */
+                    s = _mm_hadd_epi32(s, s);             /* [l, h, l, h] */
+                    const int sl = _mm_cvtsi128_si32(s), sh = _mm_extract_epi32(s, 1);
+                    const int isum = sc[0] * (sl - 32 * xb->s[0]) + sc[1] * (sh - 32 * xb->s[1]);
+                    sum[t] += d * xb->d * (float)isum;
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t * ldo] = sum[t];
+}
+
+bool tp_mm_qdot4_avx2_type_ok(tp_type type) {
+    return type == TP_TYPE_Q8_0 || type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K || type == TP_TYPE_Q6_K;
+}
+
+void tp_mm_qdot4_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t x_stride,
+                      int64_t k, float *out, int64_t ldo) {
+    if (type != TP_TYPE_Q8_0) {
+        for (int64_t r = 0; r < nrows; r++) {
+            const char *row = (const char *)A + (size_t)r * lda;
+            if (type == TP_TYPE_Q6_K) qdot_q6k_rows(row, x, x_stride, 4, k, out + r, ldo);
+            else qdot_k45_rows(row, type == TP_TYPE_Q5_K, x, x_stride, 4, k, out + r, ldo);
+        }
+        return;
+    }
+    const tp_block_q8a *x0 = x, *x1 = x + x_stride, *x2 = x + 2 * x_stride, *x3 = x + 3 * x_stride;
+    for (int64_t r = 0; r < nrows; r++) {
+        const tp_block_q8_0 *w = (const tp_block_q8_0 *)((const char *)A + (size_t)r * lda);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < k / TP_QK; i++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)w[i].qs);
+            const __m256i aw = _mm256_sign_epi8(wv, wv);
+            const float dw = h2f(w[i].d);
+#define TP_QDOT4_STEP(acc, xt)                                                                                     \
+    acc = _mm256_fmadd_ps(                                                                                         \
+        _mm256_cvtepi32_ps(dot_u8s8_256(aw, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xt[i].qs), wv))), \
+        _mm256_set1_ps(dw * xt[i].d), acc)
+            TP_QDOT4_STEP(a0, x0);
+            TP_QDOT4_STEP(a1, x1);
+            TP_QDOT4_STEP(a2, x2);
+            TP_QDOT4_STEP(a3, x3);
+#undef TP_QDOT4_STEP
+        }
+        out[r] = hsum256(a0);
+        out[ldo + r] = hsum256(a1);
+        out[2 * ldo + r] = hsum256(a2);
+        out[3 * ldo + r] = hsum256(a3);
+    }
+}
+
 void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
                      int64_t k, float *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -271,56 +374,9 @@ void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, con
             }
             out[r] = hsum256(acc) + tp_q32_c_factor(&L) * corr;
         } else if (type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K) {
-            float sum = 0.0f;
-            const bool q5 = type == TP_TYPE_Q5_K;
-            for (int64_t i = 0; i < k / TP_QK_K; i++) {
-                const tp_k45_block blk = tp_k45_block_at(row, i, q5);
-                const uint8_t *qs = blk.qs, *qh = blk.qh, *scales = blk.scales;
-                const float d = h2f(blk.d), dmin = h2f(blk.dmin);
-                const tp_block_q8a *xb = x + 8 * i;
-                const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-                for (int j = 0; j < 8; j++) {
-                    uint8_t sc, m;
-                    tp_get_scale_min_k4(j, scales, &sc, &m);
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (j / 2)));
-                    __m256i q = _mm256_and_si256((j & 1) ? _mm256_srli_epi16(v, 4) : v, m4);
-                    if (qh) {
-                        const __m256i bit = _mm256_set1_epi8((char)(1 << j));
-                        const __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(hv, bit), bit);
-                        q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(16)));
-                    }
-                    const int isum = hsum_i32_256(dot_u8s8_256(q, _mm256_loadu_si256((const __m256i *)xb[j].qs)));
-                    sum += xb[j].d * (d * (float)(sc * isum) - dmin * (float)(m * (xb[j].s[0] + xb[j].s[1])));
-                }
-            }
-            out[r] = sum;
+            qdot_k45_rows(row, type == TP_TYPE_Q5_K, x, 0, 1, k, out + r, 0);
         } else if (type == TP_TYPE_Q6_K) {
-            float sum = 0.0f;
-            const __m256i m3 = _mm256_set1_epi8(3);
-            for (int64_t i = 0; i < k / TP_QK_K; i++) {
-                const tp_block_q6_K *w = (const tp_block_q6_K *)row + i;
-                const float d = h2f(w->d);
-                for (int h = 0; h < 2; h++) {
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
-                    for (int g = 0; g < 4; g++) {
-                        const __m256i ql = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32 * (g & 1)));
-                        const __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
-                        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), m3);
-                        const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-                        const tp_block_q8a *xb = x + 8 * i + 4 * h + g;
-                        const __m256i ip = dot_u8s8_256(q, _mm256_loadu_si256((const __m256i *)xb->qs));
-                        /* lanes 0-3: first 16 elements, lanes 4-7: second 16 */
-                        const __m128i lo4 = _mm256_castsi256_si128(ip), hi4 = _mm256_extracti128_si256(ip, 1);
-                        __m128i s = _mm_hadd_epi32(lo4, hi4); /* [l01, l23, h01, h23] */
-                        s = _mm_hadd_epi32(s, s);             /* [l, h, l, h] */
-                        const int sl = _mm_cvtsi128_si32(s), sh = _mm_extract_epi32(s, 1);
-                        const int8_t *sc = w->scales + 8 * h + 2 * g;
-                        const int isum = sc[0] * (sl - 32 * xb->s[0]) + sc[1] * (sh - 32 * xb->s[1]);
-                        sum += d * xb->d * (float)isum;
-                    }
-                }
-            }
-            out[r] = sum;
+            qdot_q6k_rows(row, x, 0, 1, k, out + r, 0);
         } else {
             out[r] = tp_vec_dot_q8a(type, row, x, k);
         }

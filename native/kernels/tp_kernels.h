@@ -21,6 +21,8 @@ void tp_act_row(tp_act_row_kind act, float *y, int64_t n, tp_cpu_path path);
 void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst);
 void tp_kernel_quick_gelu(const tp_compute_params *p, tp_tensor *dst);
 void tp_kernel_silu(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_sigmoid(const tp_compute_params *p, tp_tensor *dst);
+void tp_kernel_div(const tp_compute_params *p, tp_tensor *dst);
 
 void tp_kernel_layer_norm(const tp_compute_params *p, tp_tensor *dst); /* ops_norm.c */
 void tp_kernel_rms_norm(const tp_compute_params *p, tp_tensor *dst);

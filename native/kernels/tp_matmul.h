@@ -84,6 +84,12 @@ void tp_mm_qdot_avx512(tp_type type, const void *A, size_t lda, int64_t nrows, c
                        int64_t ldx, int64_t ntok, int64_t k, float *out, int64_t ldo, bool vnni);
 void tp_mm_qdot_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x,
                      int64_t k, float *out);
+/* Q8_0 / Q4_K / Q5_K / Q6_K rows (tp_mm_qdot4_avx2_type_ok) against 4 tokens at once (x: token t's blocks at
+ * x + t * x_stride; out: token t's at out + t * ldo): each weight block loaded and unpacked once for the 4, every
+ * token's sum in the same order as tp_mm_qdot_avx2 (the same bits). */
+bool tp_mm_qdot4_avx2_type_ok(tp_type type);
+void tp_mm_qdot4_avx2(tp_type type, const void *A, size_t lda, int64_t nrows, const tp_block_q8a *x, int64_t x_stride,
+                      int64_t k, float *out, int64_t ldo);
 
 /* Activation quantisation (bit-identical to tp_quantize_row_q8a). */
 void tp_quantize_row_q8a_avx512(const float *x, tp_block_q8a *y, int64_t n);

@@ -16,10 +16,12 @@ static const vision_family *const vision_families[] = {
 };
 
 extern const text_family deepseek2_text;
+extern const text_family deepseek2_mla_text;
 extern const text_family paddleocr_text;
 
 static const text_family *const text_families[] = {
     &deepseek2_text,
+    &deepseek2_mla_text,
     &paddleocr_text,
 };
 
@@ -39,4 +41,4 @@ const text_family *text_family_for(const tp_gguf *g) {
     return NULL;
 }
 
-const char *text_family_names(void) { return "deepseek2-ocr, paddleocr"; }
+const char *text_family_names(void) { return "deepseek2-ocr, deepseek2, paddleocr"; }

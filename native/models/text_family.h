@@ -16,10 +16,14 @@ typedef struct text_family {
     /* The token embedding table (read on the host) and a representative matrix (auto KV type). */
     const tp_tensor *(*token_embd)(const void *weights);
     const tp_tensor *(*probe_matrix)(const void *weights);
-    /* One decoder pass, as text_build_graph in text_model.h. */
+    /* One decoder pass over a batch of sequences (text_batch in text_model.h):
+     *   x:   [n_embd, b->n_rows] input embeddings (a leaf), the segments' rows concatenated;
+     *   pos: I32 [b->n_rows] (or [b->n_rows, n_pos_axes], axis-major) the rows' positions (a leaf);
+     * attention through kv_attention_batch (blocks/kv_attention.h). Adds to g the cache writes of every layer
+     * and (b->n_out > 0) the logits [n_vocab, b->n_out] (the segments' wanted rows in order), returned;
+     * NULL when no logits are wanted. */
     tp_tensor *(*build)(tp_context *ctx, tp_graph *g, const text_hparams *hp, const void *weights, tp_tensor *x,
-                        tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache, int64_t n_past, int64_t n,
-                        int64_t n_out);
+                        tp_tensor *pos, const text_batch *b);
 } text_family;
 
 #endif

@@ -1,8 +1,10 @@
 /* text_vocab.c - the token strings of a text GGUF decoded to raw bytes (GPT-2 byte-level BPE strings back
- * to bytes; control and user-defined tokens as their text). */
+ * to bytes; in a SentencePiece ("llama") vocabulary "▁" as a space, <0xXX> BYTE tokens as their byte, UNUSED
+ * tokens as nothing; control and user-defined tokens (and SentencePiece's unknown) as their text). */
 #include "text_model.h"
 
 #include "names.h"
+#include "weights.h"
 
 #include <stdlib.h>
 
@@ -45,6 +47,30 @@ static int utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
     return len;
 }
 
+static int hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A SentencePiece piece's bytes (never longer than the piece). */
+static size_t spm_piece(const char *s, size_t len, int64_t type, char *out) {
+    if (type == 6 && len == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' && hexval(s[3]) >= 0 &&
+        hexval(s[4]) >= 0) {
+        out[0] = (char)(hexval(s[3]) * 16 + hexval(s[4]));
+        return 1;
+    }
+    if (type == 5) return 0;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        if (i + 3 <= len && memcmp(s + i, "\xE2\x96\x81", 3) == 0) {
+            out[o++] = ' ';
+            i += 3;
+        } else {
+            out[o++] = s[i++];
+        }
+    }
+    return o;
+}
+
 tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, text_vocab *v, tp_error *err) {
     memset(v, 0, sizeof(*v));
     int64_t key = tp_gguf_find_key(g, KEY_TOK_TOKENS);
@@ -69,6 +95,7 @@ tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, t
     }
     int16_t inverse[256 + 68];
     build_inverse(inverse);
+    const bool spm = weights_str_equals(g, KEY_TOK_MODEL, "llama");
     size_t pos = 0;
     for (int64_t i = 0; i < n_vocab; i++) {
         v->offs[i] = (int64_t)pos;
@@ -77,9 +104,13 @@ tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, t
         if (i >= n_tok || tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) != TP_OK) continue;
         int64_t type = 1;
         if (i < n_types) tp_gguf_get_arr_i64(g, KEY_TOK_TYPES, i, &type);
-        if (type == 3 || type == 4) { /* control / user-defined: the text itself */
+        if (type == 3 || type == 4 || (spm && type == 2)) { /* control / user-defined (/ unknown): the text */
             memcpy(v->bytes + pos, s, len);
             pos += len;
+            continue;
+        }
+        if (spm) {
+            pos += spm_piece(s, len, type, v->bytes + pos);
             continue;
         }
         const unsigned char *u = (const unsigned char *)s;

@@ -1,4 +1,4 @@
-/* ops_elementwise.c - add, mul (with broadcasting), scale and the activations. */
+/* ops_elementwise.c - add, mul, div (with broadcasting), scale, sigmoid and the activations. */
 #include "tp_kernels.h"
 
 #include <math.h>
@@ -23,10 +23,14 @@ static tp_tensor *binary_op(tp_context *ctx, const char *name, tp_op op, tp_tens
 
 tp_tensor *tp_add(tp_context *ctx, tp_tensor *a, tp_tensor *b) { return binary_op(ctx, "tp_add", TP_OP_ADD, a, b); }
 tp_tensor *tp_mul(tp_context *ctx, tp_tensor *a, tp_tensor *b) { return binary_op(ctx, "tp_mul", TP_OP_MUL, a, b); }
+tp_tensor *tp_div(tp_context *ctx, tp_tensor *a, tp_tensor *b) { return binary_op(ctx, "tp_div", TP_OP_DIV, a, b); }
 
 static void binary_row_contiguous(float *restrict out, const float *restrict x, const float *restrict y,
-                                  int64_t n, bool y_scalar, bool is_add) {
-    if (y_scalar) {
+                                  int64_t n, bool y_scalar, tp_op op) {
+    const bool is_add = op == TP_OP_ADD;
+    if (op == TP_OP_DIV) {
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] / y[y_scalar ? 0 : i];
+    } else if (y_scalar) {
         const float c = y[0];
         if (is_add)
             for (int64_t i = 0; i < n; i++) out[i] = x[i] + c;
@@ -40,7 +44,7 @@ static void binary_row_contiguous(float *restrict out, const float *restrict x, 
 }
 
 /* dst = a (op) b over rows split across threads; b broadcast where its dims are 1. */
-static void binary_kernel(const tp_compute_params *p, tp_tensor *dst, bool is_add) {
+static void binary_kernel(const tp_compute_params *p, tp_tensor *dst, tp_op op) {
     const tp_tensor *a = dst->src[0], *b = dst->src[1];
     int64_t ne0 = a->ne[0], ne1 = a->ne[1], ne2 = a->ne[2];
     int64_t rows = ne1 * ne2 * a->ne[3];
@@ -55,10 +59,13 @@ static void binary_kernel(const tp_compute_params *p, tp_tensor *dst, bool is_ad
         size_t sa = a->nb[0], sb = b_bcast0 ? 0 : b->nb[0];
         if (sa == sizeof(float) && (sb == sizeof(float) || sb == 0)) {
             /* the common case (residuals, biases): unit stride, so the loops vectorise */
-            binary_row_contiguous(out, (const float *)ra, (const float *)rb, ne0, sb == 0, is_add);
+            binary_row_contiguous(out, (const float *)ra, (const float *)rb, ne0, sb == 0, op);
             continue;
         }
-        if (is_add) {
+        if (op == TP_OP_DIV) {
+            for (int64_t i = 0; i < ne0; i++)
+                out[i] = *(const float *)(ra + i * sa) / *(const float *)(rb + i * sb);
+        } else if (op == TP_OP_ADD) {
             for (int64_t i = 0; i < ne0; i++)
                 out[i] = *(const float *)(ra + i * sa) + *(const float *)(rb + i * sb);
         } else {
@@ -68,8 +75,9 @@ static void binary_kernel(const tp_compute_params *p, tp_tensor *dst, bool is_ad
     }
 }
 
-void tp_kernel_add(const tp_compute_params *p, tp_tensor *dst) { binary_kernel(p, dst, true); }
-void tp_kernel_mul(const tp_compute_params *p, tp_tensor *dst) { binary_kernel(p, dst, false); }
+void tp_kernel_add(const tp_compute_params *p, tp_tensor *dst) { binary_kernel(p, dst, TP_OP_ADD); }
+void tp_kernel_mul(const tp_compute_params *p, tp_tensor *dst) { binary_kernel(p, dst, TP_OP_MUL); }
+void tp_kernel_div(const tp_compute_params *p, tp_tensor *dst) { binary_kernel(p, dst, TP_OP_DIV); }
 
 static tp_tensor *unary_op(tp_context *ctx, const char *name, tp_op op, tp_tensor *a) {
     if (!TP_CHECK_INPUTS(ctx, name, a)) return NULL;
@@ -89,6 +97,7 @@ tp_tensor *tp_gelu(tp_context *ctx, tp_tensor *a) { return unary_op(ctx, "tp_gel
 tp_tensor *tp_gelu_tanh(tp_context *ctx, tp_tensor *a) { return unary_op(ctx, "tp_gelu_tanh", TP_OP_GELU_TANH, a); }
 tp_tensor *tp_quick_gelu(tp_context *ctx, tp_tensor *a) { return unary_op(ctx, "tp_quick_gelu", TP_OP_QUICK_GELU, a); }
 tp_tensor *tp_silu(tp_context *ctx, tp_tensor *a) { return unary_op(ctx, "tp_silu", TP_OP_SILU, a); }
+tp_tensor *tp_sigmoid(tp_context *ctx, tp_tensor *a) { return unary_op(ctx, "tp_sigmoid", TP_OP_SIGMOID, a); }
 
 typedef float (*unary_fn)(float x, float param);
 
@@ -96,6 +105,13 @@ static float f_scale(float x, float s) { return x * s; }
 static float f_gelu_tanh(float x, float u) {
     TP_UNUSED(u);
     return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+
+/* σ(x) with exp taken of −|x| only (no overflow): e/(1 + e) for x < 0, 1/(1 + e) otherwise. */
+static float f_sigmoid(float x, float u) {
+    TP_UNUSED(u);
+    const float e = expf(-fabsf(x));
+    return (x < 0.0f ? e : 1.0f) / (1.0f + e);
 }
 
 static void unary_kernel(const tp_compute_params *p, tp_tensor *dst, unary_fn fn) {
@@ -115,6 +131,7 @@ static void unary_kernel(const tp_compute_params *p, tp_tensor *dst, unary_fn fn
 
 void tp_kernel_scale(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_scale); }
 void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_gelu_tanh); }
+void tp_kernel_sigmoid(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_sigmoid); }
 
 /* ---- gelu (erf), quick_gelu, silu: row loops in tp_act_rows.h ---- */
 #define TP_ACT_MADD(a, b, c) ((a) * (b) + (c))

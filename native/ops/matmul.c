@@ -509,7 +509,14 @@ static void mm_dot_rows(const tp_compute_params *p, const mm_plan *pl, tp_tensor
                                       nblk, TP_MIN(256, N - n0), K, cbase + (size_t)n0 * (size_t)M, M, pl->vnni);
                 continue;
             }
-            for (int64_t n = 0; n < N; n++) {
+            int64_t n = 0;
+            /* several tokens (a batch of sequences decoding together): rows against 4 tokens at a time, each
+             * token's sums in the same order as alone (the same bits) */
+            if (pl->path == TP_CPU_AVX2 && tp_mm_qdot4_avx2_type_ok(a->type))
+                for (; n + 4 <= N; n += 4)
+                    tp_mm_qdot4_avx2(a->type, arow, a->nb[1], nrows, (const tp_block_q8a *)abase + n * nblk, nblk, K,
+                                     cbase + (size_t)n * (size_t)M, M);
+            for (; n < N; n++) {
                 const tp_block_q8a *x = (const tp_block_q8a *)abase + n * nblk;
                 float *out = cbase + (size_t)n * (size_t)M;
                 if (pl->path == TP_CPU_AVX2)

@@ -7,11 +7,8 @@ timings, and the process's peak RSS against the issue's ceiling (4.5 GB; llama.c
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -20,32 +17,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_common import run_cli_measured as _run_measured  # noqa: E402
+
 FIXTURE_TEXT = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1" / "text-f16.gguf"
 RSS_CEILING_MB = 4.5 * 1024
 N_NEW = 256
-
-
-# The CLI in a child whose own peak RSS is read at its exit (VmHWM): ru_maxrss of a child can carry the
-# parent's peak over fork+exec, and this parent holds other benchmarks' memory.
-_WRAPPER = (
-    "import sys, atexit\n"
-    "def _hwm():\n"
-    "    for line in open('/proc/self/status'):\n"
-    "        if line.startswith('VmHWM:'):\n"
-    "            sys.stderr.write('TP_VMHWM_KB ' + line.split()[1] + '\\n')\n"
-    "atexit.register(_hwm)\n"
-    "from encoder.cli import main\n"
-    "raise SystemExit(main(sys.argv[1:]))\n"
-)
-
-
-def _run_measured(args: list[str]) -> tuple[float, float, str, int]:
-    """(wall s, peak RSS MB of the CLI process, stdout, exit code)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    kb = [int(l.split()[1]) for l in proc.stderr.splitlines() if l.startswith("TP_VMHWM_KB ")]
-    return wall, (kb[-1] / 1024 if kb else float("nan")), proc.stdout, proc.returncode
 
 
 def run(n_threads: int = 2) -> list[dict]:

@@ -20,6 +20,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_common import child_env, peak_rss_mb as _peak_rss_mb, reset_peak_rss as _reset_peak_rss  # noqa: E402
 
 ARCH = "deepseek2-ocr"
 DECODE_WARM = 4  # untimed one-token evals before a decode timing, ours and the reference's
@@ -202,23 +205,6 @@ def ours(path: Path, n_threads: int) -> dict:
     return res
 
 
-def _reset_peak_rss() -> None:
-    """Linux: writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _reference_worker(n_threads: int, out_json: str) -> None:
     import torch
     from transformers import UnlimitedOcrTextConfig, UnlimitedOcrTextModel  # noqa: F401
@@ -262,7 +248,7 @@ def run(n_threads: int = 2) -> list[dict]:
     bw_before = stream_bandwidth_gbs(n_threads)
     with tempfile.TemporaryDirectory(prefix="tp-bench-text-") as tmp:
         ref_json = Path(tmp) / "ref.json"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
+        env = child_env()
         r = subprocess.run([sys.executable, "-c", f"import bench_text; bench_text._reference_worker({n_threads}, {str(ref_json)!r})"],
                            env=env)
         ref = json.loads(ref_json.read_text()) if r.returncode == 0 and ref_json.exists() else {}

@@ -6,7 +6,6 @@ measured in the same run in its own process."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+
+from bench_common import child_env, page, peak_rss_mb as _peak_rss_mb  # noqa: E402
 
 # GFLOPs per image from deepseek-ocr-v1.md §10
 FLOPS = {"base": 1140e9, "large": 1943e9, "gundam2x3": 3470e9}
@@ -44,12 +46,6 @@ def _best_of(n: int, fn) -> float:
     from bench_kernels import _best_ms
 
     return _best_ms(fn, min_time=0.0, max_reps=n, min_reps=n, warm_up=False)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
@@ -79,13 +75,7 @@ def _reference_worker(model_dir: str, n_threads: int, out_json: str) -> None:
 
 
 def _page(size: tuple[int, int]):
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", size, (250, 250, 250))
-    d = ImageDraw.Draw(img)
-    for y in range(40, size[1] - 40, 30):
-        d.rectangle([60, y, size[0] - 60, y + 12], fill=(30, 30, 30))
-    return img
+    return page(size, (250, 250, 250))
 
 
 def run(n_threads: int = 2) -> list[dict]:
@@ -102,7 +92,7 @@ def run(n_threads: int = 2) -> list[dict]:
         root = Path(tmp)
         ckpt = _checkpoint(root)
         ref_json = root / "ref.json"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "tests")]))
+        env = child_env()
         subprocess.run([sys.executable, "-c",
                         f"import bench_vision; bench_vision._reference_worker({str(ckpt)!r}, {n_threads}, {str(ref_json)!r})"],
                        check=True, env=env)

@@ -8,12 +8,8 @@ own process."""
 from __future__ import annotations
 
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -21,10 +17,12 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_common import best_ms as _best_ms, page as _page, peak_rss_mb as _peak_rss_mb, run_child  # noqa: E402
+
 # FLOPs per page (2 x MACs) from deepseek-ocr-2.md §8: a 768 view 728 GF, the 1024 global view 1,366 GF
 FLOPS = {"base": 728e9, "gundam_a4": 1366e9 + 6 * 728e9}
 PAGES = {"base": ((1240, 1754), "base"), "gundam_a4": ((1240, 1754), "gundam")}
-TIMED_RUNS = 2  # best of; ours after an untimed run that builds the graph
+# every time is bench_common.best_ms's (best of 2); ours after an untimed run that builds the graph
 
 # the published model's vision (spec §1-§3), a small text part (only the projector's width matters here)
 FULL_VISION_CONFIG = dict(
@@ -38,29 +36,6 @@ FULL_VISION_CONFIG = dict(
                      n_shared_experts=1, num_experts_per_tok=2, topk_method="greedy", mlp_layer_types=["dense", "sparse"],
                      bos_token_id=0, eos_token_id=1, max_position_embeddings=8192, rope_theta=10000.0),
     image_token_id=1000)
-
-
-def _page(size):
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", size, (245, 243, 238))
-    d = ImageDraw.Draw(img)
-    for y in range(40, size[1] - 40, 30):
-        d.rectangle([60, y, size[0] - 60, y + 12], fill=(30, 30, 30))
-    return img
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _best_ms(fn) -> float:
-    best = float("inf")
-    for _ in range(TIMED_RUNS):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, (time.perf_counter() - t0) * 1e3)
-    return best
 
 
 def _build_checkpoint(out_dir: str) -> None:
@@ -101,12 +76,9 @@ def run(n_threads: int = 2) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tp-bench-ocr2-") as tmp:
         root = Path(tmp)
         ckpt = root / "ckpt"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "tests")]))
-        subprocess.run([sys.executable, "-c", f"import bench_vision_ocr2 as b; b._build_checkpoint({str(ckpt)!r})"],
-                       check=True, env=env)
+        run_child("bench_vision_ocr2", "_build_checkpoint", str(ckpt))
         ref_json = root / "ref.json"
-        subprocess.run([sys.executable, "-c", f"import bench_vision_ocr2 as b; b._reference_worker({str(ckpt)!r}, "
-                                              f"{n_threads}, {str(ref_json)!r})"], check=True, env=env)
+        run_child("bench_vision_ocr2", "_reference_worker", str(ckpt), n_threads, str(ref_json))
         ref = json.loads(ref_json.read_text())
         rows.append({"name": "ocr2 transformers reference peak RSS", "peak_rss_mb": ref["peak_rss_mb"]})
         for outtype, precision in (("f16", 0), ("f16", 1), ("q8_0", 1)):

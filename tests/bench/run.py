@@ -2,7 +2,8 @@
 
 Each module tests/bench/bench_*.py exposes run(n_threads: int) -> list[dict]; a row has at least
 `name` and, where a peer was measured in the same run, `peer`, `ours_ms`, `peer_ms` and `ratio`
-(peer time / our time: above 1 means we are faster)."""
+(peer time / our time: above 1 means we are faster). Shared helpers: bench_common.py. TP_BENCH_SMALL=1 shrinks
+the shapes of the modules that support it (bench_paddleocr_vl, bench_vl2) to check them end to end quickly."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-ORDER = ["bench_kernels", "bench_attention", "bench_vision", "bench_text", "bench_e2e", "bench_convert"]
+ORDER = ["bench_kernels", "bench_attention", "bench_vision", "bench_text", "bench_decode_batch", "bench_e2e",
+         "bench_server", "bench_paddleocr_vl", "bench_vl2", "bench_convert"]
+HELPERS = {"bench_common"}  # shared by the modules: no run()
 
 
 def main() -> int:
@@ -29,7 +32,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="module names to run (default: all)")
     args = ap.parse_args()
-    found = sorted(p.stem for p in HERE.glob("bench_*.py"))
+    found = sorted(p.stem for p in HERE.glob("bench_*.py") if p.stem not in HELPERS)
     names = [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
     if args.only:
         names = [n for n in names if n in args.only]

@@ -5,7 +5,9 @@
  *     parameters and an encode of a small RGB image in each mode whose views are small, plus pages of one
  *     view of a few small sizes straight through tp_vision_encode;
  *   - tp_text_load (n_ctx 32, batches of 4) and, when it loads, every token's bytes, a prompt with an image
- *     row where the model has an image token, a decode step, a reset.
+ *     row where the model has an image token, a decode step, a reset;
+ *   - tp_tokenizer_load and, when it loads, a multilingual text and the input's first bytes tokenized (with and
+ *     without special tokens), detokenized whole and streamed.
  * Any outcome but a crash, a sanitizer report or a hang is fine: a file either works or fails with a status
  * and a message. Built by `make fuzz` with clang's libFuzzer, and by `make fuzz-smoke` with fuzz_smoke_main.c
  * (no libFuzzer) against the ASan/UBSan library. Seeds: tests/fuzz/make_seeds.py. */
@@ -198,10 +200,46 @@ static void exercise_text(const uint8_t *data, size_t size) {
     tp_text_free(m);
 }
 
+static void exercise_tokenizer(const uint8_t *data, size_t size) {
+    tp_tokenizer *t = NULL;
+    tp_error err;
+    if (tp_tokenizer_load(g_path, &t, &err) != TP_OK) {
+        if (t || !err.message[0]) abort();
+        return;
+    }
+    static const char text[] = "Héllo 12345 日本語 😀 <|grounding|><td>x</td>\n\n  ab";
+    const char *inputs[2] = {text, (const char *)data};
+    const size_t lens[2] = {sizeof text - 1, size < 64 ? size : 64};
+    int32_t ids[512];
+    for (int k = 0; k < 4; k++) {
+        int32_t n = 0;
+        const tp_status st = tp_tokenize(t, inputs[k / 2], lens[k / 2], (k & 1) != 0, ids, 512, &n, &err);
+        if (st != TP_OK) {
+            if (!err.message[0]) abort();
+            continue;
+        }
+        if (n < 0 || n > 512) abort();
+        for (int32_t i = 0; i < n; i++)
+            if (ids[i] < 0 || ids[i] >= tp_tokenizer_n_vocab(t)) abort();
+        size_t nb = 0;
+        if (tp_detokenize(t, ids, n, (k & 2) != 0, NULL, 0, &nb, &err) != TP_OK) abort();
+        tp_detokenizer *d = NULL;
+        if (tp_detokenizer_create(t, false, &d, &err) != TP_OK) abort();
+        const char *p;
+        size_t pl;
+        for (int32_t i = 0; i < n; i++)
+            if (tp_detokenizer_push(d, ids[i], &p, &pl, &err) == TP_OK && pl) g_sink += (uint8_t)p[pl - 1];
+        if (tp_detokenizer_flush(d, &p, &pl, &err) != TP_OK) abort();
+        tp_detokenizer_free(d);
+    }
+    tp_tokenizer_free(t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!write_input(data, size)) return 0;
     exercise_gguf();
     exercise_vision(data, size);
     exercise_text(data, size);
+    exercise_tokenizer(data, size);
     return 0;
 }

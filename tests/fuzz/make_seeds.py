@@ -8,7 +8,8 @@ OUT_DIR/load/   GGUF files for fuzz_load (tp_gguf_open, then tp_vision_load / tp
                   - synthetic DeepSeek-OCR v1 and DeepSeek-OCR-2 vision files with tiny shapes (an 8-wide SAM of
                     two blocks, one windowed and one global, on 4-pixel patches; a one-layer CLIP / Qwen2-shaped
                     encoder), whose views of 16 and 32 pixels encode in milliseconds;
-                  - a synthetic deepseek2-ocr text file (a dense and a MoE layer, 32 tokens);
+                  - a synthetic deepseek2-ocr text file (a dense and a MoE layer, 32 tokens), and a deepseek2 one
+                    (multi-head latent attention with a q LoRA, the sigmoid gate);
                   - every text fixture of ../shared/fixtures with its vocabulary cut to 64 tokens (the families'
                     real key sets), and the vision fixtures of families with no synthetic file here stored as F16
                     (PaddleOCR-VL: 190 KB; the DeepSeek ones, 480 KB, would only slow the fuzzer down);
@@ -191,6 +192,56 @@ def tiny_deepseek_text(path: Path) -> None:
     _write(path, arch, kv, t)
 
 
+def tiny_deepseek2_mla_text(path: Path) -> None:
+    """deepseek2 (multi-head latent attention, llama.cpp's layout): a q LoRA, kv_lora 8, rope 4, nope 4, v 4, a
+    dense and a MoE layer with the sigmoid gate and its selection bias."""
+    rng = _rng(5)
+    C, V, H, R, ROPE, NOPE, DV, QR = 8, 32, 2, 8, 4, 4, 4, 6
+    arch = "deepseek2"
+    toks, types = _byte_level_vocab(V)
+    kv = {
+        f"{arch}.block_count": (2, VT.UINT32), f"{arch}.context_length": (64, VT.UINT32),
+        f"{arch}.embedding_length": (C, VT.UINT32), f"{arch}.feed_forward_length": (16, VT.UINT32),
+        f"{arch}.attention.head_count": (H, VT.UINT32), f"{arch}.attention.head_count_kv": (1, VT.UINT32),
+        f"{arch}.attention.layer_norm_rms_epsilon": (1e-6, VT.FLOAT32),
+        f"{arch}.rope.dimension_count": (ROPE, VT.UINT32), f"{arch}.attention.q_lora_rank": (QR, VT.UINT32),
+        f"{arch}.attention.kv_lora_rank": (R, VT.UINT32), f"{arch}.attention.key_length": (R + ROPE, VT.UINT32),
+        f"{arch}.attention.value_length": (R, VT.UINT32),
+        f"{arch}.attention.key_length_mla": (NOPE + ROPE, VT.UINT32),
+        f"{arch}.attention.value_length_mla": (DV, VT.UINT32),
+        f"{arch}.expert_count": (2, VT.UINT32), f"{arch}.expert_used_count": (2, VT.UINT32),
+        f"{arch}.leading_dense_block_count": (1, VT.UINT32), f"{arch}.vocab_size": (V, VT.UINT32),
+        f"{arch}.expert_feed_forward_length": (4, VT.UINT32), f"{arch}.expert_shared_count": (1, VT.UINT32),
+        f"{arch}.expert_gating_func": (2, VT.UINT32), f"{arch}.expert_weights_norm": (True, VT.BOOL),
+        f"{arch}.expert_weights_scale": (2.0, VT.FLOAT32),
+        "tokenizer.ggml.model": ("gpt2", VT.STRING),
+        "tokenizer.ggml.tokens": (toks, VT.ARRAY, VT.STRING),
+        "tokenizer.ggml.token_type": (types, VT.ARRAY, VT.INT32),
+        "tokenizer.ggml.bos_token_id": (0, VT.UINT32), "tokenizer.ggml.eos_token_id": (1, VT.UINT32),
+    }
+    t = {"token_embd.weight": _t(rng, V, C), "output.weight": _t(rng, V, C),
+         "output_norm.weight": 1 + _t(rng, C, scale=0.05)}
+    for l in range(2):
+        b = f"blk.{l}."
+        t.update({b + "attn_norm.weight": 1 + _t(rng, C, scale=0.05), b + "ffn_norm.weight": 1 + _t(rng, C, scale=0.05),
+                  b + "attn_q_a.weight": _t(rng, QR, C), b + "attn_q_a_norm.weight": 1 + _t(rng, QR, scale=0.05),
+                  b + "attn_q_b.weight": _t(rng, H * (NOPE + ROPE), QR),
+                  b + "attn_kv_a_mqa.weight": _t(rng, R + ROPE, C),
+                  b + "attn_kv_a_norm.weight": 1 + _t(rng, R, scale=0.05),
+                  b + "attn_k_b.weight": _t(rng, H, R, NOPE), b + "attn_v_b.weight": _t(rng, H, DV, R),
+                  b + "attn_output.weight": _t(rng, C, H * DV)})
+        if l == 0:
+            t.update({b + "ffn_gate.weight": _t(rng, 16, C), b + "ffn_up.weight": _t(rng, 16, C),
+                      b + "ffn_down.weight": _t(rng, C, 16)})
+        else:
+            t.update({b + "ffn_gate_inp.weight": _t(rng, 2, C), b + "exp_probs_b.bias": _t(rng, 2),
+                      b + "ffn_gate_exps.weight": _t(rng, 2, 4, C), b + "ffn_up_exps.weight": _t(rng, 2, 4, C),
+                      b + "ffn_down_exps.weight": _t(rng, 2, C, 4),
+                      b + "ffn_gate_shexp.weight": _t(rng, 4, C), b + "ffn_up_shexp.weight": _t(rng, 4, C),
+                      b + "ffn_down_shexp.weight": _t(rng, C, 4)})
+    _write(path, arch, kv, t)
+
+
 def _copy_kv(r: gguf.GGUFReader, cut: int | None) -> tuple[str, dict]:
     arch = r.fields["general.architecture"].contents()
     n_vocab = None
@@ -242,7 +293,7 @@ def degenerate(out: Path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    for arch in ("deepseek2-ocr", "paddleocr"):
+    for arch in ("deepseek2-ocr", "deepseek2", "paddleocr"):
         w = gguf.GGUFWriter(str(out / f"arch_{arch}.gguf"), arch)
         w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
         w.write_header_to_file()
@@ -272,6 +323,7 @@ def main() -> int:
     tiny_v1_vision(load / "tiny_v1_vision.gguf")
     tiny_ocr2_vision(load / "tiny_ocr2_vision.gguf")
     tiny_deepseek_text(load / "tiny_deepseek_text.gguf")
+    tiny_deepseek2_mla_text(load / "tiny_deepseek2_mla_text.gguf")
     fixtures = sorted(p for p in a.fixtures.glob("llamacpp-*") if p.is_dir())
     if not fixtures:
         print(f"make_seeds: no fixtures under {a.fixtures}", file=sys.stderr)

@@ -23,6 +23,7 @@ tp_tensor *kv_attention(tp_context *ctx, tp_graph *g, tp_tensor *q, tp_tensor *k
     if (!kall || !vall || !kw || !vw) return NULL;
     kall->src[1] = kw;
     vall->src[1] = vw;
+    if (n_rows == 0) return NULL;
     tp_tensor *qp = tp_permute(ctx, q, 0, 2, 1, 3); /* [D, n, H] */
     if (n_rows < n) {
         int64_t qne[3] = {D, n_rows, H};
@@ -42,4 +43,51 @@ tp_tensor *kv_last_rows(tp_context *ctx, tp_tensor *x, int64_t n_rows) {
     int64_t ne[2] = {x->ne[0], n_rows};
     size_t nb[2] = {sizeof(float), x->nb[1]};
     return tp_view(ctx, x, 2, ne, nb, (size_t)(x->ne[1] - n_rows) * x->nb[1]);
+}
+
+/* Rows [r0, r0 + n) of a [.., .., N] tensor (its last dimension). */
+static tp_tensor *rows3(tp_context *ctx, tp_tensor *a, int64_t r0, int64_t n) {
+    if (!a || (r0 == 0 && n == a->ne[2])) return a;
+    int64_t ne[3] = {a->ne[0], a->ne[1], n};
+    size_t nb[3] = {a->nb[0], a->nb[1], a->nb[2]};
+    return tp_view(ctx, a, 3, ne, nb, (size_t)r0 * a->nb[2]);
+}
+
+static tp_tensor *join_rows(tp_context *ctx, tp_tensor *acc, tp_tensor *a) {
+    if (!a) return acc;
+    return acc ? tp_concat(ctx, acc, a, 1) : a;
+}
+
+tp_tensor *kv_attention_batch(tp_context *ctx, tp_graph *g, tp_tensor *q, tp_tensor *k, tp_tensor *v,
+                              const text_batch *b, int layer, float scale) {
+    if (!q || !k || !v || !b) return NULL;
+    const bool last = layer == b->n_layer - 1;
+    tp_tensor *out = NULL;
+    int64_t r0 = 0;
+    for (int64_t s = 0; s < b->n_seg; s++) {
+        const text_segment *sg = &b->seg[s];
+        const int64_t keep = last ? sg->n_out : sg->n;
+        tp_tensor *att = kv_attention(ctx, g, rows3(ctx, q, r0, sg->n), rows3(ctx, k, r0, sg->n),
+                                      rows3(ctx, v, r0, sg->n), sg->kcache[layer], sg->vcache[layer], sg->n_past, keep,
+                                      scale);
+        out = join_rows(ctx, out, att);
+        r0 += sg->n;
+    }
+    return out;
+}
+
+tp_tensor *kv_batch_rows(tp_context *ctx, tp_tensor *x, const text_batch *b, int layer) {
+    if (!x || layer != b->n_layer - 1 || b->n_out == b->n_rows) return x;
+    tp_tensor *out = NULL;
+    int64_t r0 = 0;
+    for (int64_t s = 0; s < b->n_seg; s++) {
+        const text_segment *sg = &b->seg[s];
+        if (sg->n_out > 0) {
+            int64_t ne[2] = {x->ne[0], sg->n_out};
+            size_t nb[2] = {x->nb[0], x->nb[1]};
+            out = join_rows(ctx, out, tp_view(ctx, x, 2, ne, nb, (size_t)(r0 + sg->n - sg->n_out) * x->nb[1]));
+        }
+        r0 += sg->n;
+    }
+    return out;
 }

@@ -50,26 +50,10 @@ void dsocr_build_clip(tp_context *ctx, const dsocr_vision *m, const view_group *
     tp_tensor *x = gu_concat_n(ctx, parts, n_groups, 1); /* [F, N] */
     x = tp_layer_norm(ctx, x, m->pre_ln_w, m->pre_ln_b, m->clip_eps);
 
-    for (int i = 0; i < m->clip_layers; i++) {
-        const clip_layer *l = &m->clip[i];
-        tp_tensor *h = tp_layer_norm(ctx, x, l->ln1_w, l->ln1_b, m->clip_eps);
-        tp_tensor *qkv = gu_linear(ctx, h, l->qkv_w, l->qkv_b); /* [3F, N] */
-        if (!qkv) return;
-        int64_t ne[4] = {D, H, n_tok, 1};
-        size_t nb[4] = {sizeof(float), (size_t)D * sizeof(float), qkv->nb[1], qkv->nb[1] * (size_t)n_tok};
-        tp_tensor *q = tp_permute(ctx, tp_view(ctx, qkv, 4, ne, nb, 0), 0, 2, 1, 3);
-        tp_tensor *k = tp_permute(ctx, tp_view(ctx, qkv, 4, ne, nb, (size_t)F * sizeof(float)), 0, 2, 1, 3);
-        tp_tensor *v = tp_permute(ctx, tp_view(ctx, qkv, 4, ne, nb, (size_t)(2 * F) * sizeof(float)), 0, 2, 1, 3);
-        tp_attention_opts opts = tp_attention_default_opts();
-        opts.scale = 1.0f / sqrtf((float)D);
-        opts.segments = n_views > 1 ? segments : NULL;
-        tp_tensor *o = tp_attention(ctx, q, k, v, &opts); /* [D, H, N, 1] */
-        o = gu_reshape2(ctx, o, F, n_tok);
-        x = tp_add(ctx, x, gu_linear(ctx, o, l->out_w, l->out_b));
-        h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, m->clip_eps);
-        h = gu_linear(ctx, tp_linear(ctx, l->fc1_w, h, l->fc1_b, TP_ACT_QUICK_GELU), l->fc2_w, l->fc2_b);
-        x = tp_add(ctx, x, h);
-    }
+    vit_params vp = {.n_heads = H, .eps = m->clip_eps, .act = VIT_QUICK_GELU, .attention = tp_attention_default_opts()};
+    vp.attention.scale = 1.0f / sqrtf((float)D);
+    vp.attention.segments = n_views > 1 ? segments : NULL;
+    for (int i = 0; i < m->clip_layers; i++) x = vit_layer_build(ctx, x, &m->clip[i], &vp);
 
     int64_t first = 0;
     for (int gi = 0; gi < n_groups; gi++) {

@@ -3,14 +3,14 @@
 #ifndef TP_DEEPSEEK2_TEXT_H
 #define TP_DEEPSEEK2_TEXT_H
 
+#include "../blocks/moe.h"
 #include "../text_family.h"
 
 typedef struct text_layer {
     bool moe;
     tp_tensor *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm;
-    tp_tensor *ffn_gate, *ffn_up, *ffn_down;          /* dense layers */
-    tp_tensor *gate_inp, *gate_exps, *up_exps, *down_exps; /* MoE layers */
-    tp_tensor *gate_sh, *up_sh, *down_sh;             /* MoE shared experts (NULL if none) */
+    tp_tensor *ffn_gate, *ffn_up, *ffn_down; /* dense layers */
+    moe_weights ffn_moe;                     /* MoE layers (blocks/moe.h) */
 } text_layer;
 
 typedef struct text_weights {
@@ -25,21 +25,8 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
 tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
                             text_weights *w, tp_error *err);
 
-/* Architecture check and every hyperparameter (keys first, tensor shapes as fallbacks); errors name
- * the file. */
-tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp, tp_error *err);
-/* Every weight as a leaf of ctx over the mapped file, shapes checked against hp. */
-tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp, tp_context *ctx,
-                            text_weights *w, tp_error *err);
-
-/* One decoder pass over n tokens at positions n_past .. n_past + n − 1.
- *   x:      [n_embd, n] input embeddings (a leaf);
- *   pos:    I32 [n] positions (a leaf);
- *   kcache, vcache: per layer, leaves [head_dim, n_head_kv, n_ctx] / [head_dim_v, n_head_kv, n_ctx];
- *   n_out:  logits rows wanted: the last n_out positions (1..n), or 0 for none.
- * Adds to g: the cache writes of every layer and (n_out > 0) the logits [n_vocab, n_out], returned. */
+/* One decoder pass over a batch of sequences: the family's build (text_family.h), over its weights. */
 tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp, const text_weights *w,
-                            tp_tensor *x, tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache,
-                            int64_t n_past, int64_t n, int64_t n_out);
+                            tp_tensor *x, tp_tensor *pos, const text_batch *b);
 
 #endif

@@ -6,14 +6,9 @@
 
 #include "../blocks/sam.h"
 #include "../blocks/tiles.h"
+#include "../blocks/vit.h"
 
 #define DSOCR_MAX_LAYERS 64
-
-typedef struct clip_layer {
-    tp_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    tp_tensor *qkv_w, *qkv_b, *out_w, *out_b;
-    tp_tensor *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-} clip_layer;
 
 typedef struct dsocr_vision {
     sam_hparams sam_hp;
@@ -23,7 +18,7 @@ typedef struct dsocr_vision {
     int n_embd;
     tiles_params tiles;
     tp_tensor *class_embd, *clip_pos, *pre_ln_w, *pre_ln_b;
-    clip_layer clip[DSOCR_MAX_LAYERS];
+    vit_layer clip[DSOCR_MAX_LAYERS];
     tp_tensor *fc_w, *fc_b;
     tp_tensor *newline, *separator; /* [n_embd] F32 */
 } dsocr_vision;

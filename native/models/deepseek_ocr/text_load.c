@@ -53,21 +53,21 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
     }
     int counted = 0;
     while (counted < TP_TEXT_MAX_LAYERS && weights_has_tensorf(g, TN_ATTN_NORM, counted)) counted++;
-    hp->n_layer = get_int(g, ARCH ".block_count", counted);
+    hp->n_layer = get_int(g, ARCH KEY_SFX_BLOCK_COUNT, counted);
     if (hp->n_layer <= 0 || hp->n_layer > TP_TEXT_MAX_LAYERS) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: block count %d is out of range 1..%d", path, hp->n_layer,
                      TP_TEXT_MAX_LAYERS);
         return TP_ERR_FORMAT;
     }
-    hp->n_ctx_train = get_int(g, ARCH ".context_length", 8192);
-    hp->n_head = get_int(g, ARCH ".attention.head_count", 0);
-    hp->n_head_kv = get_int(g, ARCH ".attention.head_count_kv", hp->n_head);
+    hp->n_ctx_train = get_int(g, ARCH KEY_SFX_CONTEXT_LENGTH, 8192);
+    hp->n_head = get_int(g, ARCH KEY_SFX_HEAD_COUNT, 0);
+    hp->n_head_kv = get_int(g, ARCH KEY_SFX_HEAD_COUNT_KV, hp->n_head);
     if (hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv != 0) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: head counts %d / %d (kv) are missing or invalid", path, hp->n_head,
                      hp->n_head_kv);
         return TP_ERR_FORMAT;
     }
-    int64_t q_rows = weights_tensor_ne(g, "blk.0.attn_q.weight", 1), v_rows = weights_tensor_ne(g, "blk.0.attn_v.weight", 1);
+    int64_t q_rows = weights_tensor_nef(g, 1, TN_ATTN_Q, 0), v_rows = weights_tensor_nef(g, 1, TN_ATTN_V, 0);
     if (q_rows <= 0 || v_rows <= 0 || q_rows % hp->n_head != 0 || v_rows % hp->n_head_kv != 0) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: blk.0.attn_q/attn_v are missing or not divisible by the head counts",
                      path);
@@ -79,8 +79,8 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
         tp_error_set(err, TP_ERR_FORMAT, "%s: head dimension %d is odd (NeoX rope needs pairs)", path, hp->head_dim);
         return TP_ERR_FORMAT;
     }
-    hp->eps = get_float(g, ARCH ".attention.layer_norm_rms_epsilon", 1e-6f);
-    hp->rope_base = get_float(g, ARCH ".rope.freq_base", 10000.0f);
+    hp->eps = get_float(g, ARCH KEY_SFX_RMS_EPS, 1e-6f);
+    hp->rope_base = get_float(g, ARCH KEY_SFX_ROPE_FREQ_BASE, 10000.0f);
     if (!(hp->eps > 0.0f && hp->eps < 1.0f) || !(hp->rope_base > 1.0f)) {
         tp_error_set(err, TP_ERR_FORMAT, "%s: rms epsilon %g or rope base %g is invalid", path, (double)hp->eps,
                      (double)hp->rope_base);
@@ -90,7 +90,7 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
     int first_moe = -1;
     for (int l = 0; l < hp->n_layer && first_moe < 0; l++)
         if (weights_has_tensorf(g, TN_FFN_GATE_INP, l)) first_moe = l;
-    hp->n_dense_lead = get_int(g, ARCH ".leading_dense_block_count", first_moe < 0 ? hp->n_layer : first_moe);
+    hp->n_dense_lead = get_int(g, ARCH KEY_SFX_LEADING_DENSE, first_moe < 0 ? hp->n_layer : first_moe);
     for (int l = 0; l < hp->n_layer; l++)
         if (!weights_has_tensorf(g, TN_FFN_GATE_INP, l)) {
             hp->n_ff = (int)weights_tensor_nef(g, 1, TN_FFN_GATE, l);
@@ -102,30 +102,28 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
         hp->n_ff_shexp = weights_has_tensorf(g, TN_FFN_GATE_SHEXP, first_moe)
                              ? (int)weights_tensor_nef(g, 1, TN_FFN_GATE_SHEXP, first_moe)
                              : 0;
-        hp->n_expert_used = get_int(g, ARCH ".expert_used_count", 0);
-        hp->n_expert_shared = get_int(g, ARCH ".expert_shared_count", hp->n_ff_shexp > 0 ? 1 : 0);
+        hp->n_expert_used = get_int(g, ARCH KEY_SFX_EXPERT_USED_COUNT, 0);
+        hp->n_expert_shared = get_int(g, ARCH KEY_SFX_EXPERT_SHARED_COUNT, hp->n_ff_shexp > 0 ? 1 : 0);
         if (hp->n_expert <= 0 || hp->n_ff_exp <= 0) {
             tp_error_set(err, TP_ERR_FORMAT, "%s: layer %d has a router but no stacked experts", path, first_moe);
             return TP_ERR_FORMAT;
         }
         if (hp->n_expert_used <= 0 || hp->n_expert_used > hp->n_expert) {
-            tp_error_set(err, TP_ERR_FORMAT, "%s: " ARCH ".expert_used_count %d is missing or not in 1..%d", path,
+            tp_error_set(err, TP_ERR_FORMAT, "%s: " ARCH KEY_SFX_EXPERT_USED_COUNT " %d is missing or not in 1..%d", path,
                          hp->n_expert_used, hp->n_expert);
             return TP_ERR_FORMAT;
         }
-        hp->expert_weights_scale = get_float(g, ARCH ".expert_weights_scale", 1.0f);
+        hp->expert_weights_scale = get_float(g, ARCH KEY_SFX_EXPERT_WEIGHTS_SCALE, 1.0f);
         bool norm = false;
-        if (tp_gguf_get_bool(g, ARCH ".expert_weights_norm", &norm) == TP_OK && norm) {
-            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: renormalised expert weights are not supported", path);
+        hp->expert_weights_norm = tp_gguf_get_bool(g, ARCH KEY_SFX_EXPERT_WEIGHTS_NORM, &norm) == TP_OK && norm;
+        hp->expert_gating = get_int(g, ARCH KEY_SFX_EXPERT_GATING_FUNC, TP_MOE_GATING_SOFTMAX);
+        if (!moe_gating_supported(hp->expert_gating)) {
+            tp_error_set(err, TP_ERR_UNSUPPORTED,
+                         "%s: expert gating function %d is not supported (1 softmax, 2 sigmoid)", path,
+                         hp->expert_gating);
             return TP_ERR_UNSUPPORTED;
         }
-        int gating = get_int(g, ARCH ".expert_gating_func", 1);
-        if (gating != 0 && gating != 1) {
-            tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: expert gating function %d is not supported (softmax only)",
-                         path, gating);
-            return TP_ERR_UNSUPPORTED;
-        }
-        int groups = get_int(g, ARCH ".expert_group_count", 1), groups_used = get_int(g, ARCH ".expert_group_used_count", groups);
+        int groups = get_int(g, ARCH KEY_SFX_EXPERT_GROUP_COUNT, 1), groups_used = get_int(g, ARCH KEY_SFX_EXPERT_GROUP_USED_COUNT, groups);
         if (groups > 1 && groups_used < groups) {
             tp_error_set(err, TP_ERR_UNSUPPORTED, "%s: group-limited expert routing (%d of %d groups) is not supported",
                          path, groups_used, groups);
@@ -196,14 +194,17 @@ tp_status text_load_weights(tp_gguf *g, const char *path, const text_hparams *hp
             continue;
         }
         const int64_t E = hp->n_expert, F = hp->n_ff_exp;
-        ly->gate_inp = loadf(&L, C, E, 1, TN_FFN_GATE_INP, l);
-        ly->gate_exps = loadf(&L, C, F, E, TN_FFN_GATE_EXPS, l);
-        ly->up_exps = loadf(&L, C, F, E, TN_FFN_UP_EXPS, l);
-        ly->down_exps = loadf(&L, F, C, E, TN_FFN_DOWN_EXPS, l);
+        moe_weights *m = &ly->ffn_moe;
+        m->gate_inp = loadf(&L, C, E, 1, TN_FFN_GATE_INP, l);
+        if (weights_has_tensorf(g, TN_FFN_EXP_PROBS_B, l))
+            m->exp_probs_b = weights_loadf_f32(&L, E, 1, 1, 1, TN_FFN_EXP_PROBS_B, l);
+        m->gate_exps = loadf(&L, C, F, E, TN_FFN_GATE_EXPS, l);
+        m->up_exps = loadf(&L, C, F, E, TN_FFN_UP_EXPS, l);
+        m->down_exps = loadf(&L, F, C, E, TN_FFN_DOWN_EXPS, l);
         if (hp->n_ff_shexp > 0) {
-            ly->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_GATE_SHEXP, l);
-            ly->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_UP_SHEXP, l);
-            ly->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, TN_FFN_DOWN_SHEXP, l);
+            m->gate_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_GATE_SHEXP, l);
+            m->up_sh = loadf(&L, C, hp->n_ff_shexp, 1, TN_FFN_UP_SHEXP, l);
+            m->down_sh = loadf(&L, hp->n_ff_shexp, C, 1, TN_FFN_DOWN_SHEXP, l);
         }
     }
     if (L.failed) return err ? err->status : TP_ERR_FORMAT;
@@ -236,9 +237,8 @@ static const tp_tensor *token_embd(const void *w) { return ((const text_weights 
 static const tp_tensor *probe_matrix(const void *w) { return ((const text_weights *)w)->layers[0].wq; }
 
 static tp_tensor *family_build(tp_context *ctx, tp_graph *g, const text_hparams *hp, const void *w, tp_tensor *x,
-                               tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache, int64_t n_past,
-                               int64_t n, int64_t n_out) {
-    return text_build_graph(ctx, g, hp, w, x, pos, kcache, vcache, n_past, n, n_out);
+                               tp_tensor *pos, const text_batch *b) {
+    return text_build_graph(ctx, g, hp, w, x, pos, b);
 }
 
 const text_family deepseek2_text = {

@@ -45,23 +45,7 @@ static tp_status load(weights_loader *L, void **out) {
     m->clip_pos = weights_load_f32(L, TN_V_POS, F, 1 + (int64_t)clip_grid * clip_grid, 1, 1);
     m->pre_ln_w = weights_load_f32(L, TN_V_PRE_LN_W, F, 1, 1, 1);
     m->pre_ln_b = weights_load_f32(L, TN_V_PRE_LN_B, F, 1, 1, 1);
-    for (int i = 0; i < m->clip_layers && !L->failed; i++) {
-        clip_layer *l = &m->clip[i];
-        l->ln1_w = weights_loadf_f32(L, F, 1, 1, 1, TN_V_LN1_W, i);
-        l->ln1_b = weights_loadf_f32(L, F, 1, 1, 1, TN_V_LN1_B, i);
-        l->ln2_w = weights_loadf_f32(L, F, 1, 1, 1, TN_V_LN2_W, i);
-        l->ln2_b = weights_loadf_f32(L, F, 1, 1, 1, TN_V_LN2_B, i);
-        l->qkv_w = weights_loadf(L, F, 3 * F, 1, 1, TN_V_QKV_W, i);
-        l->qkv_b = weights_loadf_f32(L, 3 * F, 1, 1, 1, TN_V_QKV_B, i);
-        l->out_w = weights_loadf(L, F, F, 1, 1, TN_V_OUT_W, i);
-        l->out_b = weights_loadf_f32(L, F, 1, 1, 1, TN_V_OUT_B, i);
-        l->fc1_w = weights_loadf(L, F, -1, 1, 1, TN_V_FFN_UP_W, i);
-        if (L->failed) break;
-        int64_t ffn = l->fc1_w->ne[1];
-        l->fc1_b = weights_loadf_f32(L, ffn, 1, 1, 1, TN_V_FFN_UP_B, i);
-        l->fc2_w = weights_loadf(L, ffn, F, 1, 1, TN_V_FFN_DOWN_W, i);
-        l->fc2_b = weights_loadf_f32(L, F, 1, 1, 1, TN_V_FFN_DOWN_B, i);
-    }
+    vit_load_layers(L, F, m->clip, m->clip_layers);
     m->fc_w = weights_load(L, TN_MM_FC_W, F + N, E, 1, 1);
     m->fc_b = weights_load_f32(L, TN_MM_FC_B, E, 1, 1, 1);
     m->newline = weights_load_f32(L, TN_V_NEWLINE, E, 1, 1, 1);
@@ -156,12 +140,7 @@ static void layout(const void *model, const tp_page_views *page, const float *co
 static int matrices(void *model, tp_tensor ***slots, int cap) {
     dsocr_vision *m = model;
     int n = sam_matrices(&m->sam, &m->sam_hp, slots, cap);
-    for (int i = 0; i < m->clip_layers && n + 4 <= cap; i++) {
-        slots[n++] = &m->clip[i].qkv_w;
-        slots[n++] = &m->clip[i].out_w;
-        slots[n++] = &m->clip[i].fc1_w;
-        slots[n++] = &m->clip[i].fc2_w;
-    }
+    n += vit_matrices(m->clip, m->clip_layers, slots + n, cap - n);
     if (n < cap) slots[n++] = &m->fc_w;
     return n;
 }

@@ -6,6 +6,7 @@
  * newline after each row. Every view is 384: all views of all pages go through as one batch. */
 #include "../blocks/graph_util.h"
 #include "../blocks/tiles.h"
+#include "../blocks/vit.h"
 #include "../vision_family.h"
 #include "names.h"
 
@@ -14,16 +15,12 @@
 
 #define VL2_MAX_LAYERS 64
 
-typedef struct vl2_layer {
-    tp_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b, *qkv_w, *qkv_b, *out_w, *out_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-} vl2_layer;
-
 typedef struct vl2_vision {
     int width, n_heads, n_layers, patch, image_size, grid, merge, out_grid, n_embd;
     float eps;
     tiles_params tiles;
     tp_tensor *patch_w, *patch_b, *pos; /* pos: [width, grid²] */
-    vl2_layer layers[VL2_MAX_LAYERS];
+    vit_layer layers[VL2_MAX_LAYERS];
     tp_tensor *post_w, *post_b, *mm0_w, *mm0_b, *mm2_w, *mm2_b, *newline, *separator;
 } vl2_vision;
 
@@ -82,23 +79,7 @@ static tp_status load(weights_loader *L, void **out) {
     m->patch_w = weights_load(L, TN_V_PATCH_W, P, P, 3, C);
     m->patch_b = weights_load_f32(L, TN_V_PATCH_B, C, 1, 1, 1);
     m->pos = weights_load_f32(L, TN_V_POS, C, n_pos, 1, 1);
-    for (int i = 0; i < m->n_layers && !L->failed; i++) {
-        vl2_layer *l = &m->layers[i];
-        l->ln1_w = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN1_W, i);
-        l->ln1_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN1_B, i);
-        l->ln2_w = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN2_W, i);
-        l->ln2_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN2_B, i);
-        l->qkv_w = weights_loadf(L, C, 3 * C, 1, 1, TN_V_QKV_W, i);
-        l->qkv_b = weights_loadf_f32(L, 3 * C, 1, 1, 1, TN_V_QKV_B, i);
-        l->out_w = weights_loadf(L, C, C, 1, 1, TN_V_OUT_W, i);
-        l->out_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_OUT_B, i);
-        l->fc1_w = weights_loadf(L, C, -1, 1, 1, TN_V_FFN_UP_W, i);
-        if (L->failed) break;
-        int64_t ffn = l->fc1_w->ne[1];
-        l->fc1_b = weights_loadf_f32(L, ffn, 1, 1, 1, TN_V_FFN_UP_B, i);
-        l->fc2_w = weights_loadf(L, ffn, C, 1, 1, TN_V_FFN_DOWN_W, i);
-        l->fc2_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_FFN_DOWN_B, i);
-    }
+    vit_load_layers(L, C, m->layers, m->n_layers);
     m->post_w = weights_load_f32(L, TN_V_POST_LN_W, C, 1, 1, 1);
     m->post_b = weights_load_f32(L, TN_V_POST_LN_B, C, 1, 1, 1);
     m->mm0_w = weights_load(L, TN_MM_0_W, M4, -1, 1, 1);
@@ -157,23 +138,9 @@ static void build(const void *model, tp_context *ctx, const view_group *groups, 
         const int64_t B = vg->n_views, n = g * g;
         tp_tensor *x = tp_conv2d(ctx, vg->pixels, m->patch_w, m->patch_b, (int)P, (int)P, 0, 0); /* [C, g, g, B] */
         x = tp_add(ctx, gu_reshape3(ctx, x, C, n, B), m->pos);                                  /* [C, n, B] */
-        tp_attention_opts ao = tp_attention_default_opts();
-        ao.scale = 1.0f / sqrtf((float)D);
-        for (int i = 0; i < m->n_layers; i++) {
-            const vl2_layer *l = &m->layers[i];
-            tp_tensor *h = tp_layer_norm(ctx, x, l->ln1_w, l->ln1_b, m->eps);
-            tp_tensor *qkv = gu_linear(ctx, h, l->qkv_w, l->qkv_b); /* [3C, n, B]: q | k | v */
-            if (!qkv) return;
-            int64_t ne[4] = {D, H, n, B};
-            size_t nb[4] = {sizeof(float), (size_t)D * sizeof(float), qkv->nb[1], qkv->nb[2]};
-            tp_tensor *q = tp_permute(ctx, tp_view(ctx, qkv, 4, ne, nb, 0), 0, 2, 1, 3);
-            tp_tensor *k = tp_permute(ctx, tp_view(ctx, qkv, 4, ne, nb, (size_t)C * sizeof(float)), 0, 2, 1, 3);
-            tp_tensor *v = tp_permute(ctx, tp_view(ctx, qkv, 4, ne, nb, (size_t)(2 * C) * sizeof(float)), 0, 2, 1, 3);
-            tp_tensor *o = tp_attention(ctx, q, k, v, &ao); /* [D, H, n, B] */
-            x = tp_add(ctx, x, gu_linear(ctx, gu_reshape3(ctx, o, C, n, B), l->out_w, l->out_b));
-            h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, m->eps);
-            x = tp_add(ctx, x, gu_linear(ctx, tp_gelu_tanh(ctx, gu_linear(ctx, h, l->fc1_w, l->fc1_b)), l->fc2_w, l->fc2_b));
-        }
+        vit_params vp = {.n_heads = H, .eps = m->eps, .act = VIT_GELU_TANH, .attention = tp_attention_default_opts()};
+        vp.attention.scale = 1.0f / sqrtf((float)D);
+        for (int i = 0; i < m->n_layers; i++) x = vit_layer_build(ctx, x, &m->layers[i], &vp);
         x = tp_layer_norm(ctx, x, m->post_w, m->post_b, m->eps);
         if (keep_stages) out->stages[0][gi] = x; /* [C, g·g, B] */
         /* zero-pad g×g to gp×gp (bottom, right), then each M×M block's C·M² values channel-major: c·M² + dy·M + dx */
@@ -210,14 +177,7 @@ static void layout(const void *model, const tp_page_views *page, const float *co
 
 static int matrices(void *model, tp_tensor ***slots, int cap) {
     vl2_vision *m = model;
-    int n = 0;
-    for (int i = 0; i < m->n_layers && n + 4 <= cap; i++) {
-        vl2_layer *l = &m->layers[i];
-        slots[n++] = &l->qkv_w;
-        slots[n++] = &l->out_w;
-        slots[n++] = &l->fc1_w;
-        slots[n++] = &l->fc2_w;
-    }
+    int n = vit_matrices(m->layers, m->n_layers, slots, cap);
     if (n + 2 <= cap) {
         slots[n++] = &m->mm0_w;
         slots[n++] = &m->mm2_w;
@@ -225,7 +185,7 @@ static int matrices(void *model, tp_tensor ***slots, int cap) {
     return n;
 }
 
-static const tp_tensor *probe_matrix(const void *model) { return ((const vl2_vision *)model)->layers[0].qkv_w; }
+static const tp_tensor *probe_matrix(const void *model) { return vit_probe(&((const vl2_vision *)model)->layers[0]); }
 
 const vision_family deepseek_vl2_vision = {
     .name = "deepseek_vl2",

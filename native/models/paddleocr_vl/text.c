@@ -1,8 +1,8 @@
 /* text.c - PaddleOCR-VL's text family (architecture "paddleocr": ERNIE-4.5-0.3B): a dense decoder, RMSNorm,
  * GQA attention with 3-D M-RoPE (the rotation pairs cut into t / h / w sections, NeoX halves), SwiGLU MLP,
  * the output head tied to the token embedding when the file has no output.weight. Positions come from the
- * caller (tp_text_eval_pos: image tokens at (s, s + row, s + col)); the KV cache and batching are the
- * generic API's (models/text.c). */
+ * caller (tp_text_eval_pos: image tokens at (s, s + row, s + col)); the KV caches and batching (several
+ * sequences per pass: blocks/kv_attention.c) are the generic API's (models/text.c). */
 #include "../blocks/kv_attention.h"
 #include "../text_family.h"
 #include "names.h"
@@ -133,10 +133,9 @@ static tp_tensor *reshape3(tp_context *ctx, tp_tensor *a, int64_t ne0, int64_t n
 }
 
 static tp_tensor *build(tp_context *ctx, tp_graph *g, const text_hparams *hp, const void *weights, tp_tensor *x,
-                        tp_tensor *pos, tp_tensor *const *kcache, tp_tensor *const *vcache, int64_t n_past, int64_t n,
-                        int64_t n_out) {
+                        tp_tensor *pos, const text_batch *b) {
     const ernie_weights *w = weights;
-    const int64_t D = hp->head_dim, Dv = hp->head_dim_v, H = hp->n_head, Hkv = hp->n_head_kv;
+    const int64_t D = hp->head_dim, Dv = hp->head_dim_v, H = hp->n_head, Hkv = hp->n_head_kv, n = b->n_rows;
     const int32_t *sections = hp->rope_sections;
     for (int l = 0; l < hp->n_layer; l++) {
         const ernie_layer *ly = &w->layers[l];
@@ -146,17 +145,16 @@ static tp_tensor *build(tp_context *ctx, tp_graph *g, const text_hparams *hp, co
         tp_tensor *v = reshape3(ctx, tp_mul_mat(ctx, ly->wv, h), Dv, Hkv, n);
         q = tp_rope_multi(ctx, q, pos, (int)D, hp->rope_base, sections, 3, (int)D, false);
         k = tp_rope_multi(ctx, k, pos, (int)D, hp->rope_base, sections, 3, (int)D, false);
-        /* only the last n_out rows of the last layer reach the logits */
-        const int64_t nq = l == hp->n_layer - 1 && n_out > 0 && n_out < n ? n_out : n;
-        tp_tensor *att = kv_attention(ctx, g, q, k, v, kcache[l], vcache[l], n_past, nq, 1.0f / sqrtf((float)D));
-        x = kv_last_rows(ctx, x, nq);
+        /* each sequence attends over its own cache; only the wanted rows of the last layer go on */
+        tp_tensor *att = kv_attention_batch(ctx, g, q, k, v, b, l, 1.0f / sqrtf((float)D));
+        if (l == hp->n_layer - 1 && b->n_out == 0) break; /* nothing reads the last layer's output */
+        x = kv_batch_rows(ctx, x, b, l);
         x = tp_add(ctx, x, tp_linear(ctx, ly->wo, att, ly->wo_b, TP_ACT_NONE));
-        if (l == hp->n_layer - 1 && n_out == 0) break; /* nothing reads the last layer's output */
         h = tp_rms_norm(ctx, x, ly->ffn_norm, hp->eps);
         tp_tensor *act = tp_mul(ctx, tp_silu(ctx, tp_mul_mat(ctx, ly->ffn_gate, h)), tp_mul_mat(ctx, ly->ffn_up, h));
         x = tp_add(ctx, x, tp_mul_mat(ctx, ly->ffn_down, act));
     }
-    if (n_out == 0) return NULL;
+    if (b->n_out == 0) return NULL;
     x = tp_rms_norm(ctx, x, w->output_norm, hp->eps);
     tp_tensor *logits = tp_mul_mat(ctx, w->output, x);
     tp_graph_add_output(g, logits);

@@ -5,6 +5,7 @@
  * Linear). Every image of every page in one graph: token-wise layers on one flattened matrix, attention
  * segmented per image (never across images, never an n×n matrix). One view per page, no layout tokens. */
 #include "../blocks/graph_util.h"
+#include "../blocks/vit.h"
 #include "../vision_family.h"
 #include "names.h"
 
@@ -13,19 +14,13 @@
 
 #define PV_MAX_LAYERS 64
 
-typedef struct pv_layer {
-    tp_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    tp_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;
-    tp_tensor *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-} pv_layer;
-
 typedef struct pv_vision {
     int width, n_heads, head_dim, n_layers, patch, merge, pos_grid, n_embd;
     float eps, proj_eps, rope_base;
     int64_t min_pixels, max_pixels;
     float mean[3], std[3];
     tp_tensor *patch_w, *patch_b, *pos; /* pos: [width, pos_grid²] */
-    pv_layer layers[PV_MAX_LAYERS];
+    vit_layer layers[PV_MAX_LAYERS];
     tp_tensor *post_w, *post_b, *mm_norm_w, *mm_norm_b, *mm1_w, *mm1_b, *mm2_w, *mm2_b;
 } pv_vision;
 
@@ -61,27 +56,7 @@ static tp_status load(weights_loader *L, void **out) {
     m->patch_w = weights_load(L, TN_V_PATCH_W, P, P, 3, C);
     m->patch_b = weights_load_f32(L, TN_V_PATCH_B, C, 1, 1, 1);
     m->pos = weights_load_f32(L, TN_V_POS, C, n_pos, 1, 1);
-    for (int i = 0; i < m->n_layers && !L->failed; i++) {
-        pv_layer *l = &m->layers[i];
-        l->ln1_w = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN1_W, i);
-        l->ln1_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN1_B, i);
-        l->ln2_w = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN2_W, i);
-        l->ln2_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_LN2_B, i);
-        l->q_w = weights_loadf(L, C, C, 1, 1, TN_V_Q_W, i);
-        l->q_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_Q_B, i);
-        l->k_w = weights_loadf(L, C, C, 1, 1, TN_V_K_W, i);
-        l->k_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_K_B, i);
-        l->v_w = weights_loadf(L, C, C, 1, 1, TN_V_V_W, i);
-        l->v_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_V_B, i);
-        l->out_w = weights_loadf(L, C, C, 1, 1, TN_V_OUT_W, i);
-        l->out_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_OUT_B, i);
-        l->fc1_w = weights_loadf(L, C, -1, 1, 1, TN_V_FFN_UP_W, i);
-        if (L->failed) break;
-        int64_t ffn = l->fc1_w->ne[1];
-        l->fc1_b = weights_loadf_f32(L, ffn, 1, 1, 1, TN_V_FFN_UP_B, i);
-        l->fc2_w = weights_loadf(L, ffn, C, 1, 1, TN_V_FFN_DOWN_W, i);
-        l->fc2_b = weights_loadf_f32(L, C, 1, 1, 1, TN_V_FFN_DOWN_B, i);
-    }
+    vit_load_layers(L, C, m->layers, m->n_layers);
     m->post_w = weights_load_f32(L, TN_V_POST_LN_W, C, 1, 1, 1);
     m->post_b = weights_load_f32(L, TN_V_POST_LN_B, C, 1, 1, 1);
     m->mm_norm_w = weights_load_f32(L, TN_MM_INPUT_NORM_W, C, 1, 1, 1);
@@ -138,6 +113,19 @@ static tp_tensor *positions(tp_context *ctx, const pv_vision *m, int64_t gw, int
     return tp_cont(ctx, tp_permute(ctx, r, 1, 2, 0, 3));
 }
 
+/* 2-D RoPE: pairs 0..D/4 turn with the row, D/4..D/2 with the column, both on base^(-2j/(D/2)) */
+typedef struct pv_rope {
+    tp_tensor *pos; /* I32 [n_tok, 2]: each patch's row, then column */
+    int head_dim;
+    float base;
+} pv_rope;
+
+static tp_tensor *rope_2d(tp_context *ctx, tp_tensor *qk, const void *data) {
+    const pv_rope *r = data;
+    const int32_t sections[2] = {r->head_dim / 4, r->head_dim / 4};
+    return tp_rope_multi(ctx, qk, r->pos, r->head_dim, r->base, sections, 2, r->head_dim / 2, true);
+}
+
 static void build(const void *model, tp_context *ctx, const view_group *groups, int n_groups, bool keep_stages,
                   vision_graph *out) {
     const pv_vision *m = model;
@@ -173,26 +161,12 @@ static void build(const void *model, tp_context *ctx, const view_group *groups, 
         }
     }
     tp_tensor *x = gu_concat_n(ctx, parts, n_groups, 1); /* [C, n_tok] */
-    const int32_t sections[2] = {(int32_t)(D / 4), (int32_t)(D / 4)};
-    tp_attention_opts ao = tp_attention_default_opts();
-    ao.scale = 1.0f / sqrtf((float)D);
-    ao.segments = n_views > 1 ? segments : NULL;
-    for (int i = 0; i < m->n_layers; i++) {
-        const pv_layer *l = &m->layers[i];
-        tp_tensor *h = tp_layer_norm(ctx, x, l->ln1_w, l->ln1_b, m->eps);
-        tp_tensor *q = gu_reshape4(ctx, gu_linear(ctx, h, l->q_w, l->q_b), D, H, n_tok, 1);
-        tp_tensor *k = gu_reshape4(ctx, gu_linear(ctx, h, l->k_w, l->k_b), D, H, n_tok, 1);
-        tp_tensor *v = gu_reshape4(ctx, gu_linear(ctx, h, l->v_w, l->v_b), D, H, n_tok, 1);
-        /* 2-D RoPE: pairs 0..D/4 turn with the row, D/4..D/2 with the column, both on base^(-2j/(D/2)) */
-        q = tp_rope_multi(ctx, q, pos, (int)D, m->rope_base, sections, 2, (int)(D / 2), true);
-        k = tp_rope_multi(ctx, k, pos, (int)D, m->rope_base, sections, 2, (int)(D / 2), true);
-        tp_tensor *o = tp_attention(ctx, tp_permute(ctx, q, 0, 2, 1, 3), tp_permute(ctx, k, 0, 2, 1, 3),
-                                    tp_permute(ctx, v, 0, 2, 1, 3), &ao); /* [D, H, n_tok, 1] */
-        x = tp_add(ctx, x, gu_linear(ctx, gu_reshape2(ctx, o, C, n_tok), l->out_w, l->out_b));
-        h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, m->eps);
-        h = gu_linear(ctx, tp_gelu_tanh(ctx, gu_linear(ctx, h, l->fc1_w, l->fc1_b)), l->fc2_w, l->fc2_b);
-        x = tp_add(ctx, x, h);
-    }
+    const pv_rope rope = {pos, (int)D, m->rope_base};
+    vit_params vp = {.n_heads = H, .eps = m->eps, .act = VIT_GELU_TANH, .attention = tp_attention_default_opts(),
+                     .rope = rope_2d, .rope_data = &rope};
+    vp.attention.scale = 1.0f / sqrtf((float)D);
+    vp.attention.segments = n_views > 1 ? segments : NULL;
+    for (int i = 0; i < m->n_layers; i++) x = vit_layer_build(ctx, x, &m->layers[i], &vp);
     x = tp_layer_norm(ctx, x, m->post_w, m->post_b, m->eps);
     /* the projector, per group: LayerNorm, then each M×M block's patches side by side, row by row */
     int64_t first = 0;
@@ -223,12 +197,7 @@ static void layout(const void *model, const tp_page_views *page, const float *co
 
 static int matrices(void *model, tp_tensor ***slots, int cap) {
     pv_vision *m = model;
-    int n = 0;
-    for (int i = 0; i < m->n_layers && n + 6 <= cap; i++) {
-        pv_layer *l = &m->layers[i];
-        tp_tensor **mine[] = {&l->q_w, &l->k_w, &l->v_w, &l->out_w, &l->fc1_w, &l->fc2_w};
-        for (size_t j = 0; j < sizeof mine / sizeof mine[0]; j++) slots[n++] = mine[j];
-    }
+    int n = vit_matrices(m->layers, m->n_layers, slots, cap);
     if (n + 2 <= cap) {
         slots[n++] = &m->mm1_w;
         slots[n++] = &m->mm2_w;
@@ -236,7 +205,7 @@ static int matrices(void *model, tp_tensor ***slots, int cap) {
     return n;
 }
 
-static const tp_tensor *probe_matrix(const void *model) { return ((const pv_vision *)model)->layers[0].q_w; }
+static const tp_tensor *probe_matrix(const void *model) { return vit_probe(&((const pv_vision *)model)->layers[0]); }
 
 const vision_family paddleocr_vl_vision = {
     .name = "paddleocr_vl",
