@@ -271,3 +271,53 @@ def test_attention_bf16_precision(pool, B, H, Nq, Nk, rel, causal):
     print(f"bf16 attention B{B} H{H} Nq{Nq} Nk{Nk}: rel err {err:.2e} vs bf16-operand SDPA, {err_exact:.2e} vs F32")
     assert err < 4e-3
     assert err_exact > 1e-6  # BF16 arithmetic really ran
+
+
+@pytest.mark.parametrize("kernel", ["amx", "vdpbf16ps"])
+@pytest.mark.parametrize(
+    "B,H,Hkv,Nq,Nk,D,Dv,causal,segments",
+    [(1, 2, 2, 150, 150, 72, 72, False, None),  # SigLIP's heads (PaddleOCR-VL, DeepSeek-VL2: 1152 / 16)
+     (1, 2, 2, 171, 171, 72, 72, False, [0, 5, 70, 70, 140, 171]),  # several images in one sequence
+     (2, 3, 3, 37, 53, 40, 72, False, None),  # D and Dv differ, neither a multiple of 32
+     (1, 4, 2, 130, 130, 96, 96, True, None),  # D a multiple of 32 but not 64; grouped kv heads
+     (1, 2, 1, 70, 257, 80, 24, False, None),
+     (1, 1, 1, 33, 33, 3, 5, False, None)],
+)
+def test_attention_bf16_any_head_size(pool, monkeypatch, kernel, B, H, Hkv, Nq, Nk, D, Dv, causal, segments):
+    """TP_PRECISION_BF16 for head sizes that are not multiples of 32 (D) / 16 (Dv): the BF16 copies of
+    q·scale and K are zero padded along D, those of V and the accumulator along Dv. kernel: the AMX tiles,
+    or (TILEPASS_AMX=0) the vdpbf16ps kernels. Against SDPA on BF16-rounded q·scale, K and V; on a CPU
+    without BF16 arithmetic, the exact F32 result."""
+    from test_mul_mat_bf16 import HAS_BF16, PRECISION_BF16, bf16_round, make_ctx
+
+    if kernel == "vdpbf16ps":
+        monkeypatch.setenv("TILEPASS_AMX", "0")
+    rng = np.random.default_rng(Nq * 7 + D * 3 + Dv)
+    q, k, v = rand(rng, B, H, Nq, D), rand(rng, B, Hkv, Nk, D), rand(rng, B, Hkv, Nk, Dv)
+    ctx = make_ctx(precision=PRECISION_BF16)
+    opts = ffi.new("tp_attention_opts *", lib.tp_attention_default_opts())
+    opts.causal = causal
+    mask = None
+    if segments is not None:
+        opts.segments = ctx.tensor(np.asarray(segments, np.int32))
+        ids = np.zeros(Nq, np.int64)
+        for s in range(len(segments) - 1):
+            ids[segments[s]: segments[s + 1]] = s
+        mask = ids[:, None] == ids[None, :]
+    if causal:
+        mask = np.arange(Nk)[None, :] <= np.arange(Nq)[:, None] + (Nk - Nq)
+    out = lib.tp_attention(ctx.ptr, ctx.tensor(q), ctx.tensor(k), ctx.tensor(v), opts)
+    ctx.check()
+    ctx.compute([out], pool)
+    got = to_numpy(out)
+    assert got.shape == (B, Nq, H, Dv)
+    exact = sdpa_ref(q, k, v, mask)
+    if not HAS_BF16:
+        assert rel_err(got, exact) < 1e-5
+        return
+    scale = 1.0 / np.sqrt(D)
+    ref = sdpa_ref(bf16_round(q * scale), bf16_round(k), bf16_round(v), mask, scale=1.0)
+    err, err_exact = rel_err(got, ref), rel_err(got, exact)
+    print(f"bf16 attention ({kernel}) D{D} Dv{Dv}: rel err {err:.2e} vs bf16-operand SDPA, {err_exact:.2e} vs F32")
+    assert err < 4e-3
+    assert err_exact > 1e-6  # BF16 arithmetic really ran (the padded path, not the F32 fallback)

@@ -52,7 +52,7 @@ void tp_attn_amx_end(void) { _tile_release(); }
     } while (0)
 
 /* St[c][r] = Σ_d K[c][d]·Q[d][r] for c < round16(nc) (K rows past nc must be readable: zeros),
- * r < nq (a multiple of 16); D a multiple of 32. */
+ * r < nq (a multiple of 16); D a multiple of 32 (ops_attention.c zero pads the BF16 copies). */
 void tp_attn_amx_qk(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq, int D) {
     const int nqt = nq / 16, KT = D / 32, nct = (nc + 15) / 16;
     const size_t ldk_b = ldk * sizeof(uint16_t), ldc = (size_t)lds * sizeof(float);

@@ -512,7 +512,8 @@ static void pair_product(const uint16_t *A, size_t lda, const uint16_t *B, int n
     }
 }
 
-/* St[c][r] = Σ_d K[c][d]·Q[d][r] for c < nc, r < nq (a multiple of 16, at most 64); D a multiple of 32. */
+/* St[c][r] = Σ_d K[c][d]·Q[d][r] for c < nc, r < nq (a multiple of 16, at most 64);
+ * D a multiple of 32 (ops_attention.c zero pads the BF16 copies). */
 void tp_attn_bf16_qk_avx512(const uint16_t *Kb, size_t ldk, const uint16_t *Qp, float *St, int lds, int nc, int nq,
                             int D) {
     pair_product(Kb, ldk, Qp, nq, St, lds, nc, D, false);

@@ -17,6 +17,7 @@ typedef struct att_dims {
     bool k16, v16;         /* k / v are F16 (a KV cache in half precision) */
     int64_t Kdec, Vdec;    /* decode over a Q8_0 k / v: floats of ATT_DEC_Q8 keys × all kv heads, else 0 */
     bool bf16;             /* BF16 precision: BF16 operands, products on AMX tiles or vdpbf16ps */
+    int64_t Dp, Dvp;       /* bf16: D rounded up to 32, Dv to 16 (the BF16 operands zero padded); else D, Dv */
     int64_t Nkp;           /* bf16: keys of the BF16 K / Vt copies (Nk + 32, zero padded) */
     size_t shared;         /* bf16: bytes of those copies (all batches and kv heads) */
 } att_dims;
@@ -25,13 +26,13 @@ typedef struct att_dims {
 typedef struct att_scratch {
     float *Qt;  /* [D][ATT_QT]: the query tile transposed, scaled */
     float *St;  /* [ATT_KB][ATT_QT]: logits, then probabilities, key-major */
-    float *Ot;  /* [Dv][ATT_QT]: the output accumulator transposed */
+    float *Ot;  /* [Dvp][ATT_QT]: the output accumulator transposed (rows Dv.. only under bf16: zeros) */
     float *Kp;  /* [ATT_KB][D]: a K block when k's rows are not unit-stride */
     float *Vp;  /* [ATT_KB][Dv]: likewise for V */
     float *RHt; /* [Kh][ATT_QT]: rel_h of the tile transposed */
     float *RWt; /* [Kw][ATT_QT] */
     float *q1;  /* [D]: the query of a one-query tile, scaled */
-    uint16_t *Qp, *Pp; /* bf16: Qt and P as BF16 pair tiles */
+    uint16_t *Qp, *Pp; /* bf16: Qt (Dp rows, zeros past D) and P as BF16 pair tiles */
     float *m, *l;
     int32_t *lo, *hi; /* per-query key range */
 } att_scratch;

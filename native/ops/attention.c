@@ -203,13 +203,16 @@ static size_t vp_floats(const att_dims *d) { return TP_MAX((size_t)ATT_KB * (siz
 
 static size_t per_thread_bytes(const att_dims *d) {
     const size_t f = sizeof(float);
-    return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dv * ATT_QT) +
+    return pad64(f * (size_t)d->D * ATT_QT) + pad64(f * ATT_KB * ATT_QT) + pad64(f * (size_t)d->Dvp * ATT_QT) +
            pad64(f * kp_floats(d)) + pad64(f * vp_floats(d)) + pad64(f * (size_t)d->Kh * ATT_QT) +
            pad64(f * (size_t)d->Kw * ATT_QT) + pad64(f * (size_t)d->D) + 2 * pad64(f * ATT_QT) + 2 * pad64(sizeof(int32_t) * ATT_QT) +
-           (d->bf16 ? pad64(2 * (size_t)d->D * ATT_QT) + pad64(2 * (size_t)ATT_KB * ATT_QT) : 0);
+           (d->bf16 ? pad64(2 * (size_t)d->Dp * ATT_QT) + pad64(2 * (size_t)ATT_KB * ATT_QT) : 0);
 }
 
-/* bf16: the caller's verdict on BF16 precision + AVX-512 + (AMX or AVX512-BF16) */
+/* bf16: the caller's verdict on BF16 precision + AVX-512 + (AMX or AVX512-BF16). Any head size: the
+ * BF16 copies of q and k are zero padded along D to Dp (a multiple of 32, the tiles' depth; zeros add
+ * nothing to q·k), those of v and the accumulator Ot along Dv to Dvp (a multiple of 16: the padded
+ * rows of Vt are zeros, so Ot's rows Dv..Dvp stay 0 and are never stored). */
 static att_dims dims_of(const tp_tensor *dst, bool bf16) {
     att_dims d;
     d.D = dst->src[0]->ne[0];
@@ -224,13 +227,15 @@ static att_dims dims_of(const tp_tensor *dst, bool bf16) {
     const bool one_query = dst->src[0]->ne[1] == 1;
     d.Kdec = one_query && dst->src[1]->type == TP_TYPE_Q8_0 ? ATT_DEC_Q8 * hkv * d.D : 0;
     d.Vdec = one_query && dst->src[2]->type == TP_TYPE_Q8_0 ? ATT_DEC_Q8 * hkv * d.Dv : 0;
-    d.bf16 = bf16 && d.D % 32 == 0 && d.Dv % 16 == 0 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
+    d.bf16 = bf16 && d.Kpack == 0 && d.Vpack == 0 && dst->src[0]->ne[1] > 1;
+    d.Dp = d.bf16 ? (d.D + 31) & ~(int64_t)31 : d.D;
+    d.Dvp = d.bf16 ? round16(d.Dv) : d.Dv;
     d.Nkp = 0;
     d.shared = 0;
     if (d.bf16) {
         const tp_tensor *k = dst->src[1];
         d.Nkp = k->ne[1] + ATT_AMX_PAD;
-        d.shared = 2 * pad64(2 * (size_t)(k->ne[2] * k->ne[3]) * (size_t)d.Nkp * (size_t)TP_MAX(d.D, d.Dv));
+        d.shared = 2 * pad64(2 * (size_t)(k->ne[2] * k->ne[3]) * (size_t)d.Nkp * (size_t)TP_MAX(d.Dp, d.Dvp));
     }
     return d;
 }
@@ -256,7 +261,7 @@ att_scratch att_carve(void *wdata, int ith, const att_dims *d) {
     att_scratch s;
     s.Qt = (float *)base; base += pad64(f * (size_t)d->D * ATT_QT);
     s.St = (float *)base; base += pad64(f * ATT_KB * ATT_QT);
-    s.Ot = (float *)base; base += pad64(f * (size_t)d->Dv * ATT_QT);
+    s.Ot = (float *)base; base += pad64(f * (size_t)d->Dvp * ATT_QT);
     s.Kp = (float *)base; base += pad64(f * kp_floats(d));
     s.Vp = (float *)base; base += pad64(f * vp_floats(d));
     s.RHt = (float *)base; base += pad64(f * (size_t)d->Kh * ATT_QT);
@@ -268,7 +273,7 @@ att_scratch att_carve(void *wdata, int ith, const att_dims *d) {
     s.hi = (int32_t *)base; base += pad64(sizeof(int32_t) * ATT_QT);
     s.Qp = s.Pp = NULL;
     if (d->bf16) {
-        s.Qp = (uint16_t *)base; base += pad64(2 * (size_t)d->D * ATT_QT);
+        s.Qp = (uint16_t *)base; base += pad64(2 * (size_t)d->Dp * ATT_QT);
         s.Pp = (uint16_t *)base;
     }
     return s;
@@ -390,7 +395,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
     if (dims.bf16 && 64 + dims.shared + (size_t)p->nth * per_thread_bytes(&dims) > p->wsize)
         dims = dims_of(dst, false); /* planned for another path */
     const bool amx = dims.bf16 && tp_cpu_amx_usable();
-    const int D = (int)dims.D, Dv = (int)dims.Dv;
+    const int D = (int)dims.D, Dv = (int)dims.Dv, Dp = (int)dims.Dp, Dvp = (int)dims.Dvp;
     const int64_t Nq = q->ne[1], H = q->ne[2], B = q->ne[3], Nk = k->ne[1], Hkv = k->ne[2];
     const int64_t group = H / Hkv;
     const int64_t causal_off = Nk - Nq;
@@ -415,7 +420,8 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
 
     atomic_int_fast64_t *counter = (atomic_int_fast64_t *)p->wdata;
     if (p->ith == 0) atomic_store(counter, 0);
-    /* bf16: K as BF16 rows [b][hk][Nkp][D], V as BF16 transposed [b][hk][Dv][Nkp], zero padded */
+    /* bf16: K as BF16 rows [b][hk][Nkp][Dp], V as BF16 transposed [b][hk][Dvp][Nkp], zero padded (keys
+     * Nk.., columns D.. of K, rows Dv.. of Vt) */
     uint16_t *K16 = NULL, *Vt16 = NULL;
     if (dims.bf16) {
         K16 = (uint16_t *)((char *)p->wdata + 64);
@@ -426,12 +432,19 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         for (int64_t u = u0; u < u1; u++) {
             const int64_t bh = u / n_chunks, c0 = (u % n_chunks) * 64, c1 = TP_MIN(c0 + 64, Nkp);
             const int64_t hk = bh % Hkv, b = bh / Hkv;
-            uint16_t *kd = K16 + (size_t)bh * (size_t)Nkp * (size_t)D;
-            uint16_t *vd = Vt16 + (size_t)bh * (size_t)Dv * (size_t)Nkp;
+            uint16_t *kd = K16 + (size_t)bh * (size_t)Nkp * (size_t)Dp;
+            uint16_t *vd = Vt16 + (size_t)bh * (size_t)Dvp * (size_t)Nkp;
             for (int64_t c = c0; c < c1; c++) {
-                if (c < Nk) tp_attn_bf16_rows((const float *)tp_row_ptr(k, c, hk, b), D, kd + (size_t)c * D);
-                else memset(kd + (size_t)c * D, 0, sizeof(uint16_t) * (size_t)D);
+                uint16_t *kr = kd + (size_t)c * (size_t)Dp;
+                int filled = 0;
+                if (c < Nk) {
+                    tp_attn_bf16_rows((const float *)tp_row_ptr(k, c, hk, b), D, kr);
+                    filled = D;
+                }
+                if (filled < Dp) memset(kr + filled, 0, sizeof(uint16_t) * (size_t)(Dp - filled));
             }
+            for (int e = Dv; e < Dvp; e++) /* Vt's padding rows */
+                memset(vd + (size_t)e * (size_t)Nkp + c0, 0, sizeof(uint16_t) * (size_t)(c1 - c0));
             if (v->nb[0] == sizeof(float) && v->nb[1] % sizeof(float) == 0) /* 16x16 transposes */
                 tp_attn_bf16_vt_avx512((const float *)tp_row_ptr(v, 0, hk, b), v->nb[1] / sizeof(float), Nk, c0, c1,
                                        (int)Dv, vd, (size_t)Nkp);
@@ -476,7 +489,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
         if (one)
             for (int d = 0; d < D; d++) sc.q1[d] = sc.Qt[(size_t)d * ATT_QT];
         const bool tiles = dims.bf16 && !one;
-        if (tiles) tp_attn_bf16_pack_pairs(sc.Qt, ATT_QT, D, D, nq, sc.Qp);
+        if (tiles) tp_attn_bf16_pack_pairs(sc.Qt, ATT_QT, D, Dp, nq, sc.Qp); /* rows D..Dp zeros */
         /* per-query key ranges; the tile's key range is their union */
         int64_t jlo = Nk, jhi = 0;
         for (int r = 0; r < nq; r++) {
@@ -499,7 +512,7 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
             sc.m[r] = -INFINITY;
             sc.l[r] = 0.0f;
         }
-        for (int e = 0; e < Dv; e++) memset(sc.Ot + (size_t)e * ATT_QT, 0, sizeof(float) * (size_t)nq);
+        for (int e = 0; e < Dvp; e++) memset(sc.Ot + (size_t)e * ATT_QT, 0, sizeof(float) * (size_t)nq);
         /* rel-pos tables of this tile, transposed: RHt[jh][r] = rel_h[jh, i0 + r] */
         if (rel_h) {
             for (int r = 0; r < nq; r++) {
@@ -527,9 +540,9 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 ldk = (size_t)D;
             }
             if (tiles) {
-                const uint16_t *kb16 = K16 + ((size_t)(b * Hkv + hk) * (size_t)dims.Nkp + (size_t)j0) * (size_t)D;
-                if (amx) tp_attn_amx_qk(kb16, (size_t)D, sc.Qp, sc.St, ATT_QT, nc, nq, D);
-                else tp_attn_bf16_qk_avx512(kb16, (size_t)D, sc.Qp, sc.St, ATT_QT, nc, nq, D);
+                const uint16_t *kb16 = K16 + ((size_t)(b * Hkv + hk) * (size_t)dims.Nkp + (size_t)j0) * (size_t)Dp;
+                if (amx) tp_attn_amx_qk(kb16, (size_t)Dp, sc.Qp, sc.St, ATT_QT, nc, nq, Dp);
+                else tp_attn_bf16_qk_avx512(kb16, (size_t)Dp, sc.Qp, sc.St, ATT_QT, nc, nq, Dp);
             }
             else if (one)
                 fns.qk1(Kb, ldk, sc.q1, sc.St, ATT_QT, nc, D);
@@ -584,9 +597,9 @@ void tp_kernel_attention(const tp_compute_params *p, tp_tensor *dst) {
                 ldv = (size_t)Dv;
             }
             if (tiles) {
-                const uint16_t *vt16 = Vt16 + (size_t)(b * Hkv + hk) * (size_t)Dv * (size_t)dims.Nkp + (size_t)j0;
-                if (amx) tp_attn_amx_pv(vt16, (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dv);
-                else tp_attn_bf16_pv_avx512(vt16, (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dv);
+                const uint16_t *vt16 = Vt16 + (size_t)(b * Hkv + hk) * (size_t)Dvp * (size_t)dims.Nkp + (size_t)j0;
+                if (amx) tp_attn_amx_pv(vt16, (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dvp);
+                else tp_attn_bf16_pv_avx512(vt16, (size_t)dims.Nkp, sc.Pp, sc.Ot, ATT_QT, nc, nq, Dvp);
             } else if (one)
                 fns.pv1(sc.St, ATT_QT, Vb, ldv, sc.Ot, ATT_QT, nc, Dv);
             else
