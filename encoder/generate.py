@@ -1,19 +1,19 @@
-"""Generation policy: sampling, the no-repeat n-gram rule and stop rules, as pure functions over
-logits and token ids (no model needed to test them), plus a small loop that drives any
-``step(ids) -> logits`` function.
+"""Generation policy: the parameter objects (Sampling, NoRepeat), one sequence's policy fed one logits row at a
+time (SequenceGen), and the loops that drive a model: ``generate`` (one sequence, ``step(id) -> logits``) and
+``generate_batch`` (continuous batching of many). The per-token work (the no-repeat ban, greedy / temperature /
+top-k / top-p sampling with a seeded PRNG) is libtilepass's tp_sampler (encoder/native_sampler.py); this module
+only adds the stop rules (EOS ids, a count of new tokens, the context size).
 
-No-repeat n-gram rule (``banned_tokens``). With history h (a list of ids), n-gram size n and window W:
-a token t is banned for the next position when some n-gram ``h[i:i+n]`` lying entirely inside the
-last W tokens of h (W = 0: anywhere in h) has ``h[i:i+n-1] == h[-(n-1):]`` and ``h[i+n-1] == t``;
-tokens in the whitelist are never banned. This is
+No-repeat n-gram rule. With history h (a list of ids), n-gram size n and window W: a token t is banned for the next
+position when some n-gram ``h[i:i+n]`` lying entirely inside the last W tokens of h (W = 0: anywhere in h) has
+``h[i:i+n-1] == h[-(n-1):]`` and ``h[i+n-1] == t``; tokens in the whitelist are never banned. This is
 
 * transformers' ``NoRepeatNGramLogitsProcessor`` (``no_repeat_ngram_size=n``) with W = 0 and the
-  history = prompt + generated tokens;
+  history = prompt + generated tokens (scope "all");
 * transformers' ``UnlimitedOcrSlidingWindowNoRepeatNgramLogitsProcessor`` with W > 0 (it cuts the
   ids to their last W before the same test);
 * DeepSeek-OCR's vLLM runner (``NoRepeatNGramLogitsProcessor(ngram_size=30, window_size=90,
-  whitelist_token_ids={<td>, </td>})``) with the history = generated tokens only: its n-grams start
-  at ``max(0, len - W)`` and end inside the history, the same set.
+  whitelist_token_ids={<td>, </td>})``) with the history = generated tokens only (scope "generated").
 
 Sampling order (as transformers): no-repeat ban, then temperature, top-k, top-p; temperature 0
 (the default) is greedy argmax (the first maximum on ties, as torch.argmax).
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from .native_sampler import NativeSampler
 
 TD_IDS = (128821, 128822)  # <td>, </td>: never banned by the reference runner
 
@@ -75,87 +77,6 @@ class Sampling:
         return self.temperature == 0.0
 
 
-def banned_tokens(history: Sequence[int] | np.ndarray, ngram: int, window: int = 0,
-                  whitelist: Iterable[int] = ()) -> np.ndarray:
-    """Sorted unique ids the no-repeat rule forbids as the next token (see the module docstring)."""
-    if ngram <= 0:
-        return np.zeros(0, dtype=np.int64)
-    h = np.asarray(history, dtype=np.int64).reshape(-1)
-    if window > 0:
-        h = h[-window:]
-    L = h.shape[0]
-    if L < ngram:
-        return np.zeros(0, dtype=np.int64)
-    if ngram == 1:
-        cand = h
-    else:
-        # n-grams starting at 0..L-n; their first n-1 ids against the current suffix of n-1
-        wins = np.lib.stride_tricks.sliding_window_view(h, ngram)  # [L-n+1, n]
-        prefix = h[L - ngram + 1:]
-        match = (wins[:, :-1] == prefix).all(axis=1)
-        cand = wins[match, -1]
-    out = np.unique(cand)
-    wl = np.fromiter(whitelist, dtype=np.int64) if not isinstance(whitelist, np.ndarray) else whitelist
-    if wl.size:
-        out = out[~np.isin(out, wl)]
-    return out
-
-
-def apply_no_repeat(logits: np.ndarray, history: Sequence[int] | np.ndarray, rule: NoRepeat) -> np.ndarray:
-    """Set the banned tokens' logits to -inf (in place; returns logits)."""
-    if rule.enabled:
-        ban = banned_tokens(history, rule.ngram, rule.window, rule.whitelist)
-        ban = ban[ban < logits.shape[-1]]
-        if ban.size:
-            logits[ban] = -np.inf
-    return logits
-
-
-def filter_logits(logits: np.ndarray, params: Sampling) -> np.ndarray:
-    """Temperature, top-k and top-p (transformers' warpers) applied to a copy of logits."""
-    x = np.asarray(logits, dtype=np.float64) / max(params.temperature, 1e-30)
-    if params.top_k > 0 and params.top_k < x.shape[0]:
-        kth = np.partition(x, -params.top_k)[-params.top_k]
-        x = np.where(x < kth, -np.inf, x)
-    if params.top_p < 1.0:
-        order = np.argsort(x, kind="stable")  # ascending, as transformers' TopPLogitsWarper
-        probs = _softmax(x[order])
-        cum = np.cumsum(probs)
-        remove = cum <= (1.0 - params.top_p)
-        remove[-1] = False  # keep at least one
-        x = x.copy()
-        x[order[remove]] = -np.inf
-    return x
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    m = np.max(x)
-    if not np.isfinite(m):
-        return np.full_like(x, 1.0 / x.shape[0])
-    e = np.exp(x - m)
-    return e / e.sum()
-
-
-class Sampler:
-    """Picks the next token from logits (after the no-repeat ban)."""
-
-    def __init__(self, params: Sampling = Sampling()) -> None:
-        self.params = params
-        self.rng = np.random.default_rng(params.seed)
-
-    def __call__(self, logits: np.ndarray) -> int:
-        logits = np.asarray(logits).reshape(-1)
-        if not np.isfinite(logits).any():
-            # everything banned (or broken logits): nothing sensible is left; the caller sees the
-            # choice and the stop reason "no_candidates"
-            return -1
-        if self.params.greedy:
-            return int(np.argmax(logits))
-        x = filter_logits(logits, self.params)
-        p = _softmax(x)
-        return int(self.rng.choice(p.shape[0], p=p))
-
-
 @dataclass
 class GenerationResult:
     tokens: list[int] = field(default_factory=list)  # generated ids (EOS not included)
@@ -190,21 +111,30 @@ class SequenceGen:
         self.n_prompt = len(prompt_ids)
         self.max_new_tokens = max_new_tokens
         self.eos = frozenset(eos_ids)
-        self.sampler = Sampler(sampling)
+        self.sampling = sampling
         self.no_repeat = no_repeat
         self.max_total = max_total
         self.on_token = on_token
-        self.history = list(prompt_ids) if no_repeat.scope == "all" else []
+        self.prompt_ids = list(prompt_ids) if no_repeat.enabled and no_repeat.scope == "all" else []
+        self.sampler: NativeSampler | None = None  # made at the first row: its size is the vocabulary's
         self.result = GenerationResult(n_prompt=len(prompt_ids))
 
+    def _sampler_for(self, n_vocab: int) -> NativeSampler:
+        s = NativeSampler.from_policy(n_vocab, self.sampling, self.no_repeat)
+        s.accept_prompt(self.prompt_ids)  # scope "all": the prompt's ids count (placeholders outside the vocabulary skipped)
+        self.sampler = s
+        return s
+
     def next_token(self, logits: np.ndarray) -> int | None:
+        """The id to append next, or None once stopped. A writable C-contiguous float32 row is used in place: its
+        banned entries become -inf (other rows are copied)."""
         res = self.result
         if len(res.tokens) >= self.max_new_tokens:
             res.stop_reason = "length"
             return None
-        x = np.array(logits, dtype=np.float32, copy=True).reshape(-1)
-        apply_no_repeat(x, self.history, self.no_repeat)
-        tok = self.sampler(x)
+        x = np.asarray(logits).reshape(-1)
+        s = self.sampler if self.sampler is not None else self._sampler_for(int(x.size))
+        tok = s.sample(x, in_place=True)
         if tok < 0:
             res.stop_reason = "no_candidates"
             return None
@@ -212,7 +142,7 @@ class SequenceGen:
             res.stop_reason = "eos"
             return None
         res.tokens.append(tok)
-        self.history.append(tok)
+        s.accept(tok)
         if self.on_token is not None:
             self.on_token(tok)
         if len(res.tokens) >= self.max_new_tokens:

@@ -1,6 +1,7 @@
-"""Generation policy (encoder/generate.py): the no-repeat n-gram rule against transformers'
-processors and the reference vLLM runner's rule, sampling, stop rules, and the whole loop against
-transformers' generate() on a tiny random causal LM."""
+"""Generation policy (encoder/generate.py, over libtilepass's tp_sampler): SequenceGen's no-repeat ban against
+transformers' processors and the reference vLLM runner's rule, seeded sampling against transformers' warpers'
+softmax, stop rules, and the whole loop against transformers' generate() on a tiny random causal LM. The C sampler
+itself is tested in depth in test_sampler_native.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.generate import (NO_REPEAT_OFF, NoRepeat, Sampler, Sampling, apply_no_repeat, banned_tokens,
-                              filter_logits, generate)
+from encoder.generate import NO_REPEAT_OFF, NoRepeat, Sampling, SequenceGen, generate
 
 
 def hf_banned(ids: np.ndarray, n: int, vocab: int, window: int = 0) -> set[int]:
@@ -38,91 +38,146 @@ def vllm_banned(ids: list[int], n: int, window: int, whitelist: set[int]) -> set
     return banned - whitelist
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
+def seq_banned(ids: list[int], vocab: int, rule: NoRepeat, prompt: list[int] = ()) -> set[int]:
+    """The ids SequenceGen bans after generating ids (a row of zeros with the history's next id on top: the ban
+    shows as -inf written into the row, which next_token uses in place)."""
+    g = SequenceGen(list(prompt), len(ids) + 2, eos_ids=(), no_repeat=rule)
+    for t in ids:  # force the history: each row makes t the only candidate
+        row = np.full(vocab, -np.inf, np.float32)
+        row[t] = 0.0
+        assert g.next_token(row) == t
+    row = np.zeros(vocab, np.float32)
+    g.next_token(row)
+    return set(np.nonzero(np.isneginf(row))[0].tolist())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
 @pytest.mark.parametrize("window", [0, 5, 17])
-def test_banned_matches_transformers(n, window):
+def test_ban_matches_transformers(n, window):
+    """Scope "all" (the prompt counts, no whitelist): transformers' processors over prompt + generated ids."""
     rng = np.random.default_rng(100 * n + window)
     vocab = 7
-    for trial in range(60):
+    rule = NoRepeat(ngram=n, window=window, whitelist=frozenset(), scope="all")
+    checked = 0
+    for trial in range(25):
         L = int(rng.integers(0, 40))
-        # few symbols and planted repeats so that bans happen often
-        ids = rng.integers(0, vocab, L)
-        if L > 8 and trial % 2:
-            k = int(rng.integers(2, 6))
-            ids[-k:] = ids[:k]
-        ours = set(banned_tokens(ids, n, window).tolist())
-        assert ours == hf_banned(ids, n, vocab, window), (ids.tolist(), n, window)
+        ids = rng.integers(0, vocab, L)  # few symbols and planted repeats so that bans happen often
+        k = max(n - 1, 1) + int(rng.integers(0, 3))
+        src = max(0, L - window) if window else 0
+        if trial % 2 and L - src > 2 * k:  # the suffix repeats ids inside the window: the next id is banned
+            ids[-k:] = ids[src:src + k]
+        cut = int(rng.integers(0, L + 1))
+        prompt, gen_ids = ids[:cut].tolist(), ids[cut:].tolist()
+        try:
+            got = seq_banned(gen_ids, vocab, rule, prompt)
+        except AssertionError:
+            continue  # a forced id was itself banned: not a history the rule lets happen
+        assert got == hf_banned(ids, n, vocab, window), (prompt, gen_ids, n, window)
+        checked += bool(got)
+    assert checked > 0 or 0 < window < n  # (an n-gram longer than the window never bans)
 
 
 @pytest.mark.parametrize("n,window", [(2, 6), (3, 10), (5, 30), (30, 90)])
-def test_banned_matches_reference_runner(n, window):
+def test_ban_matches_reference_runner(n, window):
+    """The default scope "generated" with a whitelist: the runner's rule over the generated ids only."""
     rng = np.random.default_rng(n)
     vocab = 6
     white = {4, 5}
-    for _ in range(80):
+    rule = NoRepeat(ngram=n, window=window, whitelist=frozenset(white))
+    checked = 0
+    for _ in range(30):
         L = int(rng.integers(0, 3 * window))
         ids = rng.integers(0, vocab, L).tolist()
-        if L > 2 * n and rng.random() < 0.5:  # a long repeat, as a looping page
-            period = int(rng.integers(1, n + 2))
-            ids = (ids[:period] * (L // period + 1))[:L]
-        ours = set(banned_tokens(ids, n, window, white).tolist())
-        assert ours == vllm_banned(ids, n, window, white)
+        k = n - 1 + int(rng.integers(0, 3))
+        src = max(0, L - window)
+        if rng.random() < 0.6 and L - src > 2 * k:  # a page starting to loop: its suffix repeats ids in the window
+            ids[-k:] = ids[src:src + k]
+        try:
+            got = seq_banned(ids, vocab, rule, prompt=[0, 1, 2, 3])
+        except AssertionError:
+            continue  # a forced id was itself banned: not a history the rule lets happen
+        assert got == vllm_banned(ids, n, window, white)
+        checked += bool(got)
+    assert checked > 0
 
 
 def test_whitelist_and_disable():
-    ids = [5, 9, 5, 9, 5]
-    assert banned_tokens(ids, 2, 0).tolist() == [9]
-    assert banned_tokens(ids, 2, 0, whitelist={9}).tolist() == []
-    assert banned_tokens(ids, 0, 0).tolist() == []
-    logits = np.zeros(12, np.float32)
-    apply_no_repeat(logits, ids, NoRepeat(ngram=2, window=0, whitelist=frozenset()))
-    assert np.isneginf(logits[9]) and np.isfinite(np.delete(logits, 9)).all()
-    logits = np.zeros(12, np.float32)
-    apply_no_repeat(logits, ids, NO_REPEAT_OFF)
-    assert np.isfinite(logits).all()
+    ids = [5, 9, 5]
+    assert seq_banned(ids, 12, NoRepeat(ngram=2, window=0, whitelist=frozenset())) == {9}
+    assert seq_banned(ids, 12, NoRepeat(ngram=2, window=0, whitelist=frozenset({9}))) == set()
+    assert seq_banned(ids, 12, NO_REPEAT_OFF) == set()
     with pytest.raises(ValueError):
         NoRepeat(ngram=-1)
 
 
 def test_td_tokens_never_banned_by_default():
     td, ctd = 128821, 128822
-    row = [td, 7, ctd]
-    ids = row * 40
     rule = NoRepeat(ngram=3, window=90)
-    logits = np.zeros(129280, np.float32)
-    apply_no_repeat(logits, ids, rule)
-    assert np.isfinite(logits[[td, ctd]]).all()
-    assert np.isneginf(logits[7]) or ids[-2:] != [ctd, td]
+    for t in (td, ctd):  # 7 8 t ... 7 8: t would repeat the 3-gram, but is whitelisted
+        assert seq_banned([7, 8, t, 5, 7, 8], 129280, rule) == set()
+    assert seq_banned([7, 8, 6, 5, 7, 8], 129280, rule) == {6}
+
+
+def hf_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """transformers' warpers (temperature, top-k, top-p) then softmax: the distribution sampling draws from."""
+    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    x = torch.from_numpy(logits.astype(np.float32))[None]
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    x = TemperatureLogitsWarper(temperature)(ids, x)
+    if top_k > 0:
+        x = TopKLogitsWarper(top_k)(ids, x)
+    if top_p < 1.0:
+        x = TopPLogitsWarper(top_p)(ids, x)
+    return torch.softmax(x[0].double(), 0).numpy()
+
+
+def _sampled(sampling: Sampling, rows: list[np.ndarray], rule: NoRepeat = NO_REPEAT_OFF) -> list[int]:
+    g = SequenceGen([0], len(rows) + 1, eos_ids=(), sampling=sampling, no_repeat=rule)
+    return [g.next_token(r.copy()) for r in rows]
 
 
 def test_sampling_greedy_topk_topp_seed():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal(50).astype(np.float32)
     best = int(np.argmax(logits))
-    assert Sampler(Sampling())(logits) == best
-    assert Sampler(Sampling(temperature=1.0, top_k=1, seed=3))(logits) == best
-    assert Sampler(Sampling(temperature=1.0, top_p=1e-6, seed=3))(logits) == best
-    a = [Sampler(Sampling(temperature=0.8, seed=42))(logits) for _ in range(3)]
-    s = Sampler(Sampling(temperature=0.8, seed=42))
-    b = [s(logits) for _ in range(20)]
-    s2 = Sampler(Sampling(temperature=0.8, seed=42))
-    assert b == [s2(logits) for _ in range(20)]
-    assert len(set(b)) > 1 and len(set(a)) == 1
-    # top-k keeps exactly k candidates; top-p keeps the smallest set reaching p
-    x = filter_logits(logits, Sampling(temperature=1.0, top_k=5))
-    assert np.isfinite(x).sum() == 5
-    p = np.exp(logits - logits.max()); p /= p.sum()
-    order = np.argsort(-p)
-    k = int(np.searchsorted(np.cumsum(p[order]), 0.5) + 1)
-    x = filter_logits(logits, Sampling(temperature=1.0, top_p=0.5))
-    assert set(np.nonzero(np.isfinite(x))[0]) == set(order[:k].tolist())
-    # sampled frequencies follow the softmax
-    s = Sampler(Sampling(temperature=1.0, seed=1))
-    small = np.log(np.array([0.5, 0.3, 0.2]))
-    counts = np.bincount([s(small) for _ in range(4000)], minlength=3) / 4000
-    assert np.allclose(counts, [0.5, 0.3, 0.2], atol=0.03)
+    rows = [logits] * 300
+    assert set(_sampled(Sampling(), rows[:5])) == {best}
+    assert set(_sampled(Sampling(temperature=1.0, top_k=1, seed=3), rows)) == {best}
+    assert set(_sampled(Sampling(temperature=1.0, top_p=1e-6, seed=3), rows)) == {best}
+    # a seed repeats its run; another seed gives another
+    a = _sampled(Sampling(temperature=0.8, seed=42), rows)
+    assert a == _sampled(Sampling(temperature=0.8, seed=42), rows)
+    assert a != _sampled(Sampling(temperature=0.8, seed=43), rows)
+    assert len(set(a)) > 1
+    # the draws follow transformers' warpers' distribution, and never leave its kept set
+    for temperature, top_k, top_p in [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.6)]:
+        small = (rng.standard_normal(8) * 1.5).astype(np.float32)
+        ref = hf_probs(small, temperature, top_k, top_p)
+        draws = _sampled(Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=7), [small] * 6000)
+        counts = np.bincount(draws, minlength=8)
+        assert counts[ref == 0].sum() == 0
+        keep = ref > 0
+        expected = ref[keep] * len(draws)
+        chi2 = float((((counts[keep] - expected) ** 2) / expected).sum())
+        assert chi2 < 24.3, (temperature, top_k, top_p, counts, expected)  # the 0.1 % tail of chi-square, df <= 7
+    # the ban comes before sampling: a banned token is never drawn
+    rule = NoRepeat(ngram=2, window=0, whitelist=frozenset())
+    g = SequenceGen([0], 400, eos_ids=(), sampling=Sampling(temperature=1.0, seed=5), no_repeat=rule)
+    hist: list[int] = []
+    for _ in range(300):
+        row = np.zeros(6, np.float32)
+        want_banned = vllm_banned(hist, 2, len(hist), set()) if hist else set()
+        tok = g.next_token(row)
+        if tok is None:
+            assert g.result.stop_reason == "no_candidates" and want_banned == set(range(6))
+            break
+        assert tok not in want_banned
+        hist.append(tok)
     # banned everywhere: no candidate
-    assert Sampler(Sampling())(np.full(4, -np.inf)) == -1
+    g = SequenceGen([0], 5, eos_ids=())
+    assert g.next_token(np.full(4, -np.inf, np.float32)) is None and g.result.stop_reason == "no_candidates"
     with pytest.raises(ValueError):
         Sampling(temperature=-1)
     with pytest.raises(ValueError):

@@ -3,15 +3,15 @@ independent references:
 
 - the no-repeat ban set, grown one id at a time, against transformers' NoRepeatNGramLogitsProcessor (window 0,
   every id counted), UnlimitedOcrSlidingWindowNoRepeatNgramLogitsProcessor (window > 0), the DeepSeek-OCR vLLM
-  runner's rule written out (window + whitelist, generated ids only) and encoder.generate.banned_tokens, on
-  random and looping histories;
+  runner's rule written out (window + whitelist, generated ids only), on random and looping histories;
 - greedy against numpy's argmax (first maximum) after the ban; temperature / top-k / top-p against transformers'
   TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper (the same scores left, ties included);
 - the seeded draws: the PRNG stream against xoshiro256** / splitmix64 written out here, reproducibility, and the
   empirical distribution against the filtered softmax (chi-square with a fixed seed);
 - stop rules: EOS, max new tokens, stop strings across tokens that split UTF-8 characters (the text of a
   llama.cpp-written fixture's vocabulary);
-- the ban + greedy step's cost on a 129,280-token row, against the Python path (printed; run with -s).
+- the ban + greedy step's cost on a 129,280-token row, alone and through encoder.generate.SequenceGen, against a
+  bare numpy argmax over the row (printed; run with -s).
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ def test_ban_set_matches_transformers_step_by_step(n, window):
             hist = ids[:t + 1]
             ours = s.banned().tolist()
             assert ours == sorted(hf_banned(hist, n, vocab, window)), (hist, n, window)
-            assert ours == gen.banned_tokens(hist, n, window).tolist()
 
 
 @pytest.mark.parametrize("n,window", [(2, 6), (3, 10), (5, 30), (30, 90), (4, 0)])
@@ -102,7 +101,6 @@ def test_ban_set_matches_reference_runner(n, window):
             s.accept(t)
         ref = vllm_banned(ids, n, window or len(ids), white)
         assert s.banned().tolist() == sorted(ref)
-        assert s.banned().tolist() == gen.banned_tokens(ids, n, window, white).tolist()
         # scope "all": the prompt is part of the history (transformers' rule over prompt + generated)
         a = NativeSampler(vocab, ngram=n, window=window, scope="all")
         a.accept_prompt(prompt + [-1, vocab + 3])  # placeholders outside the vocabulary are skipped
@@ -409,30 +407,53 @@ def test_stop_eos_length_and_hold_back(tok):
 # ---- speed ----
 
 def test_ban_and_greedy_step_speed():
-    """One decode step's policy on the DeepSeek vocabulary (n 30, W 90, a looping history): the C sampler against
-    encoder.generate.apply_no_repeat + argmax. Printed; asserted only loosely."""
+    """One decode step's policy on the DeepSeek vocabulary (n 30, W 90, a looping history): the C sampler alone and
+    encoder.generate.SequenceGen.next_token (what generate / the CLI / the server run per token), against a bare
+    numpy argmax over the row (the least any policy costs). Printed; asserted only loosely (best of 5 blocks)."""
     rng = np.random.default_rng(0)
     loop = rng.integers(0, 128000, 7).tolist()
     hist = (loop * 40)[:200]
     logits = rng.standard_normal(DEEPSEEK_VOCAB).astype(np.float32)
-    rule = gen.NoRepeat(ngram=30, window=90, whitelist=frozenset(TD_IDS))
     s = NativeSampler(DEEPSEEK_VOCAB, ngram=30, window=90, whitelist=TD_IDS)
     for t in hist:
         s.accept(t)
     x = logits.copy()
-    steps = 300
-    t0 = time.perf_counter()
-    for k in range(steps):
-        s.accept(loop[k % 7])  # the history moves: the ban is recomputed every step
-        s.sample(x, in_place=True)
-    c_us = (time.perf_counter() - t0) / steps * 1e6
-    h = list(hist)
-    t0 = time.perf_counter()
-    for k in range(steps):
-        h.append(loop[k % 7])
-        y = logits.copy()
-        gen.apply_no_repeat(y, h, rule)
-        int(np.argmax(y))
-    py_us = (time.perf_counter() - t0) / steps * 1e6
-    print(f"\nban + greedy step, 129,280 logits, n 30 W 90: C {c_us:.1f} us/step, Python {py_us:.1f} us/step")
-    assert c_us < 2 * py_us  # loose: the machine may be loaded
+    steps = 100
+
+    def c_block() -> None:
+        for k in range(steps):
+            s.accept(loop[k % 7])  # the history moves: the ban is recomputed every step
+            s.sample(x, in_place=True)
+
+    rows = [logits.copy() for _ in range(7)]
+    for r, t in zip(rows, loop):
+        r[t] += 100.0  # the model wants to loop: the ban is at work
+    g = gen.SequenceGen([0, 1, 2], 10**9, eos_ids=(), no_repeat=gen.NoRepeat(ngram=30, window=90))
+    buf = np.empty(DEEPSEEK_VOCAB, np.float32)
+
+    def seq_block() -> float:
+        dt = 0.0
+        for k in range(steps):
+            np.copyto(buf, rows[k % 7])  # the row as the model leaves it (not timed)
+            t0 = time.perf_counter()
+            g.next_token(buf)
+            dt += time.perf_counter() - t0
+        return dt
+
+    def argmax_block() -> None:
+        for _ in range(steps):
+            int(np.argmax(logits))
+
+    def best(f) -> float:
+        out = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            r = f()
+            out.append(r if r is not None else time.perf_counter() - t0)
+        return min(out) / steps * 1e6
+
+    c_us, seq_us, np_us = best(c_block), best(seq_block), best(argmax_block)
+    assert g.result.stop_reason == "" and len(g.result.tokens) == 5 * steps
+    print(f"\nban + greedy step, 129,280 logits, n 30 W 90: C {c_us:.1f} us/step, SequenceGen.next_token "
+          f"{seq_us:.1f} us/step; numpy argmax alone {np_us:.1f} us")
+    assert seq_us < 6 * np_us  # loose: the machine may be loaded
