@@ -260,6 +260,17 @@ class OcrPipeline:
         return NoRepeat(ngram=fam_ngram if ngram is None else ngram, window=fam_window if window is None else window,
                         whitelist=self.td_ids, scope="generated")
 
+    def check_prompt(self, ids: Sequence[int], embd: np.ndarray | None) -> np.ndarray | None:
+        """PipelineError unless ids (one image token per row of embd) fit the context; the rows to prefill with
+        (None for none)."""
+        n_img = sum(1 for i in ids if i == self.image_id)
+        if embd is not None and embd.shape[0] != n_img:
+            raise PipelineError(f"{embd.shape[0]} image embeddings for {n_img} image tokens")
+        if self.n_ctx is not None and len(ids) >= self.n_ctx:
+            raise PipelineError(f"the prompt ({len(ids)} tokens with the image) does not fit the context of "
+                                f"{self.n_ctx} tokens (use a smaller --mode or a larger context)")
+        return None if embd is None or embd.shape[0] == 0 else np.ascontiguousarray(embd, dtype=np.float32)
+
     def generate(self, ids: Sequence[int], embd: np.ndarray | None, max_new_tokens: int,
                  sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,
                  on_token: Callable[[int], None] | None = None, positions: np.ndarray | None = None) -> GenerationResult:
@@ -267,12 +278,7 @@ class OcrPipeline:
         models), generate."""
         if no_repeat is None:
             no_repeat = self.default_no_repeat()
-        n_img = sum(1 for i in ids if i == self.image_id)
-        if embd is not None and embd.shape[0] != n_img:
-            raise PipelineError(f"{embd.shape[0]} image embeddings for {n_img} image tokens")
-        if self.n_ctx is not None and len(ids) >= self.n_ctx:
-            raise PipelineError(f"the prompt ({len(ids)} tokens with the image) does not fit the context of "
-                                f"{self.n_ctx} tokens (use a smaller --mode or a larger context)")
+        e = self.check_prompt(ids, embd)
         text = self.text
         n_vocab = self.n_vocab
 
@@ -282,7 +288,6 @@ class OcrPipeline:
 
         def prefill() -> np.ndarray:
             text.reset()
-            e = None if embd is None or embd.shape[0] == 0 else np.ascontiguousarray(embd, dtype=np.float32)
             if positions is None:
                 return last(text.eval(list(ids), embd=e))
             return last(text.eval(list(ids), embd=e, pos=positions))
@@ -351,14 +356,7 @@ class OcrPipeline:
         def prefill(slot: int, job: BatchJob) -> np.ndarray:
             r: PageRequest = job.data  # type: ignore[assignment]
             ids, positions = prompts[id(r)]
-            embd = r.embd
-            n_img = sum(1 for i in ids if i == self.image_id)
-            if embd is not None and embd.shape[0] != n_img:
-                raise PipelineError(f"{embd.shape[0]} image embeddings for {n_img} image tokens")
-            if self.n_ctx is not None and len(ids) >= self.n_ctx:
-                raise PipelineError(f"the prompt ({len(ids)} tokens with the image) does not fit the context of "
-                                    f"{self.n_ctx} tokens (use a smaller --mode or a larger context)")
-            e = None if embd is None or embd.shape[0] == 0 else np.ascontiguousarray(embd, dtype=np.float32)
+            e = self.check_prompt(ids, r.embd)
             seq = slot_seq[slot]
             if seq is None:
                 text.reset()

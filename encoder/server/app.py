@@ -285,7 +285,7 @@ def _failure(e: BaseException, engine: Engine) -> ApiError:
 def _gen_request(engine: Engine, d: Defaults, chat: ChatRequest) -> GenRequest:
     """The request's settings over the server's defaults, checked against the model (ApiError 400)."""
     s = chat.settings
-    pipe = engine.pipes[0]
+    pipe = engine.pipe
     prompt = chat.text if chat.text is not None and chat.text.strip() else d.prompt
     try:
         pipe.prompt(prompt, 1, (1, 1))

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=os.environ.get("TILEPASS_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1/* (default: $TILEPASS_API_KEY; none: no key)")
     s.add_argument("--parallel", type=_positive_int("--parallel", 1, 256), default=1, metavar="N",
-                   help="requests decoded at the same time, each in its own slot with its own KV cache (default 1)")
+                   help="requests decoded at the same time, each in its own slot (a sequence with its own KV cache); the "
+                        "slots' pages are decoded together, one batched step for all (default 1)")
     s.add_argument("--queue-size", type=_positive_int("--queue-size", 1, 1_000_000), default=16, metavar="N",
                    help="requests that may wait for a slot; one more is answered 503 with Retry-After (default 16)")
     s.add_argument("--images-per-pass", type=_positive_int("--images-per-pass"), default=4, metavar="N",
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_engine(args: argparse.Namespace, threads: int) -> Engine:
-    """The models (the vision encoder and tokenizer once, a text model per slot) and the engine over them."""
+    """The models (the vision encoder, the tokenizer, one text model with a sequence per slot) and the engine
+    over them."""
     from ..interrupt import CancelPipe
     from ..native import TilepassError
     from ..pipeline import PipelineError, check_model_files
@@ -85,21 +87,19 @@ def load_engine(args: argparse.Namespace, threads: int) -> Engine:
                                abort=vision_cancel)
     except TilepassError as e:
         raise CliError(f"{args.mmproj}: cannot load the vision model: {e}") from None
-    pipes, cancels = [], []
-    for _ in range(args.parallel):
-        cancel = CancelPipe()
-        shared = {"vision_model": vision}
-        if pipes:
-            shared["tokenizer"] = pipes[0].tokenizer
-        pipes.append(load_pipeline(args, threads, cancel, **shared))
-        cancels.append(cancel)
-    return Engine(pipes, cancels, vision_cancel, max_queue=args.queue_size, images_per_pass=args.images_per_pass)
+    text_cancel = CancelPipe()
+    pipe = load_pipeline(args, threads, text_cancel, vision_model=vision)
+    try:
+        return Engine(pipe, text_cancel, vision_cancel, n_slots=args.parallel, max_queue=args.queue_size,
+                      images_per_pass=args.images_per_pass)
+    except (ValueError, TilepassError) as e:
+        raise CliError(f"{args.model}: {e}") from None
 
 
 def _defaults(args: argparse.Namespace, engine: Engine) -> Defaults:
     from .app import Defaults
 
-    prompt = _resolve_prompt(args, engine.pipes[0], args.prompt)
+    prompt = _resolve_prompt(args, engine.pipe, args.prompt)
     return Defaults(prompt=prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
                     top_p=args.top_p, seed=None if args.seed == -1 else args.seed,
                     no_repeat_ngram=args.no_repeat_ngram, no_repeat_window=args.no_repeat_window,
@@ -149,7 +149,7 @@ def serve(args: argparse.Namespace) -> int:
     from .chat import Limits
 
     _check_usage(args)
-    threads = min(args.threads or max(1, (os.cpu_count() or 1) // args.parallel), 64)
+    threads = min(args.threads or (os.cpu_count() or 1), 64)
     engine = load_engine(args, threads)
     try:
         defaults = _defaults(args, engine)
@@ -163,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
         server = _server_class(uvicorn, engine, args.shutdown_timeout)(uvicorn.Config(
             app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log, lifespan="on",
             timeout_graceful_shutdown=args.shutdown_timeout + 5.0))
-        print(f"{PROG}: {model_id} ({engine.pipes[0].conventions.family}), {args.parallel} slot(s) of {threads} "
+        print(f"{PROG}: {model_id} ({engine.pipe.conventions.family}), {args.parallel} slot(s), {threads} "
               f"thread(s), queue {args.queue_size}; listening on http://{args.host}:{args.port}", file=sys.stderr,
               flush=True)
         if not config.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):

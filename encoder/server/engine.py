@@ -1,20 +1,21 @@
 """The generation backend of tilepass-server: one small interface, ``Engine.submit(request, sink) -> Job``.
 
 A request (``GenRequest``: page images, the prompt, the decoding settings) goes into a bounded queue; a full queue
-refuses it at once (``QueueFull``: the HTTP layer answers 503 with Retry-After). ``--parallel`` slots, each a
-worker thread owning an ``OcrPipeline`` with its own text model (the text GGUF is memory-mapped: the weights are
-the same pages for every slot; each slot has its own KV cache), take requests from the queue. The vision encoder
-and the tokenizer are shared: requests whose pages reach the vision stage together are encoded in one pass
-(``VisionBatcher``, at most --images-per-pass images a pass). Each slot then decodes its pages in turn and sends
-events to the request's sink from its thread: ``Delta`` (text as it is generated), then ``Finished`` (every page's
-output) or ``Failed`` (the exception: ``RequestError`` for a request the model cannot take, ``Cancelled``).
+refuses it at once (``QueueFull``: the HTTP layer answers 503 with Retry-After). ``--parallel`` slots take requests
+from the queue: a slot is a front-end thread (it prepares the request's pages and has them encoded) and a sequence
+(its own KV cache) of the one text model. Requests whose pages reach the vision stage together are encoded in one
+pass (``VisionBatcher``, at most --images-per-pass images a pass). The slot then hands its pages in turn to the
+``Decoder``: one thread that prefills a new page alone, then adds it to the running batch, each step one token of
+every running page in one ``tp_text_eval_batch`` call (continuous batching: the weights are read once a step for
+all, a page that stops gives its place to the next). Each page keeps its own sampler, no-repeat rule and stop rules
+(``generate.SequenceGen``), so its tokens are those it gets alone. Events go to the request's sink: ``Delta`` (text
+as it is generated, from the decoder thread), then ``Finished`` (every page's output) or ``Failed`` (the exception:
+``RequestError`` for a request the model cannot take, ``Cancelled``).
 
 Cancelling a job (a client gone, shutdown) takes it off the queue, or stops its computation: between tokens, and
 inside a vision pass or a prefill through the C library's abort poll (interrupt.CancelPipe; a vision pass stops
-only when every request in it is cancelled).
-
-A batched decoder (several sequences stepping together) replaces the slot workers behind the same submit/sink
-interface."""
+only when every request in it is cancelled). A cancelled page leaves the decode batch before the next step; the
+other pages go on."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..generate import NoRepeat, Sampling
+from ..generate import NoRepeat, Sampling, SequenceGen
 from ..grounding import DEFAULT_IMAGE_LINK, GroundingParser, Region
 from ..interrupt import CancelPipe
 from ..pipeline import OcrPipeline, PipelineError
+from ..text_model import BatchItem
 
 PAGE_SEPARATOR = "\n\n"  # between the pages of a request with several images
 
@@ -244,14 +246,30 @@ class VisionBatcher:
             self.on_pass(len(pages), time.perf_counter() - t0)
 
 
-class _Slot:
-    """A worker thread with its own pipeline (text model + KV cache); its CancelPipe stops its prefill."""
+@dataclass
+class _PageTask:
+    """One page of a job handed by its slot to the decoder: the prompt, the slot's sequence, its policy
+    (SequenceGen, whose on_token streams the page's deltas), and how it ended."""
 
-    def __init__(self, engine: "Engine", index: int, pipe: OcrPipeline, cancel: CancelPipe) -> None:
+    job: Job
+    slot: int
+    ids: list[int]
+    positions: Any
+    embd: np.ndarray | None
+    gen: SequenceGen
+    next_id: int = -1
+    decode_t0: float = 0.0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Slot:
+    """A front-end thread: takes a request from the queue, prepares and encodes its pages (the shared vision pass),
+    then hands them one at a time to the decoder (its own sequence, index) and waits for each."""
+
+    def __init__(self, engine: "Engine", index: int) -> None:
         self.engine = engine
         self.index = index
-        self.pipe = pipe
-        self.cancel = cancel
         self.thread = threading.Thread(target=self._loop, name=f"tilepass-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
@@ -278,14 +296,13 @@ class _Slot:
                 job.done = True
                 eng._jobs.discard(job)
                 eng._busy -= 1
-                self.cancel.reset()
             job.emit(event)
 
     def _run(self, job: Job) -> list[PageOutput]:
         """The request's pages, --images-per-pass at a time (as tilepass-cli): prepared, encoded in a shared pass,
         decoded in turn."""
         req = job.request
-        pipe = self.pipe
+        pipe = self.engine.pipe
         batcher = self.engine.vision
         no_repeat = req.no_repeat if req.no_repeat is not None else pipe.default_no_repeat()
         out: list[PageOutput] = []
@@ -314,24 +331,30 @@ class _Slot:
 
     def _page(self, job: Job, k: int, prep: Any, emb: np.ndarray, no_repeat: NoRepeat, enc_s: float) -> PageOutput:
         """One page decoded as tilepass-cli decodes it (grounding tags cleaned, PaddleOCR-VL's tables converted)."""
-        req, pipe = job.request, self.pipe
+        req, pipe = job.request, self.engine.pipe
         parser = GroundingParser(image_link=DEFAULT_IMAGE_LINK, raw=req.raw)
         sd = pipe.tokenizer.stream()
         pieces: list[str] = []
 
-        def on_token(tok: int) -> None:
-            if job.cancelled:
-                raise Cancelled()
+        def on_token(tok: int) -> None:  # called by the decoder thread
             s = parser.feed(sd.push(tok))
             if s:
                 pieces.append(s)
                 job.emit(Delta(k, s))
 
         try:
-            res = pipe.run_page(f"image {k + 1}", prep, emb, req.prompt, req.max_tokens, req.sampling, no_repeat,
-                                on_token)
+            p = pipe.prompt(req.prompt, int(emb.shape[0]), tuple(getattr(prep, "token_grid", (0, 0))))
+            embd = pipe.check_prompt(p.ids, emb)
         except PipelineError as e:
             raise RequestError(str(e)) from None
+        gen = SequenceGen(p.ids, req.max_tokens, () if pipe.eos_id is None else (pipe.eos_id,), req.sampling,
+                          no_repeat, pipe.n_ctx, on_token)
+        task = _PageTask(job, self.index, list(p.ids), p.positions, embd, gen)
+        self.engine.decoder.submit(task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        res = pipe._page_result(f"image {k + 1}", prep, emb, p.ids, gen.result)
         tail = parser.feed(sd.flush()) + parser.finish()
         if tail:
             pieces.append(tail)
@@ -349,6 +372,149 @@ class _Slot:
                           decode_ms=res.decode_ms)
 
 
+class Decoder:
+    """The one decode thread: the slots' pages are sequences of one text model (slot 0 the model's own sequence,
+    slot i its extra sequence i). A page handed in is prefilled alone (its prefill stops through the text model's
+    CancelPipe when its job is cancelled), then joins the running batch: each step evaluates one token of every
+    running page in one TextModel.eval_batch call (the weights read once for all), and each page's SequenceGen picks
+    its next id (its own sampler, no-repeat rule, stop rules). A cancelled page leaves the batch before the next
+    step; the others go on."""
+
+    def __init__(self, engine: "Engine", pipe: OcrPipeline, cancel: CancelPipe, n_slots: int) -> None:
+        self.engine = engine
+        self.pipe = pipe
+        self.cancel = cancel
+        self.text = pipe.text
+        self.seqs: list[Any] = [None] + [pipe.text.new_sequence(pipe.n_ctx or 0) for _ in range(n_slots - 1)]
+        self._cv = threading.Condition()
+        self._inbox: list[_PageTask] = []
+        self._stopping = False
+        self._prefilling: Job | None = None  # under engine._lock
+        self.n_running = 0
+        self.thread = threading.Thread(target=self._loop, name="tilepass-decoder", daemon=True)
+
+    def submit(self, task: _PageTask) -> None:
+        with self._cv:
+            if self._stopping:
+                task.error = Cancelled()
+                task.done.set()
+                return
+            self._inbox.append(task)
+            self._cv.notify()
+
+    def poke(self, job: Job) -> None:
+        """job was cancelled (called under engine._lock): stop its prefill if it is in one; wake the loop."""
+        if self._prefilling is job:
+            self.cancel.trip()
+        with self._cv:
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+
+    def _last(self, logits: np.ndarray) -> np.ndarray:
+        a = np.asarray(logits).reshape(-1)
+        n_vocab = self.pipe.n_vocab
+        return a[-n_vocab:] if n_vocab and a.size >= n_vocab else a
+
+    @staticmethod
+    def _end(task: _PageTask, error: BaseException | None = None) -> None:
+        if task.decode_t0:
+            task.gen.result.decode_s = time.perf_counter() - task.decode_t0
+        task.error = error
+        task.done.set()
+
+    def _loop(self) -> None:
+        running: list[_PageTask] = []
+        try:
+            while True:
+                with self._cv:
+                    while not self._inbox and not running and not self._stopping:
+                        self._cv.wait()
+                    new, self._inbox = self._inbox, []
+                    stopping = self._stopping
+                if stopping:
+                    for t in running + new:
+                        self._end(t, Cancelled())
+                    running = []
+                    return
+                for t in new:
+                    if self._prefill(t):
+                        running.append(t)
+                for t in [t for t in running if t.job.cancelled]:
+                    running.remove(t)
+                    self._end(t, Cancelled())
+                self.n_running = len(running)
+                if running:
+                    running = self._step(running)
+                    self.n_running = len(running)
+        except BaseException as e:  # noqa: BLE001 - a bug: no slot may wait forever
+            with self._cv:
+                self._stopping = True
+                left, self._inbox = self._inbox, []
+            for t in running + left:
+                if not t.done.is_set():
+                    self._end(t, e)
+            raise
+
+    def _prefill(self, t: _PageTask) -> bool:
+        """Prefill t alone into its slot's sequence and pick its first id; whether it goes on decoding."""
+        eng = self.engine
+        if t.job.cancelled:
+            self._end(t, Cancelled())
+            return False
+        seq = self.seqs[t.slot]
+        with eng._lock:
+            self._prefilling = t.job
+        t0 = time.perf_counter()
+        try:
+            if seq is None:
+                self.text.reset()
+            else:
+                seq.reset()
+            (out,) = self.text.eval_batch([BatchItem(seq, t.ids, t.embd, t.positions)])
+        except Exception as e:  # noqa: BLE001 - this page fails, the batch goes on
+            self._end(t, Cancelled() if t.job.cancelled else e)
+            return False
+        finally:
+            with eng._lock:
+                self._prefilling = None
+                self.cancel.reset()
+        t.gen.result.prefill_s = time.perf_counter() - t0
+        t.decode_t0 = time.perf_counter()
+        tok = t.gen.next_token(self._last(out))
+        if tok is None:
+            self._end(t)
+            return False
+        t.next_id = tok
+        return True
+
+    def _step(self, running: list[_PageTask]) -> list[_PageTask]:
+        """One token of every running page in one decoder pass; the pages still running after it."""
+        try:
+            outs = self.text.eval_batch([BatchItem(self.seqs[t.slot], [t.next_id]) for t in running])
+        except Exception as e:  # noqa: BLE001 - every page of the failed step gets the reason
+            for t in running:
+                self._end(t, Cancelled() if t.job.cancelled else e)
+            return []
+        self.engine._count_step(len(running))
+        still: list[_PageTask] = []
+        for t, logits in zip(running, outs):
+            t.gen.result.n_steps += 1
+            if t.job.cancelled:
+                self._end(t, Cancelled())
+                continue
+            tok = t.gen.next_token(self._last(logits))
+            if tok is None:
+                self._end(t)
+            else:
+                t.next_id = tok
+                still.append(t)
+        return still
+
+
 @dataclass
 class EngineStats:
     pages: int = 0
@@ -358,18 +524,24 @@ class EngineStats:
     vision_images: int = 0
     vision_seconds: float = 0.0
     by_pass_size: dict[int, int] = field(default_factory=dict)
+    decode_steps: int = 0  # decoder passes after the prefills
+    decode_rows: int = 0  # tokens evaluated in them (one per running page a step)
+    batched_steps: int = 0  # steps of more than one page
+    max_rows: int = 0  # the most pages in one step
 
 
 class Engine:
-    """The queue, the slots and the shared vision pass. pipes: one OcrPipeline per slot, all with the same vision
-    encoder and tokenizer; slot_cancels[i] is the CancelPipe slot i's text model was loaded with, vision_cancel the
-    vision encoder's."""
+    """The queue, the slots, the decoder and the shared vision pass. pipe: the OcrPipeline (vision encoder, tokenizer,
+    the one text model whose sequences the slots decode in); text_cancel: the CancelPipe its text model was loaded
+    with (stops a cancelled job's prefill), vision_cancel the vision encoder's."""
 
-    def __init__(self, pipes: Sequence[OcrPipeline], slot_cancels: Sequence[CancelPipe], vision_cancel: CancelPipe,
+    def __init__(self, pipe: OcrPipeline, text_cancel: CancelPipe, vision_cancel: CancelPipe, n_slots: int,
                  max_queue: int, images_per_pass: int) -> None:
-        if not pipes or len(pipes) != len(slot_cancels):
-            raise ValueError("one CancelPipe per pipeline, at least one pipeline")
-        self.pipes = list(pipes)
+        if n_slots < 1:
+            raise ValueError(f"at least one slot (got {n_slots})")
+        if n_slots > 1 and not pipe.can_batch:
+            raise ValueError("this text model cannot decode several sequences together: one slot only")
+        self.pipe = pipe
         self.stats = EngineStats()
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, max_queue))
@@ -377,8 +549,10 @@ class Engine:
         self._closing = False
         self._closed = False
         self._jobs: set[Job] = set()
-        self.vision = VisionBatcher(pipes[0], vision_cancel, images_per_pass, on_pass=self._count_pass)
-        self.slots = [_Slot(self, i, p, c) for i, (p, c) in enumerate(zip(pipes, slot_cancels))]
+        self.vision = VisionBatcher(pipe, vision_cancel, images_per_pass, on_pass=self._count_pass)
+        self.decoder = Decoder(self, pipe, text_cancel, n_slots)
+        self.slots = [_Slot(self, i) for i in range(n_slots)]
+        self.decoder.thread.start()
         for s in self.slots:
             s.thread.start()
 
@@ -390,6 +564,11 @@ class Engine:
     @property
     def busy_slots(self) -> int:
         return self._busy
+
+    @property
+    def decoding(self) -> int:
+        """Pages in the running batch."""
+        return self.decoder.n_running
 
     @property
     def queue_length(self) -> int:
@@ -425,7 +604,8 @@ class Engine:
             j.cancel()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Refuse new requests, cancel every job (queued or running), stop the slots (each within timeout)."""
+        """Refuse new requests, cancel every job (queued or running), stop the slots and the decoder (within
+        timeout)."""
         with self._lock:
             if self._closed:
                 return
@@ -441,12 +621,13 @@ class Engine:
                     continue
         for s in self.slots:
             s.thread.join(max(0.0, end - time.monotonic()))
+        self.decoder.stop()
+        self.decoder.thread.join(max(0.0, end - time.monotonic()))
 
     # ---- internals ----
     def _on_cancel(self, job: Job) -> None:
         with self._lock:
-            if job.slot is not None:
-                job.slot.cancel.trip()  # its prefill (if in one) stops within a graph node
+            self.decoder.poke(job)  # its prefill (if in one) stops within a graph node
         self.vision.poke()
 
     def _count_page(self, n_prompt: int, n_generated: int) -> None:
@@ -454,6 +635,14 @@ class Engine:
             self.stats.pages += 1
             self.stats.prompt_tokens += n_prompt
             self.stats.completion_tokens += n_generated
+
+    def _count_step(self, n_rows: int) -> None:
+        with self._lock:
+            st = self.stats
+            st.decode_steps += 1
+            st.decode_rows += n_rows
+            st.batched_steps += n_rows > 1
+            st.max_rows = max(st.max_rows, n_rows)
 
     def _count_pass(self, n_images: int, seconds: float) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
 """The server's counters in Prometheus' text format (version 0.0.4), written by hand: requests by route and status,
-pages, tokens, vision passes, the queue and the busy slots, and histograms of request latency and of the time to
-the first token."""
+pages, tokens, vision passes, decoder steps and their batch sizes, the queue and the busy slots, and histograms of
+request latency and of the time to the first token."""
 
 from __future__ import annotations
 
@@ -80,11 +80,16 @@ def engine_figures(engine: object) -> tuple[dict[str, tuple[str, float]], dict[s
     get: Callable[[str], float] = lambda n: float(getattr(engine, n))  # noqa: E731
     gauges = {"tilepass_queue_length": ("requests waiting for a slot", get("queue_length")),
               "tilepass_slots_busy": ("slots running a request", get("busy_slots")),
-              "tilepass_slots": ("slots (--parallel)", get("n_slots"))}
+              "tilepass_slots": ("slots (--parallel)", get("n_slots")),
+              "tilepass_decode_batch_rows": ("pages in the running decode batch", get("decoding")),
+              "tilepass_decode_batch_rows_max": ("the most pages decoded together in one step", st.max_rows)}
     counters = {"tilepass_pages_total": ("pages decoded", st.pages),
                 "tilepass_prompt_tokens_total": ("prompt tokens (image tokens included) prefilled", st.prompt_tokens),
                 "tilepass_completion_tokens_total": ("tokens generated", st.completion_tokens),
                 "tilepass_vision_passes_total": ("vision encoder passes", st.vision_passes),
                 "tilepass_vision_images_total": ("images encoded", st.vision_images),
-                "tilepass_vision_seconds_total": ("seconds in vision passes", st.vision_seconds)}
+                "tilepass_vision_seconds_total": ("seconds in vision passes", st.vision_seconds),
+                "tilepass_decode_steps_total": ("decoder steps (one token of every running page each)", st.decode_steps),
+                "tilepass_decode_rows_total": ("tokens evaluated in decoder steps", st.decode_rows),
+                "tilepass_decode_batched_steps_total": ("decoder steps of more than one page", st.batched_steps)}
     return gauges, counters

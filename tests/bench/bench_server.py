@@ -1,8 +1,9 @@
 """tilepass-server (issue 25): requests/s and p50/p95 latency at 1, 2 and 4 concurrent clients on the bundled
 model (examples/model, converted as `make demo` does: text Q8_0, vision F16) and examples/page.png in gundam mode,
 beside tilepass-cli on the same page: one page per run (its wall time, model loading included) and PAGES pages in
-one run (pages/s once loaded, from the difference of the two runs). The server runs --parallel 2 with n_threads / 2
-threads a slot; every response is checked against the CLI's text for the page (greedy, so they must agree).
+one run (pages/s once loaded, from the difference of the two runs). The server runs --parallel 2 with n_threads
+threads (one text model, the slots decoded together); every response is checked against the CLI's text for the page
+(greedy, so they must agree).
 
     python tests/bench/bench_server.py [THREADS]      (TILEPASS_BENCH_SERVER_S: seconds per client count, default 20)
 """
@@ -99,12 +100,11 @@ def run(n_threads: int = 2) -> list[dict]:
     per_page = (wn - w1) / (PAGES - 1)
     rows.append({"name": f"tilepass-cli, gundam page, -t {n_threads}", "one_page_wall_s": w1,
                  f"{PAGES}_pages_wall_s": wn, "pages_per_s_loaded": 1.0 / per_page if per_page > 0 else float("nan")})
-    slot_threads = max(1, n_threads // PARALLEL)
-    with Server("-t", slot_threads, "--parallel", PARALLEL, *SETTINGS, text=text, vision=vision) as server:
+    with Server("-t", n_threads, "--parallel", PARALLEL, *SETTINGS, text=text, vision=vision) as server:
         url = data_url(PAGE)
         for n in CLIENTS:
             lat, wrong, secs = _clients(server, n, url, want)
-            rows.append({"name": f"tilepass-server, {n} client(s), --parallel {PARALLEL} -t {slot_threads}",
+            rows.append({"name": f"tilepass-server, {n} client(s), --parallel {PARALLEL} -t {n_threads}",
                          "requests": len(lat), "wrong": wrong, "requests_per_s": len(lat) / secs,
                          "p50_ms": percentile(lat, 50) * 1e3, "p95_ms": percentile(lat, 95) * 1e3})
         rc, err = server.terminate()
