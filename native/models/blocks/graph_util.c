@@ -40,3 +40,9 @@ tp_tensor *gu_concat_n(tp_context *ctx, tp_tensor *const *parts, int n, int dim)
     for (int i = 1; i < n; i++) acc = tp_concat(ctx, acc, parts[i], dim);
     return acc;
 }
+
+tp_tensor *gu_text_logits(tp_context *ctx, tp_graph *g, tp_tensor *x, tp_tensor *norm, tp_tensor *output, float eps) {
+    tp_tensor *logits = tp_mul_mat(ctx, output, tp_rms_norm(ctx, x, norm, eps));
+    tp_graph_add_output(g, logits);
+    return logits;
+}

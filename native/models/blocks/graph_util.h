@@ -15,5 +15,7 @@ tp_tensor *gu_cols(tp_context *ctx, tp_tensor *a, int64_t first, int64_t n);
 tp_tensor *gu_resize_grid(tp_context *ctx, tp_tensor *grid_cwh, int64_t to);
 /* Concatenate n tensors along dim (n may be 1). */
 tp_tensor *gu_concat_n(tp_context *ctx, tp_tensor *const *parts, int n, int dim);
+/* A decoder's head: RMSNorm(x) (weights norm), then output·x, added to g as an output: [n_vocab, n]. */
+tp_tensor *gu_text_logits(tp_context *ctx, tp_graph *g, tp_tensor *x, tp_tensor *norm, tp_tensor *output, float eps);
 
 #endif

@@ -43,3 +43,9 @@ tp_tensor *moe_ffn(tp_context *ctx, const text_hparams *hp, const moe_weights *w
     if (w->gate_sh) out = tp_add(ctx, out, moe_mlp(ctx, x, w->gate_sh, w->up_sh, w->down_sh));
     return out;
 }
+
+tp_tensor *moe_layer_ffn(tp_context *ctx, const text_hparams *hp, tp_tensor *x, tp_tensor *norm, const moe_weights *moe,
+                         tp_tensor *gate, tp_tensor *up, tp_tensor *down, int64_t n) {
+    tp_tensor *h = tp_rms_norm(ctx, x, norm, hp->eps);
+    return tp_add(ctx, x, moe ? moe_ffn(ctx, hp, moe, h, n) : moe_mlp(ctx, h, gate, up, down));
+}

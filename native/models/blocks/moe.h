@@ -25,6 +25,11 @@ tp_tensor *moe_mlp(tp_context *ctx, tp_tensor *x, tp_tensor *gate, tp_tensor *up
  * hp->expert_weights_scale. Returns Σ weights·expert(x) + the shared experts' MLP, [C, n]. */
 tp_tensor *moe_ffn(tp_context *ctx, const text_hparams *hp, const moe_weights *w, tp_tensor *x, int64_t n);
 
+/* A DeepSeek layer's feed-forward half over the n rows of x: x + FFN(RMSNorm(x)), FFN the MoE when moe is not
+ * NULL, else the dense SwiGLU MLP (gate, up, down). */
+tp_tensor *moe_layer_ffn(tp_context *ctx, const text_hparams *hp, tp_tensor *x, tp_tensor *norm, const moe_weights *moe,
+                         tp_tensor *gate, tp_tensor *up, tp_tensor *down, int64_t n);
+
 /* The key value of llama.cpp's expert_gating_func that a family accepts: 0 (absent in old files) or 1 is
  * softmax, 2 sigmoid; anything else is refused by the family. */
 static inline bool moe_gating_supported(int gating) {

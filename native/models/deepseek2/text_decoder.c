@@ -75,13 +75,8 @@ tp_tensor *mla_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp,
         if (l == hp->n_layer - 1 && b->n_out == 0) break; /* nothing reads the last layer's output */
         x = tp_add(ctx, kv_batch_rows(ctx, x, b, l), att);
         const int64_t nq = l == hp->n_layer - 1 ? b->n_out : b->n_rows;
-        h = tp_rms_norm(ctx, x, ly->ffn_norm, hp->eps);
-        tp_tensor *f = ly->moe ? moe_ffn(ctx, hp, &ly->ffn_moe, h, nq) : moe_mlp(ctx, h, ly->ffn_gate, ly->ffn_up, ly->ffn_down);
-        x = tp_add(ctx, x, f);
+        x = moe_layer_ffn(ctx, hp, x, ly->ffn_norm, ly->moe ? &ly->ffn_moe : NULL, ly->ffn_gate, ly->ffn_up,
+                          ly->ffn_down, nq);
     }
-    if (b->n_out == 0) return NULL;
-    x = tp_rms_norm(ctx, x, w->output_norm, hp->eps);
-    tp_tensor *logits = tp_mul_mat(ctx, w->output, x);
-    tp_graph_add_output(g, logits);
-    return logits;
+    return b->n_out == 0 ? NULL : gu_text_logits(ctx, g, x, w->output_norm, w->output, hp->eps);
 }

@@ -7,6 +7,7 @@
  *   then the final RMSNorm and lm_head on the rows whose logits are wanted.
  */
 #include "deepseek2_text.h"
+#include "../blocks/graph_util.h"
 #include "../blocks/kv_attention.h"
 
 #include <math.h>
@@ -35,13 +36,8 @@ tp_tensor *text_build_graph(tp_context *ctx, tp_graph *g, const text_hparams *hp
         x = tp_add(ctx, x, tp_mul_mat(ctx, ly->wo, att));
 
         const int64_t nq = l == hp->n_layer - 1 ? b->n_out : n;
-        h = tp_rms_norm(ctx, x, ly->ffn_norm, hp->eps);
-        tp_tensor *f = ly->moe ? moe_ffn(ctx, hp, &ly->ffn_moe, h, nq) : moe_mlp(ctx, h, ly->ffn_gate, ly->ffn_up, ly->ffn_down);
-        x = tp_add(ctx, x, f);
+        x = moe_layer_ffn(ctx, hp, x, ly->ffn_norm, ly->moe ? &ly->ffn_moe : NULL, ly->ffn_gate, ly->ffn_up,
+                          ly->ffn_down, nq);
     }
-    if (b->n_out == 0) return NULL;
-    x = tp_rms_norm(ctx, x, w->output_norm, hp->eps);
-    tp_tensor *logits = tp_mul_mat(ctx, w->output, x);
-    tp_graph_add_output(g, logits);
-    return logits;
+    return b->n_out == 0 ? NULL : gu_text_logits(ctx, g, x, w->output_norm, w->output, hp->eps);
 }

@@ -3,6 +3,7 @@
  * the output head tied to the token embedding when the file has no output.weight. Positions come from the
  * caller (tp_text_eval_pos: image tokens at (s, s + row, s + col)); the KV caches and batching (several
  * sequences per pass: blocks/kv_attention.c) are the generic API's (models/text.c). */
+#include "../blocks/graph_util.h"
 #include "../blocks/kv_attention.h"
 #include "../text_family.h"
 #include "names.h"
@@ -154,11 +155,7 @@ static tp_tensor *build(tp_context *ctx, tp_graph *g, const text_hparams *hp, co
         tp_tensor *act = tp_mul(ctx, tp_silu(ctx, tp_mul_mat(ctx, ly->ffn_gate, h)), tp_mul_mat(ctx, ly->ffn_up, h));
         x = tp_add(ctx, x, tp_mul_mat(ctx, ly->ffn_down, act));
     }
-    if (b->n_out == 0) return NULL;
-    x = tp_rms_norm(ctx, x, w->output_norm, hp->eps);
-    tp_tensor *logits = tp_mul_mat(ctx, w->output, x);
-    tp_graph_add_output(g, logits);
-    return logits;
+    return b->n_out == 0 ? NULL : gu_text_logits(ctx, g, x, w->output_norm, w->output, hp->eps);
 }
 
 const text_family paddleocr_text = {
