@@ -16,7 +16,6 @@ independent references:
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -402,58 +401,3 @@ def test_stop_eos_length_and_hold_back(tok):
     assert b"".join(p for _, p in got) + st.flush() == tok.decode_bytes(pieces[:3])
     no_text = NativeStop(None, eos_ids=[5], max_new_tokens=2)
     assert no_text.push(3) == ("", b"") and no_text.push(5) == ("eos", b"")
-
-
-# ---- speed ----
-
-def test_ban_and_greedy_step_speed():
-    """One decode step's policy on the DeepSeek vocabulary (n 30, W 90, a looping history): the C sampler alone and
-    encoder.generate.SequenceGen.next_token (what generate / the CLI / the server run per token), against a bare
-    numpy argmax over the row (the least any policy costs). Printed; asserted only loosely (best of 5 blocks)."""
-    rng = np.random.default_rng(0)
-    loop = rng.integers(0, 128000, 7).tolist()
-    hist = (loop * 40)[:200]
-    logits = rng.standard_normal(DEEPSEEK_VOCAB).astype(np.float32)
-    s = NativeSampler(DEEPSEEK_VOCAB, ngram=30, window=90, whitelist=TD_IDS)
-    for t in hist:
-        s.accept(t)
-    x = logits.copy()
-    steps = 100
-
-    def c_block() -> None:
-        for k in range(steps):
-            s.accept(loop[k % 7])  # the history moves: the ban is recomputed every step
-            s.sample(x, in_place=True)
-
-    rows = [logits.copy() for _ in range(7)]
-    for r, t in zip(rows, loop):
-        r[t] += 100.0  # the model wants to loop: the ban is at work
-    g = gen.SequenceGen([0, 1, 2], 10**9, eos_ids=(), no_repeat=gen.NoRepeat(ngram=30, window=90))
-    buf = np.empty(DEEPSEEK_VOCAB, np.float32)
-
-    def seq_block() -> float:
-        dt = 0.0
-        for k in range(steps):
-            np.copyto(buf, rows[k % 7])  # the row as the model leaves it (not timed)
-            t0 = time.perf_counter()
-            g.next_token(buf)
-            dt += time.perf_counter() - t0
-        return dt
-
-    def argmax_block() -> None:
-        for _ in range(steps):
-            int(np.argmax(logits))
-
-    def best(f) -> float:
-        out = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            r = f()
-            out.append(r if r is not None else time.perf_counter() - t0)
-        return min(out) / steps * 1e6
-
-    c_us, seq_us, np_us = best(c_block), best(seq_block), best(argmax_block)
-    assert g.result.stop_reason == "" and len(g.result.tokens) == 5 * steps
-    print(f"\nban + greedy step, 129,280 logits, n 30 W 90: C {c_us:.1f} us/step, SequenceGen.next_token "
-          f"{seq_us:.1f} us/step; numpy argmax alone {np_us:.1f} us")
-    assert seq_us < 6 * np_us  # loose: the machine may be loaded
