@@ -126,3 +126,16 @@ void weights_image_norm(const tp_gguf *g, float mean[3], float std[3]) {
         if (tp_gguf_get_arr_f32(g, KEY_V_IMAGE_STD, c, &v) == TP_OK && v == v && v != 0.0f) std[c] = v;
     }
 }
+
+int weights_find_token(const tp_gguf *g, const char *text, int64_t n_vocab) {
+    const int64_t key = tp_gguf_find_key(g, KEY_TOK_TOKENS);
+    const int64_t n = key >= 0 ? TP_MIN(tp_gguf_arr_n(g, key), n_vocab) : 0;
+    const size_t want = strlen(text);
+    for (int64_t i = n - 1; i >= 0; i--) {
+        const char *s;
+        size_t len;
+        if (tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) == TP_OK && len == want && memcmp(s, text, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}

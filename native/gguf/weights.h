@@ -41,6 +41,9 @@ tp_status weights_fail(weights_loader *L, const char *msg);
 void weights_image_norm(const tp_gguf *g, float mean[3], float std[3]);
 /* A string key equal to `want`. */
 bool weights_str_equals(const tp_gguf *g, const char *key, const char *want);
+/* The id of token `text` in tokenizer.ggml.tokens (the first n_vocab), searched from the end (special tokens
+ * sit there); -1 when absent. */
+int weights_find_token(const tp_gguf *g, const char *text, int64_t n_vocab);
 /* Tensors fmt % 0, fmt % 1, ... present, counted up to `max`. */
 int weights_count_blocks(const tp_gguf *g, const char *fmt, int max);
 

@@ -29,18 +29,6 @@ static int token_id_key(const tp_gguf *g, const char *key, int64_t n_vocab) {
     return tp_gguf_get_i64(g, key, &v) == TP_OK && v >= 0 && v < n_vocab ? (int)v : -1;
 }
 
-/* The id of token `text`, searched from the end of the vocabulary (special tokens sit there); -1. */
-static int find_token(const tp_gguf *g, const char *text, int64_t n_vocab) {
-    int64_t key = tp_gguf_find_key(g, KEY_TOK_TOKENS);
-    int64_t n = key >= 0 ? TP_MIN(tp_gguf_arr_n(g, key), n_vocab) : 0;
-    for (int64_t i = n - 1; i >= 0; i--) {
-        const char *s;
-        size_t len;
-        if (tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) == TP_OK && str_equals(s, len, text)) return (int)i;
-    }
-    return -1;
-}
-
 /* The attention widths: keys first, checked against attn_kv_a_mqa / attn_k_b / attn_v_b / attn_q(_b). */
 static tp_status read_attention(const tp_gguf *g, const char *path, text_hparams *hp, tp_error *err) {
     char msg[256];
@@ -169,7 +157,7 @@ tp_status mla_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp,
     hp->eos_id = token_id_key(g, KEY_TOK_EOS, hp->n_vocab);
     hp->pad_id = token_id_key(g, KEY_TOK_PAD, hp->n_vocab);
     hp->image_token_id = token_id_key(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab);
-    if (hp->image_token_id < 0) hp->image_token_id = find_token(g, "<image>", hp->n_vocab);
+    if (hp->image_token_id < 0) hp->image_token_id = weights_find_token(g, "<image>", hp->n_vocab);
     return TP_OK;
 }
 

@@ -32,20 +32,6 @@ static tp_status fail(tp_error *err, const char *path, const char *msg) {
     return TP_ERR_FORMAT;
 }
 
-/* A token's id by its text, searched from the end of the vocabulary (special tokens sit there); -1. */
-static int find_token(const tp_gguf *g, const char *text, int64_t n_vocab) {
-    int64_t key = tp_gguf_find_key(g, KEY_TOK_TOKENS);
-    int64_t n = key >= 0 ? TP_MIN(tp_gguf_arr_n(g, key), n_vocab) : 0;
-    for (int64_t i = n - 1; i >= 0; i--) {
-        const char *s;
-        size_t len;
-        if (tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) == TP_OK && len == strlen(text) &&
-            memcmp(s, text, len) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
 static int token_id_key(const tp_gguf *g, const char *key, int64_t n_vocab, int fallback) {
     int64_t v;
     return tp_gguf_get_i64(g, key, &v) == TP_OK && v >= 0 && v < n_vocab ? (int)v : fallback;
@@ -88,7 +74,7 @@ static tp_status read_hparams(const tp_gguf *g, const char *path, text_hparams *
     hp->bos_id = token_id_key(g, KEY_TOK_BOS, hp->n_vocab, -1);
     hp->eos_id = token_id_key(g, KEY_TOK_EOS, hp->n_vocab, -1);
     hp->pad_id = token_id_key(g, KEY_TOK_PAD, hp->n_vocab, -1);
-    hp->image_token_id = token_id_key(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab, find_token(g, "<|IMAGE_PLACEHOLDER|>", hp->n_vocab));
+    hp->image_token_id = token_id_key(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab, weights_find_token(g, "<|IMAGE_PLACEHOLDER|>", hp->n_vocab));
     hp->expert_weights_scale = 1.0f;
     return TP_OK;
 }
