@@ -107,12 +107,7 @@ tp_status tp_sampler_create(const tp_sampler_params *params, tp_sampler **out, t
         if (p->no_repeat_whitelist[i] < p->n_vocab) s->wl[p->no_repeat_whitelist[i]] = 1;
     const tp_status st = tp_no_repeat_init(&s->nr, p->no_repeat_ngram, p->no_repeat_window, p->n_vocab, s->wl, err);
     if (st != TP_OK) {
-        free(s->wl);
-        free(s->work.val);
-        free(s->work.idx);
-        free(s->work.tmp);
-        free(s->work.pairs);
-        free(s);
+        tp_sampler_free(s);
         return st;
     }
     tp_rng_seed(&s->rng, p->seed);
