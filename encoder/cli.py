@@ -486,14 +486,7 @@ def run(args: argparse.Namespace, rep: Reporter) -> int:
         sampling = Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=seed)
     except (PipelineError, ValueError) as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    if args.min_tiles is not None or args.max_tiles is not None:
-        from .tiling import check_tile_range
-
-        lo = args.min_tiles if args.min_tiles is not None else min(2, args.max_tiles or 2)
-        try:
-            check_tile_range(lo, args.max_tiles if args.max_tiles is not None else max(9, lo))
-        except ValueError as e:
-            raise CliError(str(e), EXIT_USAGE) from None
+    check_tile_args(args)
     if args.stream and args.json and args.output is None:
         raise CliError("--stream with --json needs -o (stdout carries the JSON document)", EXIT_USAGE)
 
@@ -1086,6 +1079,20 @@ def _report_stop(e: KeyboardInterrupt) -> int:
     except (OSError, ValueError, AttributeError):
         pass
     return 128 + int(signum)
+
+
+def check_tile_args(args: argparse.Namespace) -> None:
+    """--min-tiles / --max-tiles: a usage error (CliError) unless they make a valid range (the other side from the
+    defaults, 2 and 9)."""
+    if args.min_tiles is None and args.max_tiles is None:
+        return
+    from .tiling import check_tile_range
+
+    lo = args.min_tiles if args.min_tiles is not None else min(2, args.max_tiles or 2)
+    try:
+        check_tile_range(lo, args.max_tiles if args.max_tiles is not None else max(9, lo))
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..cli import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, PRECISIONS, CliError, _float, _positive_int, _resolve_prompt,
-                   add_model_options, load_pipeline)
+                   add_model_options, check_tile_args, load_pipeline)
 from ..images import MAX_PIXELS
 
 if TYPE_CHECKING:  # FastAPI and uvicorn are imported when the server starts (a clear error if they are missing)
@@ -110,14 +110,7 @@ def _defaults(args: argparse.Namespace, engine: Engine) -> Defaults:
 def _check_usage(args: argparse.Namespace) -> None:
     if args.prompt is not None and args.task is not None:
         raise CliError("-p and --task are two ways to give the prompt: use one", EXIT_USAGE)
-    if args.min_tiles is not None or args.max_tiles is not None:
-        from ..tiling import check_tile_range
-
-        lo = args.min_tiles if args.min_tiles is not None else min(2, args.max_tiles or 2)
-        try:
-            check_tile_range(lo, args.max_tiles if args.max_tiles is not None else max(9, lo))
-        except ValueError as e:
-            raise CliError(str(e), EXIT_USAGE) from None
+    check_tile_args(args)
     if args.allow_files is not None and not Path(args.allow_files).is_dir():
         raise CliError(f"--allow-files {args.allow_files}: not a directory", EXIT_USAGE)
 
