@@ -232,6 +232,24 @@ def test_attention_errors():
     assert lib.tp_context_status(ctx.ptr) == lib.TP_ERR_INVALID_ARGUMENT
 
 
+def check_bf16_attention(got, q, k, v, mask, label: str) -> None:
+    """A TP_PRECISION_BF16 attention result: on a CPU with BF16 arithmetic within 4e-3 of SDPA on BF16-rounded
+    q·scale, K and V and measurably off the exact F32 result (BF16 arithmetic really ran, not the F32
+    fallback); elsewhere the exact F32 result."""
+    from test_mul_mat_bf16 import HAS_BF16, bf16_round
+
+    exact = sdpa_ref(q, k, v, mask)
+    if not HAS_BF16:
+        assert rel_err(got, exact) < 1e-5
+        return
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    ref = sdpa_ref(bf16_round(q * scale), bf16_round(k), bf16_round(v), mask, scale=1.0)
+    err, err_exact = rel_err(got, ref), rel_err(got, exact)
+    print(f"bf16 attention {label}: rel err {err:.2e} vs bf16-operand SDPA, {err_exact:.2e} vs F32")
+    assert err < 4e-3
+    assert err_exact > 1e-6
+
+
 @pytest.mark.parametrize(
     "B,H,Nq,Nk,rel,causal",
     [(2, 3, 37, 53, False, False), (1, 2, 130, 300, False, True), (2, 2, 196, 196, True, False),
@@ -241,7 +259,7 @@ def test_attention_bf16_precision(pool, B, H, Nq, Nk, rel, causal):
     """TP_PRECISION_BF16 (heads of 64: AMX tiles, else vdpbf16ps on AVX512-BF16): q·scale, K, V and the
     probabilities rounded to BF16, F32 accumulation. Against SDPA on BF16-rounded q·scale, K and V (the
     probabilities' rounding is the rest of the difference); without BF16 arithmetic, the exact F32 result."""
-    from test_mul_mat_bf16 import HAS_BF16, PRECISION_BF16, bf16_round, make_ctx
+    from test_mul_mat_bf16 import PRECISION_BF16, make_ctx
 
     rng = np.random.default_rng(Nq + Nk)
     D = 64
@@ -261,16 +279,7 @@ def test_attention_bf16_precision(pool, B, H, Nq, Nk, rel, causal):
     ctx.check()
     ctx.compute([out], pool)
     got = to_numpy(out)
-    exact = sdpa_ref(q, k, v, mask)
-    if not HAS_BF16:
-        assert rel_err(got, exact) < 1e-5
-        return
-    scale = 1.0 / np.sqrt(D)
-    ref = sdpa_ref(bf16_round(q * scale), bf16_round(k), bf16_round(v), mask, scale=1.0)
-    err, err_exact = rel_err(got, ref), rel_err(got, exact)
-    print(f"bf16 attention B{B} H{H} Nq{Nq} Nk{Nk}: rel err {err:.2e} vs bf16-operand SDPA, {err_exact:.2e} vs F32")
-    assert err < 4e-3
-    assert err_exact > 1e-6  # BF16 arithmetic really ran
+    check_bf16_attention(got, q, k, v, mask, f"B{B} H{H} Nq{Nq} Nk{Nk}")
 
 
 @pytest.mark.parametrize("kernel", ["amx", "vdpbf16ps"])
@@ -288,7 +297,7 @@ def test_attention_bf16_any_head_size(pool, monkeypatch, kernel, B, H, Hkv, Nq, 
     q·scale and K are zero padded along D, those of V and the accumulator along Dv. kernel: the AMX tiles,
     or (TILEPASS_AMX=0) the vdpbf16ps kernels. Against SDPA on BF16-rounded q·scale, K and V; on a CPU
     without BF16 arithmetic, the exact F32 result."""
-    from test_mul_mat_bf16 import HAS_BF16, PRECISION_BF16, bf16_round, make_ctx
+    from test_mul_mat_bf16 import PRECISION_BF16, make_ctx
 
     if kernel == "vdpbf16ps":
         monkeypatch.setenv("TILEPASS_AMX", "0")
@@ -311,13 +320,4 @@ def test_attention_bf16_any_head_size(pool, monkeypatch, kernel, B, H, Hkv, Nq, 
     ctx.compute([out], pool)
     got = to_numpy(out)
     assert got.shape == (B, Nq, H, Dv)
-    exact = sdpa_ref(q, k, v, mask)
-    if not HAS_BF16:
-        assert rel_err(got, exact) < 1e-5
-        return
-    scale = 1.0 / np.sqrt(D)
-    ref = sdpa_ref(bf16_round(q * scale), bf16_round(k), bf16_round(v), mask, scale=1.0)
-    err, err_exact = rel_err(got, ref), rel_err(got, exact)
-    print(f"bf16 attention ({kernel}) D{D} Dv{Dv}: rel err {err:.2e} vs bf16-operand SDPA, {err_exact:.2e} vs F32")
-    assert err < 4e-3
-    assert err_exact > 1e-6  # BF16 arithmetic really ran (the padded path, not the F32 fallback)
+    check_bf16_attention(got, q, k, v, mask, f"({kernel}) D{D} Dv{Dv}")
