@@ -139,3 +139,8 @@ int weights_find_token(const tp_gguf *g, const char *text, int64_t n_vocab) {
     }
     return -1;
 }
+
+int weights_token_id(const tp_gguf *g, const char *key, int64_t n_vocab, int fallback) {
+    int64_t v;
+    return tp_gguf_get_i64(g, key, &v) == TP_OK && v >= 0 && v < n_vocab ? (int)v : fallback;
+}

@@ -44,6 +44,8 @@ bool weights_str_equals(const tp_gguf *g, const char *key, const char *want);
 /* The id of token `text` in tokenizer.ggml.tokens (the first n_vocab), searched from the end (special tokens
  * sit there); -1 when absent. */
 int weights_find_token(const tp_gguf *g, const char *text, int64_t n_vocab);
+/* A token id stored under `key` when it names one of the first n_vocab tokens, else fallback. */
+int weights_token_id(const tp_gguf *g, const char *key, int64_t n_vocab, int fallback);
 /* Tensors fmt % 0, fmt % 1, ... present, counted up to `max`. */
 int weights_count_blocks(const tp_gguf *g, const char *fmt, int max);
 

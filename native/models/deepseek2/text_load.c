@@ -24,11 +24,6 @@ static bool str_equals(const char *s, size_t n, const char *want) {
     return n == strlen(want) && memcmp(s, want, n) == 0;
 }
 
-static int token_id_key(const tp_gguf *g, const char *key, int64_t n_vocab) {
-    int64_t v;
-    return tp_gguf_get_i64(g, key, &v) == TP_OK && v >= 0 && v < n_vocab ? (int)v : -1;
-}
-
 /* The attention widths: keys first, checked against attn_kv_a_mqa / attn_k_b / attn_v_b / attn_q(_b). */
 static tp_status read_attention(const tp_gguf *g, const char *path, text_hparams *hp, tp_error *err) {
     char msg[256];
@@ -153,10 +148,10 @@ tp_status mla_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp,
     tp_status st = read_attention(g, path, hp, err);
     if (st == TP_OK) st = read_ffn(g, path, hp, err);
     if (st != TP_OK) return st;
-    hp->bos_id = token_id_key(g, KEY_TOK_BOS, hp->n_vocab);
-    hp->eos_id = token_id_key(g, KEY_TOK_EOS, hp->n_vocab);
-    hp->pad_id = token_id_key(g, KEY_TOK_PAD, hp->n_vocab);
-    hp->image_token_id = token_id_key(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab);
+    hp->bos_id = weights_token_id(g, KEY_TOK_BOS, hp->n_vocab, -1);
+    hp->eos_id = weights_token_id(g, KEY_TOK_EOS, hp->n_vocab, -1);
+    hp->pad_id = weights_token_id(g, KEY_TOK_PAD, hp->n_vocab, -1);
+    hp->image_token_id = weights_token_id(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab, -1);
     if (hp->image_token_id < 0) hp->image_token_id = weights_find_token(g, "<image>", hp->n_vocab);
     return TP_OK;
 }

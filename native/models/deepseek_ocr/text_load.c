@@ -12,10 +12,6 @@
 
 #define ARCH "deepseek2-ocr"
 
-static bool get_i64(const tp_gguf *g, const char *key, int64_t *out) {
-    return tp_gguf_get_i64(g, key, out) == TP_OK;
-}
-
 static int get_int(const tp_gguf *g, const char *key, int fallback) {
     return weights_get_int(g, key, 0, (1 << 30) - 1, fallback);
 }
@@ -132,27 +128,11 @@ tp_status text_read_hparams(const tp_gguf *g, const char *path, text_hparams *hp
     } else {
         hp->expert_weights_scale = 1.0f;
     }
-    int64_t v;
-    hp->bos_id = get_i64(g, KEY_TOK_BOS, &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
-    hp->eos_id = get_i64(g, KEY_TOK_EOS, &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
-    hp->pad_id = get_i64(g, KEY_TOK_PAD, &v) && v >= 0 && v < hp->n_vocab ? (int)v : -1;
-    hp->image_token_id = -1;
-    if (get_i64(g, KEY_TP_IMAGE_TOKEN_ID, &v) && v >= 0 && v < hp->n_vocab) {
-        hp->image_token_id = (int)v;
-    } else {
-        int64_t n = tp_gguf_find_key(g, KEY_TOK_TOKENS) >= 0
-                        ? tp_gguf_arr_n(g, tp_gguf_find_key(g, KEY_TOK_TOKENS))
-                        : 0;
-        /* special tokens sit at the end of the vocabulary: search from there */
-        for (int64_t i = TP_MIN(n, (int64_t)hp->n_vocab) - 1; i >= 0; i--) {
-            const char *s;
-            size_t len;
-            if (tp_gguf_get_arr_str(g, KEY_TOK_TOKENS, i, &s, &len) == TP_OK && str_equals(s, len, "<image>")) {
-                hp->image_token_id = (int)i;
-                break;
-            }
-        }
-    }
+    hp->bos_id = weights_token_id(g, KEY_TOK_BOS, hp->n_vocab, -1);
+    hp->eos_id = weights_token_id(g, KEY_TOK_EOS, hp->n_vocab, -1);
+    hp->pad_id = weights_token_id(g, KEY_TOK_PAD, hp->n_vocab, -1);
+    hp->image_token_id = weights_token_id(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab, -1);
+    if (hp->image_token_id < 0) hp->image_token_id = weights_find_token(g, "<image>", hp->n_vocab);
     return TP_OK;
 }
 

@@ -32,11 +32,6 @@ static tp_status fail(tp_error *err, const char *path, const char *msg) {
     return TP_ERR_FORMAT;
 }
 
-static int token_id_key(const tp_gguf *g, const char *key, int64_t n_vocab, int fallback) {
-    int64_t v;
-    return tp_gguf_get_i64(g, key, &v) == TP_OK && v >= 0 && v < n_vocab ? (int)v : fallback;
-}
-
 static tp_status read_hparams(const tp_gguf *g, const char *path, text_hparams *hp, tp_error *err) {
     memset(hp, 0, sizeof(*hp));
     hp->n_embd = (int)weights_tensor_ne(g, TN_TOKEN_EMBD, 0);
@@ -71,10 +66,10 @@ static tp_status read_hparams(const tp_gguf *g, const char *path, text_hparams *
     }
     if (2 * sum != hp->head_dim) return fail(err, path, "the M-RoPE sections do not cover the head");
     hp->n_pos_axes = 3;
-    hp->bos_id = token_id_key(g, KEY_TOK_BOS, hp->n_vocab, -1);
-    hp->eos_id = token_id_key(g, KEY_TOK_EOS, hp->n_vocab, -1);
-    hp->pad_id = token_id_key(g, KEY_TOK_PAD, hp->n_vocab, -1);
-    hp->image_token_id = token_id_key(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab, weights_find_token(g, "<|IMAGE_PLACEHOLDER|>", hp->n_vocab));
+    hp->bos_id = weights_token_id(g, KEY_TOK_BOS, hp->n_vocab, -1);
+    hp->eos_id = weights_token_id(g, KEY_TOK_EOS, hp->n_vocab, -1);
+    hp->pad_id = weights_token_id(g, KEY_TOK_PAD, hp->n_vocab, -1);
+    hp->image_token_id = weights_token_id(g, KEY_TP_IMAGE_TOKEN_ID, hp->n_vocab, weights_find_token(g, "<|IMAGE_PLACEHOLDER|>", hp->n_vocab));
     hp->expert_weights_scale = 1.0f;
     return TP_OK;
 }
