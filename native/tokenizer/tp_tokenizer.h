@@ -8,6 +8,7 @@
  *   unigram.c    SentencePiece Unigram: the best segmentation by score (Viterbi)
  *   added.c      whole-token matching of control / user-defined tokens
  *   vocab_load.c the tokenizer built from a GGUF's tokenizer.ggml.* keys
+ *   piece.c      a token's string as the bytes it stands for (also tp_text_token_bytes', models/text_vocab.c)
  *   tokenize.c   tp_tokenize and the accessors;  detokenize.c  bytes back, whole and streamed */
 #ifndef TP_TOKENIZER_H
 #define TP_TOKENIZER_H
@@ -42,6 +43,19 @@ int tpu_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp);
  * start of one character; *need receives that character's length (0: s[0] cannot start one). */
 int tpu_utf8_prefix(const uint8_t *s, size_t n, int *need);
 int tpu_utf8_encode(uint32_t cp, uint8_t out[4]);
+
+/* ---- piece.c ---- */
+#define TOK_BYTE_CPS (256 + 68)           /* the code points GPT-2's bytes_to_unicode maps bytes to */
+#define TOK_SPM_SPACE "\xE2\x96\x81" /* SentencePiece's "▁" */
+/* GPT-2's bytes_to_unicode: printable bytes map to their own code point, the other 68 to 256 + k in byte order. */
+uint32_t tok_byte_to_cp(int b);
+/* Its inverse: table[cp] = the byte, or -1. */
+void tok_cp_to_byte_table(int16_t table[TOK_BYTE_CPS]);
+/* The bytes token string s[0..n) of type `type` (TT_*) stands for, written at out (never more than n):
+ * control / user-defined tokens (and a SentencePiece vocabulary's unknown) as their text; in a SentencePiece
+ * vocabulary (spm) "▁" as a space, <0xXX> BYTE tokens as their byte, UNUSED tokens as nothing; otherwise
+ * byte-level symbols back to their bytes, other characters as they are. */
+size_t tok_piece_bytes(const char *s, size_t n, int type, bool spm, const int16_t *cp_to_byte, char *out);
 
 /* ---- hashmap.c ---- */
 /* String -> id over the tokenizer's token strings (the first id of each string). */

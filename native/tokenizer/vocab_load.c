@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SPM_SPACE "\xE2\x96\x81" /* "▁" */
 
 void tp_tokenizer_free(tp_tokenizer *t) {
     if (!t) return;
@@ -32,59 +31,11 @@ void tp_tokenizer_free(tp_tokenizer *t) {
     free(t);
 }
 
-/* GPT-2's bytes_to_unicode: printable bytes map to their own code point, the other 68 to 256 + k in byte order. */
-static uint32_t byte_to_cp(int b) {
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
-    int k = 0;
-    for (int x = 0; x < b; x++)
-        if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF))) k++;
-    return 256u + (uint32_t)k;
-}
-
-static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* The bytes token `id` stands for, appended at out (room: its string's length). */
 static size_t piece_bytes(const tp_tokenizer *t, int32_t id, const int16_t *cp_to_byte, char *out) {
     size_t n;
     const char *s = tok_str(t, id, &n);
-    const int ty = t->type[id];
-    if (ty == TT_CONTROL || ty == TT_USER_DEFINED || (t->kind == TOK_KIND_SPM && ty == TT_UNKNOWN)) {
-        memcpy(out, s, n);
-        return n;
-    }
-    size_t o = 0;
-    if (t->kind == TOK_KIND_SPM) {
-        if (ty == TT_BYTE && n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' && hexval(s[3]) >= 0 &&
-            hexval(s[4]) >= 0) {
-            out[0] = (char)(hexval(s[3]) * 16 + hexval(s[4]));
-            return 1;
-        }
-        if (ty == TT_UNUSED) return 0;
-        for (size_t i = 0; i < n;) {
-            if (i + 3 <= n && memcmp(s + i, SPM_SPACE, 3) == 0) {
-                out[o++] = ' ';
-                i += 3;
-            } else {
-                out[o++] = s[i++];
-            }
-        }
-        return o;
-    }
-    for (size_t i = 0; i < n;) { /* byte-level symbols back to bytes; other characters as they are */
-        uint32_t cp;
-        int l = tpu_utf8_decode((const uint8_t *)s + i, n - i, &cp);
-        if (l > 0 && cp < 256 + 68 && cp_to_byte[cp] >= 0) {
-            out[o++] = (char)cp_to_byte[cp];
-        } else {
-            if (l <= 0) l = 1;
-            memcpy(out + o, s + i, (size_t)l);
-            o += (size_t)l;
-        }
-        i += (size_t)l;
-    }
-    return o;
+    return tok_piece_bytes(s, n, t->type[id], t->kind == TOK_KIND_SPM, cp_to_byte, out);
 }
 
 static tp_status load_strings(tp_tokenizer *t, const tp_gguf *g, const char *path, tp_error *err) {
@@ -138,9 +89,8 @@ static tp_status load_strings(tp_tokenizer *t, const tp_gguf *g, const char *pat
 }
 
 static void set_flags_and_pieces(tp_tokenizer *t) {
-    int16_t cp_to_byte[256 + 68];
-    for (int i = 0; i < 256 + 68; i++) cp_to_byte[i] = -1;
-    for (int b = 0; b < 256; b++) cp_to_byte[byte_to_cp(b)] = (int16_t)b;
+    int16_t cp_to_byte[TOK_BYTE_CPS];
+    tok_cp_to_byte_table(cp_to_byte);
     size_t pos = 0;
     for (int32_t i = 0; i < t->n; i++) {
         t->piece_off[i] = (int64_t)pos;
@@ -159,7 +109,7 @@ static void set_flags_and_pieces(tp_tokenizer *t) {
 static tp_status load_byte_bpe(tp_tokenizer *t, const tp_gguf *g, const char *path, tp_error *err) {
     for (int b = 0; b < 256; b++) {
         uint8_t u[4];
-        const int l = tpu_utf8_encode(byte_to_cp(b), u);
+        const int l = tpu_utf8_encode(tok_byte_to_cp(b), u);
         t->byte_sym[b] = tok_strmap_get(t, u, (size_t)l);
     }
     const int64_t mk = tp_gguf_find_key(g, KEY_TOK_MERGES);
