@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import signal
 import socket
 import subprocess
@@ -31,12 +32,14 @@ def free_port() -> int:
 class Server:
     """``tilepass-server`` (python -m encoder.server.cli) with the given options; ``url`` its /v1 base."""
 
-    def __init__(self, *args: object, text: Path = TEXT, vision: Path = VISION, startup_s: float = 60.0) -> None:
+    def __init__(self, *args: object, text: Path = TEXT, vision: Path = VISION, startup_s: float = 60.0,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self._err = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would stop the server
         cmd = [sys.executable, "-m", "encoder.server.cli", "-m", str(text), "--mmproj", str(vision),
                "--port", str(self.port), "--log-level", "warning", *(str(a) for a in args)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._err, text=True)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._err, text=True,
+                                     env=None if env is None else {**os.environ, **env})
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
         end = time.monotonic() + startup_s

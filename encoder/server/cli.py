@@ -91,9 +91,22 @@ def load_engine(args: argparse.Namespace, threads: int) -> Engine:
     pipe = load_pipeline(args, threads, text_cancel, vision_model=vision)
     try:
         return Engine(pipe, text_cancel, vision_cancel, n_slots=args.parallel, max_queue=args.queue_size,
-                      images_per_pass=args.images_per_pass)
+                      images_per_pass=args.images_per_pass, vision_hold_s=_test_vision_hold())
     except (ValueError, TilepassError) as e:
         raise CliError(f"{args.model}: {e}") from None
+
+
+def _test_vision_hold() -> float:
+    """TILEPASS_TEST_HOLD_VISION_S, a test hook: seconds a vision pass waits for its jobs to be cancelled before it
+    encodes (tests/test_server.py cancels a pass in flight with it); unset or 0 in normal use."""
+    raw = os.environ.get("TILEPASS_TEST_HOLD_VISION_S", "0")
+    try:
+        hold = float(raw)
+    except ValueError:
+        raise CliError(f"TILEPASS_TEST_HOLD_VISION_S={raw!r}: not a number of seconds") from None
+    if not 0 <= hold <= 60:
+        raise CliError(f"TILEPASS_TEST_HOLD_VISION_S={raw!r}: between 0 and 60 seconds")
+    return hold
 
 
 def _defaults(args: argparse.Namespace, engine: Engine) -> Defaults:

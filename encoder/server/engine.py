@@ -150,8 +150,12 @@ class VisionBatcher:
     so requests that arrive together share a pass."""
 
     def __init__(self, pipe: OcrPipeline, cancel: CancelPipe, max_images: int, gather_s: float = 0.05,
-                 on_pass: Callable[[int, float], None] | None = None) -> None:
+                 on_pass: Callable[[int, float], None] | None = None, hold_s: float = 0.0) -> None:
         self.pipe = pipe
+        # Test hook (TILEPASS_TEST_HOLD_VISION_S, read by the server CLI): a pass waits up to hold_s for all of its
+        # jobs to be cancelled before it encodes, so a test can cancel a pass in flight whatever the encoder's
+        # speed; the encode then starts with the cancel pipe tripped and stops through the library's abort poll.
+        self.hold_s = hold_s
         self.cancel = cancel
         self.max_images = max(1, max_images)
         self.gather_s = gather_s
@@ -227,6 +231,10 @@ class VisionBatcher:
 
     def _run(self, batch: list[_VisionItem]) -> None:
         pages = [p for it in batch for p in it.prepared]
+        if self.hold_s > 0:
+            end = time.monotonic() + self.hold_s
+            while not all(it.job.cancelled for it in batch) and time.monotonic() < end:
+                time.sleep(0.01)
         t0 = time.perf_counter()
         try:
             embs, secs = self.pipe.encode(pages)
@@ -536,7 +544,7 @@ class Engine:
     with (stops a cancelled job's prefill), vision_cancel the vision encoder's."""
 
     def __init__(self, pipe: OcrPipeline, text_cancel: CancelPipe, vision_cancel: CancelPipe, n_slots: int,
-                 max_queue: int, images_per_pass: int) -> None:
+                 max_queue: int, images_per_pass: int, vision_hold_s: float = 0.0) -> None:
         if n_slots < 1:
             raise ValueError(f"at least one slot (got {n_slots})")
         if n_slots > 1 and not pipe.can_batch:
@@ -549,7 +557,8 @@ class Engine:
         self._closing = False
         self._closed = False
         self._jobs: set[Job] = set()
-        self.vision = VisionBatcher(pipe, vision_cancel, images_per_pass, on_pass=self._count_pass)
+        self.vision = VisionBatcher(pipe, vision_cancel, images_per_pass, on_pass=self._count_pass,
+                                    hold_s=vision_hold_s)
         self.decoder = Decoder(self, pipe, text_cancel, n_slots)
         self.slots = [_Slot(self, i) for i in range(n_slots)]
         self.decoder.thread.start()
