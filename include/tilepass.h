@@ -315,10 +315,10 @@ tp_status tp_tensor_get_f32(const tp_tensor *t, float *dst, int64_t n);
 tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b);
 
 /* Activation applied by tp_linear after the bias. */
-typedef enum tp_act { TP_ACT_NONE = 0, TP_ACT_GELU = 1, TP_ACT_QUICK_GELU = 2 } tp_act;
+typedef enum tp_act { TP_ACT_NONE = 0, TP_ACT_GELU = 1, TP_ACT_QUICK_GELU = 2, TP_ACT_GELU_TANH = 3 } tp_act;
 
 /* act(tp_mul_mat(a, b) + bias): bias F32 [M] (NULL: none) added to every output row, then act element-wise
- * (TP_ACT_GELU = tp_gelu, TP_ACT_QUICK_GELU = tp_quick_gelu). The same numbers as those three ops; one op so
+ * (TP_ACT_GELU = tp_gelu, TP_ACT_QUICK_GELU = tp_quick_gelu, TP_ACT_GELU_TANH = tp_gelu_tanh). The same numbers as those ops; one op so
  * that the int8 GEMM applies bias and activation to each output tile while it is in cache, instead of two
  * more passes over the whole result. */
 tp_tensor *tp_linear(tp_context *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *bias, tp_act act);

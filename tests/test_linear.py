@@ -13,7 +13,7 @@ from encoder.native import ffi, lib
 F32, F16, Q4_0, Q8_0, Q4_K, BF16 = 0, 1, 2, 8, 12, 30
 PATHS = list(range(int(lib.tp_cpu_best_path()) + 1))
 PATH_IDS = [ffi.string(lib.tp_cpu_path_name(p)).decode() for p in PATHS]
-ACTS = {"none": 0, "gelu": 1, "quick_gelu": 2}
+ACTS = {"none": 0, "gelu": 1, "quick_gelu": 2, "gelu_tanh": 3}
 
 
 def both(path, pool, w, x, bias, act, wtype):
@@ -29,6 +29,8 @@ def both(path, pool, w, x, bias, act, wtype):
         ref = lib.tp_gelu(ctx.ptr, ref)
     elif act == 2:
         ref = lib.tp_quick_gelu(ctx.ptr, ref)
+    elif act == 3:
+        ref = lib.tp_gelu_tanh(ctx.ptr, ref)
     if fused == ffi.NULL or ref == ffi.NULL:
         ctx.check()
     ctx.compute([fused, ref], pool)

@@ -1,4 +1,4 @@
-/* tp_act_rows.h - the row loops of gelu (erf), quick_gelu and silu, shared by the portable build
+/* tp_act_rows.h - the row loops of gelu (erf and tanh forms), quick_gelu and silu, shared by the portable build
  * (ops_elementwise.c) and the per-ISA files (act_avx2.c, act_avx512.c), which compile the same code
  * with wider vectors and fused multiply-adds. A file including it defines TP_ACT_MADD(a, b, c)
  * (a·b + c) first: plain arithmetic in portable code (fmaf would be a libm call there), fmaf where
@@ -50,13 +50,24 @@ static inline float exp_nonpos(float x) {
     return u2f(f2u(e * scale) & ~under);
 }
 
-/* x·σ(k·x), with exp taken of -|k·x| only (no overflow). */
+/* x·σ(v) for a v of x's sign, with exp taken of -|v| only (no overflow): e/(1 + e) for v < 0, 1/(1 + e)
+ * otherwise, so the negative tail keeps its relative accuracy (no 1 - σ cancellation). */
+static inline float x_sigmoid(float x, float v) {
+    float e = exp_nonpos(-fabsf(v));
+    return x * (sel(sign_mask(v), e, 1.0f) / (1.0f + e));
+}
+
+/* x·σ(k·x): quick_gelu (k = 1.702) and silu (k = 1). */
 static inline void tp_act_sigmoid_mul_row(float *y, int64_t n, float k) {
+    for (int64_t i = 0; i < n; i++) y[i] = x_sigmoid(y[i], k * y[i]);
+}
+
+/* gelu with the tanh approximation, 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³), computed as the
+ * identical x·σ(2u): no tanh call, and no cancellation of 1 + tanh(u) in the negative tail. */
+static inline void tp_act_gelu_tanh_row(float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float x = y[i];
-        float e = exp_nonpos(-fabsf(k * x));
-        float num = sel(sign_mask(x), e, 1.0f);
-        y[i] = x * (num / (1.0f + e));
+        y[i] = x_sigmoid(x, 1.5957691216057308f * TP_ACT_MADD(0.044715f * x * x, x, x));
     }
 }
 
@@ -82,8 +93,10 @@ static inline void tp_act_gelu_row(float *y, int64_t n) {
 
 /* The per-ISA copies (called only where p->path allows). */
 void tp_act_gelu_row_avx512(float *y, int64_t n);
+void tp_act_gelu_tanh_row_avx512(float *y, int64_t n);
 void tp_act_sigmoid_mul_row_avx512(float *y, int64_t n, float k);
 void tp_act_gelu_row_avx2(float *y, int64_t n);
+void tp_act_gelu_tanh_row_avx2(float *y, int64_t n);
 void tp_act_sigmoid_mul_row_avx2(float *y, int64_t n, float k);
 
 #endif

@@ -16,7 +16,7 @@ void tp_kernel_scale(const tp_compute_params *p, tp_tensor *dst);
 void tp_kernel_gelu(const tp_compute_params *p, tp_tensor *dst);
 /* gelu (erf) / quick_gelu / silu in place over n floats, on the given path (ops_elementwise.c; also
  * tp_linear's epilogue) */
-typedef enum { TP_ACT_ROW_GELU, TP_ACT_ROW_QUICK_GELU, TP_ACT_ROW_SILU } tp_act_row_kind;
+typedef enum { TP_ACT_ROW_GELU, TP_ACT_ROW_GELU_TANH, TP_ACT_ROW_QUICK_GELU, TP_ACT_ROW_SILU } tp_act_row_kind;
 void tp_act_row(tp_act_row_kind act, float *y, int64_t n, tp_cpu_path path);
 void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst);
 void tp_kernel_quick_gelu(const tp_compute_params *p, tp_tensor *dst);

@@ -102,10 +102,6 @@ tp_tensor *tp_sigmoid(tp_context *ctx, tp_tensor *a) { return unary_op(ctx, "tp_
 typedef float (*unary_fn)(float x, float param);
 
 static float f_scale(float x, float s) { return x * s; }
-static float f_gelu_tanh(float x, float u) {
-    TP_UNUSED(u);
-    return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-}
 
 /* σ(x) with exp taken of −|x| only (no overflow): e/(1 + e) for x < 0, 1/(1 + e) otherwise. */
 static float f_sigmoid(float x, float u) {
@@ -130,10 +126,9 @@ static void unary_kernel(const tp_compute_params *p, tp_tensor *dst, unary_fn fn
 }
 
 void tp_kernel_scale(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_scale); }
-void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_gelu_tanh); }
 void tp_kernel_sigmoid(const tp_compute_params *p, tp_tensor *dst) { unary_kernel(p, dst, f_sigmoid); }
 
-/* ---- gelu (erf), quick_gelu, silu: row loops in tp_act_rows.h ---- */
+/* ---- gelu (erf and tanh forms), quick_gelu, silu: row loops in tp_act_rows.h ---- */
 #define TP_ACT_MADD(a, b, c) ((a) * (b) + (c))
 #include "tp_act_rows.h"
 
@@ -141,12 +136,16 @@ void tp_act_row(tp_act_row_kind act, float *y, int64_t n, tp_cpu_path path) {
     const float k = act == TP_ACT_ROW_SILU ? 1.0f : 1.702f; /* x·σ(k·x) */
     if (path == TP_CPU_AVX512) {
         if (act == TP_ACT_ROW_GELU) tp_act_gelu_row_avx512(y, n);
+        else if (act == TP_ACT_ROW_GELU_TANH) tp_act_gelu_tanh_row_avx512(y, n);
         else tp_act_sigmoid_mul_row_avx512(y, n, k);
     } else if (path == TP_CPU_AVX2) {
         if (act == TP_ACT_ROW_GELU) tp_act_gelu_row_avx2(y, n);
+        else if (act == TP_ACT_ROW_GELU_TANH) tp_act_gelu_tanh_row_avx2(y, n);
         else tp_act_sigmoid_mul_row_avx2(y, n, k);
     } else if (act == TP_ACT_ROW_GELU) {
         tp_act_gelu_row(y, n);
+    } else if (act == TP_ACT_ROW_GELU_TANH) {
+        tp_act_gelu_tanh_row(y, n);
     } else {
         tp_act_sigmoid_mul_row(y, n, k);
     }
@@ -169,5 +168,6 @@ static void act_kernel(const tp_compute_params *p, tp_tensor *dst, tp_act_row_ki
 }
 
 void tp_kernel_gelu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_GELU); }
+void tp_kernel_gelu_tanh(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_GELU_TANH); }
 void tp_kernel_quick_gelu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_QUICK_GELU); }
 void tp_kernel_silu(const tp_compute_params *p, tp_tensor *dst) { act_kernel(p, dst, TP_ACT_ROW_SILU); }

@@ -186,7 +186,7 @@ tp_tensor *tp_mul_mat(tp_context *ctx, tp_tensor *a, tp_tensor *b) {
 
 tp_tensor *tp_linear(tp_context *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *bias, tp_act act) {
     if (bias && !TP_CHECK_INPUTS(ctx, "tp_linear", bias)) return NULL;
-    if ((int)act < TP_ACT_NONE || (int)act > TP_ACT_QUICK_GELU) {
+    if ((int)act < TP_ACT_NONE || (int)act > TP_ACT_GELU_TANH) {
         tp_ctx_set_error(ctx, TP_ERR_INVALID_ARGUMENT, "tp_linear: unknown activation %d", (int)act);
         return NULL;
     }
@@ -211,6 +211,7 @@ void tp_mm_epilogue_row(const tp_mm_epilogue *ep, float *out, int64_t m0, int64_
         for (int64_t i = 0; i < n; i++) out[i] = out[i] + ep->bias[m0 + i]; /* as tp_add */
     if (ep->act == TP_ACT_GELU) tp_act_row(TP_ACT_ROW_GELU, out, n, ep->path); /* as tp_gelu */
     else if (ep->act == TP_ACT_QUICK_GELU) tp_act_row(TP_ACT_ROW_QUICK_GELU, out, n, ep->path);
+    else if (ep->act == TP_ACT_GELU_TANH) tp_act_row(TP_ACT_ROW_GELU_TANH, out, n, ep->path); /* as tp_gelu_tanh */
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -62,8 +62,7 @@ tp_tensor *vit_layer_build(tp_context *ctx, tp_tensor *x, const vit_layer *l, co
     tp_tensor *attn = gu_linear(ctx, tp_reshape(ctx, o, x->n_dims, xne), l->out_w, l->out_b);
     x = tp_add(ctx, x, attn);
     h = tp_layer_norm(ctx, x, l->ln2_w, l->ln2_b, p->eps);
-    h = p->act == VIT_QUICK_GELU ? tp_linear(ctx, l->fc1_w, h, l->fc1_b, TP_ACT_QUICK_GELU)
-                                 : tp_gelu_tanh(ctx, gu_linear(ctx, h, l->fc1_w, l->fc1_b));
+    h = tp_linear(ctx, l->fc1_w, h, l->fc1_b, p->act == VIT_QUICK_GELU ? TP_ACT_QUICK_GELU : TP_ACT_GELU_TANH);
     return tp_add(ctx, x, gu_linear(ctx, h, l->fc2_w, l->fc2_b));
 }
 
