@@ -400,7 +400,7 @@ def _mutate(rng: random.Random, t: str) -> str:
     alphabet = ["{", "}", "%", "#", "-", "+", "{{", "}}", "{%", "%}", "{#", "#}", "'", '"', "\\", " ", "\n", "\r",
                 "(", ")", "[", "]", ".", "|", "~", "=", "not ", " in ", " is ", "if", "endif", "for", "endfor",
                 "else", "elif", "set", "loop", "0", "-1", "\u3000", "é", "\x00", "trim", "length", "defined"]
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
         op = rng.randrange(5)
         i = rng.randrange(len(t) + 1)
         if op == 0:
@@ -428,7 +428,7 @@ def test_fuzz() -> None:
         status, got = c_render(template, conv)
         assert status in counts, (template, got)
         counts[status] += 1
-        if status == TP_OK and k % 3 == 0:  # a differential check on a third of them (jinja2 is the slow part)
+        if status == TP_OK:  # whenever both render: the same text
             try:
                 expected = hf_render(template, conv)
             except Exception:
@@ -438,7 +438,7 @@ def test_fuzz() -> None:
         elif status != TP_OK:
             assert re.search(r"line \d+:\d+: ", got), got
     print(counts, compared)
-    assert counts[TP_OK] > 300 and counts[TP_ERR_FORMAT] > 300 and compared > 100, (counts, compared)
+    assert counts[TP_OK] > 500 and counts[TP_ERR_FORMAT] > 500 and compared > 500, (counts, compared)
     for n in range(0, len(TEMPLATE.encode()) + 1, 7):  # every truncation (bytes: also mid-character)
         status, _ = c_render(TEMPLATE.encode()[:n], conv)
         assert status in counts

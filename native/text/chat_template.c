@@ -168,6 +168,15 @@ static size_t rstrip(const char *s, size_t start, size_t end)
     return end;
 }
 
+/* At most 40 bytes of s[0..n) for a message, not cutting a UTF-8 character. */
+static int clip(const char *s, size_t n)
+{
+    if (n <= 40) return (int)n;
+    n = 40;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--;
+    return (int)n;
+}
+
 static bool is_alpha(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_'; }
 static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 static bool eq(const char *s, size_t n, const char *lit) { return strlen(lit) == n && memcmp(s, lit, n) == 0; }
@@ -226,8 +235,8 @@ static bool lex_string(ct *c, size_t *pi)
         const char *m = e ? strchr(simple, e) : NULL;
         if (m && (m - simple) % 2 == 0) { d[n++] = m[1]; continue; }
         if (e == '\n') continue;
-        if (e == 'N' || (unsigned char)e >= 0x80)
-            return lex_error(c, TP_ERR_UNSUPPORTED, k - 1, "escape sequence '\\%c' in a string", e);
+        if ((unsigned char)e >= 0x80) return lex_error(c, TP_ERR_UNSUPPORTED, k - 1, "escape sequence of a non-ASCII character");
+        if (e == 'N') return lex_error(c, TP_ERR_UNSUPPORTED, k - 1, "escape sequence '\\N' in a string");
         int nd = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : (e >= '0' && e <= '7') ? 3 : 0;
         if (!nd) { d[n++] = '\\', d[n++] = e; continue; }
         uint32_t cp = 0;
@@ -359,6 +368,7 @@ static void lex(ct *c)
         if (kind == '#') {
             size_t j = q;
             while (j + 1 < n && !(s[j] == '#' && s[j + 1] == '}')) j++;
+            if (j + 1 >= n && q >= n) break; /* "{#" ending the template: jinja2's lexer just stops */
             if (j + 1 >= n) {
                 lex_error(c, TP_ERR_FORMAT, t, "comment not closed (#})");
                 return;
@@ -409,7 +419,7 @@ static bool fail_at(ct *c, const tok *t, tp_status st, const char *what)
     if (t->k == T_EOF) return fail(c, TP_ERR_FORMAT, t->off, "unexpected end of template (%s)", what);
     if (t->k == T_END) return fail(c, st, t->off, "%s, found the end of the tag", what);
     if (!t->s || t->k == T_TEXT) return fail(c, st, t->off, "%s, found a new tag", what);
-    return fail(c, st, t->off, "%s, found '%.*s'", what, (int)(t->n > 40 ? 40 : t->n), t->s);
+    return fail(c, st, t->off, "%s, found '%.*s'", what, clip(t->s, t->n), t->s);
 }
 
 static node *mk(ct *c, nkind k, size_t off, node *a, node *b)
@@ -495,7 +505,8 @@ static node *parse_postfix(ct *c, node *x, bool with_filter)
         } else if (!filtered && is_op(t, "[")) {
             next(c);
             if (is_op(peek(c), ":")) return fail(c, TP_ERR_UNSUPPORTED, t->off, "slice"), NULL;
-            node *k = parse_expr(c);
+            /* x[] is x[()] in jinja2: a key none of our values has, as none */
+            node *k = is_op(peek(c), "]") ? mk(c, E_NONE, t->off, NULL, NULL) : parse_expr(c);
             if (!k) return NULL;
             if (is_op(peek(c), ":") || is_op(peek(c), ",")) return fail(c, TP_ERR_UNSUPPORTED, t->off, "slice or tuple subscript"), NULL;
             if (!is_op(peek(c), "]")) return fail_at(c, peek(c), TP_ERR_FORMAT, "expected ']'"), NULL;
@@ -510,7 +521,7 @@ static node *parse_postfix(ct *c, node *x, bool with_filter)
             int f = -1;
             for (int k = 0; k < 2; k++)
                 if (eq(u->s, u->n, filters[k])) f = k;
-            if (f < 0) return fail(c, TP_ERR_UNSUPPORTED, u->off, "filter '%.*s'", (int)(u->n > 40 ? 40 : u->n), u->s), NULL;
+            if (f < 0) return fail(c, TP_ERR_UNSUPPORTED, u->off, "filter '%.*s'", clip(u->s, u->n), u->s), NULL;
             if (is_op(peek(c), "(")) return fail(c, TP_ERR_UNSUPPORTED, peek(c)->off, "filter arguments"), NULL;
             if (!(x = mk(c, E_FILTER, u->off, x, NULL))) return NULL;
             x->op = f, filtered = true;
@@ -523,7 +534,7 @@ static node *parse_postfix(ct *c, node *x, bool with_filter)
             int f = -1;
             for (int k = 0; k < 5; k++)
                 if (eq(u->s, u->n, tests[k])) f = k;
-            if (f < 0) return fail(c, TP_ERR_UNSUPPORTED, u->off, "test '%.*s'", (int)(u->n > 40 ? 40 : u->n), u->s), NULL;
+            if (f < 0) return fail(c, TP_ERR_UNSUPPORTED, u->off, "test '%.*s'", clip(u->s, u->n), u->s), NULL;
             tok *a = peek(c);
             if (is_op(a, "(") || is_op(a, "[") || is_op(a, "{") || a->k == T_STR || a->k == T_INT ||
                 (a->k == T_NAME && !is_name(a, "else") && !is_name(a, "or") && !is_name(a, "and")))
@@ -546,7 +557,7 @@ static node *parse_unary(ct *c, bool with_filter)
     if (is_op(t, "-") || is_op(t, "+")) {
         next(c);
         x = parse_unary(c, false);
-        if (x && t->s[0] == '-') x = mk(c, E_NEG, t->off, x, NULL);
+        if (x && (x = mk(c, E_NEG, t->off, x, NULL))) x->i = t->s[0] == '+'; /* i: unary plus */
     } else {
         x = parse_primary(c);
     }
@@ -677,7 +688,7 @@ static node *parse_stmt_block(ct *c, tok *open)
                                         "with", "autoescape", "raw", "break", "continue", "do", "generation", "trans"};
     for (size_t k = 0; k < sizeof known / sizeof *known; k++)
         if (is_name(t, known[k])) return fail(c, TP_ERR_UNSUPPORTED, t->off, "'%s' statement", known[k]), NULL;
-    return fail(c, TP_ERR_FORMAT, t->off, "unexpected tag '%.*s'", (int)(t->n > 40 ? 40 : t->n), t->s), NULL;
+    return fail(c, TP_ERR_FORMAT, t->off, "unexpected tag '%.*s'", clip(t->s, t->n), t->s), NULL;
 }
 
 static node *parse_body(ct *c, const char *ends, size_t open, tok **which, bool *ok)
@@ -897,7 +908,7 @@ static bool get_item(ct *c, value o, value key, size_t off, value *r)
     for (size_t m = 0; m < sizeof methods / sizeof *methods; m++)
         if ((o.k == V_MSGS || o.k == V_MSG || o.k == V_PARTS || o.k == V_PART) && eq(k, n, methods[m]))
             return fail(c, TP_ERR_UNSUPPORTED, off, "method '%s' of a %s", methods[m], kind_name(o.k));
-    if (o.k == V_STR) return fail(c, TP_ERR_UNSUPPORTED, off, "attribute '%.*s' of a string", (int)(n > 40 ? 40 : n), k);
+    if (o.k == V_STR) return fail(c, TP_ERR_UNSUPPORTED, off, "attribute '%.*s' of a string", clip(k, n), k);
     if (o.k == V_MSG && eq(k, n, "role")) *r = str_v(c->msgs[o.m].role, strlen(c->msgs[o.m].role));
     else if (o.k == V_MSG && eq(k, n, "content")) r->k = V_PARTS, r->m = o.m;
     else if (o.k == V_PART && eq(k, n, "type"))
@@ -909,7 +920,9 @@ static bool get_item(ct *c, value o, value key, size_t off, value *r)
         int64_t vals[] = {o.i, o.i + 1, (int64_t)o.n - o.i - 1, (int64_t)o.n - o.i, o.i == 0, o.i + 1 == (int64_t)o.n, (int64_t)o.n};
         for (int a = 0; a < 7; a++)
             if (eq(k, n, attrs[a])) return *r = a == 4 || a == 5 ? bool_v(vals[a] != 0) : int_v(vals[a]), true;
-        return fail(c, TP_ERR_UNSUPPORTED, off, "loop.%.*s", (int)(n > 40 ? 40 : n), k);
+        static const char *const refused[] = {"cycle", "depth", "depth0", "previtem", "nextitem", "changed"};
+        for (int a = 0; a < 6; a++)
+            if (eq(k, n, refused[a])) return fail(c, TP_ERR_UNSUPPORTED, off, "loop.%s", refused[a]);
     }
     return true;
 }
@@ -995,8 +1008,8 @@ static bool eval(ct *c, const node *x, value *r)
     case E_NEG:
         if (!eval(c, x->a, &a)) return false;
         if ((a.k != V_INT && a.k != V_BOOL) || a.i == INT64_MIN)
-            return fail(c, a.k == V_INT ? TP_ERR_UNSUPPORTED : TP_ERR_FORMAT, x->off, "unary '-' on a %s", kind_name(a.k));
-        return *r = int_v(-a.i), true;
+            return fail(c, a.k == V_INT ? TP_ERR_UNSUPPORTED : TP_ERR_FORMAT, x->off, "unary '%c' on a %s", x->i ? '+' : '-', kind_name(a.k));
+        return *r = int_v(x->i ? a.i : -a.i), true;
     case E_TEST: {
         if (!eval(c, x->a, &a)) return false;
         int t = x->op & 15;
