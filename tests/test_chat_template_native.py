@@ -27,6 +27,8 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from encoder.native import ffi, lib
 
+pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")  # jinja2 on "\\d"
+
 FIXTURE = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "llamacpp-tiny-paddleocr-vl" / "text-f16.gguf"
 TP_OK, TP_ERR_FORMAT, TP_ERR_UNSUPPORTED = 0, 6, 7
 
