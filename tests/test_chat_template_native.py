@@ -261,6 +261,7 @@ EXPRESSIONS = [
     "{% for ch in 'aé中' %}{{ loop.index0 }}{{ ch }}{% endfor %}{% for x in u %}x{% else %}empty{% endfor %}",
     "{% for m in messages %}{% if m.role == 'user' %}{% for p in m.content if false %}{% endfor %}{% endif %}{% endfor %}",
     "{{ add_generation_prompt }}{{ bos_token }}{{ eos_token }}{{ eos_token is defined }}",
+    "{{ none[-9223372036854775807 - 1] is defined }}{{ 'abc'[-9223372036854775807 - 1] is defined }}{{ messages[] is defined }}",
 ]
 
 
@@ -306,6 +307,7 @@ UNSUPPORTED = [
     ("{{ 99999999999999999999 }}", "beyond 64 bits", "1:4"),
     ("{% include 'x' %}", "'include' statement", "1:4"),
     ("{{ (1, 2) }}", "tuple", "1:6"),
+    ("{{ 9223372036854775807 + 1 }}", "integer beyond 64 bits", "1:24"),
 ]
 
 

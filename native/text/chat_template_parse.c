@@ -189,7 +189,7 @@ static bool lex_number(ct *c, size_t *pi)
     bool big = false;
     for (; j < c->len && (is_digit(s[j]) || (s[j] == '_' && j + 1 < c->len && is_digit(s[j + 1]) && j > i)); j++) {
         if (s[j] == '_') continue;
-        if (v > (INT64_MAX - 9) / 10) big = true;
+        if (v > (INT64_MAX - (s[j] - '0')) / 10) big = true;
         else v = v * 10 + (s[j] - '0');
     }
     size_t e = j + 1 < c->len && (s[j + 1] == '+' || s[j + 1] == '-') ? j + 2 : j + 1;
