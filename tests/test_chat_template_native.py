@@ -261,6 +261,7 @@ EXPRESSIONS = [
     "{% for ch in 'aé中' %}{{ loop.index0 }}{{ ch }}{% endfor %}{% for x in u %}x{% else %}empty{% endfor %}",
     "{% for m in messages %}{% if m.role == 'user' %}{% for p in m.content if false %}{% endfor %}{% endif %}{% endfor %}",
     "{{ add_generation_prompt }}{{ bos_token }}{{ eos_token }}{{ eos_token is defined }}",
+    "{% set loop = 'top' %}{{ loop }}{% for m in messages %}{{ loop.index }}{% endfor %}{{ loop }}",
     "{{ none[-9223372036854775807 - 1] is defined }}{{ 'abc'[-9223372036854775807 - 1] is defined }}{{ messages[] is defined }}",
 ]
 
@@ -340,6 +341,8 @@ FORMAT = [
     ("{{ 007 }}", "leading zero", "1:4"),
     ("{% set x 1 %}", "expected '='", "1:10"),
     ("{{ a. }}", "expected an attribute name", "1:7"),
+    ("{% for x in messages %}{% if true %}{% set loop = 1 %}{% endif %}{% endfor %}", "assignment to 'loop'", "1:44"),
+    ("{% for loop in messages %}{% endfor %}", "'loop' as a for loop's target", "1:8"),
 ]
 
 

@@ -60,6 +60,7 @@ typedef struct ct {
     size_t lex_off;
     char lex_msg[160];
     int depth;
+    int in_for;                /* parsing the body or else of that many for loops */
     const tp_chat_message *msgs;
     int n_msgs;
     var vars[CHAT_TEMPLATE_MAX_VARS];

@@ -37,7 +37,7 @@ bool ct_fail(ct *c, tp_status st, size_t off, const char *fmt, ...)
 
 void *ct_alloc(ct *c, size_t n, size_t off)
 {
-    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    if (n <= MAX_ARENA) n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     if (n > MAX_ARENA || c->arena_bytes > MAX_ARENA - n) {
         ct_fail(c, TP_ERR_UNSUPPORTED, off, "the template needs more than %u bytes of memory", MAX_ARENA);
         return NULL;
@@ -545,6 +545,7 @@ static node *parse_stmt_block(ct *c, tok *open)
         if (is_op(u, ",") || is_op(u, ".") || u->k == T_END)
             return ct_fail(c, TP_ERR_UNSUPPORTED, u->off, "%s", u->k == T_END ? "block set" : "set of a tuple or an attribute"), NULL;
         if (!is_op(u, "=")) return fail_at(c, u, TP_ERR_FORMAT, "expected '='"), NULL;
+        if (c->in_for && is_name(name, "loop")) return ct_fail(c, TP_ERR_FORMAT, name->off, "assignment to 'loop' in a for loop"), NULL;
         next(c);
         node *v = parse_expr(c);
         if (!v || !expect_end(c) || !(x = mk(c, N_SET, t->off, v, NULL))) return NULL;
@@ -572,6 +573,7 @@ static node *parse_stmt_block(ct *c, tok *open)
         tok *target = next(c), *w;
         if (target->k != T_NAME) return fail_at(c, target, TP_ERR_FORMAT, "expected a name after 'for'"), NULL;
         if (is_op(peek(c), ",")) return ct_fail(c, TP_ERR_UNSUPPORTED, peek(c)->off, "tuple loop target"), NULL;
+        if (is_name(target, "loop")) return ct_fail(c, TP_ERR_FORMAT, target->off, "'loop' as a for loop's target"), NULL;
         tok *in = next(c);
         if (!is_name(in, "in")) return fail_at(c, in, TP_ERR_FORMAT, "expected 'in'"), NULL;
         node *iter = parse_level(c, 0);
@@ -579,6 +581,7 @@ static node *parse_stmt_block(ct *c, tok *open)
         if (is_name(peek(c), "if") || is_name(peek(c), "recursive"))
             return ct_fail(c, TP_ERR_UNSUPPORTED, peek(c)->off, "loop '%.*s'", (int)peek(c)->n, peek(c)->s), NULL;
         if (!expect_end(c)) return NULL;
+        c->in_for++;
         node *body = parse_body(c, "else|endfor|", open->off, &w, &ok);
         if (!ok || !(x = mk(c, N_FOR, t->off, iter, NULL))) return NULL;
         x->b = body, x->s = target->s, x->n = target->n;
@@ -587,6 +590,7 @@ static node *parse_stmt_block(ct *c, tok *open)
             x->c = parse_body(c, "endfor|", open->off, &w, &ok);
             if (!ok) return NULL;
         }
+        c->in_for--;
         return expect_end(c) ? x : NULL;
     }
     static const char *const known[] = {"macro", "call", "filter", "include", "import", "from", "extends", "block",
