@@ -6,7 +6,8 @@ ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks and loopcontrols, 
   several images), system and assistant turns, add_generation_prompt both ways, with and without the tokens;
 - variants of it (another generation prompt, no "-" whitespace control so that trim_blocks / lstrip_blocks do
   the work, if / elif / else, loops with loop.*, comments, concatenation), a DeepSeek-V3-like template,
-  whitespace edge cases (CRLF, trailing newlines, "+", Unicode spaces) and the expression subset;
+  whitespace edge cases (CRLF, trailing newlines, "+", Unicode spaces), 400 generated templates of text runs and
+  tags with every whitespace-control sign, and the expression subset;
 - refusals: constructs outside the subset are TP_ERR_UNSUPPORTED naming them with line:column; malformed
   templates (which jinja2 refuses too) TP_ERR_FORMAT; errors jinja2 raises while rendering are errors here;
 - a fuzz loop of mutated and truncated templates: never a crash, only OK / FORMAT / UNSUPPORTED, and whenever
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+import struct
 from pathlib import Path
 
 import cffi
@@ -40,9 +42,15 @@ Message = tuple[str, int, "str | None"]  # role, image parts, text part (None: n
 
 
 def _fixture_template() -> str:
-    reader = gguf.GGUFReader(FIXTURE)
-    field = reader.fields["tokenizer.chat_template"]
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
+    """The fixture's tokenizer.chat_template, read straight from the GGUF key-value section (a key: u64 length +
+    bytes; then the value type, u32 8 = string; then u64 length + bytes): gguf.GGUFReader would parse every
+    tensor and vocabulary entry for it, which takes seconds."""
+    data = FIXTURE.read_bytes()
+    key = b"tokenizer.chat_template"
+    at = data.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+    value_type, length = struct.unpack_from("<IQ", data, at)
+    assert value_type == gguf.GGUFValueType.STRING
+    return data[at + 12:at + 12 + length].decode("utf-8")
 
 
 TEMPLATE = _fixture_template()
@@ -235,6 +243,41 @@ WHITESPACE = [
 @pytest.mark.parametrize("i", range(len(WHITESPACE)))
 def test_whitespace(i: int) -> None:
     assert_same(WHITESPACE[i], [("user", 1, "u"), ("assistant", 0, "a")])
+
+
+def _generated(rng: random.Random, depth: int = 0) -> str:
+    """A random template of text runs (spaces, tabs, line breaks, Unicode spaces) and tags with every
+    whitespace-control sign, nested if / for: where trim_blocks, lstrip_blocks and "-" / "+" meet."""
+    texts = [" ", "  ", "\t", "\n", "\n\n", "\r\n", "\r", "\u3000", "\u00a0", "\x0b", "\x1c", "\u2028", "a", " x "]
+
+    def sign() -> str:
+        return rng.choice(["", "", "-", "+"])
+
+    out = []
+    for _ in range(rng.randint(0, 4)):
+        k = rng.randrange(7 if depth < 3 else 4)
+        if k == 0:
+            out.append("".join(rng.choice(texts) for _ in range(rng.randint(1, 4))))
+        elif k == 1:
+            out.append("{{%s m is defined %s}}" % (rng.choice(["", "-", "+"]), rng.choice(["", "-"])))
+        elif k == 2:
+            out.append("{#%s c %s#}" % (sign(), sign()))
+        elif k == 3:
+            out.append("{%%%s set z = 1 %s%%}" % (sign(), sign()))
+        elif k == 4:
+            out.append("{%%%s if %s %s%%}%s{%%%s else %s%%}%s{%%%s endif %s%%}" % (
+                sign(), rng.choice(["true", "false"]), sign(), _generated(rng, depth + 1), sign(), sign(),
+                _generated(rng, depth + 1), sign(), sign()))
+        else:
+            out.append("{%%%s for m in messages %s%%}%s{%%%s endfor %s%%}" % (
+                sign(), sign(), _generated(rng, depth + 1), sign(), sign()))
+    return "".join(out)
+
+
+def test_whitespace_generated() -> None:
+    rng = random.Random(99)
+    for _ in range(400):
+        assert_same(_generated(rng), [("user", 1, "u"), ("assistant", 0, "a")])
 
 
 EXPRESSIONS = [
@@ -430,7 +473,7 @@ def test_fuzz() -> None:
     conv = [("system", 0, "s"), ("user", 2, "u"), ("assistant", 0, "a")]
     counts = {TP_OK: 0, TP_ERR_FORMAT: 0, TP_ERR_UNSUPPORTED: 0}
     compared = 0
-    for k in range(3000):
+    for _ in range(2000):
         template = _mutate(rng, rng.choice(seeds))
         status, got = c_render(template, conv)
         assert status in counts, (template, got)
@@ -444,8 +487,7 @@ def test_fuzz() -> None:
             assert got == expected, template
         elif status != TP_OK:
             assert re.search(r"line \d+:\d+: ", got), got
-    print(counts, compared)
-    assert counts[TP_OK] > 500 and counts[TP_ERR_FORMAT] > 500 and compared > 500, (counts, compared)
+    assert counts[TP_OK] > 350 and counts[TP_ERR_FORMAT] > 350 and compared > 350, (counts, compared)
     for n in range(0, len(TEMPLATE.encode()) + 1, 7):  # every truncation (bytes: also mid-character)
         status, _ = c_render(TEMPLATE.encode()[:n], conv)
         assert status in counts
