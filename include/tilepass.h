@@ -794,15 +794,19 @@ tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len,
  * Chat templates: the Jinja template a GGUF stores in tokenizer.chat_template, rendered in C
  * (native/text/chat_template.c) as transformers' apply_chat_template renders it (jinja2's sandboxed
  * environment with trim_blocks and lstrip_blocks, one trailing newline of the template dropped). The subset:
- * text, {{ }}, {% %}, {# #}, whitespace control ("-"); set, if / elif / else / endif, for / endfor (loop.index0,
- * loop.index, loop.first, loop.last, loop.length); string / integer / true / false / none literals, names,
- * a.b, a["b"], a[0], + (concatenation, integer addition), ~, == != < <= > >=, and, or, not, in, not in,
- * parentheses; tests defined, undefined, none, string, number (each also with "not"); filters trim, length.
- * Undefined names and missing keys behave as Jinja's Undefined (falsy, rendered as "", iterated as empty).
+ * text, {{ }}, {% %}, {# #}, whitespace control ("-", "+"); set, if / elif / else / endif, for / else / endfor
+ * (loop.index0, loop.index, loop.revindex, loop.revindex0, loop.first, loop.last, loop.length); string / integer /
+ * true / false / none literals, names, a.b, a["b"], a[0] (negative too), + (concatenation, integer addition),
+ * -, unary -, ~, == != < <= > >=, and, or, not, in, not in, parentheses; tests defined, undefined, none, string,
+ * number (each also with "not"); filters trim, length. The variables: messages, add_generation_prompt,
+ * bos_token / eos_token (when given), tools and documents (none), as transformers passes them. Undefined names
+ * and missing keys behave as Jinja's Undefined (falsy, rendered as "", iterated as empty).
  * Anything else (macros, calls, other filters or tests, ...) is TP_ERR_UNSUPPORTED naming the construct and
- * its line:column; a malformed template (an unclosed tag or block, a stray endif, an unterminated string) is
- * TP_ERR_FORMAT with line:column. Templates are untrusted: nesting depth, loop iterations and the output
- * size (TP_CHAT_TEMPLATE_MAX_OUTPUT bytes) are bounded (past one: TP_ERR_UNSUPPORTED naming the limit).
+ * its line:column (column in bytes); a malformed template (an unclosed tag or block, a stray endif, an
+ * unterminated string) is TP_ERR_FORMAT with line:column, and so is what jinja2 refuses while rendering (an
+ * attribute of an undefined value, '+' on a string and an integer, ...). Templates are untrusted: nesting depth,
+ * loop iterations, evaluation steps, memory and the output size (TP_CHAT_TEMPLATE_MAX_OUTPUT bytes) are bounded
+ * (past one: TP_ERR_UNSUPPORTED naming the limit).
  * ------------------------------------------------------------------------------------------- */
 
 /* One message of the conversation. Its "content" is a list of parts, as transformers' processors build it:
