@@ -17,12 +17,15 @@
 #define MAX_STEPS 10000000        /* evaluations of one render */
 #define MAX_IMAGES (1 << 20)      /* image parts of one message */
 
+/* The arena: a list of blocks, all freed at the end of the render. */
 typedef struct block {
     struct block *next;
     size_t used, cap;
     max_align_t data[];
 } block;
 
+/* Tokens: text between tags, "{{" / "{%" opening a tag, the tag's end, what is inside, the end of the template,
+ * a lexing error (c->lex_*: reported when the parser reaches it). */
 typedef enum { T_TEXT, T_VAR, T_BLOCK, T_END, T_NAME, T_STR, T_INT, T_OP, T_EOF, T_ERROR } tkind;
 typedef struct tok {
     tkind k;
@@ -32,6 +35,9 @@ typedef struct tok {
     int64_t i;        /* integer */
 } tok;
 
+/* Values: Jinja's Undefined, none, bool, int, a string (not owned), and the caller's data by index: the messages
+ * list, message m (a dict: role, content), its content list, its part p (a dict: type, text; the images first,
+ * then the text part), and a loop object. */
 typedef enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_STR, V_MSGS, V_MSG, V_PARTS, V_PART, V_LOOP } vkind;
 typedef struct value {
     vkind k;
@@ -47,25 +53,26 @@ typedef struct var {
     value v;
 } var;
 
+/* One render. */
 typedef struct ct {
-    const char *src;
+    const char *src;           /* the template, line breaks as "\n", one trailing newline dropped */
     size_t len;
     tp_error *err;
-    tp_status status;
+    tp_status status;          /* the first error */
     block *arena;
     size_t arena_bytes;
-    tok *toks;
+    tok *toks;                 /* all the tokens, then the parser's position */
     size_t n_toks, cap_toks, pos;
-    tp_status lex_status;
+    tp_status lex_status;      /* the lexing error behind a T_ERROR token */
     size_t lex_off;
     char lex_msg[160];
-    int depth;
+    int depth;                 /* the parser's nesting (blocks and expressions) */
     int in_for;                /* parsing the body or else of that many for loops */
     const tp_chat_message *msgs;
     int n_msgs;
     var vars[CHAT_TEMPLATE_MAX_VARS];
     int n_vars, frame;         /* frame: the first variable of the innermost scope */
-    int64_t iterations, steps;
+    int64_t iterations, steps; /* loop iterations and evaluations so far */
     char *out;
     size_t out_n, out_cap;
 } ct;
@@ -83,7 +90,7 @@ typedef struct node {
     size_t off;
     const char *s;      /* text, name, string, attribute */
     size_t n;
-    int64_t i;
+    int64_t i;          /* E_INT, E_BOOL; E_NEG: 1 for unary plus; N_IF: 1 for an elif (in its if's else slot) */
     struct node *a, *b, *c; /* children; N_IF: cond, body, else; N_FOR: iterable, body, else */
     struct node *next;  /* the next statement */
 } node;
