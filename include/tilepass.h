@@ -791,6 +791,51 @@ tp_status tp_text_tokenize(const tp_text_model *m, const char *text, size_t len,
                            int32_t max_ids, int32_t *n_ids, tp_error *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * Chat templates: the Jinja template a GGUF stores in tokenizer.chat_template, rendered in C
+ * (native/text/chat_template.c) as transformers' apply_chat_template renders it (jinja2's sandboxed
+ * environment with trim_blocks and lstrip_blocks, one trailing newline of the template dropped). The subset:
+ * text, {{ }}, {% %}, {# #}, whitespace control ("-", "+"); set, if / elif / else / endif, for / else / endfor
+ * (loop.index0, loop.index, loop.revindex, loop.revindex0, loop.first, loop.last, loop.length); string / integer /
+ * true / false / none literals, names, a.b, a["b"], a[0] (negative too), + (concatenation, integer addition),
+ * -, unary -, ~, == != < <= > >=, and, or, not, in, not in, parentheses; tests defined, undefined, none, string,
+ * number (each also with "not"); filters trim, length. The variables: messages, add_generation_prompt,
+ * bos_token / eos_token (when given), tools and documents (none), as transformers passes them. Undefined names
+ * and missing keys behave as Jinja's Undefined (falsy, rendered as "", iterated as empty).
+ * Anything else (macros, calls, other filters or tests, ...) is TP_ERR_UNSUPPORTED naming the construct and
+ * its line:column (column in bytes); a malformed template (an unclosed tag or block, a stray endif, an
+ * unterminated string) is TP_ERR_FORMAT with line:column, and so is what jinja2 refuses while rendering (an
+ * attribute of an undefined value, '+' on a string and an integer, ...). Templates are untrusted: nesting depth,
+ * loop iterations, evaluation steps, memory and the output size (TP_CHAT_TEMPLATE_MAX_OUTPUT bytes) are bounded
+ * (past one: TP_ERR_UNSUPPORTED naming the limit).
+ * ------------------------------------------------------------------------------------------- */
+
+/* One message of the conversation. Its "content" is a list of parts, as transformers' processors build it:
+ * n_images parts {"type": "image"}, then (text != NULL) one part {"type": "text", "text": text}. */
+typedef struct tp_chat_message {
+    const char *role;   /* "system", "user" or "assistant" (NUL-terminated, not NULL) */
+    int n_images;       /* image parts before the text part (>= 0) */
+    const char *text;   /* the text part (NUL-terminated UTF-8); NULL = no text part */
+} tp_chat_message;
+
+/* The template's other variables (besides messages). */
+typedef struct tp_chat_template_vars {
+    const char *bos_token;       /* NULL: undefined in the template */
+    const char *eos_token;       /* NULL: undefined in the template */
+    bool add_generation_prompt;
+} tp_chat_template_vars;
+
+/* The largest output tp_chat_template_render writes (bytes, NUL not counted). */
+#define TP_CHAT_TEMPLATE_MAX_OUTPUT 1048576
+
+/* Render tmpl (tmpl_len bytes, need not be NUL-terminated) for n_messages messages (messages may be NULL when
+ * n_messages is 0) with vars (NULL: no tokens, add_generation_prompt false). On success *out is a new
+ * NUL-terminated string the caller releases with free() and *out_len (may be NULL) its length; on failure *out
+ * is NULL and err says why (TP_ERR_INVALID_ARGUMENT for NULL pointers or a negative count). */
+tp_status tp_chat_template_render(const char *tmpl, size_t tmpl_len, const tp_chat_message *messages,
+                                  int n_messages, const tp_chat_template_vars *vars, char **out,
+                                  size_t *out_len, tp_error *err);
+
+/* ---------------------------------------------------------------------------------------------
  * Generation policy: what happens between a logits row and the next token, in C (native/generate/):
  *   - the no-repeat n-gram rule: with history h (the ids accepted so far), n-gram size n and window W, token t
  *     is banned as the next one when some n-gram h[i..i+n) lying inside the last W ids of h (W = 0: anywhere)
