@@ -355,9 +355,10 @@ tp_status tp_grounding_parse(const char *text, size_t len, tp_grounding_span *sp
     *n_spans = g.n_spans;
     *n_boxes = g.n_boxes;
     if (st == TP_OK) {
-        memcpy(spans, g.spans, (size_t)(g.n_spans < span_cap ? g.n_spans : span_cap) * sizeof(*spans));
-        memcpy(boxes, g.boxes, (size_t)(g.n_boxes < box_cap ? g.n_boxes : box_cap) * sizeof(*boxes));
-        if (g.n_spans > span_cap || g.n_boxes > box_cap) {
+        if (spans) memcpy(spans, g.spans, (size_t)(g.n_spans < span_cap ? g.n_spans : span_cap) * sizeof(*spans));
+        if (boxes) memcpy(boxes, g.boxes, (size_t)(g.n_boxes < box_cap ? g.n_boxes : box_cap) * sizeof(*boxes));
+        bool query = !spans && !boxes && span_cap == 0 && box_cap == 0;
+        if (!query && (g.n_spans > span_cap || g.n_boxes > box_cap)) {
             st = TP_ERR_INVALID_ARGUMENT;
             tp_error_set(err, st, "tp_grounding_parse: %d spans and %d boxes do not fit caps of %d and %d",
                          (int)g.n_spans, (int)g.n_boxes, (int)span_cap, (int)box_cap);
