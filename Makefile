@@ -106,21 +106,29 @@ wheel:
 	$(PYTHON) -m pip wheel -q --no-deps -w $(BUILD)/wheel .
 	@ls -1 $(BUILD)/wheel/tilepass-*.whl
 
-# The C API example: only the public header and the library (sanitizer build), run in each model's default
-# image mode on the GGUF files llama.cpp's converter wrote (../shared/fixtures: DeepSeek-OCR v1 and
-# DeepSeek-OCR-2) when they are there.
+# The C example (examples/ocr.c: a page image in, markdown out, through the session API): only the public header
+# and the library (sanitizer build), run on the GGUF files llama.cpp's converter wrote (../shared/fixtures:
+# DeepSeek-OCR v1 and DeepSeek-OCR-2, random weights) and on the bundled trained model (examples/model converted to
+# GGUF, examples/page.png); the PNG pages become binary PPM with Pillow (the library decodes no PNG).
 FIXTURES ?= ../shared/fixtures
-EXAMPLE  := $(BUILD)/examples/c_api_example
-$(EXAMPLE): examples/c_api_example.c $(SANLIB) include/tilepass.h
+EXDIR    := $(BUILD)/examples
+EXAMPLE  := $(EXDIR)/ocr
+TO_PPM   := $(VPY) -c "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('RGB').save(sys.argv[2])"
+$(EXAMPLE): examples/ocr.c $(SANLIB) include/tilepass.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
 	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
-example: $(EXAMPLE)
+$(EXDIR)/model/text-f32.gguf: examples/model/config.json $(VENV)/.stamp
+	@mkdir -p $(dir $@)
+	$(VPY) -c "import sys; from pathlib import Path; sys.path.insert(0, 'examples/ocrtrain'); import engine_check; \
+	    engine_check.convert_files(Path('examples/model'), Path('$(EXDIR)/model'), ['f32'])"
+example: $(EXAMPLE) $(EXDIR)/model/text-f32.gguf
 	@set -e; for T in $(FIXTURES)/llamacpp-tiny-v1 $(FIXTURES)/llamacpp-tiny-ocr2; do \
-	    if [ -f $$T/text-f16.gguf ]; then \
-	        echo "== $(EXAMPLE) $$T"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf - 8; \
-	    else echo "== $(EXAMPLE): $$T missing, not run"; fi; \
-	done
+	    test -f $$T/text-f16.gguf || { echo "make example: fixture $$T missing"; exit 1; }; \
+	    P=$(EXDIR)/$$(basename $$T).ppm; $(TO_PPM) $$T/page.png $$P; \
+	    echo "== $(EXAMPLE) $$T"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf $$P 8; \
+	done; $(TO_PPM) examples/page.png $(EXDIR)/page.ppm; echo "== $(EXAMPLE) examples/model (trained)"; \
+	ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $(EXDIR)/model/text-f32.gguf $(EXDIR)/model/mmproj-f32.gguf $(EXDIR)/page.ppm 2048
 
 ctest: $(CTESTS)
 	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
