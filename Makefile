@@ -108,7 +108,7 @@ wheel:
 
 # The C example (examples/ocr.c: a page image in, markdown out, through the session API): only the public header
 # and the library (sanitizer build), run on the GGUF files llama.cpp's converter wrote (../shared/fixtures:
-# DeepSeek-OCR v1 and DeepSeek-OCR-2, random weights) and on the bundled trained model (examples/model converted to
+# DeepSeek-OCR v1, DeepSeek-OCR-2 and PaddleOCR-VL, random weights) and on the bundled trained model (examples/model converted to
 # GGUF, examples/page.png); the PNG pages become binary PPM with Pillow (the library decodes no PNG).
 FIXTURES ?= ../shared/fixtures
 EXDIR    := $(BUILD)/examples
@@ -123,7 +123,7 @@ $(EXDIR)/model/text-f32.gguf: examples/model/config.json $(VENV)/.stamp
 	$(VPY) -c "import sys; from pathlib import Path; sys.path.insert(0, 'examples/ocrtrain'); import engine_check; \
 	    engine_check.convert_files(Path('examples/model'), Path('$(EXDIR)/model'), ['f32'])"
 example: $(EXAMPLE) $(EXDIR)/model/text-f32.gguf
-	@set -e; for T in $(FIXTURES)/llamacpp-tiny-v1 $(FIXTURES)/llamacpp-tiny-ocr2; do \
+	@set -e; for T in $(FIXTURES)/llamacpp-tiny-v1 $(FIXTURES)/llamacpp-tiny-ocr2 $(FIXTURES)/llamacpp-tiny-paddleocr-vl; do \
 	    test -f $$T/text-f16.gguf || { echo "make example: fixture $$T missing"; exit 1; }; \
 	    P=$(EXDIR)/$$(basename $$T).ppm; $(TO_PPM) $$T/page.png $$P; \
 	    echo "== $(EXAMPLE) $$T"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf $$P 8; \

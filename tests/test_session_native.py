@@ -1,8 +1,8 @@
 """The C session API (include/tilepass.h "Sessions", native/session/) against today's Python path (encoder/pipeline.py,
 prompts.py, generate.py, grounding.py), on the tiny llama.cpp fixtures and the bundled trained model:
 
-* the prompt ids (and PaddleOCR-VL's M-RoPE positions) the C family builds equal encoder/prompts.py's, for the default
-  prompt, a prompt with <image> inside and one without;
+* the prompt ids (and PaddleOCR-VL's M-RoPE positions: its chat template rendered in C) the C family builds equal
+  encoder/prompts.py's, for the default prompt, a prompt with <image> inside and one without (PaddleOCR-VL: tasks);
 * greedy and seeded-sampling tokens of the C session equal OcrPipeline.generate's token for token, with the no-repeat
   rule off, on (a short n-gram that fires on these models) and the family's default; the text equals the tokenizer's
   decoding of the tokens;
@@ -38,7 +38,9 @@ POLICIES = {
     "sampled": (Sampling(temperature=0.8, top_k=40, top_p=0.9, seed=1234), NO_REPEAT_OFF),
     "sampled-no-repeat": (Sampling(temperature=0.3, top_k=0, top_p=0.95, seed=99), NoRepeat(ngram=2, window=0)),
 }
-TINY = ["llamacpp-tiny-v1", "llamacpp-tiny-ocr2"]
+TINY = ["llamacpp-tiny-v1", "llamacpp-tiny-ocr2", "llamacpp-tiny-paddleocr-vl"]
+PROMPTS = {"deepseek": (None, "<image>\nFree OCR.", "Describe <image> in a few words.", "<|grounding|>Locate the table."),
+           "paddleocr_vl": (None, "Table Recognition:", "Formula Recognition:")}
 
 
 class Case:
@@ -77,7 +79,8 @@ def cases(tmp_path_factory) -> dict[str, Case]:
 @pytest.mark.parametrize("name", TINY + ["bundled"])
 def test_prompt_ids_equal_python(cases, name):
     case = cases[name]
-    for prompt in (None, "<image>\nFree OCR.", "Describe <image> in a few words.", "<|grounding|>Locate the table."):
+    family = case.pipe.conventions.family
+    for prompt in PROMPTS.get(family, PROMPTS["deepseek"]):
         want = case.py_prompt(case.pipe.default_prompt if prompt is None else prompt)
         if prompt is None:
             case.c.submit(prompt, rgb=case.rgb)
@@ -85,7 +88,10 @@ def test_prompt_ids_equal_python(cases, name):
             case.c.submit(prompt, embd=case.embd, grid=case.grid)
         got, pos = case.c.prompt_ids()
         assert got == want.ids, f"{name} {prompt!r}"
-        assert pos is None and want.positions is None
+        if want.positions is None:
+            assert pos is None
+        else:  # PaddleOCR-VL: the M-RoPE positions too
+            assert pos is not None and np.array_equal(pos, want.positions), f"{name} {prompt!r}"
 
 
 @pytest.mark.parametrize("name", TINY + ["bundled"])
@@ -134,6 +140,11 @@ def test_stop_string_and_errors(cases):
         case.c.submit("<image><image>", rgb=case.rgb)
     with pytest.raises(TilepassError, match="nothing submitted"):
         case.c.generate(4)
+    paddle = cases["llamacpp-tiny-paddleocr-vl"]
+    with pytest.raises(TilepassError, match="PaddleOCR-VL prompt is the task text"):
+        paddle.c.submit("<image>OCR:", embd=paddle.embd, grid=paddle.grid)
+    with pytest.raises(TilepassError, match="image tokens for a"):
+        paddle.c.submit(None, embd=paddle.embd, grid=(paddle.grid[0] + 1, paddle.grid[1]))
 
 
 GROUNDING_TEXTS = [

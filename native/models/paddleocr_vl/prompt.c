@@ -4,6 +4,7 @@
 #include "prompt.h"
 #include "tp_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static tp_status build(const prompt_request *r, prompt_ids *out, tp_error *err) {
@@ -20,9 +21,34 @@ static tp_status build(const prompt_request *r, prompt_ids *out, tp_error *err) 
         tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "a PaddleOCR-VL prompt takes one image and an M-RoPE text model");
         return TP_ERR_INVALID_ARGUMENT;
     }
-    tp_error_set(err, TP_ERR_UNSUPPORTED, "PaddleOCR-VL prompts need the C chat-template renderer (tp_chat_template_render), not in this build yet");
-    (void)out;
-    return TP_ERR_UNSUPPORTED;
+    tp_chat_message msg = {.role = "user", .n_images = 1, .text = r->text};
+    tp_chat_template_vars vars = {.bos_token = NULL, .eos_token = NULL, .add_generation_prompt = true};
+    char *text = NULL;
+    size_t len = 0;
+    tp_error e = {0};
+    tp_status st = tp_chat_template_render(r->chat_template, r->chat_template_len, &msg, 1, &vars, &text, &len, &e);
+    if (st != TP_OK) {
+        tp_error_set(err, st, "the model's chat template cannot be rendered: %s", e.message);
+        return st;
+    }
+    prompt_ids raw = {0};
+    st = prompt_push_text(&raw, r->tok, text, len, err);
+    free(text);
+    int32_t at = -1, n_at = 0;
+    for (int32_t i = 0; st == TP_OK && i < raw.n; i++)
+        if (raw.ids[i] == r->image_id) {
+            at = i;
+            n_at++;
+        }
+    if (st == TP_OK && n_at != 1) {
+        tp_error_set(err, TP_ERR_FORMAT, "the chat template rendered %d image placeholders for one image", n_at);
+        st = TP_ERR_FORMAT;
+    }
+    for (int32_t i = 0; st == TP_OK && i < raw.n; i++)
+        st = prompt_push(out, raw.ids[i], i == at ? r->images[0].n_tokens : 1, err);
+    prompt_ids_free(&raw);
+    if (st == TP_OK) st = prompt_mrope_positions(out, at, &r->images[0], err);
+    return st;
 }
 
 const prompt_family paddleocr_vl_prompt = {
