@@ -143,7 +143,7 @@ SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.p
 	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
 	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
 	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py tests/test_hardening_native.py \
-	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py
+	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py tests/test_grounding_native.py
 santest: venv venv-test sanlib
 	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \

@@ -5,8 +5,8 @@ prompts.py, generate.py, grounding.py), on the tiny llama.cpp fixtures and the b
   encoder/prompts.py's, for the default prompt, a prompt with <image> inside and one without (PaddleOCR-VL: tasks);
 * greedy and seeded-sampling tokens of the C session equal OcrPipeline.generate's token for token, with the no-repeat
   rule off, on (a short n-gram that fires on these models) and the family's default; the text equals the tokenizer's
-  decoding of the tokens;
-* the grounding spans of synthetic texts equal encoder/grounding.py's regions (label, boxes, completeness).
+  decoding of the tokens; stop strings; the errors of prompts that do not fit a family.
+The grounding spans: tests/test_grounding_native.py.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "examples" / "ocrtrain"))
 
 from encoder.generate import NO_REPEAT_OFF, NoRepeat, Sampling  # noqa: E402
-from encoder.grounding import parse  # noqa: E402
 from encoder.native import TilepassError, lib  # noqa: E402
 from encoder.pipeline import OcrPipeline  # noqa: E402
 from encoder.preprocess import load_image  # noqa: E402
-from session_native import CSession, grounding_parse  # noqa: E402
+from session_native import CSession  # noqa: E402
 
 N_NEW = 40
 POLICIES = {
@@ -145,38 +144,3 @@ def test_stop_string_and_errors(cases):
         paddle.c.submit("<image>OCR:", embd=paddle.embd, grid=paddle.grid)
     with pytest.raises(TilepassError, match="image tokens for a"):
         paddle.c.submit(None, embd=paddle.embd, grid=(paddle.grid[0] + 1, paddle.grid[1]))
-
-
-GROUNDING_TEXTS = [
-    "<|ref|>title<|/ref|><|det|>[[10, 20, 300, 40]]<|/det|>\n# Hello\n",
-    "<|ref|>table<|/ref|><|det|>[[5,5,900,400], [1, 2, 3.5, 2.5]]<|/det|><table></table>",
-    "<|ref|> image <|/ref|> <|det|>[[1000, -3, 7, 2000]]<|/det|>text after",
-    "<|ref|>cut<|/ref|><|det|>[[1, 2, 3, 4], [5, 6",
-    "<|det|>[[4, 3, 2, 1]]<|/det|> no label",
-    "<|ref|>a<|ref|>b<|/ref|><|det|>[[0,0,1,1]]<|/det|>",
-    "<|ref|>label only<|/ref|> then text",
-    "<|ref|>x<|/ref|><|det|>[[1, 1, 2, 2]]] trailing text without a closer",
-    "<|ref|>y<|/ref|><|det|>oops [[1, 1, 2, 2]]<|/det|>",
-    "<|ref|>z<|/ref|><|det|>[[1, 1,\n 2, 2]]<|/det|>",
-    "<|ref|>w<|/ref|><|det|>[[1, 1, 2, 2]]<|ref|>v<|/ref|><|det|>[[3, 3, 4, 4]]<|/det|>",
-    "<|ref|>" + "L" * 300 + "<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>",
-    "<|ref|>ünïcødé 表<|/ref|><|det|>[[0.5, 1.5, 2.5, 998.5]]<|/det|>",
-    "<|ref|>q<|/ref|><|det|>[[1, 2, 3, 4]]<|/de",
-    "<|ref|>r<|/ref|><|det|>[[1e3, 2, 3, 4], [7, 8, 9, 10]]<|/det|>",
-    "plain text with no regions \\coloneqq at all",
-    "<|ref|>s<|/ref|><|det|>[[" + "1" * 400 + ", 2, 3, 4], [00000000000000000000000000000000000000000000000000000000000000000005, 1, 2, 3]]<|/det|>",
-]
-
-
-@pytest.mark.parametrize("text", GROUNDING_TEXTS)
-def test_grounding_spans_equal_python(text):
-    _, regions = parse(text)
-    raw = text.encode()
-    spans = grounding_parse(raw)
-    assert len(spans) == len(regions)
-    for (begin, end, lb, le, boxes, complete), r in zip(spans, regions):
-        label = raw[lb:le].decode()
-        assert (label or None) == r.label
-        assert boxes == [tuple(b) for b in r.boxes]
-        assert complete == r.complete
-        assert raw[begin:].startswith((b"<|ref|>", b"<|det|>")) and begin <= lb <= le <= end <= len(raw)

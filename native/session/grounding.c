@@ -355,8 +355,9 @@ tp_status tp_grounding_parse(const char *text, size_t len, tp_grounding_span *sp
     *n_spans = g.n_spans;
     *n_boxes = g.n_boxes;
     if (st == TP_OK) {
-        if (spans) memcpy(spans, g.spans, (size_t)(g.n_spans < span_cap ? g.n_spans : span_cap) * sizeof(*spans));
-        if (boxes) memcpy(boxes, g.boxes, (size_t)(g.n_boxes < box_cap ? g.n_boxes : box_cap) * sizeof(*boxes));
+        const int32_t ns = g.n_spans < span_cap ? g.n_spans : span_cap, nb = g.n_boxes < box_cap ? g.n_boxes : box_cap;
+        if (ns > 0) memcpy(spans, g.spans, (size_t)ns * sizeof(*spans));
+        if (nb > 0) memcpy(boxes, g.boxes, (size_t)nb * sizeof(*boxes));
         bool query = !spans && !boxes && span_cap == 0 && box_cap == 0;
         if (!query && (g.n_spans > span_cap || g.n_boxes > box_cap)) {
             st = TP_ERR_INVALID_ARGUMENT;
