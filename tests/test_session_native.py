@@ -29,13 +29,13 @@ from encoder.pipeline import OcrPipeline  # noqa: E402
 from encoder.preprocess import load_image  # noqa: E402
 from session_native import CSession  # noqa: E402
 
-N_NEW = 40
+N_NEW = 32
 POLICIES = {
     "greedy": (Sampling(), NO_REPEAT_OFF),
     "greedy-no-repeat": (Sampling(), NoRepeat(ngram=2, window=0, whitelist=frozenset())),
     "greedy-no-repeat-all": (Sampling(), NoRepeat(ngram=3, window=16, whitelist=frozenset(), scope="all")),
     "sampled": (Sampling(temperature=0.8, top_k=40, top_p=0.9, seed=1234), NO_REPEAT_OFF),
-    "sampled-no-repeat": (Sampling(temperature=0.3, top_k=0, top_p=0.95, seed=99), NoRepeat(ngram=2, window=0)),
+    "sampled-no-repeat": (Sampling(temperature=0.3, top_k=50, top_p=0.95, seed=99), NoRepeat(ngram=2, window=0)),
 }
 TINY = ["llamacpp-tiny-v1", "llamacpp-tiny-ocr2", "llamacpp-tiny-paddleocr-vl"]
 PROMPTS = {"deepseek": (None, "<image>\nFree OCR.", "Describe <image> in a few words.", "<|grounding|>Locate the table."),
@@ -109,6 +109,19 @@ def test_tokens_equal_python(cases, name, policy):
     assert got.n_prompt == len(p.ids)
     assert got.stop_reason == {"eos": lib.TP_SESSION_STOP_EOS, "length": lib.TP_SESSION_STOP_LENGTH}[want.stop_reason]
     assert got.text.decode("utf-8") == case.pipe.tokenizer.decode(want.tokens)
+
+
+@pytest.mark.parametrize("name", TINY[:2])
+def test_no_repeat_policies_change_the_tokens(cases, name):
+    """The no-repeat policies above do ban something on these models (else "rule on" would test nothing)."""
+    case = cases[name]
+    for policy in ("greedy-no-repeat", "greedy-no-repeat-all", "sampled-no-repeat"):
+        sampling, no_repeat = POLICIES[policy]
+        runs = []
+        for nr in (no_repeat, NO_REPEAT_OFF):
+            case.c.submit(None, embd=case.embd, grid=case.grid)
+            runs.append(case.c.generate(N_NEW, sampling, nr).tokens)
+        assert runs[0] != runs[1], f"{name} {policy}"
 
 
 @pytest.mark.parametrize("name", TINY)
