@@ -1120,7 +1120,10 @@ typedef struct tp_session_image {
 } tp_session_image;
 
 /* The next request: prompt (NUL-terminated UTF-8; NULL: the family's default prompt, tp_session_default_prompt)
- * with its images (n_images 1: every family takes one image per page, as the Python path does). The images are
+ * with its images: one for DeepSeek-OCR / OCR-2 and PaddleOCR-VL (a page); up to 16 for DeepSeek-VL2, one <image>
+ * tag per image in the prompt (a prompt without a tag and one image gets "<image>\n" in front; for three images or
+ * more the image mode is "global", no tiles, as the official processor does, unless params.image_mode names one).
+ * The images are
  * encoded now (all in one pass; the time goes to the next result's vision_s) and the prompt's ids (and M-RoPE
  * positions) built by the family's conventions: a prompt that does not fit them (two <image> tags for one image,
  * an <image> tag in a PaddleOCR-VL task) is TP_ERR_INVALID_ARGUMENT saying so, as are a NULL or empty image, a

@@ -34,24 +34,27 @@ class CSession:
                                                       err), err)
         self._s = ffi.gc(out[0], lib.tp_session_free)
 
-    def submit(self, prompt: str | None, rgb: np.ndarray | None = None, embd: np.ndarray | None = None,
-               grid: tuple[int, int] = (0, 0)) -> None:
-        img = ffi.new("tp_session_image *")
+    def submit(self, prompt: str | None, rgb: np.ndarray | list[np.ndarray] | None = None,
+               embd: np.ndarray | None = None, grid: tuple[int, int] = (0, 0)) -> None:
+        """One image (rgb an array or embd), or several (rgb a list of HxWx3 arrays)."""
+        rgbs = rgb if isinstance(rgb, list) else [rgb]
+        imgs = ffi.new("tp_session_image[]", len(rgbs))
         keep = []
-        if rgb is not None:
-            a = np.ascontiguousarray(rgb, dtype=np.uint8)
-            keep.append(a)
-            img.rgb.rgb = ffi.cast("const uint8_t *", ffi.from_buffer(a))
-            img.rgb.width, img.rgb.height, img.rgb.stride = a.shape[1], a.shape[0], 0
-        else:
-            e = np.ascontiguousarray(embd, dtype=np.float32)
-            keep.append(e)
-            img.embd = ffi.cast("const float *", ffi.from_buffer(e))
-            img.n_tokens = e.shape[0]
-            img.grid_cols, img.grid_rows = grid
+        for img, one in zip(imgs, rgbs):
+            if one is not None:
+                a = np.ascontiguousarray(one, dtype=np.uint8)
+                keep.append(a)
+                img.rgb.rgb = ffi.cast("const uint8_t *", ffi.from_buffer(a))
+                img.rgb.width, img.rgb.height, img.rgb.stride = a.shape[1], a.shape[0], 0
+            else:
+                e = np.ascontiguousarray(embd, dtype=np.float32)
+                keep.append(e)
+                img.embd = ffi.cast("const float *", ffi.from_buffer(e))
+                img.n_tokens = e.shape[0]
+                img.grid_cols, img.grid_rows = grid
         c_prompt = ffi.NULL if prompt is None else ffi.new("char[]", prompt.encode())
         err = new_error()
-        check_error(lib.tp_session_submit(self._s, c_prompt, img, 1, err), err)
+        check_error(lib.tp_session_submit(self._s, c_prompt, imgs, len(rgbs), err), err)
 
     def prompt_ids(self) -> tuple[list[int], np.ndarray | None]:
         ids, n, pos, axes = ffi.new("const int32_t **"), ffi.new("int32_t *"), ffi.new("const int32_t **"), ffi.new("int32_t *")
@@ -63,9 +66,10 @@ class CSession:
         return got, p
 
     def generate(self, max_tokens: int, sampling: Sampling | None = None, no_repeat: NoRepeat | None = None,
-                 stop: list[str] | None = None) -> CResult:
+                 stop: list[str] | None = None, ignore_eos: bool = False) -> CResult:
         p = lib.tp_session_default_gen_params()
         p.max_tokens = max_tokens
+        p.ignore_eos = ignore_eos
         keep: list[Any] = []
         if sampling is not None:
             p.sampler.temperature = sampling.temperature

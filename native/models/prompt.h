@@ -40,6 +40,9 @@ typedef struct prompt_family {
     const char *default_prompt;  /* what a NULL prompt means */
     const char *image_token;     /* the placeholder's text when the text model names none */
     int32_t max_images;          /* images one prompt takes */
+    /* the image mode for prompts of at least many_from images when the caller names none (NULL: the default) */
+    const char *many_images_mode;
+    int32_t many_from;
     const char *text_architectures[3]; /* the text models it decodes with (general.architecture; NULL-ended) */
     tp_status (*build)(const prompt_request *r, prompt_ids *out, tp_error *err);
 } prompt_family;

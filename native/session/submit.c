@@ -10,9 +10,11 @@
 static tp_status encode_rgb(tp_session *s, const tp_session_image *images, int32_t n, prompt_image *img,
                             float **rows, tp_error *err) {
     tp_preprocess_params pp;
-    tp_status st = tp_vision_preprocess_params(s->vision, s->image_mode, &pp);
+    const char *mode = s->image_mode;
+    if (!mode && s->pf->many_images_mode && n >= s->pf->many_from) mode = s->pf->many_images_mode;
+    tp_status st = tp_vision_preprocess_params(s->vision, mode, &pp);
     if (st != TP_OK) {
-        tp_error_set(err, st, "tp_session_submit: no image mode '%s'", s->image_mode ? s->image_mode : "(default)");
+        tp_error_set(err, st, "tp_session_submit: no image mode '%s'", mode ? mode : "(default)");
         return st;
     }
     tp_page *pages[PROMPT_MAX_IMAGES] = {0};

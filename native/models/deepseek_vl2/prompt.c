@@ -1,6 +1,7 @@
 /* prompt.c - DeepSeek-VL2's "deepseek" conversation for one user turn: [bos] + "<|User|>: " + question +
  * "\n\n<|Assistant|>:", the question stripped of surrounding whitespace and given "<image>\n" in front when it
- * has no tag; the text between image tags tokenised piece by piece (prompt_deepseek_split). */
+ * has no tag; the text between image tags tokenised piece by piece (prompt_deepseek_split), one tag per image
+ * (several images in one prompt: the official processor's build of the inputs). */
 #include "prompt.h"
 #include "tp_internal.h"
 
@@ -37,7 +38,9 @@ static tp_status build(const prompt_request *r, prompt_ids *out, tp_error *err) 
 const prompt_family deepseek_vl2_prompt = {
     .default_prompt = "Convert the document to markdown.",
     .image_token = "<image>",
-    .max_images = 1,
+    .max_images = PROMPT_MAX_IMAGES,
+    .many_images_mode = "global", /* the official processor: no tiles for more than two images */
+    .many_from = 3,
     .text_architectures = {"deepseek2-ocr", "deepseek2"},
     .build = build,
 };
