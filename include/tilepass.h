@@ -46,6 +46,9 @@
  *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
  *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
+ *   - tp_session: one call at a time (submit, generate, reset, free, the getters), but tp_session_cancel, which any
+ *     thread may call at any time while the session lives. Sessions over the same loaded models each evaluate their
+ *     own sequence: they may run on different threads (their computations take turns on each model's lock).
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
  *     tp_text_eval, tp_text_eval_batch), between graph nodes.

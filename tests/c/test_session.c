@@ -2,7 +2,8 @@
  * files of ../shared/fixtures (TP_FIXTURES overrides; a missing fixture is a failure):
  *   1. 1,000 create / free cycles over loaded models (no leak under ASan), and a few full cycles (submit, generate);
  *   2. a session that loads its own files: a page in, text out; streamed pieces are whole UTF-8 characters and
- *      join to the result's text; a callback returning false stops;
+ *      join to the result's text; a callback returning false stops; a cancel stops its image encode (the model's
+ *      abort callback) and its generation;
  *   3. tp_session_cancel from another thread in the middle of a decode: TP_ERR_ABORTED, fewer tokens than asked,
  *      the session usable afterwards; a cancel before a submit aborts that submit only;
  *   4. bad arguments give clear errors (NULLs, no image, a zero-size image, two <image> for one image, an unknown
@@ -84,6 +85,13 @@ static bool on_text(const char *t, size_t len, void *data) {
     return s->stop_after == 0 || s->pieces < s->stop_after;
 }
 
+static void *cancel_soon(void *data) {
+    struct timespec ts = {0, 2000000L};
+    nanosleep(&ts, NULL);
+    tp_session_cancel(data);
+    return NULL;
+}
+
 static void test_own_files(void) {
     tp_session_params p = params();
     tp_session *s = NULL;
@@ -108,6 +116,20 @@ static void test_own_files(void) {
     CHECK(tp_session_submit(s, NULL, &im, 1, &err) == TP_OK, err.message);
     CHECK(tp_session_generate(s, &g, &r, &err) == TP_OK && r.stop_reason == TP_SESSION_STOP_CALLBACK && st2.pieces == 2,
           "a callback returning false stops");
+    /* the session loaded the models: a cancel stops the image encode itself (hundreds of ms under ASan) */
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_soon, s);
+    tp_status rc = tp_session_submit(s, NULL, &im, 1, &err);
+    pthread_join(th, NULL);
+    CHECK(rc == TP_ERR_ABORTED && has(&err, "aborted"), "cancel during the encode of a session's own model");
+    CHECK(tp_session_submit(s, NULL, &im, 1, &err) == TP_OK, "the next submit runs");
+    g.on_text = NULL;
+    g.max_tokens = 400;
+    g.ignore_eos = true;
+    pthread_create(&th, NULL, cancel_soon, s);
+    rc = tp_session_generate(s, &g, &r, &err);
+    pthread_join(th, NULL);
+    CHECK(rc == TP_ERR_ABORTED && r.n_generated_tokens < 400, "cancel during the prefill / decode");
     tp_session_free(s);
 }
 
