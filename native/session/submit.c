@@ -104,13 +104,18 @@ tp_status tp_session_submit(tp_session *s, const char *prompt, const tp_session_
         }
         total += img[k].n_tokens;
     }
+    if (st == TP_OK && total > INT32_MAX / 4) {
+        st = TP_ERR_INVALID_ARGUMENT;
+        tp_error_set(err, st, "tp_session_submit: %lld image tokens in all: too many for one prompt", (long long)total);
+    }
     const size_t row_bytes = (size_t)s->vinfo.n_embd * sizeof(float);
     if (st == TP_OK && !(s->embd = malloc((size_t)total * row_bytes))) {
         st = TP_ERR_OUT_OF_MEMORY;
         tp_error_set(err, st, "tp_session_submit: out of memory");
     }
-    for (int32_t k = 0, r = 0; k < n_images && st == TP_OK; r += (int32_t)img[k].n_tokens, k++)
-        memcpy(s->embd + (size_t)r * s->vinfo.n_embd, rows[k] ? rows[k] : images[k].embd,
+    int64_t row = 0;
+    for (int32_t k = 0; k < n_images && st == TP_OK; row += img[k].n_tokens, k++)
+        memcpy(s->embd + (size_t)row * (size_t)s->vinfo.n_embd, rows[k] ? rows[k] : images[k].embd,
                (size_t)img[k].n_tokens * row_bytes);
     for (int32_t k = 0; k < n_images; k++) free(rows[k]);
     s->n_embd_rows = total;
