@@ -1,14 +1,15 @@
 /* test_session.c - the session API (include/tilepass.h "Sessions") from C, on the tiny llama.cpp-written DeepSeek-OCR
- * files of ../shared/fixtures (TP_FIXTURES overrides; a missing fixture is a failure):
+ * and PaddleOCR-VL files of ../shared/fixtures (TP_FIXTURES overrides; a missing fixture is a failure):
  *   1. 1,000 create / free cycles over loaded models (no leak under ASan), and a few full cycles (submit, generate);
  *   2. a session that loads its own files: a page in, text out; streamed pieces are whole UTF-8 characters and
  *      join to the result's text; a callback returning false stops; a cancel stops its image encode (the model's
  *      abort callback) and its generation;
  *   3. tp_session_cancel from another thread in the middle of a decode: TP_ERR_ABORTED, fewer tokens than asked,
  *      the session usable afterwards; a cancel before a submit aborts that submit only;
- *   4. bad arguments give clear errors (NULLs, no image, a zero-size image, two <image> for one image, an unknown
+ *   4. PaddleOCR-VL: its chat template rendered in C, 3-D positions, a few tokens;
+ *   5. bad arguments give clear errors (NULLs, no image, a zero-size image, two <image> for one image, an unknown
  *      image mode, generate without submit, files that do not exist or are swapped).
- * Built against the ASan+UBSan library by `make ctest`. */
+ * Built against the ASan+UBSan library by `make ctest`. (Parity with the Python path: tests/test_session_native.py.) */
 #include "tilepass.h"
 #include "tp_check.h"
 
@@ -94,6 +95,7 @@ static void *cancel_soon(void *data) {
 
 static void test_own_files(void) {
     tp_session_params p = params();
+    p.image_mode = NULL; /* the default (gundam): a 1024 view, an encode that lasts well past the cancel below */
     tp_session *s = NULL;
     tp_error err = {0};
     CHECK(tp_session_create(text_path, vision_path, &p, &s, &err) == TP_OK, err.message);
@@ -232,6 +234,36 @@ static void test_bad_arguments(tp_text_model *t, tp_vision_model *v) {
     tp_session_reset(NULL);
 }
 
+/* PaddleOCR-VL: the chat template of the text file rendered in C, M-RoPE positions, a few tokens. */
+static void test_paddle(const char *fixtures) {
+    char tp[1024], vp[1024];
+    snprintf(tp, sizeof tp, "%s/llamacpp-tiny-paddleocr-vl/text-f16.gguf", fixtures);
+    snprintf(vp, sizeof vp, "%s/llamacpp-tiny-paddleocr-vl/mmproj-f32.gguf", fixtures);
+    tp_session_params p = tp_session_default_params();
+    p.n_threads = 2;
+    p.n_ctx = 1024;
+    tp_session *s = NULL;
+    tp_error err = {0};
+    CHECK(tp_session_create(tp, vp, &p, &s, &err) == TP_OK, err.message);
+    if (!s) return;
+    tp_session_image im = page();
+    CHECK(strcmp(tp_session_default_prompt(s), "OCR:") == 0, "PaddleOCR-VL's default task");
+    CHECK(tp_session_submit(s, "<image>OCR:", &im, 1, &err) == TP_ERR_INVALID_ARGUMENT && has(&err, "task text"),
+          "no <image> in a PaddleOCR-VL prompt");
+    CHECK(tp_session_submit(s, NULL, &im, 1, &err) == TP_OK, err.message);
+    const int32_t *ids = NULL, *pos = NULL;
+    int32_t n = 0, axes = 0;
+    CHECK(tp_session_prompt_ids(s, &ids, &n, &pos, &axes) == TP_OK && axes == 3 && pos != NULL && n > 4, "3-D positions");
+    bool ok = pos != NULL;
+    for (int32_t i = 1; ok && i < n; i++) ok = pos[i] >= pos[i - 1] && pos[n + i] >= 0 && pos[2 * n + i] >= 0;
+    CHECK(ok && pos[0] == 0, "temporal positions ascend from 0");
+    tp_session_gen_params g = tp_session_default_gen_params();
+    g.max_tokens = 3;
+    tp_session_result r;
+    CHECK(tp_session_generate(s, &g, &r, &err) == TP_OK && r.n_prompt_tokens == n && r.n_generated_tokens <= 3, err.message);
+    tp_session_free(s);
+}
+
 int main(void) {
     const char *fixtures = getenv("TP_FIXTURES") ? getenv("TP_FIXTURES") : "../shared/fixtures";
     snprintf(text_path, sizeof text_path, "%s/llamacpp-tiny-v1/text-f16.gguf", fixtures);
@@ -252,6 +284,7 @@ int main(void) {
         test_cancel(t, v);
         test_bad_arguments(t, v);
     }
+    test_paddle(fixtures);
     tp_text_free(t);
     tp_vision_free(v);
     printf("test_session: %d passed, %d failed\n", n_pass, n_fail);
