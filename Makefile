@@ -16,7 +16,8 @@ CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
 # native/ is split by layer: core/ (context, tensors, graph, planner, thread pool), ops/ (one op family per
 # file), kernels/ (per-ISA files), gguf/ (reader, weight loader, the table of names), image/ (preprocessing),
-# models/ (the registry, the generic vision/text APIs, shared blocks and one folder per model family).
+# tokenizer/, generate/, text/ (chat templates), models/ (the registry, the generic vision/text APIs, shared
+# blocks and one folder per model family).
 NATIVE_DIRS := $(shell find native -type d -not -name __pycache__)
 # Generated at build time into build/gen/ (never committed): the Unicode tables of the tokenizer, from
 # Python's unicodedata (native/tokenizer/gen_unicode.py; the header records the Unicode version).
@@ -143,7 +144,8 @@ SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.p
 	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
 	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
 	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py tests/test_hardening_native.py \
-	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py tests/test_grounding_native.py
+	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py tests/test_chat_template_native.py \
+	tests/test_grounding_native.py
 santest: venv venv-test sanlib
 	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
