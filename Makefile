@@ -17,7 +17,8 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
 # native/ is split by layer: core/ (context, tensors, graph, planner, thread pool), ops/ (one op family per
 # file), kernels/ (per-ISA files), gguf/ (reader, weight loader, the table of names), image/ (preprocessing),
 # tokenizer/, generate/, text/ (chat templates), models/ (the registry, the generic vision/text APIs, shared
-# blocks and one folder per model family).
+# blocks and one folder per model family, with its prompt conventions), session/ (the session API: a request's
+# images and prompt, the decode loop, grounding spans).
 NATIVE_DIRS := $(shell find native -type d -not -name __pycache__)
 # Generated at build time into build/gen/ (never committed): the Unicode tables of the tokenizer, from
 # Python's unicodedata (native/tokenizer/gen_unicode.py; the header records the Unicode version).
