@@ -1098,9 +1098,10 @@ typedef struct tp_session_params {
 tp_session_params tp_session_default_params(void);
 
 /* A session over two model files it loads and owns (freed with it). Cancellation (tp_session_cancel) then also
- * stops an image encode or a prefill in progress, between graph nodes. Files that do not belong together (a
- * vision file's output width other than the text model's embedding width, or a text architecture the vision
- * family does not decode with) are refused with a message naming both. */
+ * stops an image encode or a prefill in progress, between graph nodes. Models that do not belong together (a
+ * vision model's output width other than the text model's embedding width, or a text architecture the vision
+ * family does not decode with) are refused (TP_ERR_INVALID_ARGUMENT saying which), here and in
+ * tp_session_create_from_models. */
 tp_status tp_session_create(const char *text_path, const char *vision_path, const tp_session_params *params,
                             tp_session **out, tp_error *err);
 /* A session over loaded models it borrows (they must outlive it; other sessions may share them). The session
