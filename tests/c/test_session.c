@@ -244,6 +244,8 @@ static void test_paddle(const char *fixtures) {
     p.n_ctx = 1024;
     tp_session *s = NULL;
     tp_error err = {0};
+    CHECK(tp_session_create(text_path, vp, &p, &s, &err) == TP_ERR_INVALID_ARGUMENT && s == NULL &&
+              has(&err, "do not belong to the same model"), "a DeepSeek-OCR text model with a PaddleOCR-VL vision model");
     CHECK(tp_session_create(tp, vp, &p, &s, &err) == TP_OK, err.message);
     if (!s) return;
     tp_session_image im = page();
