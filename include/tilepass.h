@@ -1184,7 +1184,9 @@ typedef struct tp_grounding_box {
 
 /* A grounding region of the text: <|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2], ...]<|/det|> at bytes
  * [begin, end) (from its first tag to the end of its box list), its label at [label_begin, label_end) (label_end
- * == label_begin: none; surrounding whitespace not included), its boxes boxes[first_box .. first_box + n_boxes).
+ * == label_begin: none; surrounding whitespace not included; the label's text is those bytes less any <|/det|>,
+ * <|grounding|> or end-of-sentence / BOS / pad tag inside them, which the parser drops), its boxes
+ * boxes[first_box .. first_box + n_boxes).
  * The rules are encoder/grounding.py's (GroundingParser): complete false for a region cut off or whose box list
  * is not closed; a box list ends at a line break, at text before its first '[', at text after its closing ']]',
  * or past 4096 characters; a label of more than 256 characters is text; numbers rounded half to even and clamped

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from encoder.grounding import parse  # noqa: E402
+from encoder.grounding import DET_C, DROPPED, parse  # noqa: E402
 from session_native import grounding_parse  # noqa: E402
 
 GROUNDING_TEXTS = [
@@ -49,3 +49,31 @@ def test_grounding_spans_equal_python(text):
         assert boxes == [tuple(b) for b in r.boxes]
         assert complete == r.complete
         assert raw[begin:].startswith((b"<|ref|>", b"<|det|>")) and begin <= lb <= le <= end <= len(raw)
+
+
+def label_text(b: bytes) -> str:
+    """A span's label bytes as GroundingParser's label: less the tags it drops there, stripped."""
+    s = b.decode()
+    for t in (*DROPPED, DET_C):
+        s = s.replace(t, "")
+    return s.strip()
+
+
+PIECES = ["<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "<|grounding|>", "<｜end▁of▁sentence｜>", "\\coloneqq", "[", "]",
+          "[[", "]]", ", ", ",", "12", "999", "-4", "3.5", "1000", " ", "  ", "\n", "\t", "text", "表", "é", "\u3000",
+          "<|re", "<|/de", "\\coloneq", "label", "image", "0"]
+
+
+def test_grounding_random_texts_equal_python():
+    """2,000 texts drawn from tags, parts of tags, box syntax, whitespace and other characters (seeded)."""
+    import random
+
+    rng = random.Random(2026)
+    for _ in range(2000):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 40)))
+        _, regions = parse(text)
+        raw = text.encode()
+        spans = grounding_parse(raw)
+        got = [((label_text(raw[lb:le]) or None), boxes, complete) for (_, _, lb, le, boxes, complete) in spans]
+        want = [(r.label, [tuple(b) for b in r.boxes], r.complete) for r in regions]
+        assert got == want, repr(text)
