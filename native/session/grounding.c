@@ -279,6 +279,7 @@ static tp_status on_tag(parser *P, const char *text, int kind, size_t at, size_t
 }
 
 static int match_at(const char *text, size_t len, size_t i) {
+    if (text[i] != '<' && text[i] != '\\') return -1; /* every pattern starts with one of these */
     for (int p = 0; p < N_PATTERNS; p++) {
         size_t n = strlen(PATTERNS[p].s);
         if (n <= len - i && memcmp(text + i, PATTERNS[p].s, n) == 0) return p;
