@@ -17,7 +17,8 @@ WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
 # native/ is split by layer: core/ (context, tensors, graph, planner, thread pool), ops/ (one op family per
 # file), kernels/ (per-ISA files), gguf/ (reader, weight loader, the table of names), image/ (preprocessing),
 # tokenizer/, generate/, text/ (chat templates), models/ (the registry, the generic vision/text APIs, shared
-# blocks and one folder per model family).
+# blocks and one folder per model family, with its prompt conventions), session/ (the session API: a request's
+# images and prompt, the decode loop, grounding spans).
 NATIVE_DIRS := $(shell find native -type d -not -name __pycache__)
 # Generated at build time into build/gen/ (never committed): the Unicode tables of the tokenizer, from
 # Python's unicodedata (native/tokenizer/gen_unicode.py; the header records the Unicode version).
@@ -107,21 +108,29 @@ wheel:
 	$(PYTHON) -m pip wheel -q --no-deps -w $(BUILD)/wheel .
 	@ls -1 $(BUILD)/wheel/tilepass-*.whl
 
-# The C API example: only the public header and the library (sanitizer build), run in each model's default
-# image mode on the GGUF files llama.cpp's converter wrote (../shared/fixtures: DeepSeek-OCR v1 and
-# DeepSeek-OCR-2) when they are there.
+# The C example (examples/ocr.c: a page image in, markdown out, through the session API): only the public header
+# and the library (sanitizer build), run on the GGUF files llama.cpp's converter wrote (../shared/fixtures:
+# DeepSeek-OCR v1, DeepSeek-OCR-2 and PaddleOCR-VL, random weights) and on the bundled trained model (examples/model converted to
+# GGUF, examples/page.png); the PNG pages become binary PPM with Pillow (the library decodes no PNG).
 FIXTURES ?= ../shared/fixtures
-EXAMPLE  := $(BUILD)/examples/c_api_example
-$(EXAMPLE): examples/c_api_example.c $(SANLIB) include/tilepass.h
+EXDIR    := $(BUILD)/examples
+EXAMPLE  := $(EXDIR)/ocr
+TO_PPM   := $(VPY) -c "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('RGB').save(sys.argv[2])"
+$(EXAMPLE): examples/ocr.c $(SANLIB) include/tilepass.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -Iinclude $< -o $@ \
 	    -L$(BUILD)/san -ltilepass -Wl,-rpath,$(abspath $(BUILD)/san) $(LDLIBS)
-example: $(EXAMPLE)
-	@set -e; for T in $(FIXTURES)/llamacpp-tiny-v1 $(FIXTURES)/llamacpp-tiny-ocr2; do \
-	    if [ -f $$T/text-f16.gguf ]; then \
-	        echo "== $(EXAMPLE) $$T"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf - 8; \
-	    else echo "== $(EXAMPLE): $$T missing, not run"; fi; \
-	done
+$(EXDIR)/model/text-f32.gguf: examples/model/config.json $(VENV)/.stamp
+	@mkdir -p $(dir $@)
+	$(VPY) -c "import sys; from pathlib import Path; sys.path.insert(0, 'examples/ocrtrain'); import engine_check; \
+	    engine_check.convert_files(Path('examples/model'), Path('$(EXDIR)/model'), ['f32'])"
+example: $(EXAMPLE) $(EXDIR)/model/text-f32.gguf
+	@set -e; for T in $(FIXTURES)/llamacpp-tiny-v1 $(FIXTURES)/llamacpp-tiny-ocr2 $(FIXTURES)/llamacpp-tiny-paddleocr-vl; do \
+	    test -f $$T/text-f16.gguf || { echo "make example: fixture $$T missing"; exit 1; }; \
+	    P=$(EXDIR)/$$(basename $$T).ppm; $(TO_PPM) $$T/page.png $$P; \
+	    echo "== $(EXAMPLE) $$T"; ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $$T/text-f16.gguf $$T/mmproj-f32.gguf $$P 8; \
+	done; $(TO_PPM) examples/page.png $(EXDIR)/page.ppm; echo "== $(EXAMPLE) examples/model (trained)"; \
+	ASAN_OPTIONS=detect_leaks=1 $(EXAMPLE) $(EXDIR)/model/text-f32.gguf $(EXDIR)/model/mmproj-f32.gguf $(EXDIR)/page.ppm 2048
 
 ctest: $(CTESTS)
 	@set -e; for t in $(CTESTS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
@@ -136,7 +145,8 @@ SAN_PYTESTS := tests/test_quants.py tests/test_qgemm.py tests/test_gemv_decode.p
 	tests/test_kv_cache_q8.py tests/test_ops_conv.py tests/test_ops_copy.py tests/test_ops_interpolate.py \
 	tests/test_ops_norm.py tests/test_ops_rope_topk.py tests/test_activations.py tests/test_core_smoke.py \
 	tests/test_text_decoder.py tests/test_vision_llamacpp.py tests/test_linear.py tests/test_hardening_native.py \
-	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py tests/test_chat_template_native.py
+	tests/test_tokenizer_fuzz.py tests/test_ops_sigmoid_div.py tests/test_sampler_native.py tests/test_chat_template_native.py \
+	tests/test_grounding_native.py
 santest: venv venv-test sanlib
 	@echo "== pytest kernels and ops under ASan+UBSan ($(SANLIB))"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \

@@ -46,6 +46,9 @@
  *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
  *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
+ *   - tp_session: one call at a time (submit, generate, reset, free, the getters), but tp_session_cancel, which any
+ *     thread may call at any time while the session lives. Sessions over the same loaded models each evaluate their
+ *     own sequence: they may run on different threads (their computations take turns on each model's lock).
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
  *     tp_text_eval, tp_text_eval_batch), between graph nodes.
@@ -1058,6 +1061,182 @@ tp_status tp_vision_encode_rgb(tp_vision_model *m, const tp_rgb_image *images, i
                                int64_t *out_n_tokens, tp_error *err);
 /* Release an array tp_vision_encode_rgb returned. NULL is ignored. */
 void tp_vision_tokens_free(float *tokens);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sessions: image in, text out, everything in C (native/session/). A session ties a text and a vision model
+ * together with the family's prompt conventions (the vision family's: DeepSeek-OCR / OCR-2 "[bos] +
+ * tok(before <image>) + image rows + tok(after)" with "<image>\n" put in front of a prompt that has none;
+ * DeepSeek-VL2's "<|User|>: ...\n\n<|Assistant|>:"; PaddleOCR-VL's chat template from the text file rendered,
+ * with M-RoPE positions), the tokenizer, the sampler and no-repeat rule (tp_sampler), stop strings (tp_stop),
+ * UTF-8-safe streaming, grounding spans and cancellation.
+ *
+ *     tp_session *s = NULL;
+ *     tp_error err;
+ *     tp_session_params sp = tp_session_default_params();
+ *     if (tp_session_create("text.gguf", "mmproj.gguf", &sp, &s, &err) != TP_OK) { puts(err.message); ... }
+ *     tp_session_image img = {.rgb = {rgb, width, height, 0}};
+ *     tp_session_submit(s, NULL, &img, 1, &err);          // NULL: the family's default prompt
+ *     tp_session_gen_params gp = tp_session_default_gen_params();
+ *     gp.on_text = print_piece;                            // optional streaming
+ *     tp_session_result r;
+ *     tp_session_generate(s, &gp, &r, &err);               // r.text: the whole text, owned by s
+ *     tp_session_free(s);
+ *
+ * Threads: a session is one conversation: one call at a time on it (submit, generate, reset, free), except
+ * tp_session_cancel, which any thread may call at any time while the session lives. Sessions made from the same
+ * loaded models (tp_session_create_from_models) may run on different threads: each has its own KV cache
+ * (a tp_text_seq), their computations take turns on each model's lock.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct tp_session tp_session;
+
+typedef struct tp_session_params {
+    int n_threads;          /* threads of the models tp_session_create loads, 1..64 (4) */
+    int32_t n_ctx;          /* the session's KV cache in tokens; 0: the text model's n_ctx (0) */
+    int32_t kv_type;        /* tp_text_params.kv_type of a model tp_session_create loads (-1: auto) */
+    int vision_precision;   /* tp_vision_params.precision of a model tp_session_create loads (-1: auto) */
+    const char *image_mode; /* the vision model's image mode by name (tp_vision_mode_name); NULL: its default;
+                             * copied at create */
+} tp_session_params;
+
+tp_session_params tp_session_default_params(void);
+
+/* A session over two model files it loads and owns (freed with it). Cancellation (tp_session_cancel) then also
+ * stops an image encode or a prefill in progress, between graph nodes. Models that do not belong together (a
+ * vision model's output width other than the text model's embedding width, or a text architecture the vision
+ * family does not decode with) are refused (TP_ERR_INVALID_ARGUMENT saying which), here and in
+ * tp_session_create_from_models. */
+tp_status tp_session_create(const char *text_path, const char *vision_path, const tp_session_params *params,
+                            tp_session **out, tp_error *err);
+/* A session over loaded models it borrows (they must outlive it; other sessions may share them). The session
+ * evaluates its own sequence (tp_text_seq_create), never the model's built-in one. tp_session_cancel is checked
+ * between tokens; an encode or a prefill in progress stops only through the models' own abort callbacks. */
+tp_status tp_session_create_from_models(tp_text_model *text, tp_vision_model *vision, const tp_session_params *params,
+                                        tp_session **out, tp_error *err);
+/* NULL is ignored. Must not overlap another call on the session (tp_session_cancel included). */
+void tp_session_free(tp_session *s);
+
+/* One image of a prompt: RGB bytes (preprocessed by the session's image mode and encoded by the vision model),
+ * or (rgb.rgb NULL) tokens already encoded: n_tokens × n_embd floats, row-major, copied at submit, and for an
+ * M-RoPE text model (PaddleOCR-VL) the grid_cols × grid_rows grid of merged patches they form (their product
+ * n_tokens). */
+typedef struct tp_session_image {
+    tp_rgb_image rgb;
+    const float *embd;
+    int64_t n_tokens;
+    int32_t grid_cols, grid_rows;
+} tp_session_image;
+
+/* The next request: prompt (NUL-terminated UTF-8; NULL: the family's default prompt, tp_session_default_prompt)
+ * with its images: one for DeepSeek-OCR / OCR-2 and PaddleOCR-VL (a page); up to 16 for DeepSeek-VL2, one <image>
+ * tag per image in the prompt (a prompt without a tag and one image gets "<image>\n" in front; for three images or
+ * more the image mode is "global", no tiles, as the official processor does, unless params.image_mode names one).
+ * The images are
+ * encoded now (all in one pass; the time goes to the next result's vision_s) and the prompt's ids (and M-RoPE
+ * positions) built by the family's conventions: a prompt that does not fit them (two <image> tags for one image,
+ * an <image> tag in a PaddleOCR-VL task) is TP_ERR_INVALID_ARGUMENT saying so, as are a NULL or empty image, a
+ * size the image limits refuse, embeddings without a token count, and a prompt that does not fit the KV cache.
+ * Replaces an earlier request that was not generated; the session's sequence is emptied (a new conversation). */
+tp_status tp_session_submit(tp_session *s, const char *prompt, const tp_session_image *images, int32_t n_images,
+                            tp_error *err);
+
+/* The prompt a NULL prompt stands for, e.g. "<|grounding|>Convert the document to markdown."; owned by the
+ * library. */
+const char *tp_session_default_prompt(const tp_session *s);
+
+/* The ids (and M-RoPE positions, axis-major [n_pos_axes × n]; NULL for one-axis models) of the submitted prompt,
+ * owned by the session until the next submit / reset / free. *n_pos_axes may be NULL. TP_ERR_INVALID_ARGUMENT
+ * when nothing is submitted. */
+tp_status tp_session_prompt_ids(const tp_session *s, const int32_t **ids, int32_t *n, const int32_t **pos,
+                                int32_t *n_pos_axes);
+
+/* Text as it is generated: whole UTF-8 characters (a character split over tokens waits for the token that completes
+ * it; text that could begin a stop string is held back until it cannot). Return false to stop generating
+ * (TP_SESSION_STOP_CALLBACK). Called on the thread that called tp_session_generate. */
+typedef bool (*tp_session_text_fn)(const char *text, size_t len, void *data);
+
+typedef struct tp_session_gen_params {
+    int32_t max_tokens;          /* the most new tokens, > 0 (8192, the CLI's -n) */
+    /* sampling and the no-repeat rule (tp_sampler_params; n_vocab is the model's, whatever is set here). The
+     * defaults (tp_session_default_gen_params) are the CLI's: greedy, seed 0, and the vision family's official
+     * runner's rule: */
+    tp_sampler_params sampler;   /* no_repeat_ngram / no_repeat_window < 0: the family's (tp_vision_info; -1);
+                                  * no_repeat_whitelist NULL with n_no_repeat_whitelist < 0: the vocabulary's
+                                  * <td> and </td> (-1); scope TP_NO_REPEAT_GENERATED */
+    const char *const *stop_strings; /* generation stops before the first of these in the text (NULL) */
+    int32_t n_stop_strings;          /* (0) */
+    bool ignore_eos;             /* go on past the end-of-text token (false) */
+    tp_session_text_fn on_text;  /* NULL: no streaming (the text is in the result either way) */
+    void *on_text_data;
+} tp_session_gen_params;
+
+tp_session_gen_params tp_session_default_gen_params(void);
+
+typedef enum tp_session_stop {
+    TP_SESSION_STOP_EOS = 0,           /* the end-of-text token */
+    TP_SESSION_STOP_LENGTH = 1,        /* max_tokens generated */
+    TP_SESSION_STOP_CONTEXT = 2,       /* the KV cache is full */
+    TP_SESSION_STOP_STRING = 3,        /* a stop string (not in the text) */
+    TP_SESSION_STOP_CALLBACK = 4,      /* on_text returned false */
+    TP_SESSION_STOP_NO_CANDIDATES = 5  /* every token banned or not a number */
+} tp_session_stop;
+
+/* A grounding box in the model's coordinates, 0..999 of the image's width (x) and height (y); x1 <= x2, y1 <= y2. */
+typedef struct tp_grounding_box {
+    int32_t x1, y1, x2, y2;
+} tp_grounding_box;
+
+/* A grounding region of the text: <|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2], ...]<|/det|> at bytes
+ * [begin, end) (from its first tag to the end of its box list), its label at [label_begin, label_end) (label_end
+ * == label_begin: none; surrounding whitespace not included; the label's text is those bytes less any <|/det|>,
+ * <|grounding|> or end-of-sentence / BOS / pad tag inside them, which the parser drops), its boxes
+ * boxes[first_box .. first_box + n_boxes).
+ * The rules are encoder/grounding.py's (GroundingParser): complete false for a region cut off or whose box list
+ * is not closed; a box list ends at a line break, at text before its first '[', at text after its closing ']]',
+ * or past 4096 characters; a label of more than 256 characters is text; numbers rounded half to even and clamped
+ * to 0..999. */
+typedef struct tp_grounding_span {
+    size_t begin, end;
+    size_t label_begin, label_end;
+    int32_t first_box, n_boxes;
+    bool complete;
+} tp_grounding_span;
+
+typedef struct tp_session_result {
+    const char *text;             /* the generated text (tags kept), NUL-terminated, owned by the session */
+    size_t text_len;
+    const int32_t *tokens;        /* the generated ids (EOS not included), owned by the session */
+    int32_t n_prompt_tokens, n_generated_tokens;
+    int stop_reason;              /* a tp_session_stop */
+    bool hit_max_tokens;          /* stop_reason == TP_SESSION_STOP_LENGTH */
+    double vision_s, prefill_s, decode_s; /* seconds: the submit's image encode, the prompt, the tokens after it */
+    const tp_grounding_span *spans; /* owned by the session */
+    int32_t n_spans;
+    const tp_grounding_box *boxes;
+    int32_t n_boxes;
+} tp_session_result;
+
+/* Prefill the submitted prompt and generate. The result's arrays stay valid until the next submit, generate,
+ * reset or free of the session. A request is generated once (a second generate without a submit:
+ * TP_ERR_INVALID_ARGUMENT). TP_ERR_ABORTED ("aborted by tp_session_cancel") when cancelled: out then holds what
+ * was generated before. */
+tp_status tp_session_generate(tp_session *s, const tp_session_gen_params *params, tp_session_result *out,
+                              tp_error *err);
+
+/* Stop the session's submit or generate in progress (between tokens, and inside an encode or a prefill of the
+ * models tp_session_create loaded), or the next one when none is; that call then returns TP_ERR_ABORTED and the
+ * request clears. Any thread, any time while the session lives; async-signal-safe (an atomic store). */
+void tp_session_cancel(tp_session *s);
+
+/* Forget the request, the result and the KV cache (the models stay loaded). NULL is ignored. */
+void tp_session_reset(tp_session *s);
+
+/* The grounding regions of a text (len bytes, not necessarily NUL-terminated), as tp_session_result's spans: up to
+ * span_cap spans and box_cap boxes written, *n_spans / *n_boxes the counts (NULL arrays with 0 caps: a size
+ * query); too small a cap is TP_ERR_INVALID_ARGUMENT with the counts set. */
+tp_status tp_grounding_parse(const char *text, size_t len, tp_grounding_span *spans, int32_t span_cap,
+                             int32_t *n_spans, tp_grounding_box *boxes, int32_t box_cap, int32_t *n_boxes,
+                             tp_error *err);
 
 /* TP_CDEF_END */
 

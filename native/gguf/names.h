@@ -144,6 +144,7 @@
 #define KEY_TOK_PRE "tokenizer.ggml.pre"
 #define KEY_TOK_MERGES "tokenizer.ggml.merges"
 #define KEY_TOK_SCORES "tokenizer.ggml.scores"
+#define KEY_TOK_CHAT_TEMPLATE "tokenizer.chat_template"
 #define KEY_TOK_UNK "tokenizer.ggml.unknown_token_id"
 #define KEY_TOK_ADD_SPACE_PREFIX "tokenizer.ggml.add_space_prefix"
 

@@ -636,3 +636,5 @@ tp_status tp_text_eval_pos(tp_text_model *m, const int32_t *ids, int32_t n, cons
     const tp_text_batch_entry e = {NULL, ids, n, pos, embd, n_embd_rows, logits, all_logits};
     return eval_entries(m, &e, 1, false, err);
 }
+
+const tp_gguf *text_model_gguf(const tp_text_model *m) { return m ? m->gguf : NULL; }

@@ -52,4 +52,7 @@ typedef struct text_vocab {
 tp_status text_load_vocab(const tp_gguf *g, const char *path, int64_t n_vocab, text_vocab *v, tp_error *err);
 void text_vocab_free(text_vocab *v);
 
+/* The open file of a loaded model (models/text.c): its keys (tokenizer.chat_template) stay readable. */
+const tp_gguf *text_model_gguf(const tp_text_model *m);
+
 #endif

@@ -442,3 +442,5 @@ void tp_vision_trim(tp_vision_model *m) {
     tp_gguf_drop_pages(m->gguf);
     pthread_mutex_unlock(&m->lock);
 }
+
+const vision_family *vision_model_family(const tp_vision_model *m) { return m ? m->family : NULL; }

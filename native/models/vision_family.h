@@ -6,6 +6,7 @@
 #define TP_VISION_FAMILY_H
 
 #include "tp_internal.h"
+#include "prompt.h"
 #include "weights.h"
 
 #define TP_VISION_MAX_GROUPS 64
@@ -39,6 +40,8 @@ typedef struct vision_family {
     const char *projector_type; /* clip.projector_type of its files */
     /* the no-repeat rule of the family's official runner: n-gram size in a window of generated tokens */
     int no_repeat_ngram, no_repeat_window;
+    /* how its prompts are built around a page's image tokens (models/<family>/prompt.c) */
+    const prompt_family *prompt;
     /* Read hyperparameters and bind every weight as a leaf of L->ctx (the model's weights context). */
     tp_status (*load)(weights_loader *L, void **model);
     void (*free)(void *model);
@@ -61,5 +64,8 @@ typedef struct vision_family {
     /* A representative matrix (what auto precision looks at). */
     const tp_tensor *(*probe_matrix)(const void *model);
 } vision_family;
+
+/* The family of a loaded model (models/vision.c). */
+const vision_family *vision_model_family(const tp_vision_model *m);
 
 #endif

@@ -154,6 +154,7 @@ const vision_family deepseek_ocr_vision = {
     .projector_type = "deepseekocr",
     .no_repeat_ngram = 30,
     .no_repeat_window = 90,
+    .prompt = &deepseek_ocr_prompt,
     .load = load,
     .free = free_model,
     .n_embd = n_embd,

@@ -255,6 +255,7 @@ const vision_family deepseek_ocr2_vision = {
     .projector_type = "deepseekocr2",
     .no_repeat_ngram = 20,
     .no_repeat_window = 90,
+    .prompt = &deepseek_ocr_prompt,
     .load = load,
     .free = free_model,
     .n_embd = n_embd,

@@ -192,6 +192,7 @@ const vision_family deepseek_vl2_vision = {
     .projector_type = "deepseekvl2",
     .no_repeat_ngram = 0, /* the official runner samples without a no-repeat rule */
     .no_repeat_window = 0,
+    .prompt = &deepseek_vl2_prompt,
     .load = load,
     .free = free_model,
     .n_embd = n_embd,

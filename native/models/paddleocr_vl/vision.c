@@ -212,6 +212,7 @@ const vision_family paddleocr_vl_vision = {
     .projector_type = "paddleocr",
     .no_repeat_ngram = 0, /* the official runner decodes greedily without a no-repeat rule */
     .no_repeat_window = 0,
+    .prompt = &paddleocr_vl_prompt,
     .load = load,
     .free = free_model,
     .n_embd = n_embd,
