@@ -1,0 +1,131 @@
+"""The pages of a batch run decoded by a pool of Ray actors, through a Ray Data pipeline:
+
+    the pages to do (the driver left out those done before)
+      -> render (pypdfium2, a task per page, no CPU reserved: rendering is short beside decoding)
+      -> map_batches into a fixed pool of PageDecoder actors (each loads the GGUF files once, memory-mapped,
+         and decodes a group of pages per call: one vision pass, then batched decode)
+      -> back to the driver, which writes the files (driver.py).
+
+Without an address a local Ray is started on this machine (all its CPUs) and shut down at the end; with one
+(``auto``, ``ray://host:10001``, ``host:6379``) the run joins that cluster, whose nodes must have tilepass
+installed. A Ray that is already initialised in this process is used as it is. The pool follows the CPUs Ray
+reports: ``actors = max(1, cpus // 4)`` (at most one per page), ``threads = cpus // actors``.
+
+A failed actor (its process died) is restarted by Ray and its group of pages retried (``max_restarts``,
+``max_task_retries``); a group that fails every retry is skipped (``max_errored_blocks``) and its pages are
+recorded as failed by the driver, for the next run to do again. Ray is optional: ``pip install tilepass[ray]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .settings import BatchError
+from .work import PageDecoder, PageOut, render_batch
+
+if TYPE_CHECKING:
+    from .driver import Log, Run
+
+EXTRA = "tilepass[ray]"
+ACTOR_RESTARTS = 4  # a decoder process that dies is started again this many times
+TASK_RETRIES = 3  # a group of pages is tried again this many times after its decoder died
+
+
+class RayMissing(BatchError):
+    """--ray without Ray installed."""
+
+
+def require_ray() -> None:
+    """RayMissing unless Ray and Ray Data can be imported."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise RayMissing(f"--ray needs Ray Data, which cannot be imported here ({e}); install the ray extra: "
+                         f"pip install '{EXTRA}'") from None
+
+
+def local_runtime_env() -> dict[str, Any]:
+    """The runtime environment of the workers of a Ray started here: this process's tilepass package first on
+    their path (a checkout's ``encoder`` too), and the library it was told to use (TILEPASS_LIB)."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    path = [package_parent, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env = {"PYTHONPATH": os.pathsep.join(path)}
+    if os.environ.get("TILEPASS_LIB"):
+        env["TILEPASS_LIB"] = os.environ["TILEPASS_LIB"]
+    return {"env_vars": env}
+
+
+def pool_size(cpus: float, n_pages: int, actors: int | None, threads: int | None) -> tuple[int, int]:
+    """(actors, threads per actor): the defaults follow the CPUs (max(1, cpus // 4) actors, at most one per page,
+    and the CPUs shared among them); either may be given."""
+    n_cpus = max(1, int(cpus))
+    n_actors = max(1, min(actors or max(1, n_cpus // 4), max(1, n_pages)))
+    return n_actors, threads or max(1, n_cpus // n_actors)
+
+
+def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int | None,
+              log: "Log") -> tuple[Iterator[PageOut], int, int]:
+    """The pages of run decoded by Ray actors, as they come (not in order); (pages, actors, threads)."""
+    import ray
+
+    from ..cli import _parallel
+    from .driver import kill_hook
+
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING)
+        if address is None:
+            ray.init(num_cpus=os.cpu_count() or 1, runtime_env=local_runtime_env(), **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        n_actors, n_threads = pool_size(cpus, len(run.todo), actors, threads)
+        spec = kill_hook(dataclasses.replace(run.spec, threads=n_threads))
+        parallel = _parallel(spec.settings.namespace([], "", False, threads=n_threads), run.pipe, n_threads)
+        per_pass = spec.settings.images_per_pass or max(4, parallel)
+        group = max(1, min(per_pass, math.ceil(len(run.todo) / n_actors)))
+        run.pipe = None  # the driver's models are not needed any more: the actors load their own
+        log.info(f"Ray: {cpus:g} CPUs; {len(run.todo)} page{'s' if len(run.todo) != 1 else ''} to {n_actors} "
+                 f"actor{'s' if n_actors != 1 else ''} x {n_threads} thread{'s' if n_threads != 1 else ''}, "
+                 f"{group} page{'s' if group != 1 else ''} a call, up to {parallel} decoded together")
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    pages = _results(ray, run, spec, n_actors, min(float(n_threads), cpus / n_actors), group, started, log)
+    return pages, n_actors, n_threads
+
+
+def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: float, group: int,
+             started: bool, log: "Log") -> Iterator[PageOut]:
+    from .driver import end_kill_hook
+
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.max_errored_blocks = -1  # a group that fails every retry: its pages are missing, not the run's
+        ctx.execution_options.preserve_order = False
+        rows = [{"doc": d, "number": n} for d, n in run.todo]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ds.map_batches(render_batch, fn_kwargs={"documents": spec.documents, "dpi": run.args.dpi},
+                            batch_size=1, batch_format="numpy", num_cpus=0)
+        ds = ds.map_batches(PageDecoder, fn_constructor_kwargs={"spec": spec}, batch_size=group,
+                            batch_format="numpy", concurrency=n_actors, num_cpus=cpus_per_actor,
+                            max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
+        for row in ds.iter_rows():
+            yield pickle.loads(row["result"])
+    finally:
+        end_kill_hook(spec, log)
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["EXTRA", "RayMissing", "local_runtime_env", "pool_size", "ray_pages", "require_ray"]
