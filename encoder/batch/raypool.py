@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -108,24 +109,50 @@ def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: flo
              started: bool, log: "Log") -> Iterator[PageOut]:
     from .driver import end_kill_hook
 
+    quiet = _QuietRayData()
     try:
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.max_errored_blocks = -1  # a group that fails every retry: its pages are missing, not the run's
+        ctx.enable_progress_bars = False  # the driver shows its own progress
+        ctx.max_errored_blocks = -1  # a group that fails every retry: its pages are missing, not the run
         ctx.execution_options.preserve_order = False
         rows = [{"doc": d, "number": n} for d, n in run.todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(render_batch, fn_kwargs={"documents": spec.documents, "dpi": run.args.dpi},
                             batch_size=1, batch_format="numpy", num_cpus=0)
-        ds = ds.map_batches(PageDecoder, fn_constructor_kwargs={"spec": spec}, batch_size=group,
-                            batch_format="numpy", concurrency=n_actors, num_cpus=cpus_per_actor,
-                            max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
+        with warnings.catch_warnings():
+            # max_restarts / max_task_retries have no named parameter of map_batches (Ray 2.60 warns that extra
+            # remote arguments are deprecated); without them Ray Data retries a failing group for ever
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = ds.map_batches(PageDecoder, fn_constructor_kwargs={"spec": spec}, batch_size=group,
+                                batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
+                                num_cpus=cpus_per_actor, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
         for row in ds.iter_rows():
             yield pickle.loads(row["result"])
     finally:
+        quiet.restore()
         end_kill_hook(spec, log)
         if started:
             ray.shutdown()
+
+
+class _QuietRayData(logging.Filter):
+    """While a run executes: Ray Data's INFO lines (execution plan, start and end) and its note that progress
+    bars are off are left out; its warnings and errors still show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._logger = logging.getLogger("ray.data")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.WARNING)
+        self._progress = logging.getLogger("ray.data._internal.progress")
+        self._progress.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars")
+
+    def restore(self) -> None:
+        self._logger.setLevel(self._level)
+        self._progress.removeFilter(self)
 
 
 __all__ = ["EXTRA", "RayMissing", "local_runtime_env", "pool_size", "ray_pages", "require_ray"]
