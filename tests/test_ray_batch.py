@@ -31,6 +31,7 @@ import pdfmaker as pm  # noqa: E402
 
 from encoder.batch import Log, ModelSettings, run_batch  # noqa: E402
 from encoder.batch.work import KILL_AFTER_ENV  # noqa: E402
+from encoder.cli import main as cli_main  # noqa: E402
 from encoder.manifest import MANIFEST_NAME  # noqa: E402
 
 PROMPT = "<image>\nFree OCR."
@@ -59,9 +60,8 @@ def work(tmp_path_factory) -> dict[str, Path]:
     pages[5].save(inputs / "gamma.png")
     pages[6].save(inputs / "delta.png")
     ref = d / "cli"
-    r = subprocess.run([sys.executable, "-m", "encoder.cli", "-m", str(text), "--mmproj", str(vision), "-t", "2",
-                        *OPTIONS, str(inputs), "-o", str(ref)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 3, r.stderr  # -n 8: every page stops at the limit
+    rc = cli_main(["-m", str(text), "--mmproj", str(vision), "-t", "2", "-q", *OPTIONS, str(inputs), "-o", str(ref)])
+    assert rc == 3  # -n 8: every page stops at the limit
     return {"text": text, "vision": vision, "inputs": inputs, "ref": ref}
 
 

@@ -1,7 +1,8 @@
 """The pages of a batch run decoded by a pool of Ray actors, through a Ray Data pipeline:
 
     the pages to do (the driver left out those done before)
-      -> render (pypdfium2, a task per page, no CPU reserved: rendering is short beside decoding)
+      -> render (pypdfium2, a task per page, no CPU reserved: rendering is short beside decoding; at most one
+         task per actor at a time)
       -> map_batches into a fixed pool of PageDecoder actors (each loads the GGUF files once, memory-mapped,
          and decodes a group of pages per call: one vision pass, then batched decode)
       -> back to the driver, which writes the files (driver.py).
@@ -118,7 +119,8 @@ def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: flo
         rows = [{"doc": d, "number": n} for d, n in run.todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map_batches(render_batch, fn_kwargs={"documents": spec.documents, "dpi": run.args.dpi},
-                            batch_size=1, batch_format="numpy", num_cpus=0)
+                            batch_size=1, batch_format="numpy", num_cpus=0,
+                            compute=ray.data.TaskPoolStrategy(size=n_actors))  # a worker process each, reused
         with warnings.catch_warnings():
             # max_restarts / max_task_retries have no named parameter of map_batches (Ray 2.60 warns that extra
             # remote arguments are deprecated); without them Ray Data retries a failing group for ever
