@@ -1,6 +1,6 @@
 """tilepass-batch (encoder/batch/) against tilepass-cli on the same folder and settings: a folder of two PDFs (3 and
 2 pages) and two PNG images, held-out pages of the bundled trained model's generator (examples/model: each page
-reads differently, so a page written under another's name would show), base mode, the prompt it was trained on,
+reads differently, so a page written under another's name would show), tiny mode, the prompt it was trained on,
 -n 8. tilepass-cli's run into its own directory is the reference (an independent path: its own loop over passes
 and pages); the batch runs must write exactly its files (the pages' JSON compared without their timing fields,
 the only fields that differ between two identical runs):
@@ -36,7 +36,7 @@ from encoder.manifest import MANIFEST_NAME  # noqa: E402
 
 PROMPT = "<image>\nFree OCR."
 N_PAGES = 7
-OPTIONS = ("--mode", "base", "-p", PROMPT, "-n", "8")
+OPTIONS = ("--mode", "tiny", "-p", PROMPT, "-n", "8")  # tiny (512): the pages still read apart
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def local_ray():
 
 
 def settings(work: dict[str, Path]) -> ModelSettings:
-    return ModelSettings(str(work["text"]), str(work["vision"]), prompt=PROMPT, mode="base", n_predict=8)
+    return ModelSettings(str(work["text"]), str(work["vision"]), prompt=PROMPT, mode="tiny", n_predict=8)
 
 
 def batch(work: dict[str, Path], out: Path, **kw) -> tuple[object, list[str]]:

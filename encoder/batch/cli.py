@@ -19,7 +19,8 @@ import signal
 import sys
 from typing import Sequence
 
-from ..cli import _float, _positive_int, add_model_options
+from ..cli import STOP_SIGNALS, _float, _Handlers, _positive_int, add_model_options
+from ..interrupt import Interrupt
 from .driver import Log, run_batch
 from .settings import BatchError, ModelSettings
 
@@ -64,6 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else 2
     log = Log(args.quiet)
+    handlers = _Handlers()  # SIGINT, SIGTERM, SIGHUP unwind (the lock released, Ray shut down); SIGBUS one line
+    try:
+        handlers.install()
+        with Interrupt() as interrupt:  # a signal stops a long C computation of this process within a node
+            return _run(args, log, interrupt)
+    except KeyboardInterrupt as e:
+        log.error(f"{STOP_SIGNALS.get(getattr(e, 'signum', signal.SIGINT), 'stopped')}; the pages written are kept: "
+                  "run the same command again to do the rest")
+        return 128 + int(getattr(e, "signum", signal.SIGINT))
+    finally:
+        handlers.restore()
+
+
+def _run(args: argparse.Namespace, log: Log, interrupt: Interrupt) -> int:
     use_ray = args.ray is not None
     if args.ray and os.path.exists(args.ray):  # `--ray scans/ ...`: the input taken for an address
         log.error(f"--ray {args.ray}: that is a file or directory, not a Ray address; put --ray after the inputs, "
@@ -72,13 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run_batch(args.inputs, args.output, ModelSettings.from_args(args), use_ray=use_ray,
                             ray_address=args.ray or None, actors=args.actors,
-                            threads_per_actor=args.threads_per_actor, threads=args.threads, force=args.force, log=log)
+                            threads_per_actor=args.threads_per_actor, threads=args.threads, force=args.force, log=log,
+                            abort=interrupt)
     except BatchError as e:
         log.error(str(e))
         return 2 if e.usage else 1
-    except KeyboardInterrupt:
-        log.error("interrupted; the pages written are kept: run the same command again to do the rest")
-        return 128 + int(signal.SIGINT)
     return summary.status
 
 

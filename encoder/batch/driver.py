@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterable, Sequence
 
 from .settings import BatchError, ModelSettings
 from .work import KILL_AFTER_ENV, DecodeSpec, PageDecoder, PageKey, PageOut, render_page
@@ -80,12 +80,13 @@ def _cli_call(fn: Callable[..., Any], *args: Any) -> Any:
 def run_batch(inputs: Sequence[str], out_dir: str | os.PathLike[str], settings: ModelSettings, *,
               use_ray: bool = False, ray_address: str | None = None, actors: int | None = None,
               threads_per_actor: int | None = None, threads: int | None = None, force: bool = False,
-              log: Log | None = None) -> BatchSummary:
+              log: Log | None = None, abort: Any = None) -> BatchSummary:
     """Decode every page of ``inputs`` (tilepass-cli's: images, PDFs with page ranges, directories, globs) into
     ``out_dir``, laid out as tilepass-cli lays out a document run. ``use_ray`` (or a ``ray_address``): the pages
     go to a pool of Ray actors (``actors`` of ``threads_per_actor`` threads; defaults from the CPUs Ray reports),
     on a local Ray started here when none is running and no address is given; otherwise they are decoded in this
-    process with ``threads`` (default: all CPUs, at most 64). Raises BatchError (RayMissing without Ray)."""
+    process with ``threads`` (default: all CPUs, at most 64). ``abort``: the models' abort poll in this process
+    (interrupt.Interrupt: a signal stops a long C computation). Raises BatchError (RayMissing without Ray)."""
     log = log or Log()
     use_ray = use_ray or ray_address is not None
     if use_ray:
@@ -95,7 +96,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | os.PathLike[str], settings: 
     t0 = time.monotonic()
     out = os.fspath(out_dir)
     ns = settings.namespace(inputs, out, force, threads=threads)
-    run = _prepare(ns, settings, log)
+    run = _prepare(ns, settings, log, abort)
     summary = BatchSummary(pages=run.n_all, skipped=run.n_all - len(run.todo), backend="ray" if use_ray else "local")
     try:
         if run.todo:
@@ -105,7 +106,10 @@ def run_batch(inputs: Sequence[str], out_dir: str | os.PathLike[str], settings: 
                 pages, summary.actors, summary.threads = ray_pages(run, ray_address, actors, threads_per_actor, log)
             else:
                 pages, summary.actors, summary.threads = _local_pages(run, threads, log)
-            _write_results(run, pages, summary, log)
+            try:
+                _write_results(run, pages, summary, log)
+            finally:
+                pages.close()  # stopped early (a signal, an error): Ray shut down now, not when collected
     finally:
         run.lock.release()
     summary.seconds = time.monotonic() - t0
@@ -136,7 +140,7 @@ class Run:
     input_errors: int = 0
 
 
-def _prepare(ns: Any, settings: ModelSettings, log: Log) -> Run:
+def _prepare(ns: Any, settings: ModelSettings, log: Log, abort: Any = None) -> Run:
     """tilepass-cli's checks, in its order: usage, inputs, the directory and its manifest, the models, the
     resolved settings; then the pages not done before."""
     from .. import __version__
@@ -171,7 +175,7 @@ def _prepare(ns: Any, settings: ModelSettings, log: Log) -> Run:
         raise BatchError("no usable input")
     docs, lock, _ = _cli_call(_open_document_outputs, ns, log, found.documents)
     try:
-        pipe = _cli_call(load_pipeline, ns, ns.threads or min(os.cpu_count() or 1, 64), None)
+        pipe = _cli_call(load_pipeline, ns, ns.threads or min(os.cpu_count() or 1, 64), abort)
         prompt = _cli_call(_resolve_prompt, ns, pipe, ns.prompt)
         code = getattr(pipe.vision, "precision", 0)
         arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
@@ -234,7 +238,7 @@ def end_kill_hook(spec: DecodeSpec, log: Log) -> None:
     log.info(f"test hook: a decoder ended its process after {spec.kill_after} pages ({KILL_AFTER_ENV})")
 
 
-def _local_pages(run: Run, threads: int | None, log: Log) -> tuple[Iterator[PageOut], int, int]:
+def _local_pages(run: Run, threads: int | None, log: Log) -> tuple[Generator[PageOut, None, None], int, int]:
     """The pages decoded in this process, a group (one vision pass) at a time, with the driver's pipeline."""
     from ..documents import PageLoader
 
@@ -242,7 +246,7 @@ def _local_pages(run: Run, threads: int | None, log: Log) -> tuple[Iterator[Page
     spec = kill_hook(dataclasses.replace(run.spec, threads=n_threads))
     decoder = PageDecoder(spec, run.pipe)
 
-    def pages() -> Iterator[PageOut]:
+    def pages() -> Generator[PageOut, None, None]:
         loader = PageLoader(run.args.dpi)
         try:
             per_pass = decoder.per_pass

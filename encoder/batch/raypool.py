@@ -26,7 +26,7 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Generator
 
 from .settings import BatchError
 from .work import PageDecoder, PageOut, render_batch
@@ -73,7 +73,7 @@ def pool_size(cpus: float, n_pages: int, actors: int | None, threads: int | None
 
 
 def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int | None,
-              log: "Log") -> tuple[Iterator[PageOut], int, int]:
+              log: "Log") -> tuple[Generator[PageOut, None, None], int, int]:
     """The pages of run decoded by Ray actors, as they come (not in order); (pages, actors, threads)."""
     import ray
 
@@ -90,7 +90,9 @@ def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int 
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         n_actors, n_threads = pool_size(cpus, len(run.todo), actors, threads)
-        spec = kill_hook(dataclasses.replace(run.spec, threads=n_threads))
+        files = dataclasses.replace(run.spec.settings, model=os.path.abspath(run.spec.settings.model),
+                                    mmproj=os.path.abspath(run.spec.settings.mmproj))  # the actors' own cwd
+        spec = kill_hook(dataclasses.replace(run.spec, settings=files, threads=n_threads))
         parallel = _parallel(spec.settings.namespace([], "", False, threads=n_threads), run.pipe, n_threads)
         per_pass = spec.settings.images_per_pass or max(4, parallel)
         group = max(1, min(per_pass, math.ceil(len(run.todo) / n_actors)))
@@ -107,7 +109,7 @@ def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int 
 
 
 def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: float, group: int,
-             started: bool, log: "Log") -> Iterator[PageOut]:
+             started: bool, log: "Log") -> Generator[PageOut, None, None]:
     from .driver import end_kill_hook
 
     quiet = _QuietRayData()
@@ -118,7 +120,10 @@ def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: flo
         ctx.execution_options.preserve_order = False
         rows = [{"doc": d, "number": n} for d, n in run.todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map_batches(render_batch, fn_kwargs={"documents": spec.documents, "dpi": run.args.dpi},
+        # the workers open the files by absolute path (their working directory is not the driver's); the labels
+        # in messages and page files stay the paths as given, as tilepass-cli writes them
+        files = tuple(dataclasses.replace(d, path=os.path.abspath(d.path)) for d in spec.documents)
+        ds = ds.map_batches(render_batch, fn_kwargs={"documents": files, "dpi": run.args.dpi},
                             batch_size=1, batch_format="numpy", num_cpus=0,
                             compute=ray.data.TaskPoolStrategy(size=n_actors))  # a worker process each, reused
         with warnings.catch_warnings():
@@ -128,8 +133,13 @@ def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: flo
             ds = ds.map_batches(PageDecoder, fn_constructor_kwargs={"spec": spec}, batch_size=group,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
                                 num_cpus=cpus_per_actor, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
-        for row in ds.iter_rows():
-            yield pickle.loads(row["result"])
+        try:
+            for row in ds.iter_rows():
+                yield pickle.loads(row["result"])
+        except ray.exceptions.RayError as e:  # an actor that cannot start, a lost node ...: the pages written stay
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BatchError(f"the Ray pipeline failed ({type(e).__name__}: {first}); the pages written so far are "
+                             "kept: run the same command again to do the rest") from None
     finally:
         quiet.restore()
         end_kill_hook(spec, log)
