@@ -720,7 +720,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     parallel = _parallel(args, pipe, threads)
     if parallel > 1:
         rep.info(f"decoding up to {parallel} pages together (--parallel{' auto' if not args.parallel else ''})")
-    per_pass = max(4, parallel) if args.images_per_pass is None else args.images_per_pass or max(1, len(tasks))
+    per_pass = pages_per_pass(args.images_per_pass, parallel, len(tasks))
     loader = PageLoader(args.dpi) if found.document_mode else None
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
@@ -857,6 +857,13 @@ class _PageOutcome:
     truncated: bool  # stopped without an end-of-text token
     json_page: dict | None  # for the JSON document on stdout (--json without -o)
     error: str | None = None  # why a page that is not ok failed
+
+
+def pages_per_pass(images_per_pass: int | None, parallel: int, n_pages: int) -> int:
+    """--images-per-pass: the pages encoded in one vision pass (default 4, or --parallel if larger; 0: all). A pass's
+    pages are encoded together, and a page's embeddings (so, near a tie, its text) may depend on its companions:
+    tilepass-batch groups pages by the same rule to write the same files."""
+    return max(4, parallel) if images_per_pass is None else images_per_pass or max(1, n_pages)
 
 
 def _parallel(args: argparse.Namespace, pipe: OcrPipeline, threads: int) -> int:

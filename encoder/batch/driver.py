@@ -249,7 +249,7 @@ def _local_pages(run: Run, threads: int | None, log: Log) -> tuple[Generator[Pag
     def pages() -> Generator[PageOut, None, None]:
         loader = PageLoader(run.args.dpi)
         try:
-            per_pass = decoder.per_pass
+            per_pass = decoder.per_pass(len(run.todo))
             for k in range(0, len(run.todo), per_pass):
                 group = [render_page(loader, run.documents, key) for key in run.todo[k:k + per_pass]]
                 yield from decoder.decode(group)

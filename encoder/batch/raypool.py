@@ -1,16 +1,18 @@
 """The pages of a batch run decoded by a pool of Ray actors, through a Ray Data pipeline:
 
     the pages to do (the driver left out those done before)
-      -> render (pypdfium2, a task per page, no CPU reserved: rendering is short beside decoding; at most one
+      in groups of consecutive pages, tilepass-cli's passes (--images-per-pass: by default 4, or --parallel if
+         larger), so that each page is encoded with the same companions as there and reads the same
+      -> render (pypdfium2, a task per group, no CPU reserved: rendering is short beside decoding; at most one
          task per actor at a time)
       -> map_batches into a fixed pool of PageDecoder actors (each loads the GGUF files once, memory-mapped,
-         and decodes a group of pages per call: one vision pass, then batched decode)
+         and decodes a group per call: one vision pass, then batched decode)
       -> back to the driver, which writes the files (driver.py).
 
 Without an address a local Ray is started on this machine (all its CPUs) and shut down at the end; with one
 (``auto``, ``ray://host:10001``, ``host:6379``) the run joins that cluster, whose nodes must have tilepass
 installed. A Ray that is already initialised in this process is used as it is. The pool follows the CPUs Ray
-reports: ``actors = max(1, cpus // 4)`` (at most one per page), ``threads = cpus // actors``.
+reports: ``actors = max(1, cpus // 4)`` (at most one per page, and per group), ``threads = cpus // actors``.
 
 A failed actor (its process died) is restarted by Ray and its group of pages retried (``max_restarts``,
 ``max_task_retries``); a group that fails every retry is skipped (``max_errored_blocks``) and its pages are
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import pickle
 import warnings
@@ -77,7 +78,7 @@ def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int 
     """The pages of run decoded by Ray actors, as they come (not in order); (pages, actors, threads)."""
     import ray
 
-    from ..cli import _parallel
+    from ..cli import _parallel, pages_per_pass
     from .driver import kill_hook
 
     started = not ray.is_initialized()
@@ -94,8 +95,8 @@ def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int 
                                     mmproj=os.path.abspath(run.spec.settings.mmproj))  # the actors' own cwd
         spec = kill_hook(dataclasses.replace(run.spec, settings=files, threads=n_threads))
         parallel = _parallel(spec.settings.namespace([], "", False, threads=n_threads), run.pipe, n_threads)
-        per_pass = spec.settings.images_per_pass or max(4, parallel)
-        group = max(1, min(per_pass, math.ceil(len(run.todo) / n_actors)))
+        group = pages_per_pass(spec.settings.images_per_pass, parallel, len(run.todo))
+        n_actors = min(n_actors, -(-len(run.todo) // group))  # no more actors than groups
         run.pipe = None  # the driver's models are not needed any more: the actors load their own
         log.info(f"Ray: {cpus:g} CPUs; {len(run.todo)} page{'s' if len(run.todo) != 1 else ''} to {n_actors} "
                  f"actor{'s' if n_actors != 1 else ''} x {n_threads} thread{'s' if n_threads != 1 else ''}, "
@@ -118,19 +119,19 @@ def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: flo
         ctx.enable_progress_bars = False  # the driver shows its own progress
         ctx.max_errored_blocks = -1  # a group that fails every retry: its pages are missing, not the run
         ctx.execution_options.preserve_order = False
-        rows = [{"doc": d, "number": n} for d, n in run.todo]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        groups = [run.todo[k:k + group] for k in range(0, len(run.todo), group)]  # tilepass-cli's passes
+        ds = ray.data.from_items([{"group": g} for g in range(len(groups))], override_num_blocks=len(groups))
         # the workers open the files by absolute path (their working directory is not the driver's); the labels
         # in messages and page files stay the paths as given, as tilepass-cli writes them
         files = tuple(dataclasses.replace(d, path=os.path.abspath(d.path)) for d in spec.documents)
-        ds = ds.map_batches(render_batch, fn_kwargs={"documents": files, "dpi": run.args.dpi},
+        ds = ds.map_batches(render_batch, fn_kwargs={"documents": files, "groups": groups, "dpi": run.args.dpi},
                             batch_size=1, batch_format="numpy", num_cpus=0,
                             compute=ray.data.TaskPoolStrategy(size=n_actors))  # a worker process each, reused
         with warnings.catch_warnings():
             # max_restarts / max_task_retries have no named parameter of map_batches (Ray 2.60 warns that extra
             # remote arguments are deprecated); without them Ray Data retries a failing group for ever
             warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-            ds = ds.map_batches(PageDecoder, fn_constructor_kwargs={"spec": spec}, batch_size=group,
+            ds = ds.map_batches(PageDecoder, fn_constructor_kwargs={"spec": spec}, batch_size=1,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
                                 num_cpus=cpus_per_actor, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
         try:

@@ -1,7 +1,9 @@
 """The work of a batch run, the same whether it runs in this process or in Ray workers: render a page
 (``render_page``, pypdfium2 through documents.PageLoader, as tilepass-cli renders it) and decode a group of
 pages (``PageDecoder``: both models loaded once, memory-mapped; the group's images prepared and encoded in one
-vision pass, then decoded up to --parallel together, as tilepass-cli does a pass of --images-per-pass). What
+vision pass, then decoded up to --parallel together, as tilepass-cli does a pass of --images-per-pass). The
+groups are tilepass-cli's passes (consecutive pages, cli.pages_per_pass of them): a page's embeddings may
+depend on the pages encoded with it, so the same groups write the same files. What
 goes between the stages is pickled into bytes (``PageIn`` / ``PageOut``), so that Ray Data carries it as one
 binary column.
 
@@ -61,15 +63,16 @@ def render_page(loader: PageLoader, documents: Sequence[Document], key: PageKey)
     return PageIn(key, image, rendered.geometry if rendered is not None else None)
 
 
-def render_batch(batch: dict[str, np.ndarray], documents: Sequence[Document], dpi: float) -> dict[str, np.ndarray]:
-    """Ray Data: rows {doc, number} -> rows {doc, number, page: pickled PageIn}."""
+def render_batch(batch: dict[str, np.ndarray], documents: Sequence[Document], groups: Sequence[Sequence[PageKey]],
+                 dpi: float) -> dict[str, np.ndarray]:
+    """Ray Data: rows {group} -> rows {group, pages: the group's pages rendered, a pickled list of PageIn}."""
     loader = PageLoader(dpi)
     try:
-        pages = [pickle.dumps(render_page(loader, documents, (int(d), int(n))), protocol=pickle.HIGHEST_PROTOCOL)
-                 for d, n in zip(batch["doc"], batch["number"])]
+        pages = [pickle.dumps([render_page(loader, documents, key) for key in groups[int(g)]],
+                              protocol=pickle.HIGHEST_PROTOCOL) for g in batch["group"]]
     finally:
         loader.close()
-    return {"doc": batch["doc"], "number": batch["number"], "page": _objects(pages)}
+    return {"group": batch["group"], "pages": _objects(pages)}
 
 
 def _objects(items: list[bytes]) -> np.ndarray:
@@ -109,15 +112,16 @@ class PageDecoder:
         self.parallel = _parallel(args, self.pipe, spec.threads)
         self.finished = 0  # pages decoded by this process (the test hook counts them)
 
-    @property
-    def per_pass(self) -> int:
-        """Pages per group (one vision pass): as tilepass-cli's --images-per-pass."""
-        n = self.spec.settings.images_per_pass
-        return max(4, self.parallel) if n is None else max(1, n)
+    def per_pass(self, n_pages: int) -> int:
+        """Pages per group (one vision pass), by tilepass-cli's --images-per-pass rule for this decoder's --parallel."""
+        from ..cli import pages_per_pass
+
+        return pages_per_pass(self.spec.settings.images_per_pass, self.parallel, n_pages)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pages = [pickle.loads(b) for b in batch["page"]]
-        outs = self.decode(pages)
+        """Ray Data: rows {group, pages} -> a row per page {doc, number, result: a pickled PageOut}; each group is
+        one vision pass, as tilepass-cli does the same pages."""
+        outs = [o for b in batch["pages"] for o in self.decode(pickle.loads(b))]
         return {"doc": np.array([o.key[0] for o in outs], dtype=np.int64),
                 "number": np.array([o.key[1] for o in outs], dtype=np.int64),
                 "result": _objects([pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL) for o in outs])}
