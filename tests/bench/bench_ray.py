@@ -1,10 +1,11 @@
 """tilepass-batch (issue 25): pages per hour of a folder of pages with Ray actors (a local Ray started by the
 command) against tilepass-cli on the same folder, same settings, same machine: PAGES held-out pages of the
 bundled model's generator (examples/model, converted as `make demo` does: text Q8_0, vision F16), base mode, the
-prompt it was trained on, at most N_PREDICT tokens a page. pages_per_hour is from the whole command's wall time
-(Python, model loading and, for Ray, starting Ray and its actors included), as a user sees it; each command also
-runs on SMALL of the pages, and the difference gives the rate once started (pages_per_hour_after_startup) and the
-start-up time. The ratio is against tilepass-cli with all the threads. On this 2-core machine that is 1 actor x 2 threads and 2 actors x 1 thread
+prompt it was trained on, at most N_PREDICT tokens a page; a folder of a PDF and PNG images, two groups of GROUP
+pages (tilepass-cli's passes) per actor: 8 pages for 1 actor, 16 for 2 (tilepass-cli runs both). pages_per_hour is
+from the whole command's wall time (Python, model loading and, for Ray, starting a local Ray, its worker processes
+and actors included: a fixed cost per run that a long job amortises), as a user sees it. The ratio is against
+tilepass-cli with all the threads on the same pages; the markdown must be the CLI's. On this 2-core machine that is 1 actor x 2 threads and 2 actors x 1 thread
 against tilepass-cli -t 2; more actors than cores would only share them. Every run's markdown must equal the
 CLI's (greedy decoding).
 
@@ -29,16 +30,27 @@ from bench_common import child_env  # noqa: E402
 
 MODEL = ROOT / "examples" / "model"
 WORK = ROOT / "build" / "bench-ray"
-PAGES = 8
-SMALL = 2  # the pages of the small run (its wall time less SMALL pages' time: the command's start-up)
-N_PREDICT = 256
+GROUP = 4  # pages per vision pass (tilepass-cli's default --images-per-pass on 2 threads)
+N_PREDICT = 128
 SETTINGS = ["--mode", "base", "-p", "<image>\nFree OCR.", "-n", str(N_PREDICT), "-q"]
 
 
-def _inputs() -> tuple[Path, Path, Path, Path]:
-    """The models, a folder of PAGES pages (two PDFs of three pages and two PNG images) and a folder of SMALL of
-    them (the images)."""
+def _folder(name: str, images: list, n: int) -> Path:
+    """A folder of the first n pages: a PDF of half of them, the rest PNG images."""
     import pdfmaker as pm
+
+    d = WORK / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    half = n // 2
+    (d / "a.pdf").write_bytes(pm.make_pdf([pm.PageSpec(im.width / 2, im.height / 2, image=im) for im in images[:half]]))
+    for k, im in enumerate(images[half:n]):
+        im.save(d / f"p{k:02d}.png")
+    return d
+
+
+def _inputs() -> tuple[Path, Path, list]:
+    """The models, and the pages (held-out pages of the model's generator)."""
     from convert.converter import convert
     from evaluate import EVAL_SEED0
     from gen import make_page
@@ -49,18 +61,7 @@ def _inputs() -> tuple[Path, Path, Path, Path]:
         convert(MODEL, outtype="q8_0", outfile=text, progress=False)
     if not vision.exists():
         convert(MODEL, mmproj=True, outtype="f16", outfile=vision, progress=False)
-    folder, small = WORK / "in", WORK / "in-small"
-    for d in (folder, small):
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir()
-    images = [make_page(EVAL_SEED0 + 60 + k).image for k in range(PAGES)]
-    spec = [pm.PageSpec(im.width / 2, im.height / 2, image=im) for im in images]
-    (folder / "a.pdf").write_bytes(pm.make_pdf(spec[:3]))
-    (folder / "b.pdf").write_bytes(pm.make_pdf(spec[3:6]))
-    for k, im in enumerate(images[6:]):
-        im.save(folder / f"c{k}.png")
-        im.save(small / f"c{k}.png")
-    return text, vision, folder, small
+    return text, vision, [make_page(EVAL_SEED0 + 60 + k).image for k in range(2 * GROUP * 2)]
 
 
 def _timed(cmd: list[str], out: Path) -> float:
@@ -84,35 +85,32 @@ def run(n_threads: int = 2) -> list[dict]:
         import ray  # noqa: F401
     except ImportError:
         return [{"name": "ray", "skipped": "Ray is not installed (pip install 'tilepass[ray]')"}]
-    text, vision, folder, small = _inputs()
+    text, vision, images = _inputs()
     models = ["-m", str(text), "--mmproj", str(vision)]
-    configs = [(f"tilepass-cli -t {n_threads}", [sys.executable, "-m", "encoder.cli", *models, *SETTINGS,
-                                                 "-t", str(n_threads)])]
+    configs = [(f"tilepass-cli -t {n_threads}", 1, [sys.executable, "-m", "encoder.cli", *models, *SETTINGS,
+                                                    "-t", str(n_threads)])]
     for actors in (1, 2):
         threads = max(1, n_threads // actors)
-        configs.append((f"tilepass-batch --ray, {actors} actor(s) x {threads} thread(s)",
+        configs.append((f"tilepass-batch --ray, {actors} actor(s) x {threads} thread(s)", actors,
                         [sys.executable, "-m", "encoder.batch.cli", *models, *SETTINGS, "--ray", "--actors",
                          str(actors), "--threads-per-actor", str(threads)]))
     rows: list[dict] = []
-    want: dict[str, bytes] = {}
-    cli_s = 0.0
-    for k, (name, cmd) in enumerate(configs):
-        out = WORK / f"out-{k}"
-        wall_small = _timed([*cmd, str(small), "-o", str(out)], out)
-        wall = _timed([*cmd, str(folder), "-o", str(out)], out)
-        md = _markdown(out)
-        if k == 0:
-            want, cli_s = md, wall
-        elif md != want:
-            raise RuntimeError(f"{name} wrote other markdown than tilepass-cli")
-        per_page = (wall - wall_small) / (PAGES - SMALL)  # the pages beyond the small run's: start-up cancels out
-        row = {"name": name, "pages": PAGES, "wall_s": wall, "pages_per_hour": PAGES * 3600 / wall,
-               "pages_per_hour_after_startup": 3600 / per_page if per_page > 0 else float("nan"),
-               "startup_s": wall_small - SMALL * per_page}
-        if k:
-            row.update(peer=configs[0][0], ours_ms=wall * 1e3, peer_ms=cli_s * 1e3, ratio=cli_s / wall,
-                       same_markdown=True)
-        rows.append(row)
+    cli: dict[int, tuple[float, dict[str, bytes]]] = {}  # pages -> the CLI's wall time and markdown
+    for name, actors, cmd in configs:
+        cli_run = name.startswith("tilepass-cli")
+        for n in (2 * GROUP, 4 * GROUP) if cli_run else (2 * GROUP * actors,):  # two groups per actor
+            out = WORK / "out"
+            wall = _timed([*cmd, str(_folder(f"in-{n}", images, n)), "-o", str(out)], out)
+            md = _markdown(out)
+            row = {"name": name, "pages": n, "wall_s": wall, "pages_per_hour": n * 3600 / wall}
+            if cli_run:
+                cli[n] = (wall, md)
+            else:
+                if md != cli[n][1]:
+                    raise RuntimeError(f"{name} wrote other markdown than tilepass-cli on {n} pages")
+                row.update(peer=f"{configs[0][0]}, {n} pages", ours_ms=wall * 1e3, peer_ms=cli[n][0] * 1e3,
+                           ratio=cli[n][0] / wall, same_markdown=True)
+            rows.append(row)
     return rows
 
 
