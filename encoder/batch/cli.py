@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "output layout, in this process or on Ray (a local one, or a cluster).")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_model_options(p)
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="PDFs (doc.pdf, doc.pdf:3-7,12), images, directories and quoted glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the output directory (resumable)")
     p.add_argument("--dpi", type=_float("--dpi", 18.0, 1200.0), default=144.0,
