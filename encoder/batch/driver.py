@@ -214,8 +214,8 @@ def _prepare(ns: Any, settings: ModelSettings, log: Log, abort: Any = None) -> R
 
 
 def kill_hook(spec: DecodeSpec) -> DecodeSpec:
-    """spec with the test hook of work.py on where TILEPASS_RAY_TEST_KILL_AFTER=N is set: its N and a token file
-    of its own for this run."""
+    """The spec of a run's Ray actors, with the test hook of work.py on where TILEPASS_RAY_TEST_KILL_AFTER=N is set:
+    its N and a token file of its own for this run."""
     value = os.environ.get(KILL_AFTER_ENV, "")
     if not value:
         return spec
@@ -243,7 +243,7 @@ def _local_pages(run: Run, threads: int | None, log: Log) -> tuple[Generator[Pag
     from ..documents import PageLoader
 
     n_threads = min(threads or os.cpu_count() or 1, 64)
-    spec = kill_hook(dataclasses.replace(run.spec, threads=n_threads))
+    spec = dataclasses.replace(run.spec, threads=n_threads)  # (the test hook is for Ray actors only)
     decoder = PageDecoder(spec, run.pipe)
 
     def pages() -> Generator[PageOut, None, None]:
@@ -255,7 +255,6 @@ def _local_pages(run: Run, threads: int | None, log: Log) -> tuple[Generator[Pag
                 yield from decoder.decode(group)
         finally:
             loader.close()
-            end_kill_hook(spec, log)
 
     log.info(f"{len(run.todo)} page{'s' if len(run.todo) != 1 else ''} to decode in this process "
              f"({n_threads} threads, up to {decoder.parallel} pages together)")

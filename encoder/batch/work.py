@@ -8,8 +8,8 @@ goes between the stages is pickled into bytes (``PageIn`` / ``PageOut``), so tha
 binary column.
 
 Test hook: ``TILEPASS_RAY_TEST_KILL_AFTER=N`` in the driver's environment (read by driver.kill_hook, handed to
-the decoders in their DecodeSpec) makes the first decoder to finish N pages end its process with ``os._exit(1)``
-right there (before its group's results are returned), once per run: the decoder that claims the run's kill token
+the Ray actors in their DecodeSpec) makes the first actor to finish N pages end its process with ``os._exit(1)``
+right there (before its group's results are returned), once per run: the actor that claims the run's kill token
 (a file created with O_EXCL) dies, the others and the restarted one carry on. tests/test_ray_batch.py kills a Ray
 actor mid-run with it; it is not meant for anything else.
 """
