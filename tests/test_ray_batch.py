@@ -7,15 +7,17 @@ the only fields that differ between two identical runs):
 * on a local Ray started here (one ray.init for the module, 2 CPUs) with 2 actors of 1 thread;
 * the same with one actor killed mid-run by the test hook (TILEPASS_RAY_TEST_KILL_AFTER): Ray restarts it and
   retries its pages; nothing lost, nothing written twice;
-* in this process without Ray;
+* in this process without Ray (and there a resumed CLI directory, and a changed -n refused);
 * a second run over a finished directory decodes nothing (no page sent, Ray not even used) and changes no file;
 * --ray where Ray cannot be imported: one error line naming the extra to install, exit status 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pdfmaker as pm  # noqa: E402
 
-from encoder.batch import Log, ModelSettings, run_batch  # noqa: E402
+from encoder.batch import BatchError, Log, ModelSettings, run_batch  # noqa: E402
+from encoder.batch.raypool import pool_size  # noqa: E402
 from encoder.batch.work import KILL_AFTER_ENV  # noqa: E402
 from encoder.cli import main as cli_main  # noqa: E402
 from encoder.manifest import MANIFEST_NAME  # noqa: E402
@@ -152,6 +155,26 @@ def test_in_process_run_equals_the_cli(work, tmp_path):
     summary, lines = batch(work, tmp_path / "out", threads=2)
     assert (summary.backend, summary.decoded, summary.failed) == ("local", N_PAGES, 0), lines
     assert_same_files(tmp_path / "out", work["ref"])
+    # the CLI's own directory resumes here too, and another -n is refused as the CLI refuses it (usage)
+    shutil.copytree(work["ref"], tmp_path / "cli")
+    summary, lines = batch(work, tmp_path / "cli", threads=2)
+    assert (summary.decoded, summary.skipped) == (0, N_PAGES), lines
+    assert_same_files(tmp_path / "cli", work["ref"])
+    with pytest.raises(BatchError, match="n_predict was 8, now 9") as e:
+        run_batch([str(work["inputs"])], tmp_path / "out", dataclasses.replace(settings(work), n_predict=9),
+                  log=Log(write=lambda line: None))
+    assert e.value.usage
+
+
+@pytest.mark.parametrize("cpus, pages, asked, want", [
+    (2, 7, (None, None), (1, 2)),  # this machine: one actor of both cores
+    (16, 100, (None, None), (4, 4)),  # the issue's 16 CPUs: 4 actors x 4 threads
+    (16, 2, (None, None), (2, 8)),  # no more actors than pages
+    (2, 7, (2, None), (2, 1)),
+    (8, 7, (3, 2), (3, 2)),
+])
+def test_pool_size_follows_the_cpus(cpus, pages, asked, want):
+    assert pool_size(cpus, pages, *asked) == want
 
 
 def test_ray_not_installed_is_one_clear_error(work, tmp_path):
