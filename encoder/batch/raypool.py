@@ -135,8 +135,10 @@ def _results(ray: Any, run: "Run", spec: Any, n_actors: int, cpus_per_actor: flo
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors),
                                 num_cpus=cpus_per_actor, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
         try:
-            for row in ds.iter_rows():
-                yield pickle.loads(row["result"])
+            # block by block as each group is done (iter_rows would hold a block back until the next one came)
+            for block in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
+                for result in block["result"]:
+                    yield pickle.loads(result)
         except ray.exceptions.RayError as e:  # an actor that cannot start, a lost node ...: the pages written stay
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BatchError(f"the Ray pipeline failed ({type(e).__name__}: {first}); the pages written so far are "
