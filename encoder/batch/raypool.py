@@ -84,10 +84,14 @@ def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int 
     started = not ray.is_initialized()
     if started:
         kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING)
-        if address is None:
-            ray.init(num_cpus=os.cpu_count() or 1, runtime_env=local_runtime_env(), **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        try:
+            if address is None:
+                ray.init(num_cpus=os.cpu_count() or 1, runtime_env=local_runtime_env(), **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+        except Exception as e:  # ConnectionError (no cluster there), RuntimeError, ValueError (a bad address)
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise BatchError(f"cannot start or join {where}: {type(e).__name__}: {e}") from None
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         n_actors, n_threads = pool_size(cpus, len(run.todo), actors, threads)
