@@ -85,9 +85,11 @@ $(BUILD)/ctest/%: tests/c/%.c tests/c/tp_check.h $(SANLIB) include/tilepass.h
 RUNTIME_DEPS := "numpy>=1.26" "cffi>=1.16" "gguf==0.19.0" "safetensors>=0.4" "tokenizers>=0.20" "Pillow>=13" "pypdfium2>=5.0"
 # What `make test` (and bench) adds: torch (the wheel this machine keeps on disk), transformers, pytest,
 # sentencepiece (the reference tokenizer of tests/test_tokenizer_spm.py), the server's FastAPI + uvicorn (the `server`
-# extra) and the openai client + httpx that tests/test_server*.py talk to it with.
+# extra) and the openai client + httpx that tests/test_server*.py talk to it with, and Ray Data (the `ray` extra:
+# tilepass-batch --ray, tests/test_ray_batch.py; ray 2.60 brings pyarrow, pandas, protobuf, msgpack, jsonschema:
+# about 150 MB of wheels, 500 MB installed).
 TEST_DEPS    := "torch==2.13.0" "transformers==5.23.0" "pytest>=8" "sentencepiece>=0.2" \
-                "fastapi>=0.110" "uvicorn>=0.29" "openai>=1.40" "httpx>=0.27"
+                "fastapi>=0.110" "uvicorn>=0.29" "openai>=1.40" "httpx>=0.27" "ray[data]>=2.40"
 $(VENV)/.stamp: pyproject.toml native/build_hook.py
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip

@@ -124,6 +124,19 @@ def _server_main() -> None:
     sys.exit(status)
 
 
+def _batch_main() -> None:
+    """The ``tilepass-batch`` console script (tilepass.batch.cli's main), a library that cannot be loaded reported
+    as one line."""
+    try:
+        from .batch.cli import main
+
+        status = main()
+    except LibraryError as e:
+        print(f"tilepass-batch: error: {e}", file=sys.stderr)
+        status = 1
+    sys.exit(status)
+
+
 def _cli_main() -> None:
     """The ``tilepass-cli`` console script: tilepass.cli's main, with a library that cannot be loaded reported
     as one line (exit status 1) instead of a traceback."""

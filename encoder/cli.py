@@ -720,7 +720,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     parallel = _parallel(args, pipe, threads)
     if parallel > 1:
         rep.info(f"decoding up to {parallel} pages together (--parallel{' auto' if not args.parallel else ''})")
-    per_pass = max(4, parallel) if args.images_per_pass is None else args.images_per_pass or max(1, len(tasks))
+    per_pass = pages_per_pass(args.images_per_pass, parallel, len(tasks))
     loader = PageLoader(args.dpi) if found.document_mode else None
     any_usable = False  # some page was prepared without error
     n_shown = 0  # pages handed to the decoder (the page markers count these)
@@ -859,6 +859,13 @@ class _PageOutcome:
     error: str | None = None  # why a page that is not ok failed
 
 
+def pages_per_pass(images_per_pass: int | None, parallel: int, n_pages: int) -> int:
+    """--images-per-pass: the pages encoded in one vision pass (default 4, or --parallel if larger; 0: all). A pass's
+    pages are encoded together, and a page's embeddings (so, near a tie, its text) may depend on its companions:
+    tilepass-batch groups pages by the same rule to write the same files."""
+    return max(4, parallel) if images_per_pass is None else images_per_pass or max(1, n_pages)
+
+
 def _parallel(args: argparse.Namespace, pipe: OcrPipeline, threads: int) -> int:
     """--parallel, or its default (pipeline.default_parallel: cores and memory); 1 with --stream or a text
     model that cannot decode several sequences at once."""
@@ -876,7 +883,8 @@ class _PageDecode:
     outputs once its tokens are there (finish)."""
 
     def __init__(self, job: _Job, k: int, task: _PageTask) -> None:
-        from .grounding import DEFAULT_IMAGE_LINK, GroundingParser
+        from .grounding import DEFAULT_IMAGE_LINK
+        from .page_text import PageText
 
         self.job, self.k, self.task = job, k, task
         args, outs = job.args, job.outs
@@ -886,19 +894,16 @@ class _PageDecode:
         elif outs is not None:
             esc = outs[task.index].stem.replace("{", "{{").replace("}", "}}")
             link = f"![](images/{esc}_{{index}}.jpg)\n"
-        self.parser = GroundingParser(image_link=link, raw=args.raw)
-        self.sd = job.pipe.tokenizer.stream()
-        self.pieces: list[str] = []
+        table_markup = bool(getattr(getattr(job.pipe, "conventions", None), "table_markup", False))
+        self.page = PageText(job.pipe.tokenizer, link, args.raw, table_markup)
         self.stream_now = args.stream
         if self.stream_now and job.multi and outs is None and job.docs is None:
             _write_page_marker(k, task.label)
 
     def on_token(self, tok: int) -> None:
-        s = self.parser.feed(self.sd.push(tok))
-        if s:
-            self.pieces.append(s)
-            if self.stream_now:
-                _stdout_write(s)
+        s = self.page.push(tok)
+        if s and self.stream_now:
+            _stdout_write(s)
 
     def failed(self, e: BaseException) -> _PageOutcome:
         from .pipeline import PipelineError
@@ -956,19 +961,15 @@ def _finish_page(d: _PageDecode, res, enc_s: float, share: float) -> _PageOutcom
     job, task = d.job, d.task
     args, rep, outs = job.args, job.rep, job.outs
     name, i, k = task.label, task.index, d.k
-    parser, sd, pieces, stream_now = d.parser, d.sd, d.pieces, d.stream_now
-    from .grounding import dumps, page_json
+    stream_now = d.stream_now
+    from .grounding import dumps
+    from .page_text import result_json
 
-    tail = parser.feed(sd.flush()) + parser.finish()
-    if tail:
-        pieces.append(tail)
-        if stream_now:
-            _stdout_write(tail)
-    text = "".join(pieces)
-    if getattr(getattr(job.pipe, "conventions", None), "table_markup", False) and not args.raw:  # PaddleOCR-VL's OTSL tables as markdown / HTML
-        from .otsl import convert_tables
-
-        text = convert_tables(text)
+    tail = d.page.finish()
+    if tail and stream_now:
+        _stdout_write(tail)
+    text = d.page.text
+    regions = d.page.regions
     res.encode_ms = enc_s * 1e3 * share
 
     rep.info(f"[{i + 1}/{job.n_pages}] {name}: {res.n_image_tokens} image tokens, "
@@ -979,17 +980,9 @@ def _finish_page(d: _PageDecode, res, enc_s: float, share: float) -> _PageOutcom
                "no_candidates": "a step where every token was banned"}.get(res.stop_reason, res.stop_reason)
         rep.warn(f"{name}: generation stopped at {why} without an end-of-text token; the output is incomplete")
 
-    w, h = res.original_size
     page = None
-    if args.json or job.docs is not None:
-        ids = {"token_ids": res.tokens} if job.docs is None else {}  # the document files leave them out
-        page = page_json(text, res.text, parser.regions, w, h, image=name, mode=res.mode,
-                         complete=res.complete, stop_reason=res.stop_reason,
-                         tokens={"prompt": res.n_prompt, "image": res.n_image_tokens, "generated": len(res.tokens)},
-                         **ids,
-                         timings_ms={"encode_batch": round(enc_s * 1e3, 1), "prefill": round(res.prefill_ms, 1),
-                                     "decode": round(res.decode_ms, 1)},
-                         tokens_per_s={"prefill": round(res.prefill_tps, 2), "decode": round(res.decode_tps, 2)})
+    if args.json or job.docs is not None:  # the document files leave the token ids out
+        page = result_json(text, res, regions, name, enc_s, token_ids=job.docs is None)
 
     # outputs
     json_page = None
@@ -1000,12 +993,12 @@ def _finish_page(d: _PageDecode, res, enc_s: float, share: float) -> _PageOutcom
             geometry = task.rendered.geometry if task.rendered is not None else None
             record = page_record(page, task.doc, task.number, geometry, hit_limit=res.stop_reason == "length")
             job.docs.write_page(task.doc, task.number, text, record, task.image,
-                                [] if args.raw else parser.regions, res.stop_reason)
+                                [] if args.raw else regions, res.stop_reason)
             rep.info(f"wrote {job.docs.page_md(task.doc, task.number)}")
         elif outs is not None:
             data = (dumps(page) + "\n") if page is not None else text
             if not args.raw:
-                _save_crops(name, outs[i], parser.regions, job.inputs)
+                _save_crops(name, outs[i], regions, job.inputs)
             write_atomic(outs[i], data.encode("utf-8"))
             rep.info(f"wrote {outs[i]}")
         elif page is not None:
@@ -1015,7 +1008,7 @@ def _finish_page(d: _PageDecode, res, enc_s: float, share: float) -> _PageOutcom
                 _write_page_marker(k, name)
             _stdout_write(text)
         if job.box_outs is not None:
-            _save_boxes(name, job.box_outs[i], parser.regions)
+            _save_boxes(name, job.box_outs[i], regions)
             rep.info(f"wrote {job.box_outs[i]}")
     except OSError as e:
         target = getattr(e, "filename", None) or (outs[i] if outs else "output")

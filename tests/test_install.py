@@ -261,6 +261,18 @@ def test_server_without_its_extra_is_one_clear_line(venv, tmp_path):
     assert "pip install 'tilepass[server]'" in p.stderr
 
 
+def test_batch_ray_without_its_extra_is_one_clear_line(venv, converted, tmp_path):
+    """The wheel's runtime dependencies have no Ray: tilepass-batch --ray says which extra brings it, before any
+    work (no output directory made)."""
+    text, vision = converted
+    p = run([venv.bin("tilepass-batch"), "-m", text, "--mmproj", vision, PAGE, "-o", tmp_path / "out", "--ray"],
+            cwd=venv.work, env=venv.env(), check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("tilepass-batch: error: --ray needs Ray Data")
+    assert "pip install 'tilepass[ray]'" in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_versions_agree(venv, tmp_path):
     """The CLIs, the package metadata, the modules, tp_version() and TILEPASS_VERSION: all the header's."""
     assert run([venv.bin("tilepass-cli"), "--version"], cwd=venv.work, env=venv.env()).stdout.strip() == \
@@ -269,6 +281,8 @@ def test_versions_agree(venv, tmp_path):
         f"convert-hf-to-gguf {VERSION}"
     assert run([venv.bin("tilepass-server"), "--version"], cwd=venv.work, env=venv.env()).stdout.strip() == \
         f"tilepass-server {VERSION}"
+    assert run([venv.bin("tilepass-batch"), "--version"], cwd=venv.work, env=venv.env()).stdout.strip() == \
+        f"tilepass-batch {VERSION}"
     got = json.loads(venv.py(
         "import importlib.metadata as m, json, tilepass, tilepass.convert, tilepass.native as n; "
         "print(json.dumps([tilepass.__version__, tilepass.convert.__version__, m.version('tilepass'), n.VERSION, "
