@@ -111,43 +111,32 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-def _server_main() -> None:
-    """The ``tilepass-server`` console script (tilepass.server.cli's main), a library that cannot be loaded reported
-    as one line."""
+def _console_script(name: str, module: str) -> None:
+    """Run the console script ``name``: the ``main`` of tilepass.<module>, with a library that cannot be loaded
+    reported as one line (exit status 1) instead of a traceback."""
+    import importlib
+
     try:
-        from .server.cli import main
-
-        status = main()
+        status = importlib.import_module(f"{__name__}.{module}").main()
     except LibraryError as e:
-        print(f"tilepass-server: error: {e}", file=sys.stderr)
-        status = 1
-    sys.exit(status)
-
-
-def _batch_main() -> None:
-    """The ``tilepass-batch`` console script (tilepass.batch.cli's main), a library that cannot be loaded reported
-    as one line."""
-    try:
-        from .batch.cli import main
-
-        status = main()
-    except LibraryError as e:
-        print(f"tilepass-batch: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         status = 1
     sys.exit(status)
 
 
 def _cli_main() -> None:
-    """The ``tilepass-cli`` console script: tilepass.cli's main, with a library that cannot be loaded reported
-    as one line (exit status 1) instead of a traceback."""
-    try:
-        from .cli import main
+    """The ``tilepass-cli`` console script."""
+    _console_script("tilepass-cli", "cli")
 
-        status = main()
-    except LibraryError as e:
-        print(f"tilepass-cli: error: {e}", file=sys.stderr)
-        status = 1
-    sys.exit(status)
+
+def _server_main() -> None:
+    """The ``tilepass-server`` console script."""
+    _console_script("tilepass-server", "server.cli")
+
+
+def _batch_main() -> None:
+    """The ``tilepass-batch`` console script."""
+    _console_script("tilepass-batch", "batch.cli")
 
 
 def _deprecated_alias(old: str, new: str) -> None:

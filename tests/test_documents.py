@@ -27,6 +27,7 @@ from encoder.cli import main  # noqa: E402
 from encoder.documents import RangeSyntaxError, expand_inputs, parse_ranges, split_input  # noqa: E402
 from encoder.manifest import MANIFEST_NAME  # noqa: E402
 from encoder.pdf import PdfDocument, PdfError  # noqa: E402
+from output_tree import tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
@@ -188,22 +189,6 @@ def test_expansion_of_directories_globs_and_ranges(tmp_path, pdfs):
 
 
 # ---- the CLI on documents -------------------------------------------------------------------------------
-def without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: without_timings(v) for k, v in obj.items() if k not in ("timings_ms", "tokens_per_s")}
-    if isinstance(obj, list):
-        return [without_timings(v) for v in obj]
-    return obj
-
-
-def tree(d: Path) -> dict[str, object]:
-    """Every file under d (relative name -> bytes, or the JSON without its timings)."""
-    out: dict[str, object] = {}
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            rel = str(p.relative_to(d))
-            out[rel] = without_timings(json.loads(p.read_bytes())) if p.suffix == ".json" else p.read_bytes()
-    return out
 
 
 def test_pdf_and_image_into_a_directory(tmp_path, pdfs, capsys):

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pdfmaker as pm  # noqa: E402
 
 from encoder.manifest import MANIFEST_NAME  # noqa: E402
+from output_tree import tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "llamacpp-tiny-v1"
@@ -27,21 +28,6 @@ TEXT, VISION, PAGE = FIXTURE / "text-f16.gguf", FIXTURE / "mmproj-f32.gguf", FIX
 KILLS = 6
 
 
-def without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: without_timings(v) for k, v in obj.items() if k not in ("timings_ms", "tokens_per_s")}
-    if isinstance(obj, list):
-        return [without_timings(v) for v in obj]
-    return obj
-
-
-def tree(d: Path) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            rel = str(p.relative_to(d))
-            out[rel] = without_timings(json.loads(p.read_bytes())) if p.suffix == ".json" else p.read_bytes()
-    return out
 
 
 def command(inputs: list[Path], out: Path) -> list[str]:

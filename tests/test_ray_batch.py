@@ -36,6 +36,7 @@ from encoder.batch.raypool import pool_size  # noqa: E402
 from encoder.batch.work import KILL_AFTER_ENV  # noqa: E402
 from encoder.cli import main as cli_main  # noqa: E402
 from encoder.manifest import MANIFEST_NAME  # noqa: E402
+from output_tree import tree  # noqa: E402
 
 PROMPT = "<image>\nFree OCR."
 N_PAGES = 7
@@ -91,22 +92,6 @@ def batch(work: dict[str, Path], out: Path, **kw) -> tuple[object, list[str]]:
     return summary, lines
 
 
-def without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: without_timings(v) for k, v in obj.items() if k not in ("timings_ms", "tokens_per_s")}
-    if isinstance(obj, list):
-        return [without_timings(v) for v in obj]
-    return obj
-
-
-def tree(d: Path) -> dict[str, object]:
-    """Every file under d (relative name -> bytes, or the JSON without its timings)."""
-    out: dict[str, object] = {}
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            rel = str(p.relative_to(d))
-            out[rel] = without_timings(json.loads(p.read_bytes())) if p.suffix == ".json" else p.read_bytes()
-    return out
 
 
 def assert_same_files(got: Path, want: Path) -> None:
