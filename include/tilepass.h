@@ -1222,6 +1222,23 @@ typedef struct tp_session_result {
  * was generated before. */
 tp_status tp_session_generate(tp_session *s, const tp_session_gen_params *params, tp_session_result *out,
                               tp_error *err);
+/* tp_session_generate of n sessions together (continuous decoding of several pages): each session's prompt is
+ * prefilled alone (in order), then every step evaluates the next token of every running session in ONE
+ * tp_text_eval_batch call (the dense weights and the output head read once per step for all). Each session keeps its
+ * own parameters params[i] (params NULL: the defaults for all): sampler, no-repeat rule, stop rules, max_tokens and
+ * on_text callback (called on this thread, in session order within a step); a session that stops leaves the batch
+ * and the others go on. out[i] is what tp_session_generate would give session i alone (greedy tokens equal: a
+ * batch's logits equal one sequence's up to the rounding of a larger matrix product, tp_text_eval_batch).
+ * The sessions must share one text model (tp_session_create_from_models with the same tp_text_model) and be
+ * distinct: else TP_ERR_INVALID_ARGUMENT and nothing is done. tp_session_cancel(sessions[i]) ends session i only
+ * (between tokens; its status TP_ERR_ABORTED); an eval that fails (the model's own abort callback, a sequence in
+ * use) ends every session of that step with its error. errs (NULL, or n entries) receives each session's status and
+ * message; the return is TP_OK when all succeeded, else the first failing session's status, err naming it.
+ * Threads: one call at a time on each of the sessions, as tp_session_generate; other threads may use other
+ * sessions of the same model meanwhile (their evals take turns on the model's lock), and may call
+ * tp_session_cancel on any of these. */
+tp_status tp_session_generate_batch(tp_session *const *sessions, int32_t n, const tp_session_gen_params *params,
+                                    tp_session_result *out, tp_error *errs, tp_error *err);
 
 /* Stop the session's submit or generate in progress (between tokens, and inside an encode or a prefill of the
  * models tp_session_create loaded), or the next one when none is; that call then returns TP_ERR_ABORTED and the
