@@ -24,6 +24,8 @@ tp_session_gen_params tp_session_default_gen_params(void) {
     p.ignore_eos = false;
     p.on_text = NULL;
     p.on_text_data = NULL;
+    p.on_token = NULL;
+    p.on_token_data = NULL;
     return p;
 }
 
@@ -166,6 +168,7 @@ static void gen_pick(gen_state *g) {
         return;
     }
     if ((g->st = append_token(s, tok, err)) != TP_OK || (g->st = tp_sampler_accept(g->smp, tok, err)) != TP_OK) return;
+    if (g->p.on_token && g->go_on) g->go_on = g->p.on_token(tok, g->p.on_token_data);
     int why = TP_STOP_NONE;
     const char *t = NULL;
     size_t len = 0;
@@ -294,28 +297,52 @@ static tp_status batch_check(tp_session *const *sessions, int32_t n, const tp_se
     return TP_OK;
 }
 
+/* Start session i's request: check it, prefill, pick its first token. */
+static void batch_start(gen_state *g, tp_session *s, const tp_session_gen_params *p, tp_session_result *out) {
+    if (gen_init(g, s, p, out) == TP_OK) gen_prefill(g);
+}
+
 tp_status tp_session_generate_batch(tp_session *const *sessions, int32_t n, const tp_session_gen_params *params,
-                                    tp_session_result *out, tp_error *errs, tp_error *err) {
+                                    tp_session_result *out, tp_error *errs, tp_session_batch_done_fn on_done,
+                                    void *on_done_data, tp_error *err) {
     tp_status st = batch_check(sessions, n, out, err);
     if (st != TP_OK) return st;
     gen_state *g = calloc((size_t)n, sizeof(*g));
+    tp_session_gen_params *par = calloc((size_t)n, sizeof(*par));
     tp_text_batch_entry *e = calloc((size_t)n, sizeof(*e));
     int32_t *which = calloc((size_t)n, sizeof(*which));
-    if (!g || !e || !which) {
+    bool *ended = calloc((size_t)n, sizeof(*ended));
+    if (!g || !par || !e || !which || !ended) {
         free(g);
+        free(par);
         free(e);
         free(which);
+        free(ended);
         tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session_generate_batch: out of memory");
         return TP_ERR_OUT_OF_MEMORY;
     }
-    for (int32_t i = 0; i < n; i++) /* prefill each alone (compute-bound: nothing to share) */
-        if (gen_init(&g[i], sessions[i], params ? &params[i] : NULL, &out[i]) == TP_OK) gen_prefill(&g[i]);
+    for (int32_t i = 0; i < n; i++) { /* prefill each alone (compute-bound: nothing to share) */
+        par[i] = params ? params[i] : tp_session_default_gen_params();
+        batch_start(&g[i], sessions[i], &par[i], &out[i]);
+    }
     for (;;) {
         int32_t m = 0;
         for (int32_t i = 0; i < n; i++) {
+            while (!g[i].running && !ended[i]) { /* stopped: its result, then (on_done) maybe the next request */
+                ended[i] = true;
+                gen_finish(&g[i]);
+                if (errs) {
+                    errs[i] = g[i].err;
+                    errs[i].status = g[i].st;
+                    if (g[i].st == TP_OK) errs[i].message[0] = '\0';
+                }
+                if (on_done && on_done(i, &out[i], errs ? &errs[i] : &g[i].err, &par[i], on_done_data)) {
+                    ended[i] = false;
+                    batch_start(&g[i], sessions[i], &par[i], &out[i]);
+                }
+            }
             if (!g[i].running) continue;
-            tp_session *s = g[i].s;
-            e[m] = (tp_text_batch_entry){.seq = s->seq, .ids = &g[i].tok, .n = 1, .logits = s->logits};
+            e[m] = (tp_text_batch_entry){.seq = sessions[i]->seq, .ids = &g[i].tok, .n = 1, .logits = sessions[i]->logits};
             which[m++] = i;
         }
         if (m == 0) break;
@@ -334,22 +361,12 @@ tp_status tp_session_generate_batch(tp_session *const *sessions, int32_t n, cons
         }
     }
     st = TP_OK;
-    for (int32_t i = 0; i < n; i++) {
-        tp_status si = gen_finish(&g[i]);
-        if (errs) {
-            errs[i].status = si;
-            if (si == TP_OK)
-                errs[i].message[0] = '\0';
-            else
-                errs[i] = g[i].err;
-        }
-        if (si != TP_OK && st == TP_OK) {
-            st = si;
-            tp_error_set(err, si, "tp_session_generate_batch: session %d: %s", (int)i, g[i].err.message);
-        }
-    }
+    for (int32_t i = 0; i < n && st == TP_OK; i++)
+        if ((st = g[i].st) != TP_OK) tp_error_set(err, st, "tp_session_generate_batch: session %d: %s", (int)i, g[i].err.message);
     free(g);
+    free(par);
     free(e);
     free(which);
+    free(ended);
     return st;
 }

@@ -16,6 +16,7 @@ tp_session_params tp_session_default_params(void) {
     p.kv_type = -1;
     p.vision_precision = -1;
     p.image_mode = NULL;
+    p.builtin_sequence = false;
     return p;
 }
 
@@ -50,12 +51,14 @@ void session_clear(tp_session *s) {
     s->grounding.n_spans = s->grounding.n_boxes = 0;
     if (s->seq)
         tp_text_seq_reset(s->seq);
-    else if (s->owns_models && s->text)
+    else if (s->text && (s->owns_models || s->params.builtin_sequence))
         tp_text_reset(s->text);
 }
 
 void tp_session_reset(tp_session *s) {
-    if (s) session_clear(s);
+    if (!s) return;
+    session_clear(s);
+    atomic_store(&s->cancel, false);
 }
 
 void tp_session_free(tp_session *s) {
@@ -147,8 +150,8 @@ static tp_status session_bind(tp_session *s, tp_error *err) {
         tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session: out of memory");
         return TP_ERR_OUT_OF_MEMORY;
     }
-    /* a session that owns its text model decodes in the model's built-in sequence; borrowed: its own */
-    return s->owns_models ? TP_OK : tp_text_seq_create(s->text, s->params.n_ctx, &s->seq, err);
+    /* a session that owns its text model decodes in the model's built-in sequence; borrowed: its own, unless asked */
+    return s->owns_models || s->params.builtin_sequence ? TP_OK : tp_text_seq_create(s->text, s->params.n_ctx, &s->seq, err);
 }
 
 static tp_status session_new(const tp_session_params *params, tp_session **out, tp_error *err) {
