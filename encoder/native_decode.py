@@ -63,7 +63,7 @@ class NativeDecoder:
         self.vision = vision
         self.n_ctx = n_ctx
         self._sessions: list[Any] = []
-        self._token_cb = ffi.callback("bool(int32_t, void *)", self._on_token)
+        self._token_cb = ffi.callback("bool(int32_t, void *)", self._on_token, onerror=self._on_error)
         self._token_fns: dict[int, Callable[[int], None]] = {}
         self._failure: BaseException | None = None
 
@@ -78,13 +78,21 @@ class NativeDecoder:
             self._sessions.append(ffi.gc(out[0], lib.tp_session_free))
         return self._sessions[k]
 
+    def _on_error(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        """An exception a callback raised outside its own try (a signal handler run as the callback was entered):
+        kept, the callback answers false (stop), raised once the call is back."""
+        if self._failure is None:
+            self._failure = exc if exc is not None else exc_type()
+        for s in self._sessions:
+            lib.tp_session_cancel(s)
+        return False
+
     def _on_token(self, tok: int, data: Any) -> bool:
         try:
             self._token_fns[int(ffi.cast("intptr_t", data))](int(tok))
             return True
         except BaseException as e:  # a signal handler's exception, or the caller's: stop, raise it once back
-            self._failure = e
-            return False
+            return self._on_error(type(e), e, None)
 
     def submit(self, k: int, ids: Sequence[int], embd: np.ndarray | None, positions: np.ndarray | None) -> None:
         s = self.session(k)
@@ -118,6 +126,8 @@ class NativeDecoder:
         self.text._abort.reraise()
         e, self._failure = self._failure, None
         if e is not None:
+            for sess in self._sessions:  # the cancels it sent must not abort the next request
+                lib.tp_session_reset(sess)
             raise e
 
     def generate(self, ids: Sequence[int], embd: np.ndarray | None, positions: np.ndarray | None,
@@ -174,7 +184,8 @@ class NativeDecoder:
         call_params = ffi.new("tp_session_gen_params[]", [params[k] for k in order])
         out = ffi.new("tp_session_result[]", len(order))
 
-        @ffi.callback("bool(int32_t, const tp_session_result *, const tp_error *, tp_session_gen_params *, void *)")
+        @ffi.callback("bool(int32_t, const tp_session_result *, const tp_error *, tp_session_gen_params *, void *)",
+                      onerror=self._on_error)
         def on_done(i: int, r: Any, status: Any, p: Any, _data: Any) -> bool:
             k = order[i]
             if self._failure is not None:
@@ -192,10 +203,7 @@ class NativeDecoder:
                 p[0] = params[k]
                 return True
             except BaseException as e:
-                self._failure = e
-                for kk in order:
-                    lib.tp_session_cancel(self.session(kk))
-                return False
+                return self._on_error(type(e), e, None)
 
         err = new_error()
         try:

@@ -1111,7 +1111,9 @@ tp_session_params tp_session_default_params(void);
 tp_status tp_session_create(const char *text_path, const char *vision_path, const tp_session_params *params,
                             tp_session **out, tp_error *err);
 /* A session over loaded models it borrows (they must outlive it; other sessions may share them). The session
- * evaluates its own sequence (tp_text_seq_create), never the model's built-in one. tp_session_cancel is checked
+ * evaluates its own sequence (tp_text_seq_create; the model's built-in one with params->builtin_sequence).
+ * vision may be NULL: the session then has no family (no prompt conventions, no image mode, the no-repeat rule off
+ * unless the gen params set one) and takes prompts as ids only (tp_session_submit_ids; tp_session_submit refuses). tp_session_cancel is checked
  * between tokens; an encode or a prefill in progress stops only through the models' own abort callbacks. */
 tp_status tp_session_create_from_models(tp_text_model *text, tp_vision_model *vision, const tp_session_params *params,
                                         tp_session **out, tp_error *err);

@@ -87,6 +87,11 @@ tp_status tp_session_submit(tp_session *s, const char *prompt, const tp_session_
         return TP_ERR_INVALID_ARGUMENT;
     }
     session_clear(s);
+    if (!s->pf) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit: the session has no vision model (it takes "
+                     "tp_session_submit_ids)");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
     tp_status st = check_images(s, images, n_images, err);
     if (st != TP_OK) return st;
     if (session_take_cancel(s, err)) return TP_ERR_ABORTED;

@@ -368,6 +368,20 @@ static void test_batch_refill_and_ids(tp_text_model *t, tp_vision_model *v) {
     CHECK(tp_session_submit_ids(s[1], copy, n, NULL, 0, embd, 16, &err) == TP_ERR_INVALID_ARGUMENT &&
               has(&err, "outside the vocabulary"), "an id outside the vocabulary");
     CHECK(tp_session_submit_ids(s[1], NULL, 0, NULL, 0, NULL, 0, &err) == TP_ERR_INVALID_ARGUMENT, "no ids");
+    /* a session without a vision model takes ids only, and gives the same tokens */
+    tp_session *tonly = NULL;
+    tp_session_params tpp = tp_session_default_params();
+    CHECK(tp_session_create_from_models(t, NULL, &tpp, &tonly, &err) == TP_OK, err.message);
+    copy[0] = ids[0];
+    if (tonly) {
+        CHECK(tp_session_submit(tonly, NULL, &im, 1, &err) == TP_ERR_INVALID_ARGUMENT && has(&err, "no vision model"),
+              "tp_session_submit without a vision model");
+        CHECK(tp_session_submit_ids(tonly, copy, n, NULL, 0, embd, 16, &err) == TP_OK &&
+                  tp_session_generate(tonly, &g, &b, &err) == TP_OK && b.n_generated_tokens == na &&
+                  memcmp(b.tokens, ta, (size_t)na * sizeof(int32_t)) == 0,
+              "a text-only session's tokens");
+    }
+    tp_session_free(tonly);
     free(embd);
 out:
     for (int i = 0; i < 2; i++) tp_session_free(s[i]);
