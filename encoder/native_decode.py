@@ -73,7 +73,8 @@ class NativeDecoder:
             p.builtin_sequence = len(self._sessions) == 0
             p.n_ctx = self.n_ctx
             out, err = ffi.new("tp_session **"), new_error()
-            check_error(lib.tp_session_create_from_models(self.text._model, self.vision._model,
+            vision = ffi.NULL if self.vision is None else self.vision._model  # None: ids only
+            check_error(lib.tp_session_create_from_models(self.text._model, vision,
                                                           ffi.new("tp_session_params *", p), out, err), err)
             self._sessions.append(ffi.gc(out[0], lib.tp_session_free))
         return self._sessions[k]
