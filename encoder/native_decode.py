@@ -9,6 +9,7 @@ their own, as run_pages did with TextModel.new_sequence."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -25,15 +26,14 @@ EVALUATED_LAST = (lib.TP_SESSION_STOP_EOS, lib.TP_SESSION_STOP_NO_CANDIDATES)  #
 
 def gen_params(max_new_tokens: int, sampling: Sampling, no_repeat: NoRepeat, eos: bool, keep: list[Any]) -> Any:
     """tp_session_gen_params of the Python policy objects (arrays it points to appended to keep)."""
-    import os
-
     p = lib.tp_session_default_gen_params()
     p.max_tokens = int(max_new_tokens)
     p.ignore_eos = not eos
     p.sampler.temperature = sampling.temperature
     p.sampler.top_k = sampling.top_k
     p.sampler.top_p = sampling.top_p
-    p.sampler.seed = int.from_bytes(os.urandom(8), "little") if sampling.seed is None else int(sampling.seed) & (2**64 - 1)
+    seed = int.from_bytes(os.urandom(8), "little") if sampling.seed is None else int(sampling.seed)
+    p.sampler.seed = seed & (2**64 - 1)
     p.sampler.no_repeat_ngram = no_repeat.ngram
     p.sampler.no_repeat_window = no_repeat.window
     p.sampler.no_repeat_scope = SCOPES[no_repeat.scope]

@@ -190,8 +190,8 @@ def test_run_pages_is_the_c_batch_loop(cases, name):
     reqs = []
     for k in range(5):
         sampling, nr = pols[k % len(pols)]
-        reqs.append(PageRequest(f"p{k}", case.prepared, case.embd, prompts[k % len(prompts)] or case.pipe.default_prompt,
-                                8 + 7 * k, sampling, nr, tag=k))
+        prompt = prompts[k % len(prompts)] or case.pipe.default_prompt
+        reqs.append(PageRequest(f"p{k}", case.prepared, case.embd, prompt, 8 + 7 * k, sampling, nr, tag=k))
     bad = "<image> <image> two" if "paddle" not in name else "<image> x"
     reqs.insert(2, PageRequest("bad", case.prepared, case.embd, bad, 8, tag=-1))
     streams: dict[int, list[int]] = {}

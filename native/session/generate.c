@@ -273,8 +273,8 @@ tp_status tp_session_generate(tp_session *s, const tp_session_gen_params *params
 
 static tp_status batch_check(tp_session *const *sessions, int32_t n, const tp_session_result *out, tp_error *err) {
     if (!sessions || !out || n < 1) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_generate_batch: NULL sessions or results, or %d sessions",
-                     (int)n);
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
+                     "tp_session_generate_batch: NULL sessions or results, or %d sessions", (int)n);
         return TP_ERR_INVALID_ARGUMENT;
     }
     for (int32_t i = 0; i < n; i++) {
@@ -283,8 +283,8 @@ static tp_status batch_check(tp_session *const *sessions, int32_t n, const tp_se
             return TP_ERR_INVALID_ARGUMENT;
         }
         if (sessions[i]->text != sessions[0]->text) {
-            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_generate_batch: session %d decodes with another text "
-                         "model than session 0 (a batch shares one)", (int)i);
+            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_generate_batch: session %d decodes with another "
+                         "text model than session 0 (a batch shares one)", (int)i);
             return TP_ERR_INVALID_ARGUMENT;
         }
         for (int32_t j = 0; j < i; j++)
@@ -342,7 +342,8 @@ tp_status tp_session_generate_batch(tp_session *const *sessions, int32_t n, cons
                 }
             }
             if (!g[i].running) continue;
-            e[m] = (tp_text_batch_entry){.seq = sessions[i]->seq, .ids = &g[i].tok, .n = 1, .logits = sessions[i]->logits};
+            e[m] = (tp_text_batch_entry){.seq = sessions[i]->seq, .ids = &g[i].tok, .n = 1,
+                                         .logits = sessions[i]->logits};
             which[m++] = i;
         }
         if (m == 0) break;
@@ -362,7 +363,8 @@ tp_status tp_session_generate_batch(tp_session *const *sessions, int32_t n, cons
     }
     st = TP_OK;
     for (int32_t i = 0; i < n && st == TP_OK; i++)
-        if ((st = g[i].st) != TP_OK) tp_error_set(err, st, "tp_session_generate_batch: session %d: %s", (int)i, g[i].err.message);
+        if ((st = g[i].st) != TP_OK)
+            tp_error_set(err, st, "tp_session_generate_batch: session %d: %s", (int)i, g[i].err.message);
     free(g);
     free(par);
     free(e);

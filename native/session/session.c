@@ -95,7 +95,8 @@ static tp_status session_bind_seq(tp_session *s, tp_error *err) {
         return TP_ERR_OUT_OF_MEMORY;
     }
     /* a session that owns its text model decodes in the model's built-in sequence; borrowed: its own, unless asked */
-    return s->owns_models || s->params.builtin_sequence ? TP_OK : tp_text_seq_create(s->text, s->params.n_ctx, &s->seq, err);
+    if (s->owns_models || s->params.builtin_sequence) return TP_OK;
+    return tp_text_seq_create(s->text, s->params.n_ctx, &s->seq, err);
 }
 
 /* A session without a vision model: no family (no prompt conventions, no no-repeat defaults), ids from the text
