@@ -49,6 +49,8 @@
  *   - tp_session: one call at a time (submit, generate, reset, free, the getters), but tp_session_cancel, which any
  *     thread may call at any time while the session lives. Sessions over the same loaded models each evaluate their
  *     own sequence: they may run on different threads (their computations take turns on each model's lock).
+ *     tp_session_generate_batch is one call on each of its sessions (its on_done callback may submit to the
+ *     session that stopped; its callbacks run on the calling thread).
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
  *     tp_text_eval, tp_text_eval_batch), between graph nodes.
