@@ -275,10 +275,21 @@ class OcrPipeline:
                  sampling: Sampling = Sampling(), no_repeat: NoRepeat | None = None,
                  on_token: Callable[[int], None] | None = None, positions: np.ndarray | None = None) -> GenerationResult:
         """Reset the decoder, prefill ids (image rows replacing the image tokens; positions [3, n] for M-RoPE
-        models), generate."""
+        models), generate: in C (native_decode) with libtilepass's models, else (models passed in) by generate()."""
         if no_repeat is None:
             no_repeat = self.default_no_repeat()
         e = self.check_prompt(ids, embd)
+        dec = self.native_decoder()
+        if dec is not None and max_new_tokens > 0:
+            return dec.generate(ids, e, positions, max_new_tokens, sampling, no_repeat, self.eos_id is not None,
+                                on_token)
+        return self._generate_py(ids, e, max_new_tokens, sampling, no_repeat, on_token, positions)
+
+    def _generate_py(self, ids: Sequence[int], e: np.ndarray | None, max_new_tokens: int, sampling: Sampling,
+                     no_repeat: NoRepeat, on_token: Callable[[int], None] | None,
+                     positions: np.ndarray | None) -> GenerationResult:
+        """generate's loop in Python (generate(): an eval, the C sampler and the stop rules per token), for models
+        that are not libtilepass's; the reference the C loop is tested and benched against."""
         text = self.text
         n_vocab = self.n_vocab
 
@@ -306,6 +317,24 @@ class OcrPipeline:
         res = self.generate(ids, embd, max_new_tokens, sampling, no_repeat, on_token, positions=p.positions)
         return self._page_result(name, prepared, embd, ids, res)
 
+    def native_decoder(self) -> Any:
+        """The C decode loop (native_decode.NativeDecoder) over this pipeline's libtilepass models, or None when a
+        model was passed in that is not one (tests' stand-ins) or whose ids the C session would read otherwise."""
+        if getattr(self, "_native", False) is not False:
+            return self._native
+        self._native: Any = None
+        from .text_model import TextModel
+        from .vision import VisionEncoder
+
+        info = getattr(self.text, "info", None)
+        if (isinstance(self.text, TextModel) and isinstance(self.vision, VisionEncoder) and info is not None
+                and self.eos_id == (info.eos_id if info.eos_id >= 0 else 1)
+                and self.image_id is not None and self.image_id == info.image_token_id):
+            from .native_decode import NativeDecoder
+
+            self._native = NativeDecoder(self.text, self.vision)
+        return self._native
+
     @property
     def can_batch(self) -> bool:
         """Whether the text model decodes several sequences together (run_pages with n_parallel > 1)."""
@@ -323,12 +352,22 @@ class OcrPipeline:
         """Decode the pages, up to n_parallel together (generate_batch: each page prefilled alone into its own
         sequence, then all running pages one decode step per decoder pass; a page that stops gives its slot to
         the next). ``on_page(request, result, error)`` as each page stops (not in order). Greedy output of each
-        page is what run_page gives it."""
+        page is what run_page gives it. With libtilepass's models the loop is C's (tp_session_generate_batch)."""
+        n = max(1, min(n_parallel, len(requests)))
+        dec = self.native_decoder()
+        if dec is not None and all(r.max_new_tokens > 0 for r in requests):
+            self._run_pages_native(dec, requests, n, on_page)
+            return
+        self._run_pages_py(requests, n, on_page)
+
+    def _run_pages_py(self, requests: Sequence[PageRequest], n: int,
+                      on_page: Callable[[PageRequest, PageResult | None, BaseException | None], None]) -> None:
+        """run_pages' loop in Python (generate_batch over TextModel.eval_batch), for models that are not
+        libtilepass's; the reference of the C loop's tests and bench."""
         from .text_model import BatchItem
 
         text = self.text
         n_vocab = self.n_vocab
-        n = max(1, min(n_parallel, len(requests)))
         seqs: list[Any] = getattr(self, "_seqs", [])
         while len(seqs) < n - 1:  # slot 0 is the model's own sequence, the others its extra sequences
             seqs.append(text.new_sequence(self.n_ctx or 0))
@@ -378,6 +417,35 @@ class OcrPipeline:
             on_page(r, self._page_result(r.name, r.prepared, r.embd, ids, job.gen.result), None)
 
         generate_batch(jobs, n, prefill, step, done)
+
+    def _run_pages_native(self, dec: Any, requests: Sequence[PageRequest], n: int,
+                          on_page: Callable[[PageRequest, PageResult | None, BaseException | None], None]) -> None:
+        from .native import TilepassError
+
+        pending = iter(requests)
+
+        def start(slot: int) -> tuple[Any, dict] | None:
+            for r in pending:
+                try:
+                    p = self.prompt(r.prompt, int(r.embd.shape[0]), tuple(getattr(r.prepared, "token_grid", (0, 0))))
+                    e = self.check_prompt(p.ids, r.embd)
+                    dec.submit(slot, p.ids, e, p.positions)
+                except (PipelineError, TilepassError) as err:
+                    on_page(r, None, err)
+                    continue
+                nr = r.no_repeat if r.no_repeat is not None else self.default_no_repeat()
+                return (r, p.ids), dict(max_new_tokens=r.max_new_tokens, sampling=r.sampling, no_repeat=nr,
+                                        eos=self.eos_id is not None, on_token=r.on_token)
+            return None
+
+        def done(tag: Any, res: GenerationResult | None, err: BaseException | None) -> None:
+            r, ids = tag
+            if err is not None or res is None:
+                on_page(r, None, err)
+                return
+            on_page(r, self._page_result(r.name, r.prepared, r.embd, ids, res), None)
+
+        dec.generate_batch(n, start, done)
 
     def _page_result(self, name: str, prepared: Any, embd: np.ndarray, ids: Sequence[int],
                      res: GenerationResult) -> PageResult:

@@ -49,6 +49,8 @@
  *   - tp_session: one call at a time (submit, generate, reset, free, the getters), but tp_session_cancel, which any
  *     thread may call at any time while the session lives. Sessions over the same loaded models each evaluate their
  *     own sequence: they may run on different threads (their computations take turns on each model's lock).
+ *     tp_session_generate_batch is one call on each of its sessions (its on_done callback may submit to the
+ *     session that stopped; its callbacks run on the calling thread).
  *   - tp_*_free of an object must not overlap any other call on it.
  *   - Abort callbacks run on the thread that called the computation (tp_graph_compute, tp_vision_encode,
  *     tp_text_eval, tp_text_eval_batch), between graph nodes.
@@ -1097,6 +1099,8 @@ typedef struct tp_session_params {
     int vision_precision;   /* tp_vision_params.precision of a model tp_session_create loads (-1: auto) */
     const char *image_mode; /* the vision model's image mode by name (tp_vision_mode_name); NULL: its default;
                              * copied at create */
+    bool builtin_sequence;  /* tp_session_create_from_models: decode in the text model's built-in sequence (the one
+                             * tp_text_eval uses; no KV cache of its own) instead of a sequence of its own (false) */
 } tp_session_params;
 
 tp_session_params tp_session_default_params(void);
@@ -1109,7 +1113,9 @@ tp_session_params tp_session_default_params(void);
 tp_status tp_session_create(const char *text_path, const char *vision_path, const tp_session_params *params,
                             tp_session **out, tp_error *err);
 /* A session over loaded models it borrows (they must outlive it; other sessions may share them). The session
- * evaluates its own sequence (tp_text_seq_create), never the model's built-in one. tp_session_cancel is checked
+ * evaluates its own sequence (tp_text_seq_create; the model's built-in one with params->builtin_sequence).
+ * vision may be NULL: the session then has no family (no prompt conventions, no image mode, the no-repeat rule off
+ * unless the gen params set one) and takes prompts as ids only (tp_session_submit_ids; tp_session_submit refuses). tp_session_cancel is checked
  * between tokens; an encode or a prefill in progress stops only through the models' own abort callbacks. */
 tp_status tp_session_create_from_models(tp_text_model *text, tp_vision_model *vision, const tp_session_params *params,
                                         tp_session **out, tp_error *err);
@@ -1168,6 +1174,10 @@ typedef struct tp_session_gen_params {
     bool ignore_eos;             /* go on past the end-of-text token (false) */
     tp_session_text_fn on_text;  /* NULL: no streaming (the text is in the result either way) */
     void *on_text_data;
+    /* each generated id as it is accepted (before its text is streamed); false stops (TP_SESSION_STOP_CALLBACK).
+     * NULL: none. Called on the thread that called tp_session_generate. */
+    bool (*on_token)(int32_t id, void *data);
+    void *on_token_data;
 } tp_session_gen_params;
 
 tp_session_gen_params tp_session_default_gen_params(void);
@@ -1216,19 +1226,51 @@ typedef struct tp_session_result {
     int32_t n_boxes;
 } tp_session_result;
 
+/* The next request as ids already built: n ids (image_token_id where an image row goes; every other id inside the
+ * vocabulary), M-RoPE positions pos (NULL: the positions that follow; else n_pos_axes × n axis-major, n_pos_axes the
+ * text model's) and n_embd_rows × n_embd image rows (one per image token), all copied. For callers that build
+ * prompts themselves (the Python pipeline); tp_session_submit builds them by the family's conventions. Errors as
+ * tp_session_submit's (TP_ERR_INVALID_ARGUMENT naming the problem); the session's sequence is emptied. */
+tp_status tp_session_submit_ids(tp_session *s, const int32_t *ids, int32_t n, const int32_t *pos, int32_t n_pos_axes,
+                                const float *embd, int64_t n_embd_rows, tp_error *err);
 /* Prefill the submitted prompt and generate. The result's arrays stay valid until the next submit, generate,
  * reset or free of the session. A request is generated once (a second generate without a submit:
  * TP_ERR_INVALID_ARGUMENT). TP_ERR_ABORTED ("aborted by tp_session_cancel") when cancelled: out then holds what
  * was generated before. */
 tp_status tp_session_generate(tp_session *s, const tp_session_gen_params *params, tp_session_result *out,
                               tp_error *err);
+/* tp_session_generate of n sessions together (continuous decoding of several pages): each session's prompt is
+ * prefilled alone (in order), then every step evaluates the next token of every running session in ONE
+ * tp_text_eval_batch call (the dense weights and the output head read once per step for all). Each session keeps its
+ * own parameters params[i] (params NULL: the defaults for all): sampler, no-repeat rule, stop rules, max_tokens and
+ * on_text callback (called on this thread, in session order within a step); a session that stops leaves the batch
+ * and the others go on. out[i] is what tp_session_generate would give session i alone (greedy tokens equal: a
+ * batch's logits equal one sequence's up to the rounding of a larger matrix product, tp_text_eval_batch).
+ * The sessions must share one text model (tp_session_create_from_models with the same tp_text_model) and be
+ * distinct: else TP_ERR_INVALID_ARGUMENT and nothing is done. tp_session_cancel(sessions[i]) ends session i only
+ * (between tokens; its status TP_ERR_ABORTED); an eval that fails (the model's own abort callback, a sequence in
+ * use) ends every session of that step with its error. errs (NULL, or n entries) receives each session's status and
+ * message; the return is TP_OK when all succeeded, else the first failing session's status, err naming it.
+ * Continuous batching: on_done (NULL: none) is called as session i stops, with its result and status (status->status
+ * TP_OK or the error); it may submit the next request to sessions[i] (tp_session_submit / tp_session_submit_ids,
+ * which end the result's arrays) and change *params for it, and returns true to have that request prefilled and
+ * join the batch (false: the session stays done). out[i] and errs[i] then hold session i's last request's.
+ * Threads: one call at a time on each of the sessions, as tp_session_generate; other threads may use other
+ * sessions of the same model meanwhile (their evals take turns on the model's lock), and may call
+ * tp_session_cancel on any of these. */
+typedef bool (*tp_session_batch_done_fn)(int32_t i, const tp_session_result *result, const tp_error *status,
+                                         tp_session_gen_params *params, void *data);
+tp_status tp_session_generate_batch(tp_session *const *sessions, int32_t n, const tp_session_gen_params *params,
+                                    tp_session_result *out, tp_error *errs, tp_session_batch_done_fn on_done,
+                                    void *on_done_data, tp_error *err);
 
 /* Stop the session's submit or generate in progress (between tokens, and inside an encode or a prefill of the
  * models tp_session_create loaded), or the next one when none is; that call then returns TP_ERR_ABORTED and the
  * request clears. Any thread, any time while the session lives; async-signal-safe (an atomic store). */
 void tp_session_cancel(tp_session *s);
 
-/* Forget the request, the result and the KV cache (the models stay loaded). NULL is ignored. */
+/* Forget the request, the result, the KV cache and a cancel not yet seen (the models stay loaded). NULL is
+ * ignored. */
 void tp_session_reset(tp_session *s);
 
 /* The grounding regions of a text (len bytes, not necessarily NUL-terminated), as tp_session_result's spans: up to

@@ -3,9 +3,13 @@ prompts.py, generate.py, grounding.py), on the tiny llama.cpp fixtures and the b
 
 * the prompt ids (and PaddleOCR-VL's M-RoPE positions: its chat template rendered in C) the C family builds equal
   encoder/prompts.py's, for the default prompt, a prompt with <image> inside and one without (PaddleOCR-VL: tasks);
-* greedy and seeded-sampling tokens of the C session equal OcrPipeline.generate's token for token, with the no-repeat
+* greedy and seeded-sampling tokens of the C session equal the Python loop's (OcrPipeline._generate_py: generate())
+  token for token, with the no-repeat
   rule off, on (a short n-gram that fires on these models) and the family's default; the text equals the tokenizer's
-  decoding of the tokens; stop strings; the errors of prompts that do not fit a family.
+  decoding of the tokens; stop strings; the errors of prompts that do not fit a family;
+* OcrPipeline.generate and run_pages, which run the C loop (tp_session_submit_ids + tp_session_generate /
+  tp_session_generate_batch), give the Python loop's results (_generate_py, _run_pages_py: generate_batch) and each
+  page's tokens alone, streamed tokens included.
 The grounding spans: tests/test_grounding_native.py.
 """
 
@@ -99,7 +103,7 @@ def test_tokens_equal_python(cases, name, policy):
     case = cases[name]
     sampling, no_repeat = POLICIES[policy]
     p = case.py_prompt(case.pipe.default_prompt)
-    want = case.pipe.generate(p.ids, case.embd, N_NEW, sampling, no_repeat, positions=p.positions)
+    want = case.pipe._generate_py(p.ids, case.embd, N_NEW, sampling, no_repeat, None, p.positions)
     if policy == "greedy":
         case.c.submit(None, rgb=case.rgb)  # the image encoded by the session
     else:
@@ -131,7 +135,7 @@ def test_family_default_no_repeat_and_embeddings(cases, name):
     case = cases[name]
     sampling = Sampling(temperature=0.7, seed=5)
     p = case.py_prompt(case.pipe.default_prompt)
-    want = case.pipe.generate(p.ids, case.embd, N_NEW, sampling, None, positions=p.positions)
+    want = case.pipe._generate_py(p.ids, case.embd, N_NEW, sampling, case.pipe.default_no_repeat(), None, p.positions)
     case.c.submit(None, embd=case.embd, grid=case.grid)
     got = case.c.generate(N_NEW, sampling, None)
     assert got.tokens == want.tokens
@@ -157,3 +161,63 @@ def test_stop_string_and_errors(cases):
         paddle.c.submit("<image>OCR:", embd=paddle.embd, grid=paddle.grid)
     with pytest.raises(TilepassError, match="image tokens for a"):
         paddle.c.submit(None, embd=paddle.embd, grid=(paddle.grid[0] + 1, paddle.grid[1]))
+
+
+@pytest.mark.parametrize("name", TINY + ["bundled"])
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_pipeline_generate_is_the_c_loop(cases, name, policy):
+    case = cases[name]
+    sampling, no_repeat = POLICIES[policy]
+    assert case.pipe.native_decoder() is not None
+    p = case.py_prompt(case.pipe.default_prompt)
+    want = case.pipe._generate_py(p.ids, case.embd, N_NEW, sampling, no_repeat, None, p.positions)
+    streamed: list[int] = []
+    got = case.pipe.generate(p.ids, case.embd, N_NEW, sampling, no_repeat, streamed.append, positions=p.positions)
+    assert got.tokens == want.tokens and streamed == want.tokens
+    assert (got.stop_reason, got.n_prompt, got.n_steps) == (want.stop_reason, want.n_prompt, want.n_steps)
+    assert got.prefill_s > 0 and got.decode_s > 0
+
+
+@pytest.mark.parametrize("name", TINY + ["bundled"])
+def test_run_pages_is_the_c_batch_loop(cases, name):
+    """Five pages (prompts, limits, policies of their own) through 2 slots: the C batch (slots refilled as pages stop)
+    gives each page the Python batch loop's result and its tokens alone; a prompt that does not fit is reported."""
+    from encoder.pipeline import PageRequest
+
+    case = cases[name]
+    prompts = PROMPTS["paddleocr_vl" if "paddle" in name else "deepseek"]
+    pols = list(POLICIES.values())
+    reqs = []
+    for k in range(5):
+        sampling, nr = pols[k % len(pols)]
+        prompt = prompts[k % len(prompts)] or case.pipe.default_prompt
+        reqs.append(PageRequest(f"p{k}", case.prepared, case.embd, prompt, 8 + 7 * k, sampling, nr, tag=k))
+    bad = "<image> <image> two" if "paddle" not in name else "<image> x"
+    reqs.insert(2, PageRequest("bad", case.prepared, case.embd, bad, 8, tag=-1))
+    streams: dict[int, list[int]] = {}
+    for r in reqs:
+        streams[r.tag] = []
+        r.on_token = streams[r.tag].append
+
+    def collect(run) -> dict:
+        out: dict = {}
+        run(lambda r, res, err: out.__setitem__(r.tag, (res, err)))
+        return out
+
+    for s in streams.values():
+        s.clear()
+    c = collect(lambda f: case.pipe.run_pages(reqs, 2, f))
+    c_streams = {k: list(v) for k, v in streams.items()}
+    py = collect(lambda f: case.pipe._run_pages_py(reqs, 2, f))
+    assert set(c) == set(py) == {r.tag for r in reqs}
+    assert c[-1][0] is None and py[-1][0] is None and type(c[-1][1]) is type(py[-1][1])
+    for r in reqs:
+        if r.tag < 0:
+            continue
+        (cr, ce), (pr, pe) = c[r.tag], py[r.tag]
+        assert ce is None and pe is None
+        assert cr.tokens == pr.tokens == c_streams[r.tag], f"{name} page {r.tag}"
+        assert (cr.stop_reason, cr.n_prompt, cr.text) == (pr.stop_reason, pr.n_prompt, pr.text)
+        p = case.pipe.prompt(r.prompt, int(r.embd.shape[0]), case.grid)
+        alone = case.pipe._generate_py(p.ids, case.embd, r.max_new_tokens, r.sampling, r.no_repeat, None, p.positions)
+        assert cr.tokens == alone.tokens, f"{name} page {r.tag} alone"

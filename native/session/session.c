@@ -5,6 +5,7 @@
 #include "names.h"
 #include "text_model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +17,7 @@ tp_session_params tp_session_default_params(void) {
     p.kv_type = -1;
     p.vision_precision = -1;
     p.image_mode = NULL;
+    p.builtin_sequence = false;
     return p;
 }
 
@@ -50,12 +52,14 @@ void session_clear(tp_session *s) {
     s->grounding.n_spans = s->grounding.n_boxes = 0;
     if (s->seq)
         tp_text_seq_reset(s->seq);
-    else if (s->owns_models && s->text)
+    else if (s->text && (s->owns_models || s->params.builtin_sequence))
         tp_text_reset(s->text);
 }
 
 void tp_session_reset(tp_session *s) {
-    if (s) session_clear(s);
+    if (!s) return;
+    session_clear(s);
+    atomic_store(&s->cancel, false);
 }
 
 void tp_session_free(tp_session *s) {
@@ -83,10 +87,45 @@ static tp_status check_params(const tp_session_params *p, tp_error *err) {
     return TP_OK;
 }
 
+/* The logits row and the sequence. */
+static tp_status session_bind_seq(tp_session *s, tp_error *err) {
+    s->logits = malloc((size_t)s->tinfo.n_vocab * sizeof(float));
+    if (!s->logits) {
+        tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session: out of memory");
+        return TP_ERR_OUT_OF_MEMORY;
+    }
+    /* a session that owns its text model decodes in the model's built-in sequence; borrowed: its own, unless asked */
+    if (s->owns_models || s->params.builtin_sequence) return TP_OK;
+    return tp_text_seq_create(s->text, s->params.n_ctx, &s->seq, err);
+}
+
+/* A session without a vision model: no family (no prompt conventions, no no-repeat defaults), ids from the text
+ * file; it takes tp_session_submit_ids only. */
+static tp_status session_bind_text_only(tp_session *s, tp_error *err) {
+    if (s->params.image_mode) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session: an image mode ('%s') needs a vision model",
+                     s->params.image_mode);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    tp_status st = tp_text_get_tokenizer(s->text, &s->tok, err);
+    if (st != TP_OK) return st;
+    snprintf(s->vinfo.family, sizeof s->vinfo.family, "%s", "(none)");
+    s->bos_id = s->tinfo.bos_id >= 0 ? s->tinfo.bos_id : 0;
+    s->eos_id = s->tinfo.eos_id >= 0 ? s->tinfo.eos_id : 1;
+    s->image_id = s->tinfo.image_token_id; /* -1: prompts without image rows */
+    static const char *const td[2] = {"<td>", "</td>"};
+    for (int i = 0; i < 2; i++) {
+        int32_t id = tp_tokenizer_token_id(s->tok, td[i], strlen(td[i]));
+        if (id >= 0) s->td_ids[s->n_td++] = id;
+    }
+    return session_bind_seq(s, err);
+}
+
 /* Everything but the models: the family, the ids, the tokenizer, the sequence. */
 static tp_status session_bind(tp_session *s, tp_error *err) {
     tp_status st = TP_OK;
     tp_text_get_info(s->text, &s->tinfo);
+    if (!s->vision) return session_bind_text_only(s, err);
     tp_vision_get_info(s->vision, &s->vinfo);
     const vision_family *vf = vision_model_family(s->vision);
     s->pf = vf ? vf->prompt : NULL;
@@ -142,13 +181,7 @@ static tp_status session_bind(tp_session *s, tp_error *err) {
             return TP_ERR_INVALID_ARGUMENT;
         }
     }
-    s->logits = malloc((size_t)s->tinfo.n_vocab * sizeof(float));
-    if (!s->logits) {
-        tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session: out of memory");
-        return TP_ERR_OUT_OF_MEMORY;
-    }
-    /* a session that owns its text model decodes in the model's built-in sequence; borrowed: its own */
-    return s->owns_models ? TP_OK : tp_text_seq_create(s->text, s->params.n_ctx, &s->seq, err);
+    return session_bind_seq(s, err);
 }
 
 static tp_status session_new(const tp_session_params *params, tp_session **out, tp_error *err) {
@@ -174,8 +207,8 @@ static tp_status session_new(const tp_session_params *params, tp_session **out, 
 tp_status tp_session_create_from_models(tp_text_model *text, tp_vision_model *vision, const tp_session_params *params,
                                         tp_session **out, tp_error *err) {
     if (out) *out = NULL;
-    if (!text || !vision || !out) {
-        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_create_from_models: text, vision and out must not be NULL");
+    if (!text || !out) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_create_from_models: text and out must not be NULL");
         return TP_ERR_INVALID_ARGUMENT;
     }
     tp_session *s = NULL;

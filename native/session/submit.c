@@ -87,6 +87,11 @@ tp_status tp_session_submit(tp_session *s, const char *prompt, const tp_session_
         return TP_ERR_INVALID_ARGUMENT;
     }
     session_clear(s);
+    if (!s->pf) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit: the session has no vision model (it takes "
+                     "tp_session_submit_ids)");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
     tp_status st = check_images(s, images, n_images, err);
     if (st != TP_OK) return st;
     if (session_take_cancel(s, err)) return TP_ERR_ABORTED;
@@ -139,6 +144,59 @@ tp_status tp_session_submit(tp_session *s, const char *prompt, const tp_session_
         s->vision_s = vs;
         return st;
     }
+    s->submitted = true;
+    return TP_OK;
+}
+
+tp_status tp_session_submit_ids(tp_session *s, const int32_t *ids, int32_t n, const int32_t *pos, int32_t n_pos_axes,
+                                const float *embd, int64_t n_embd_rows, tp_error *err) {
+    if (!s) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit_ids: NULL session");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    session_clear(s);
+    const int32_t n_ctx = s->seq ? tp_text_seq_n_ctx(s->seq) : s->tinfo.n_ctx;
+    if (!ids || n < 1 || (pos && n_pos_axes != s->tinfo.n_pos_axes) || n_embd_rows < 0 || (n_embd_rows > 0 && !embd)) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit_ids: %d ids (ids %s), positions of %d axes (the "
+                     "model has %d), %lld image rows (embd %s)", (int)n, ids ? "set" : "NULL", (int)n_pos_axes,
+                     (int)s->tinfo.n_pos_axes, (long long)n_embd_rows, embd ? "set" : "NULL");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    if (n >= n_ctx) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit_ids: the prompt (%d tokens with the image) does not "
+                     "fit the context of %d tokens", (int)n, (int)n_ctx);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    int64_t n_img = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] == s->image_id) {
+            n_img++;
+        } else if (ids[i] < 0 || ids[i] >= s->tinfo.n_vocab) {
+            tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit_ids: id %d at %d is outside the vocabulary "
+                         "(0..%d)", (int)ids[i], (int)i, (int)s->tinfo.n_vocab - 1);
+            return TP_ERR_INVALID_ARGUMENT;
+        }
+    }
+    if (n_img != n_embd_rows) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_session_submit_ids: %lld image rows for %lld image tokens",
+                     (long long)n_embd_rows, (long long)n_img);
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    const size_t n_pos = pos ? (size_t)n_pos_axes * (size_t)n : 0;
+    const size_t embd_bytes = (size_t)n_embd_rows * (size_t)s->tinfo.n_embd * sizeof(float);
+    s->prompt.ids = malloc((size_t)n * sizeof(int32_t));
+    s->prompt.pos = n_pos ? malloc(n_pos * sizeof(int32_t)) : NULL;
+    s->embd = embd_bytes ? malloc(embd_bytes) : NULL;
+    if (!s->prompt.ids || (n_pos && !s->prompt.pos) || (embd_bytes && !s->embd)) {
+        session_clear(s);
+        tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session_submit_ids: out of memory");
+        return TP_ERR_OUT_OF_MEMORY;
+    }
+    memcpy(s->prompt.ids, ids, (size_t)n * sizeof(int32_t));
+    if (n_pos) memcpy(s->prompt.pos, pos, n_pos * sizeof(int32_t));
+    if (embd_bytes) memcpy(s->embd, embd, embd_bytes);
+    s->prompt.n = s->prompt.cap = n;
+    s->n_embd_rows = n_embd_rows;
     s->submitted = true;
     return TP_OK;
 }

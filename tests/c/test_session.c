@@ -7,7 +7,12 @@
  *   3. tp_session_cancel from another thread in the middle of a decode: TP_ERR_ABORTED, fewer tokens than asked,
  *      the session usable afterwards; a cancel before a submit aborts that submit only;
  *   4. PaddleOCR-VL: its chat template rendered in C, 3-D positions, a few tokens;
- *   5. bad arguments give clear errors (NULLs, no image, a zero-size image, two <image> for one image, an unknown
+ *   5. tp_session_generate_batch: three sessions of one model with their own prompts, limits and no-repeat rules give
+ *      each the tokens and text it gets alone; streaming per session; a cancel of one (from its own callback) ends
+ *      only it; sessions of another model or twice are refused; on_done refills a slot with the next request
+ *      (continuous batching) and each request's tokens are those it gets alone; tp_session_submit_ids of the ids a
+ *      submit built gives that submit's tokens;
+ *   6. bad arguments give clear errors (NULLs, no image, a zero-size image, two <image> for one image, an unknown
  *      image mode, generate without submit, files that do not exist or are swapped).
  * Built against the ASan+UBSan library by `make ctest`. (Parity with the Python path: tests/test_session_native.py.) */
 #include "tilepass.h"
@@ -182,6 +187,206 @@ static void test_cancel(tp_text_model *t, tp_vision_model *v) {
     tp_session_free(s);
 }
 
+/* Cancels its session once it has streamed 3 pieces. */
+typedef struct cancel_stream {
+    stream st;
+    tp_session *s;
+} cancel_stream;
+
+static bool cancel_on_text(const char *t, size_t len, void *data) {
+    cancel_stream *c = data;
+    on_text(t, len, &c->st);
+    if (c->st.pieces == 3) tp_session_cancel(c->s);
+    return true;
+}
+
+static void test_batch(tp_text_model *t, tp_vision_model *v) {
+    enum { N = 3 };
+    static const char *const prompts[N] = {NULL, "<image>\nFree OCR.", "Describe <image> in a few words."};
+    static const int32_t max_tokens[N] = {24, 9, 40};
+    static const int32_t ngram[N] = {0, -1, 2};
+    tp_session_params p = params();
+    tp_session_image im = page();
+    tp_error err = {0};
+    tp_session *s[N] = {0};
+    tp_session_gen_params g[N];
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        ok += tp_session_create_from_models(t, v, &p, &s[i], &err) == TP_OK;
+        g[i] = tp_session_default_gen_params();
+        g[i].max_tokens = max_tokens[i];
+        g[i].ignore_eos = i != 1;
+        g[i].sampler.no_repeat_ngram = ngram[i];
+        g[i].sampler.no_repeat_window = 0;
+    }
+    CHECK(ok == N, err.message);
+    if (ok != N) goto out;
+    /* each alone */
+    int32_t alone[N][64];
+    int32_t n_alone[N];
+    char alone_text[N][4096];
+    for (int i = 0; i < N; i++) {
+        tp_session_result r;
+        CHECK(tp_session_submit(s[i], prompts[i], &im, 1, &err) == TP_OK && tp_session_generate(s[i], &g[i], &r, &err) == TP_OK,
+              err.message);
+        n_alone[i] = r.n_generated_tokens;
+        memcpy(alone[i], r.tokens, (size_t)r.n_generated_tokens * sizeof(int32_t));
+        snprintf(alone_text[i], sizeof alone_text[i], "%s", r.text);
+    }
+    CHECK(n_alone[0] == 24 && n_alone[2] == 40 && n_alone[1] <= 9, "lengths alone");
+    /* together, streaming */
+    stream st[N];
+    memset(st, 0, sizeof st);
+    for (int i = 0; i < N; i++) {
+        g[i].on_text = on_text;
+        g[i].on_text_data = &st[i];
+        CHECK(tp_session_submit(s[i], prompts[i], &im, 1, &err) == TP_OK, err.message);
+    }
+    tp_session_result r[N];
+    tp_error errs[N];
+    CHECK(tp_session_generate_batch(s, N, g, r, errs, NULL, NULL, &err) == TP_OK, err.message);
+    for (int i = 0; i < N; i++) {
+        CHECK(errs[i].status == TP_OK, "each session's status");
+        CHECK(r[i].n_generated_tokens == n_alone[i] &&
+                  memcmp(r[i].tokens, alone[i], (size_t)n_alone[i] * sizeof(int32_t)) == 0,
+              "a session's greedy tokens in a batch are those it gets alone");
+        CHECK(strcmp(r[i].text, alone_text[i]) == 0 && st[i].len == r[i].text_len &&
+                  memcmp(st[i].text, r[i].text, r[i].text_len) == 0 && !st[i].split,
+              "its text and streamed pieces");
+        CHECK(r[i].prefill_s > 0 && r[i].decode_s > 0 && r[i].n_prompt_tokens > 16, "timings, prompt count");
+    }
+    /* a cancel of session 1 ends it only */
+    cancel_stream cs = {.s = s[1]};
+    g[1].max_tokens = 40;
+    g[1].ignore_eos = true;
+    g[1].on_text = cancel_on_text;
+    g[1].on_text_data = &cs;
+    for (int i = 0; i < N; i++) CHECK(tp_session_submit(s[i], prompts[i], &im, 1, &err) == TP_OK, err.message);
+    CHECK(tp_session_generate_batch(s, N, g, r, errs, NULL, NULL, &err) == TP_ERR_ABORTED && has(&err, "session 1") &&
+              has(&err, "aborted"), err.message);
+    CHECK(errs[1].status == TP_ERR_ABORTED && r[1].n_generated_tokens == 3 && errs[0].status == TP_OK &&
+              errs[2].status == TP_OK, "the cancelled session stopped after 3 tokens, the others went on");
+    CHECK(r[0].n_generated_tokens == n_alone[0] && memcmp(r[0].tokens, alone[0], sizeof(int32_t) * 24) == 0 &&
+              r[2].n_generated_tokens == n_alone[2] && memcmp(r[2].tokens, alone[2], sizeof(int32_t) * 40) == 0,
+          "the others' tokens unchanged");
+    /* refused */
+    tp_session *twice[2] = {s[0], s[0]};
+    CHECK(tp_session_generate_batch(twice, 2, NULL, r, NULL, NULL, NULL, &err) == TP_ERR_INVALID_ARGUMENT && has(&err, "the same"),
+          "a session twice");
+    tp_session *own = NULL;
+    CHECK(tp_session_create(text_path, vision_path, &p, &own, &err) == TP_OK, err.message);
+    tp_session *mixed[2] = {s[0], own};
+    CHECK(tp_session_generate_batch(mixed, 2, NULL, r, NULL, NULL, NULL, &err) == TP_ERR_INVALID_ARGUMENT &&
+              has(&err, "another text model"), "sessions of two text models");
+    tp_session_free(own);
+    CHECK(tp_session_generate_batch(NULL, 2, NULL, r, NULL, NULL, NULL, &err) == TP_ERR_INVALID_ARGUMENT &&
+              tp_session_generate_batch(s, 0, NULL, r, NULL, NULL, NULL, &err) == TP_ERR_INVALID_ARGUMENT, "NULL, 0 sessions");
+    CHECK(tp_session_generate_batch(s, N, NULL, r, errs, NULL, NULL, &err) == TP_ERR_INVALID_ARGUMENT && has(&err, "nothing submitted") &&
+              r[0].n_generated_tokens == 0, "nothing submitted");
+out:
+    for (int i = 0; i < N; i++) tp_session_free(s[i]);
+}
+
+/* Continuous batching: on_done submits the next of the requests (by prompt index) to the slot that stopped. */
+typedef struct refill {
+    tp_session **s;
+    tp_session_image im;
+    const char *const *prompts;
+    int next, n_req, done;
+    int32_t tokens[8][64];
+    int32_t n_tokens[8];
+    int slot_req[2];
+} refill;
+
+static bool refill_done(int32_t i, const tp_session_result *r, const tp_error *status, tp_session_gen_params *p, void *data) {
+    refill *f = data;
+    (void)p;
+    int k = f->slot_req[i];
+    if (status->status == TP_OK && k >= 0) {
+        f->n_tokens[k] = r->n_generated_tokens;
+        memcpy(f->tokens[k], r->tokens, (size_t)r->n_generated_tokens * sizeof(int32_t));
+        f->done++;
+    }
+    f->slot_req[i] = -1;
+    if (f->next >= f->n_req) return false;
+    tp_error err = {0};
+    if (tp_session_submit(f->s[i], f->prompts[f->next], &f->im, 1, &err) != TP_OK) return false;
+    f->slot_req[i] = f->next++;
+    return true;
+}
+
+static void test_batch_refill_and_ids(tp_text_model *t, tp_vision_model *v) {
+    static const char *const prompts[5] = {NULL, "<image>\nFree OCR.", "Describe <image> in a few words.",
+                                           "<|grounding|>Locate the table.", "<image>\nWhat is this?"};
+    tp_session_params p = params();
+    tp_error err = {0};
+    tp_session *s[2] = {0};
+    tp_session_gen_params g = tp_session_default_gen_params();
+    g.max_tokens = 20;
+    g.ignore_eos = true;
+    g.sampler.no_repeat_ngram = 3;
+    g.sampler.no_repeat_window = 0;
+    int ok = 0;
+    for (int i = 0; i < 2; i++) ok += tp_session_create_from_models(t, v, &p, &s[i], &err) == TP_OK;
+    CHECK(ok == 2, err.message);
+    if (ok != 2) goto out;
+    refill f = {.s = s, .im = page(), .prompts = prompts, .n_req = 5, .slot_req = {0, 1}, .next = 2};
+    for (int i = 0; i < 2; i++) CHECK(tp_session_submit(s[i], prompts[i], &f.im, 1, &err) == TP_OK, err.message);
+    tp_session_gen_params gs[2] = {g, g};
+    tp_session_result r[2];
+    CHECK(tp_session_generate_batch(s, 2, gs, r, NULL, refill_done, &f, &err) == TP_OK, err.message);
+    CHECK(f.done == 5, "on_done refilled the slots until the 5 requests were done");
+    int same = 0;
+    for (int k = 0; k < 5; k++) {
+        tp_session_result a;
+        same += tp_session_submit(s[0], prompts[k], &f.im, 1, &err) == TP_OK && tp_session_generate(s[0], &g, &a, &err) == TP_OK &&
+                a.n_generated_tokens == f.n_tokens[k] &&
+                memcmp(a.tokens, f.tokens[k], (size_t)a.n_generated_tokens * sizeof(int32_t)) == 0;
+    }
+    CHECK(same == 5, "each refilled request's tokens are those it gets alone");
+    /* tp_session_submit_ids: the ids a submit built, with the same rows, give the same tokens */
+    float *embd = calloc(16 * 32, sizeof(float));
+    for (int i = 0; i < 16 * 32; i++) embd[i] = (float)((i * 37) % 11) * 0.1f - 0.5f;
+    tp_session_image im = {.embd = embd, .n_tokens = 16};
+    tp_session_result a, b;
+    const int32_t *ids = NULL, *pos = NULL;
+    int32_t n = 0;
+    int32_t copy[256];
+    CHECK(tp_session_submit(s[0], NULL, &im, 1, &err) == TP_OK && tp_session_prompt_ids(s[0], &ids, &n, &pos, NULL) == TP_OK &&
+              n <= 256, err.message);
+    memcpy(copy, ids, (size_t)n * sizeof(int32_t));
+    CHECK(tp_session_generate(s[0], &g, &a, &err) == TP_OK, err.message);
+    int32_t ta[64];
+    int32_t na = a.n_generated_tokens;
+    memcpy(ta, a.tokens, (size_t)na * sizeof(int32_t));
+    CHECK(tp_session_submit_ids(s[1], copy, n, NULL, 0, embd, 16, &err) == TP_OK && tp_session_generate(s[1], &g, &b, &err) == TP_OK &&
+              b.n_generated_tokens == na && memcmp(b.tokens, ta, (size_t)na * sizeof(int32_t)) == 0 && b.n_prompt_tokens == n,
+          "tp_session_submit_ids gives the tokens of the submit that built the ids");
+    CHECK(tp_session_submit_ids(s[1], copy, n, NULL, 0, embd, 15, &err) == TP_ERR_INVALID_ARGUMENT &&
+              has(&err, "15 image rows for 16 image tokens"), "image rows that do not match the image tokens");
+    copy[0] = 1 << 30;
+    CHECK(tp_session_submit_ids(s[1], copy, n, NULL, 0, embd, 16, &err) == TP_ERR_INVALID_ARGUMENT &&
+              has(&err, "outside the vocabulary"), "an id outside the vocabulary");
+    CHECK(tp_session_submit_ids(s[1], NULL, 0, NULL, 0, NULL, 0, &err) == TP_ERR_INVALID_ARGUMENT, "no ids");
+    /* a session without a vision model takes ids only, and gives the same tokens */
+    tp_session *tonly = NULL;
+    tp_session_params tpp = tp_session_default_params();
+    CHECK(tp_session_create_from_models(t, NULL, &tpp, &tonly, &err) == TP_OK, err.message);
+    copy[0] = ids[0];
+    if (tonly) {
+        CHECK(tp_session_submit(tonly, NULL, &im, 1, &err) == TP_ERR_INVALID_ARGUMENT && has(&err, "no vision model"),
+              "tp_session_submit without a vision model");
+        CHECK(tp_session_submit_ids(tonly, copy, n, NULL, 0, embd, 16, &err) == TP_OK &&
+                  tp_session_generate(tonly, &g, &b, &err) == TP_OK && b.n_generated_tokens == na &&
+                  memcmp(b.tokens, ta, (size_t)na * sizeof(int32_t)) == 0,
+              "a text-only session's tokens");
+    }
+    tp_session_free(tonly);
+    free(embd);
+out:
+    for (int i = 0; i < 2; i++) tp_session_free(s[i]);
+}
+
 static void test_bad_arguments(tp_text_model *t, tp_vision_model *v) {
     tp_session_params p = params();
     tp_session *s = NULL;
@@ -284,6 +489,8 @@ int main(void) {
         test_cycles(t, v);
         test_own_files();
         test_cancel(t, v);
+        test_batch(t, v);
+        test_batch_refill_and_ids(t, v);
         test_bad_arguments(t, v);
     }
     test_paddle(fixtures);
