@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-ORDER = ["bench_kernels", "bench_attention", "bench_vision", "bench_text", "bench_decode_batch", "bench_e2e",
+ORDER = ["bench_kernels", "bench_attention", "bench_vision", "bench_text", "bench_decode_batch", "bench_documents", "bench_e2e",
          "bench_server", "bench_ray", "bench_paddleocr_vl", "bench_vl2", "bench_convert"]
 HELPERS = {"bench_common"}  # shared by the modules: no run()
 
