@@ -172,3 +172,20 @@ def test_ray_not_installed_is_one_clear_error(work, tmp_path):
     assert r.stderr.startswith("tilepass-batch: error: --ray needs Ray Data"), r.stderr
     assert "pip install 'tilepass[ray]'" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_address_where_nothing_answers_is_one_clear_error(work, tmp_path):
+    """ray.init would retry a dead address for minutes: a host:port where nothing listens fails at once."""
+    import socket
+
+    with socket.socket() as s:  # a port just freed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "encoder.batch.cli", "-m", str(work["text"]), "--mmproj",
+                        str(work["vision"]), str(work["inputs"]), "-o", str(tmp_path / "out"),
+                        f"--ray=127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    written = [p.name for p in (tmp_path / "out").rglob("*")] if (tmp_path / "out").exists() else []
+    assert set(written) <= {MANIFEST_NAME}, written  # no page decoded, nothing but the run's record

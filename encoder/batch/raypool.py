@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import socket
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator
@@ -73,6 +74,19 @@ def pool_size(cpus: float, n_pages: int, actors: int | None, threads: int | None
     return n_actors, threads or max(1, n_cpus // n_actors)
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A BatchError at once when nothing answers at a host:port address (ray.init would keep retrying it for
+    minutes); "auto" and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BatchError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                         f"({e.strerror or type(e).__name__})") from None
+
+
 def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int | None,
               log: "Log") -> tuple[Generator[PageOut, None, None], int, int]:
     """The pages of run decoded by Ray actors, as they come (not in order); (pages, actors, threads)."""
@@ -88,6 +102,7 @@ def ray_pages(run: "Run", address: str | None, actors: int | None, threads: int 
             if address is None:
                 ray.init(num_cpus=os.cpu_count() or 1, runtime_env=local_runtime_env(), **kwargs)
             else:
+                check_reachable(address)
                 ray.init(address=address, **kwargs)
         except Exception as e:  # ConnectionError (no cluster there), RuntimeError, ValueError (a bad address)
             where = f"the Ray cluster at {address}" if address else "a local Ray"
