@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "examples" / "model"
 sys.path.insert(0, str(ROOT / "examples" / "ocrtrain"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pdfmaker as pm  # noqa: E402
+from bundled_model import bundled_gguf  # noqa: E402
 from evaluate import EVAL_SEED0, edit_distance  # noqa: E402
 from gen import make_page  # noqa: E402
 
@@ -32,14 +32,7 @@ N_PAGES = 5
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> tuple[Path, Path]:
-    assert (MODEL / "config.json").exists(), "the trained model is not bundled in examples/model"
-    from convert.converter import convert
-
-    d = tmp_path_factory.mktemp("bundled")
-    text, vision = d / "text-q8_0.gguf", d / "mmproj-f16.gguf"
-    convert(MODEL, outtype="q8_0", outfile=text, progress=False)
-    convert(MODEL, mmproj=True, outtype="f16", outfile=vision, progress=False)
-    return text, vision
+    return bundled_gguf(tmp_path_factory.mktemp("bundled"))
 
 
 def cli(text: Path, vision: Path, *args) -> subprocess.CompletedProcess:

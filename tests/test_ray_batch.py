@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "examples" / "model"
 sys.path.insert(0, str(ROOT / "examples" / "ocrtrain"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -36,6 +35,7 @@ from encoder.batch.raypool import pool_size  # noqa: E402
 from encoder.batch.work import KILL_AFTER_ENV  # noqa: E402
 from encoder.cli import main as cli_main  # noqa: E402
 from encoder.manifest import MANIFEST_NAME  # noqa: E402
+from bundled_model import bundled_gguf  # noqa: E402
 from output_tree import tree  # noqa: E402
 
 PROMPT = "<image>\nFree OCR."
@@ -46,15 +46,11 @@ OPTIONS = ("--mode", "tiny", "-p", PROMPT, "-n", "8")  # tiny (512): the pages s
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> dict[str, Path]:
     """The models (the bundled model converted as `make demo` does), the input folder, tilepass-cli's output."""
-    assert (MODEL / "config.json").exists(), "the trained model is not bundled in examples/model"
-    from convert.converter import convert
     from evaluate import EVAL_SEED0
     from gen import make_page
 
     d = tmp_path_factory.mktemp("ray")
-    text, vision = d / "text-q8_0.gguf", d / "mmproj-f16.gguf"
-    convert(MODEL, outtype="q8_0", outfile=text, progress=False)
-    convert(MODEL, mmproj=True, outtype="f16", outfile=vision, progress=False)
+    text, vision = bundled_gguf(d)
     pages = [make_page(EVAL_SEED0 + 40 + k).image for k in range(N_PAGES)]
     inputs = d / "in"
     inputs.mkdir()

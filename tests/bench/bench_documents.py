@@ -53,14 +53,11 @@ def _render_s(pdf: Path) -> float:
 
 
 def _bundled(root: Path) -> tuple[Path, Path, list, list[str]]:
-    from convert.converter import convert
+    from bundled_model import bundled_gguf
     from evaluate import EVAL_SEED0
     from gen import make_page
 
-    model = ROOT / "examples" / "model"
-    text, vision = root / "text-q8_0.gguf", root / "mmproj-f16.gguf"
-    convert(model, outtype="q8_0", outfile=text, progress=False)
-    convert(model, mmproj=True, outtype="f16", outfile=vision, progress=False)
+    text, vision = bundled_gguf(root)
     return text, vision, [make_page(EVAL_SEED0 + 100 + k).image for k in range(N_PAGES)], []
 
 

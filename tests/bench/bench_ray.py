@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples" / "ocrtrain"))
 
 from bench_common import child_env  # noqa: E402
+from bundled_model import MODEL  # noqa: E402
 
-MODEL = ROOT / "examples" / "model"
 WORK = ROOT / "build" / "bench-ray"
 GROUP = 4  # pages per vision pass (tilepass-cli's default --images-per-pass on 2 threads)
 N_PREDICT = 128
@@ -51,16 +51,12 @@ def _folder(name: str, images: list, n: int) -> Path:
 
 def _inputs() -> tuple[Path, Path, list]:
     """The models, and the pages (held-out pages of the model's generator)."""
-    from convert.converter import convert
+    from bundled_model import bundled_gguf
     from evaluate import EVAL_SEED0
     from gen import make_page
 
     WORK.mkdir(parents=True, exist_ok=True)
-    text, vision = WORK / "text-q8_0.gguf", WORK / "mmproj-f16.gguf"
-    if not text.exists():
-        convert(MODEL, outtype="q8_0", outfile=text, progress=False)
-    if not vision.exists():
-        convert(MODEL, mmproj=True, outtype="f16", outfile=vision, progress=False)
+    text, vision = bundled_gguf(WORK)
     return text, vision, [make_page(EVAL_SEED0 + 60 + k).image for k in range(2 * GROUP * 2)]
 
 
