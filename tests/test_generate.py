@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from encoder.generate import NO_REPEAT_OFF, NoRepeat, Sampling, SequenceGen, generate
+from hf_warpers import hf_probs
 
 
 def hf_banned(ids: np.ndarray, n: int, vocab: int, window: int = 0) -> set[int]:
@@ -116,21 +117,6 @@ def test_td_tokens_never_banned_by_default():
     for t in (td, ctd):  # 7 8 t ... 7 8: t would repeat the 3-gram, but is whitelisted
         assert seq_banned([7, 8, t, 5, 7, 8], 129280, rule) == set()
     assert seq_banned([7, 8, 6, 5, 7, 8], 129280, rule) == {6}
-
-
-def hf_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    """transformers' warpers (temperature, top-k, top-p) then softmax: the distribution sampling draws from."""
-    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
-                                                        TopPLogitsWarper)
-
-    x = torch.from_numpy(logits.astype(np.float32))[None]
-    ids = torch.zeros(1, 1, dtype=torch.long)
-    x = TemperatureLogitsWarper(temperature)(ids, x)
-    if top_k > 0:
-        x = TopKLogitsWarper(top_k)(ids, x)
-    if top_p < 1.0:
-        x = TopPLogitsWarper(top_p)(ids, x)
-    return torch.softmax(x[0].double(), 0).numpy()
 
 
 def _sampled(sampling: Sampling, rows: list[np.ndarray], rule: NoRepeat = NO_REPEAT_OFF) -> list[int]:

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers.generation.logits_process import (NoRepeatNGramLogitsProcessor, TemperatureLogitsWarper,
-                                                    TopKLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from transformers.models.unlimited_ocr.generation_unlimited_ocr import (
     UnlimitedOcrSlidingWindowNoRepeatNgramLogitsProcessor)
 
@@ -30,6 +29,7 @@ from encoder import generate as gen
 from encoder.native import TilepassError
 from encoder.native_sampler import NativeSampler, NativeStop
 from encoder.native_tokenizer import NativeTokenizer
+from hf_warpers import hf_filter, hf_probs
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
 DEEPSEEK_VOCAB = 129280
@@ -176,27 +176,6 @@ def test_greedy_is_first_argmax():
 
 # ---- temperature, top-k, top-p ----
 
-def hf_filter(logits: np.ndarray, temperature: float, top_k: int, top_p: float, stable: bool = False) -> np.ndarray:
-    """transformers' warpers in sampling order; stable: torch.sort made stable inside TopPLogitsWarper (ties in
-    ascending id order) instead of torch's unspecified order."""
-    x = torch.from_numpy(logits.astype(np.float32))[None]
-    ids = torch.zeros(1, 1, dtype=torch.long)
-    x = TemperatureLogitsWarper(temperature)(ids, x)
-    if top_k > 0:
-        x = TopKLogitsWarper(top_k)(ids, x)
-    if top_p < 1.0:
-        if stable:
-            sort = torch.sort
-            torch.sort = lambda t, descending=False: sort(t, descending=descending, stable=True)
-            try:
-                x = TopPLogitsWarper(top_p)(ids, x)
-            finally:
-                torch.sort = sort
-        else:
-            x = TopPLogitsWarper(top_p)(ids, x)
-    return x[0].numpy()
-
-
 @pytest.mark.parametrize("ties", [False, True])
 def test_warpers_match_transformers(ties):
     rng = np.random.default_rng(11 + ties)
@@ -299,7 +278,7 @@ def test_seeded_runs_reproduce_and_follow_the_softmax():
         assert runs[0] == runs[1]
         other = NativeSampler(V, temperature=temperature, top_k=top_k, top_p=top_p, seed=43, ngram=0)
         assert [other.sample(logits) for _ in range(200)] != runs[0][:200]
-        ref = torch.softmax(torch.from_numpy(hf_filter(logits, temperature, top_k, top_p)).double(), 0).numpy()
+        ref = hf_probs(logits, temperature, top_k, top_p)
         counts = np.bincount(runs[0], minlength=V)
         assert counts[ref == 0].sum() == 0  # nothing outside the kept set
         keep = ref > 0
