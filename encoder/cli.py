@@ -204,25 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- small helpers -------------------------------------------------------------------------------------
 class Reporter:
-    def __init__(self, quiet: bool) -> None:
+    """Lines for stderr, ``PROG: ...`` (info only unless quiet); write: where a line goes (stderr by default)."""
+
+    def __init__(self, quiet: bool, prog: str = PROG, write: Callable[[str], None] | None = None) -> None:
         self.quiet = quiet
+        self.prog = prog
         self.progress: Progress | None = None  # a terminal status line, cleared and drawn again around messages
+        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def info(self, msg: str) -> None:
         if not self.quiet:
-            self._emit(f"{PROG}: {msg}")
+            self._emit(f"{self.prog}: {msg}")
 
     def warn(self, msg: str) -> None:
-        self._emit(f"{PROG}: warning: {msg}")
+        self._emit(f"{self.prog}: warning: {msg}")
 
     def error(self, msg: str) -> None:
-        self._emit(f"{PROG}: error: {msg}")
+        self._emit(f"{self.prog}: error: {msg}")
 
     def _emit(self, line: str) -> None:
         if self.progress is not None:
             self.progress.clear()
         try:  # a message that cannot be shown (stderr a closed pipe) does not stop the run
-            print(line, file=sys.stderr, flush=True)
+            self._write(line)
         except OSError:
             pass
         if self.progress is not None:

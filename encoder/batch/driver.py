@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterable, Sequence
 
+from ..cli import Reporter
 from .settings import BatchError, ModelSettings
 from .work import KILL_AFTER_ENV, DecodeSpec, PageDecoder, PageKey, PageOut, render_page
 
@@ -48,23 +48,11 @@ class BatchSummary:
         return self.decoded * 3600.0 / self.seconds if self.seconds > 0 else 0.0
 
 
-class Log:
-    """Lines for stderr, ``tilepass-batch: ...`` (info only unless quiet)."""
+class Log(Reporter):
+    """tilepass-cli's Reporter, its lines ``tilepass-batch: ...``."""
 
     def __init__(self, quiet: bool = False, write: Callable[[str], None] | None = None) -> None:
-        self.quiet = quiet
-        self.progress: Any = None
-        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            self._write(f"{PROG}: {msg}")
-
-    def warn(self, msg: str) -> None:
-        self._write(f"{PROG}: warning: {msg}")
-
-    def error(self, msg: str) -> None:
-        self._write(f"{PROG}: error: {msg}")
+        super().__init__(quiet, prog=PROG, write=write)
 
 
 def _cli_call(fn: Callable[..., Any], *args: Any) -> Any:
