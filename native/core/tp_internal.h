@@ -5,8 +5,11 @@
 
 #include "tilepass.h"
 
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TP_MAX_SRC 6
@@ -168,6 +171,23 @@ static inline void tp_split_range(int64_t n, int ith, int nth, int64_t *start, i
     int64_t e = s + per;
     *start = s < n ? s : n;
     *end = e < n ? e : n;
+}
+
+/* A growable array: *p (of *cap elements of elem bytes) made to hold at least need, its capacity doubled from
+ * first (realloc keeps what it held). False, with *p and *cap unchanged, when memory or the size runs out. */
+static inline bool tp_grow(void **p, int64_t *cap, int64_t need, size_t elem, int64_t first) {
+    if (need <= *cap) return true;
+    int64_t c = *cap > 0 ? *cap : first;
+    while (c < need) {
+        if (c > INT64_MAX / 2) return false;
+        c *= 2;
+    }
+    if ((uint64_t)c > SIZE_MAX / elem) return false;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q) return false;
+    *p = q;
+    *cap = c;
+    return true;
 }
 
 /* ---- thread pool ---- */

@@ -29,18 +29,15 @@ tp_session_gen_params tp_session_default_gen_params(void) {
     return p;
 }
 
+static tp_status out_of_memory(tp_error *err) {
+    tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session_generate: out of memory");
+    return TP_ERR_OUT_OF_MEMORY;
+}
+
 static tp_status append_text(tp_session *s, const char *t, size_t len, tp_error *err) {
-    if (s->text_len + len + 1 > s->text_cap) {
-        size_t cap = s->text_cap ? s->text_cap : 4096;
-        while (cap < s->text_len + len + 1) cap *= 2;
-        char *b = realloc(s->text_buf, cap);
-        if (!b) {
-            tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session_generate: out of memory");
-            return TP_ERR_OUT_OF_MEMORY;
-        }
-        s->text_buf = b;
-        s->text_cap = cap;
-    }
+    if (len > (size_t)INT64_MAX - s->text_len - 1 ||
+        !tp_grow((void **)&s->text_buf, &s->text_cap, (int64_t)(s->text_len + len + 1), 1, 4096))
+        return out_of_memory(err);
     if (len) memcpy(s->text_buf + s->text_len, t, len);
     s->text_len += len;
     s->text_buf[s->text_len] = '\0';
@@ -48,16 +45,8 @@ static tp_status append_text(tp_session *s, const char *t, size_t len, tp_error 
 }
 
 static tp_status append_token(tp_session *s, int32_t id, tp_error *err) {
-    if (s->n_tokens == s->cap_tokens) {
-        int32_t cap = s->cap_tokens ? 2 * s->cap_tokens : 256;
-        int32_t *t = realloc(s->tokens, (size_t)cap * sizeof(*t));
-        if (!t) {
-            tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "tp_session_generate: out of memory");
-            return TP_ERR_OUT_OF_MEMORY;
-        }
-        s->tokens = t;
-        s->cap_tokens = cap;
-    }
+    if (!tp_grow((void **)&s->tokens, &s->cap_tokens, (int64_t)s->n_tokens + 1, sizeof(*s->tokens), 256))
+        return out_of_memory(err);
     s->tokens[s->n_tokens++] = id;
     return TP_OK;
 }

@@ -100,19 +100,16 @@ static bool box_number(const char *s, size_t n, size_t *i, char end, double *v) 
     return true;
 }
 
+static tp_status out_of_memory(tp_error *err) {
+    tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "grounding: out of memory");
+    return TP_ERR_OUT_OF_MEMORY;
+}
+
 static int32_t clamp999(double v) { return v < 0 ? 0 : v > 999 ? 999 : (int32_t)v; }
 
 static tp_status push_box(grounding_list *g, const double v[4], tp_error *err) {
-    if (g->n_boxes == g->cap_boxes) {
-        int32_t cap = g->cap_boxes ? 2 * g->cap_boxes : 16;
-        tp_grounding_box *b = realloc(g->boxes, (size_t)cap * sizeof(*b));
-        if (!b) {
-            tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "grounding: out of memory");
-            return TP_ERR_OUT_OF_MEMORY;
-        }
-        g->boxes = b;
-        g->cap_boxes = cap;
-    }
+    if (!tp_grow((void **)&g->boxes, &g->cap_boxes, (int64_t)g->n_boxes + 1, sizeof(*g->boxes), 16))
+        return out_of_memory(err);
     int32_t x1 = clamp999(rint(v[0])), y1 = clamp999(rint(v[1])), x2 = clamp999(rint(v[2])), y2 = clamp999(rint(v[3]));
     tp_grounding_box *b = &g->boxes[g->n_boxes++];
     b->x1 = x1 < x2 ? x1 : x2;
@@ -158,16 +155,8 @@ static void trim(const char *text, size_t *b, size_t *e) {
 
 static tp_status close_region(parser *P, const char *text, size_t end, bool complete, tp_error *err) {
     grounding_list *g = P->out;
-    if (g->n_spans == g->cap_spans) {
-        int32_t cap = g->cap_spans ? 2 * g->cap_spans : 16;
-        tp_grounding_span *sp = realloc(g->spans, (size_t)cap * sizeof(*sp));
-        if (!sp) {
-            tp_error_set(err, TP_ERR_OUT_OF_MEMORY, "grounding: out of memory");
-            return TP_ERR_OUT_OF_MEMORY;
-        }
-        g->spans = sp;
-        g->cap_spans = cap;
-    }
+    if (!tp_grow((void **)&g->spans, &g->cap_spans, (int64_t)g->n_spans + 1, sizeof(*g->spans), 16))
+        return out_of_memory(err);
     tp_grounding_span sp = {.begin = P->begin, .end = end, .label_begin = P->label_begin, .label_end = P->label_end,
                             .first_box = g->n_boxes, .complete = complete};
     trim(text, &sp.label_begin, &sp.label_end);

@@ -13,9 +13,11 @@
 /* Growing arrays of grounding regions and their boxes. */
 typedef struct grounding_list {
     tp_grounding_span *spans;
-    int32_t n_spans, cap_spans;
+    int32_t n_spans;
+    int64_t cap_spans;
     tp_grounding_box *boxes;
-    int32_t n_boxes, cap_boxes;
+    int32_t n_boxes;
+    int64_t cap_boxes;
 } grounding_list;
 
 /* The regions of text[0..len), appended to out (grounding.c). */
@@ -49,9 +51,11 @@ struct tp_session {
 
     /* the result */
     char *text_buf;
-    size_t text_len, text_cap;
+    size_t text_len;
+    int64_t text_cap;
     int32_t *tokens;
-    int32_t n_tokens, cap_tokens;
+    int32_t n_tokens;
+    int64_t cap_tokens;
     grounding_list grounding;
     float *logits;
 };

@@ -27,16 +27,7 @@ void tok_scratch_free(tok_scratch *s) {
     memset(s, 0, sizeof(*s));
 }
 
-static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
-    if (need <= *cap) return true;
-    int64_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q) return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
+static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) { return tp_grow(p, cap, need, elem, 64); }
 
 static bool heap_less(const tok_heap_item *a, const tok_heap_item *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;

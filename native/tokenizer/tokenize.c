@@ -20,16 +20,7 @@ static int on_piece(void *ctx, int64_t lo, int64_t hi) {
     return c->st != TP_OK;
 }
 
-static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
-    if (need <= *cap) return true;
-    int64_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q) return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
+static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) { return tp_grow(p, cap, need, elem, 256); }
 
 /* Text with no added token in it (valid UTF-8). */
 static tp_status encode_text(const tp_tokenizer *t, tok_scratch *s, const uint8_t *text, size_t n) {
