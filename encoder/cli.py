@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .outputs import (FileId, OutputError, OverwriteRefused, check_writable_dir, file_id, input_ids,  # noqa: F401
                       link_target, oserror_text as _oserror_text, refuse_input, write_atomic)
@@ -618,6 +618,16 @@ class _PageTask:
     rendered: RenderedPage | None = None
 
 
+@dataclasses.dataclass
+class _EncodedPage:
+    """A page ready to decode: its task, prepared views, embeddings, its pass's encode time and its share of it."""
+    task: _PageTask
+    prepared: Any
+    embd: Any
+    enc_s: float
+    share: float
+
+
 def _resolve_prompt(args: argparse.Namespace, pipe: OcrPipeline, prompt: str | None) -> str:
     """-p, --task or the family's default, checked against the family's conventions (a usage error if not)."""
     from .pipeline import PipelineError
@@ -715,8 +725,10 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     if progress.tty:
         rep.progress = progress
 
-    # pages, in passes of --images-per-pass: each pass is prepared and encoded in one graph computation,
-    # then its pages are decoded in turn; a failure is reported and the other pages (and passes) go on
+    # pages, in passes of --images-per-pass: each pass is prepared and encoded in one graph computation and its
+    # pages handed to the decoder; a failure is reported and the other pages (and passes) go on. The passes are
+    # made lazily, when the decoder asks for the next page: with --parallel, a slot freed at the end of a pass
+    # takes a page of the next one while the others decode on, so the batch does not drain between passes.
     truncated: list[str] = []
     json_pages: list[dict] = []
     multi = len(tasks) > 1
@@ -727,7 +739,6 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     per_pass = pages_per_pass(args.images_per_pass, parallel, len(tasks))
     loader = PageLoader(args.dpi) if found.document_mode else None
     any_usable = False  # some page was prepared without error
-    n_shown = 0  # pages handed to the decoder (the page markers count these)
     enc_total = 0.0
 
     def handled(t: _PageTask, ok: bool, incomplete: bool = False, error: str | None = None) -> None:
@@ -739,7 +750,15 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
             docs.write_document(t.doc)
         progress.page_done(ok, incomplete, document_done=left[t.doc.name] == 0)
 
-    try:
+    def failed(t: _PageTask, msg: str) -> None:
+        nonlocal status
+        rep.error(msg)
+        status = EXIT_ERROR
+        handled(t, False, error=msg)
+
+    def encoded_pages() -> Iterator[_EncodedPage]:
+        """Every page that encodes, pass by pass, with its embeddings."""
+        nonlocal any_usable, enc_total
         for p0 in range(0, len(tasks), per_pass):
             batch = tasks[p0:p0 + per_pass]
             sources: dict[int, object] = {}
@@ -761,10 +780,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
             for t in batch:
                 e = prepared[t.index]
                 if isinstance(e, BaseException):
-                    msg = str(e) if t.doc.path in str(e) else f"{t.label}: {e}"
-                    rep.error(msg)
-                    status = EXIT_ERROR
-                    handled(t, False, error=msg)
+                    failed(t, str(e) if t.doc.path in str(e) else f"{t.label}: {e}")
             if not good:
                 continue
             any_usable = True
@@ -777,37 +793,33 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
                 embs, enc_s = pipe.encode([prepared[t.index] for t in good])
             except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
                 msg = f"vision encoding failed for {', '.join(t.label for t in good)}: {e}"
-                rep.error(msg)
-                status = EXIT_ERROR
                 for t in good:
-                    handled(t, False, error=msg)
+                    failed(t, msg)
                 continue
             enc_total += enc_s
             rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
             pass_tokens = sum(prepared[t.index].n_tokens for t in good)
-
-            def after(t: _PageTask, outcome: _PageOutcome) -> None:
-                nonlocal status
-                if not outcome.ok:
-                    status = EXIT_ERROR
-                if outcome.truncated:
-                    truncated.append(t.label)
-                if outcome.json_page is not None:
-                    json_pages.append(outcome.json_page)
-                handled(t, outcome.ok, outcome.truncated, outcome.error)
-
-            if parallel > 1 and len(good) > 1:
-                models.check()
-                _decode_pages(job, n_shown, good, prepared, embs, enc_s, pass_tokens, parallel, progress, after)
-                n_shown += len(good)
-                continue
             for t, emb in zip(good, embs):
-                models.check()
-                progress.start_page(t.label)
-                outcome = _decode_page(job, n_shown, t, prepared[t.index], emb, enc_s,
-                                       prepared[t.index].n_tokens / max(1, pass_tokens))
-                n_shown += 1
-                after(t, outcome)
+                models.check()  # before each page is decoded: a truncated model would be read past its end
+                yield _EncodedPage(t, prepared[t.index], emb, enc_s, prepared[t.index].n_tokens / max(1, pass_tokens))
+
+    def after(t: _PageTask, outcome: _PageOutcome) -> None:
+        nonlocal status
+        if not outcome.ok:
+            status = EXIT_ERROR
+        if outcome.truncated:
+            truncated.append(t.label)
+        if outcome.json_page is not None:
+            json_pages.append(outcome.json_page)
+        handled(t, outcome.ok, outcome.truncated, outcome.error)
+
+    try:
+        if parallel > 1:
+            _decode_pages(job, encoded_pages(), parallel, progress, after)
+        else:
+            for k, page in enumerate(encoded_pages()):
+                progress.start_page(page.task.label)
+                after(page.task, _decode_page(job, k, page))
     except KeyboardInterrupt as e:
         progress.finish()
         rep.progress = None
@@ -920,44 +932,50 @@ class _PageDecode:
         return _PageOutcome(False, False, None, f"{name}: decoding failed: {e}")
 
 
-def _decode_page(job: _Job, k: int, task: _PageTask, prep, emb, enc_s: float, share: float) -> _PageOutcome:
+def _decode_page(job: _Job, k: int, page: _EncodedPage) -> _PageOutcome:
     """Decode a page (the k-th handed to the decoder) from its embeddings, then write its outputs; a failure
-    is reported and costs only this page. share: this page's part of its pass's encode time."""
-    d = _PageDecode(job, k, task)
+    is reported and costs only this page."""
+    d = _PageDecode(job, k, page.task)
     try:
-        res = job.pipe.run_page(task.label, prep, emb, job.prompt, job.args.n_predict, job.sampling, job.no_repeat,
-                                d.on_token)
+        res = job.pipe.run_page(page.task.label, page.prepared, page.embd, job.prompt, job.args.n_predict,
+                                job.sampling, job.no_repeat, d.on_token)
     except Exception as e:  # PipelineError, or the decoder failed on this page: report, go on
         return d.failed(e)
-    return _finish_page(d, res, enc_s, share)
+    return _finish_page(d, res, page.enc_s, page.share)
 
 
-def _decode_pages(job: _Job, k0: int, tasks: Sequence[_PageTask], prepared, embs, enc_s: float, pass_tokens: int,
-                  parallel: int, progress: Progress, after: Callable[[_PageTask, _PageOutcome], None]) -> None:
-    """A pass's pages decoded up to `parallel` together (OcrPipeline.run_pages); each page's outputs are written
-    and `after` called in page order, as soon as it and every page before it are done."""
+def _decode_pages(job: _Job, pages: Iterator[_EncodedPage], parallel: int, progress: Progress,
+                  after: Callable[[_PageTask, _PageOutcome], None]) -> None:
+    """The pages decoded up to `parallel` together (OcrPipeline.run_pages, which takes the next page from
+    `pages` whenever a slot is free); each page's outputs are written and `after` called in the order the
+    pages came, as soon as it and every page before it are done."""
     from .pipeline import PageRequest
 
-    decs = [_PageDecode(job, k0 + j, t) for j, t in enumerate(tasks)]
-    reqs = [PageRequest(t.label, prepared[t.index], emb, job.prompt, job.args.n_predict, job.sampling, job.no_repeat,
-                        d.on_token, j) for j, (t, emb, d) in enumerate(zip(tasks, embs, decs))]
+    given: dict[int, tuple[_EncodedPage, _PageDecode]] = {}  # handed to the decoder, not yet finished in order
     results: dict[int, tuple] = {}
     next_j = 0
+
+    def requests() -> Iterator[PageRequest]:
+        for j, page in enumerate(pages):
+            d = _PageDecode(job, j, page.task)
+            given[j] = (page, d)
+            if j == next_j:
+                progress.start_page(page.task.label)
+            yield PageRequest(page.task.label, page.prepared, page.embd, job.prompt, job.args.n_predict,
+                              job.sampling, job.no_repeat, d.on_token, j)
 
     def on_page(r: PageRequest, res, err: BaseException | None) -> None:
         nonlocal next_j
         results[r.tag] = (res, err)
-        while next_j < len(tasks) and next_j in results:  # finished in page order: stdout, markers, progress
+        while next_j in results:  # finished in page order: stdout, markers, progress
             res, err = results.pop(next_j)
-            share = prepared[tasks[next_j].index].n_tokens / max(1, pass_tokens)
-            d = decs[next_j]
-            after(tasks[next_j], d.failed(err) if err is not None else _finish_page(d, res, enc_s, share))
+            page, d = given.pop(next_j)
+            after(page.task, d.failed(err) if err is not None else _finish_page(d, res, page.enc_s, page.share))
             next_j += 1
-            if next_j < len(tasks):
-                progress.start_page(tasks[next_j].label)
+            if next_j in given:
+                progress.start_page(given[next_j][0].task.label)
 
-    progress.start_page(tasks[0].label)
-    job.pipe.run_pages(reqs, parallel, on_page)
+    job.pipe.run_pages(requests(), parallel, on_page)
 
 
 def _finish_page(d: _PageDecode, res, enc_s: float, share: float) -> _PageOutcome:

@@ -14,8 +14,9 @@ import dataclasses
 import os
 import resource
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -347,20 +348,25 @@ class OcrPipeline:
         model = getattr(self.text, "_model", None)
         return int(lib.tp_text_seq_bytes(model, 0)) if model is not None else 0
 
-    def run_pages(self, requests: Sequence[PageRequest], n_parallel: int,
+    def run_pages(self, requests: Iterable[PageRequest], n_parallel: int,
                   on_page: Callable[[PageRequest, PageResult | None, BaseException | None], None]) -> None:
         """Decode the pages, up to n_parallel together (generate_batch: each page prefilled alone into its own
         sequence, then all running pages one decode step per decoder pass; a page that stops gives its slot to
         the next). ``on_page(request, result, error)`` as each page stops (not in order). Greedy output of each
-        page is what run_page gives it. With libtilepass's models the loop is C's (tp_session_generate_batch)."""
-        n = max(1, min(n_parallel, len(requests)))
+        page is what run_page gives it. With libtilepass's models the loop is C's (tp_session_generate_batch).
+
+        ``requests`` is read lazily, one request each time a slot is free: a generator may encode the next
+        pages when the pages it gave so far are all taken, so the slots never drain between vision passes."""
+        if isinstance(requests, Sequence):
+            n_parallel = min(n_parallel, len(requests))
+        n = max(1, n_parallel)
         dec = self.native_decoder()
-        if dec is not None and all(r.max_new_tokens > 0 for r in requests):
+        if dec is not None:
             self._run_pages_native(dec, requests, n, on_page)
             return
         self._run_pages_py(requests, n, on_page)
 
-    def _run_pages_py(self, requests: Sequence[PageRequest], n: int,
+    def _run_pages_py(self, requests: Iterable[PageRequest], n: int,
                       on_page: Callable[[PageRequest, PageResult | None, BaseException | None], None]) -> None:
         """run_pages' loop in Python (generate_batch over TextModel.eval_batch), for models that are not
         libtilepass's; the reference of the C loop's tests and bench."""
@@ -378,19 +384,20 @@ class OcrPipeline:
             a = np.asarray(logits).reshape(-1)
             return a[-n_vocab:] if n_vocab and a.size >= n_vocab else a
 
-        jobs: list[BatchJob] = []
         prompts: dict[int, tuple[list[int], Any]] = {}
-        for r in requests:
-            nr = r.no_repeat if r.no_repeat is not None else self.default_no_repeat()
-            try:
-                p = self.prompt(r.prompt, int(r.embd.shape[0]), tuple(getattr(r.prepared, "token_grid", (0, 0))))
-            except PipelineError as e:
-                on_page(r, None, e)
-                continue
-            gen = SequenceGen(p.ids, r.max_new_tokens, () if self.eos_id is None else (self.eos_id,), r.sampling, nr,
-                              self.n_ctx, r.on_token)
-            jobs.append(BatchJob(gen, r))
-            prompts[id(r)] = (p.ids, p.positions)
+
+        def jobs() -> Iterator[BatchJob]:
+            for r in requests:
+                nr = r.no_repeat if r.no_repeat is not None else self.default_no_repeat()
+                try:
+                    p = self.prompt(r.prompt, int(r.embd.shape[0]), tuple(getattr(r.prepared, "token_grid", (0, 0))))
+                except PipelineError as e:
+                    on_page(r, None, e)
+                    continue
+                gen = SequenceGen(p.ids, r.max_new_tokens, () if self.eos_id is None else (self.eos_id,), r.sampling,
+                                  nr, self.n_ctx, r.on_token)
+                prompts[id(r)] = (p.ids, p.positions)
+                yield BatchJob(gen, r)
 
         def prefill(slot: int, job: BatchJob) -> np.ndarray:
             r: PageRequest = job.data  # type: ignore[assignment]
@@ -410,15 +417,15 @@ class OcrPipeline:
 
         def done(job: BatchJob, err: BaseException | None) -> None:
             r: PageRequest = job.data  # type: ignore[assignment]
+            ids, _ = prompts.pop(id(r))
             if err is not None:
                 on_page(r, None, err)
                 return
-            ids, _ = prompts[id(r)]
             on_page(r, self._page_result(r.name, r.prepared, r.embd, ids, job.gen.result), None)
 
-        generate_batch(jobs, n, prefill, step, done)
+        generate_batch(jobs(), n, prefill, step, done)
 
-    def _run_pages_native(self, dec: Any, requests: Sequence[PageRequest], n: int,
+    def _run_pages_native(self, dec: Any, requests: Iterable[PageRequest], n: int,
                           on_page: Callable[[PageRequest, PageResult | None, BaseException | None], None]) -> None:
         from .native import TilepassError
 
@@ -426,6 +433,10 @@ class OcrPipeline:
 
         def start(slot: int) -> tuple[Any, dict] | None:
             for r in pending:
+                if r.max_new_tokens < 1:  # C's 0 means no limit: not what 0 new tokens asks for
+                    on_page(r, None, PipelineError(f"{r.name}: max_new_tokens must be at least 1 "
+                                                   f"(got {r.max_new_tokens})"))
+                    continue
                 try:
                     p = self.prompt(r.prompt, int(r.embd.shape[0]), tuple(getattr(r.prepared, "token_grid", (0, 0))))
                     e = self.check_prompt(p.ids, r.embd)

@@ -111,6 +111,30 @@ def test_parallel_outputs_identical_to_one_at_a_time(bundle, tmp_path):
     assert trees["0"] == trees["1"]
 
 
+
+def test_the_next_pass_fills_a_free_slot_while_the_others_decode(bundle, tmp_path):
+    """Passes of one image, two slots: the second pass is encoded as soon as the first page is in a slot (before
+    any page finishes), the third as soon as one of the two has finished, while the other is still decoding (a
+    batch drained at each pass's end would report pages 1 and 2 first). The outputs are those of decoding the
+    pages one at a time."""
+    files, _pages, images, _ = bundle
+    text, vision = files["q8_0"]
+    runs = {}
+    for par in ("1", "2"):
+        r = cli(text, vision, *images, "--images-per-pass", "1", "--parallel", par, "-n", MAX_NEW)
+        assert r.returncode in (0, 3), r.stderr
+        runs[par] = r
+    assert runs["2"].stdout == runs["1"].stdout
+    lines = runs["2"].stderr.splitlines()
+
+    def at(prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    first_done = min(at(f"tilepass-cli: [{k}/{N_PAGES}]") for k in range(1, N_PAGES + 1))
+    assert at(f"tilepass-cli: encoding 1 image(s) (images 2-2 of {N_PAGES})") < first_done
+    third = at(f"tilepass-cli: encoding 1 image(s) (images 3-3 of {N_PAGES})")
+    assert third < max(at(f"tilepass-cli: [{k}/{N_PAGES}]") for k in (1, 2))
+
 def content(path: Path):
     """A file's bytes; a JSON file's data less its timings (they differ between any two runs)."""
     if path.suffix != ".json":
