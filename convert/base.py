@@ -299,6 +299,7 @@ class ModelBase:
         exps = self.expectations()
         expected_sources: set[str] = set()
         tensors: list[TensorPlan] = []
+        tied_head = not any(e.gguf_name == "output.weight" for e in exps)  # llama.cpp reuses token_embd
         for e in exps:
             refs = []
             for s in e.sources:
@@ -310,7 +311,7 @@ class ModelBase:
                     raise ConversionError(ref.path, f"tensor {s!r} has non-float dtype {ref.dtype}")
                 refs.append(ref)
                 expected_sources.add(s)
-            tc = choose_type(chosen.tensor_type(e.gguf_name, self.n_layer), e.out_shape[-1], force_f32=e.force_f32,
+            tc = choose_type(chosen.tensor_type(e.gguf_name, self.n_layer, tied_head), e.out_shape[-1], force_f32=e.force_f32,
                              conv_f16_only=e.conv_f16_only)
             tensors.append(TensorPlan(e.gguf_name, refs, tuple(e.out_shape), tc.qtype, tc.note))
         dropped, skipped = [], []

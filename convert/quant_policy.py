@@ -71,12 +71,14 @@ class OutType:
         """``general.file_type`` (llama_ftype)."""
         return int(_MIXTURE_FILE_TYPE[self.qtype] if self.mixture else _FILE_TYPE[self.qtype])
 
-    def tensor_type(self, gguf_name: str, n_layer: int) -> QT:
-        """The type this outtype gives a weight matrix of the text file, before fallbacks."""
+    def tensor_type(self, gguf_name: str, n_layer: int, tied_head: bool = False) -> QT:
+        """The type this outtype gives a weight matrix of the text file, before fallbacks. tied_head: the file has
+        no output.weight, so token_embd is the output head too and gets the head's type (as llama-quantize does)."""
         if not self.mixture:
             return self.qtype
         m = _MORE_BITS_TENSOR.match(gguf_name)
-        if gguf_name == "output.weight" or (m and use_more_bits(int(m.group(1)), n_layer)):
+        head = gguf_name == "output.weight" or (tied_head and gguf_name == "token_embd.weight")
+        if head or (m and use_more_bits(int(m.group(1)), n_layer)):
             return QT.Q6_K
         return self.qtype
 

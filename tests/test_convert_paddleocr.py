@@ -103,8 +103,10 @@ def use_more_bits(i: int, n: int) -> bool:  # llama-quantize's layer rule for th
 
 
 def expected_type_m(name: str, ndim: int, row: int, main_type: QT, n_layer: int) -> QT:
+    """llama-quantize's _M mixture: the head gets Q6_K, and with the head tied (no output.weight, this family's
+    published layout) that is token_embd (llama_tensor_get_type's ``!qs.has_output`` rule)."""
     m = re.match(r"blk\.(\d+)\.(attn_v|ffn_down)\.weight$", name)
-    more = name == "output.weight" or bool(m and use_more_bits(int(m.group(1)), n_layer))
+    more = name in ("output.weight", "token_embd.weight") or bool(m and use_more_bits(int(m.group(1)), n_layer))
     return expected_type(name, ndim, row, QT.Q6_K if more else main_type)
 
 
@@ -399,6 +401,7 @@ def test_text_outtypes(wide, tmp_path, outtype):
     if outtype == "q4_k_m":
         assert types["blk.2.attn_v.weight"] == QT.Q6_K and types["blk.2.ffn_down.weight"] == QT.Q8_0  # row 384
         assert types["blk.1.attn_v.weight"] == QT.Q4_K
+        assert "output.weight" not in types and types["token_embd.weight"] == QT.Q6_K  # the tied head
 
 
 def test_mixture_refused_for_vision(tiny_hf):
