@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "directories, globs: OUT/NAME.md, OUT/NAME.json, OUT/NAME/page-0001.md ..., "
                         "OUT/NAME/figures/, resumable)")
     p.add_argument("--images-per-pass", type=_positive_int("--images-per-pass", 0), default=None, metavar="N",
-                   help="images encoded together in one pass of the vision encoder, then decoded (up to --parallel "
-                        "together) before the next pass (default 4, or --parallel if larger: a gundam page needs "
-                        "~0.6 GB of compute buffer in its pass; 0: all)")
+                   help="images prepared together for the vision encoder (default 4, or --parallel if larger; 0: "
+                        "all), encoded in one pass where its compute buffer stays within 1 GiB, else in several (a "
+                        "gundam page at full size needs ~0.6 GB), then decoded, up to --parallel together")
     p.add_argument("--parallel", type=_positive_int("--parallel", 0), default=0, metavar="N",
                    help="pages decoded together, each its own KV cache, one decoder pass per token for all of them "
                         "(the weights are read once per step for all pages: several times the pages per hour of "

@@ -141,6 +141,12 @@ class PageRequest:
     tag: Any = None
 
 
+# a vision pass's compute buffer, at most (OcrPipeline.passes): a full-size DeepSeek-OCR gundam page needs about
+# 0.6 GB, so such pages go one to a pass (batching them gains little: their views are large already), while small
+# pages and crops still share passes; it keeps the CLI's peak within issue 22's 5 GB for the full-size Q8_0 + F16 pair
+PASS_BYTES = 1 << 30
+
+
 def default_parallel(n_cpus: int, mem_available: int, kv_bytes: int, cap: int = 8) -> int:
     """--parallel's default: 2 pages per core, at most ``cap`` (8), and no more KV caches than a quarter of the
     available memory holds (one at least)."""
@@ -166,7 +172,8 @@ class OcrPipeline:
     def __init__(self, text_path: str | os.PathLike, vision_path: str | os.PathLike, n_threads: int = 1,
                  n_ctx: int = 0, *, check_files: bool = True, text_model: Any = None, vision_model: Any = None,
                  tokenizer: Tokenizer | None = None, vision_precision: int = 0, kv_type: str | None = None,
-                 abort: Any = None) -> None:
+                 abort: Any = None, pass_bytes: int = PASS_BYTES) -> None:
+        self.pass_bytes = pass_bytes
         if check_files:
             check_model_files(text_path, vision_path)
         from .native import TilepassError
@@ -232,10 +239,28 @@ class OcrPipeline:
                 out.append(e)
         return out
 
+    def passes(self, prepared: Sequence[Any]) -> list[list[Any]]:
+        """The pages split into vision passes, in order: as many pages to a pass as keep its compute buffer
+        within ``pass_bytes`` (a page alone always makes a pass). One rule for every caller (tilepass-cli,
+        tilepass-batch, the server), since a page's embeddings may depend on its pass companions by rounding."""
+        plan = getattr(self.vision, "plan_bytes", None)
+        if plan is None or len(prepared) < 2 or self.pass_bytes <= 0:
+            return [list(prepared)]
+        out: list[list[Any]] = []
+        cur: list[Any] = []
+        for p in prepared:
+            if cur and plan([*cur, p]) > self.pass_bytes:
+                out.append(cur)
+                cur = []
+            cur.append(p)
+        out.append(cur)
+        return out
+
     def encode(self, prepared: Sequence[Any]) -> tuple[list[np.ndarray], float]:
-        """All pages in one pass; (embeddings, seconds)."""
+        """The pages in as few vision passes as ``passes`` allows (one, unless their compute buffer would pass
+        ``pass_bytes``); (embeddings, seconds)."""
         t0 = time.perf_counter()
-        embs = self.vision.encode(list(prepared))
+        embs = [e for part in self.passes(prepared) for e in self.vision.encode(part)]
         trim = getattr(self.vision, "trim", None)
         if trim is not None:  # the decoder runs next: give the vision buffers and pages back
             trim()

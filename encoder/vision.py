@@ -76,6 +76,15 @@ class VisionEncoder:
     def n_tokens(self, image: ImageSource | PreparedImage, mode: str | None = None) -> int:
         return self.prepare(image, mode).n_tokens
 
+    def plan_bytes(self, images: Sequence[PreparedImage]) -> int:
+        """The compute buffer encoding these prepared images in one pass needs (tp_vision_plan_bytes), without
+        encoding them; the graph is kept for an encode of the same images."""
+        pages = ffi.new("tp_page_views[]", [p.views[0] for p in images])
+        n = ffi.new("size_t *")
+        err = new_error()
+        check_error(lib.tp_vision_plan_bytes(self._model, pages, len(images), n, err), err)
+        return int(n[0])
+
     def encode(self, images: Sequence[ImageSource | PreparedImage], mode: str | None = None) -> list[np.ndarray]:
         """One [n_tokens, n_embd] float32 array per image, all encoded in one pass."""
         prepared = [self.prepare(im, mode) for im in images]

@@ -30,8 +30,8 @@
  *     long as nothing writes it.
  *   - tp_threadpool: one computation at a time (two threads computing with one pool at once is undefined).
  *   - tp_gguf: immutable once open: any number of threads may read it.
- *   - tp_vision_model: may be shared. tp_vision_encode, tp_vision_encode_rgb, tp_vision_get_stage and
- *     tp_vision_trim take turns on the model's lock (each encode uses the model's whole pool); the getters
+ *   - tp_vision_model: may be shared. tp_vision_encode, tp_vision_encode_rgb, tp_vision_plan_bytes,
+ *     tp_vision_get_stage and tp_vision_trim take turns on the model's lock (each encode uses the model's whole pool); the getters
  *     (tp_vision_get_info, tp_vision_mode_name, tp_vision_preprocess_params, tp_vision_page_n_tokens,
  *     tp_vision_last_compute_bytes) may be called from any thread at any time.
  *   - tp_text_model: holds a built-in sequence (tp_text_eval, tp_text_reset, tp_text_n_past) and may have
@@ -593,6 +593,13 @@ int64_t tp_vision_page_n_tokens(const tp_vision_model *m, const tp_page_views *p
  * [tp_vision_page_n_tokens, n_embd] float array. */
 tp_status tp_vision_encode(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages,
                            float *const *out_tokens, tp_error *err);
+
+/* The compute memory that encoding these pages in one pass needs (what tp_vision_last_compute_bytes
+ * reports after it: the planned intermediates plus the per-op scratch of the model's threads), without
+ * encoding them: the graph is built and kept, so an encode of pages whose views group the same way reuses
+ * it. For callers that split a batch of pages into passes under a memory budget. */
+tp_status tp_vision_plan_bytes(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages, size_t *out_bytes,
+                               tp_error *err);
 
 /* After an encode with keep_stages: the output of one stage for one view (views numbered page by page,
  * in each page's order), row-major tokens × width. Every family has "proj" (the view's projected tokens,

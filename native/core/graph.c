@@ -414,14 +414,9 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
     atomic_init(&job.aborted_at, 0);
     int nth = tp_threadpool_n_threads(pool);
     if (g->work_threads != nth) {
-        size_t work = 0;
-        for (int n = 0; n < g->n_nodes; n++) {
-            const tp_op_info *info = tp_op_get_info(g->nodes[n]->op);
-            if (info->kernel && info->work_size) work = TP_MAX(work, info->work_size(g->nodes[n], nth));
-        }
         free(g->work);
         g->work = NULL;
-        g->work_bytes = align_up(work);
+        g->work_bytes = tp_graph_work_bytes(g, nth);
         if (g->work_bytes > 0 && posix_memalign(&g->work, TP_ALIGN, g->work_bytes) != 0) {
             g->work = NULL;
             g->work_threads = 0;
@@ -448,4 +443,14 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
 
 int tp_graph_n_nodes(const tp_graph *g) { return g ? g->n_nodes : 0; }
 size_t tp_graph_peak_bytes(const tp_graph *g) { return g ? g->arena_bytes + g->work_bytes : 0; }
+size_t tp_graph_arena_bytes(const tp_graph *g) { return g ? g->arena_bytes : 0; }
+
+size_t tp_graph_work_bytes(const tp_graph *g, int n_threads) {
+    size_t work = 0;
+    for (int n = 0; g && n < g->n_nodes; n++) {
+        const tp_op_info *info = tp_op_get_info(g->nodes[n]->op);
+        if (info->kernel && info->work_size) work = TP_MAX(work, info->work_size(g->nodes[n], n_threads));
+    }
+    return align_up(work);
+}
 size_t tp_graph_total_intermediate_bytes(const tp_graph *g) { return g ? g->total_bytes : 0; }

@@ -337,10 +337,11 @@ static const float *view_rows(const tp_vision_model *m, int32_t view) {
     return (const float *)((const char *)p->data + (size_t)m->view_index_of[view] * p->nb[2]);
 }
 
-static tp_status encode_locked(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages,
-                               float *const *out_tokens, tp_error *err) {
+/* Check the pages and have the graph for them (the cached one when their views group as last time). */
+static tp_status plan_locked(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages,
+                             float *const *out_tokens, tp_error *err) {
     for (int32_t p = 0; p < n_pages; p++) {
-        if (!valid_page(m, &pages[p]) || !out_tokens[p]) {
+        if (!valid_page(m, &pages[p]) || (out_tokens && !out_tokens[p])) {
             const tp_image_view *v = pages[p].views && pages[p].n_views > 0 ? &pages[p].views[pages[p].n_views - 1] : NULL;
             tp_error_set(err, TP_ERR_INVALID_ARGUMENT,
                          "tp_vision_encode: page %d: views this model cannot encode (%d views, the last %dx%d px, "
@@ -354,6 +355,12 @@ static tp_status encode_locked(tp_vision_model *m, const tp_page_views *pages, i
     int n_groups = 0;
     tp_status st = plan_groups(m, pages, n_pages, groups, &n_groups, err);
     if (st == TP_OK && !same_groups(m, groups, n_groups)) st = build_graph(m, groups, n_groups, err);
+    return st;
+}
+
+static tp_status encode_locked(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages,
+                               float *const *out_tokens, tp_error *err) {
+    tp_status st = plan_locked(m, pages, n_pages, out_tokens, err);
     if (st != TP_OK) return st;
     /* pixels into the group inputs */
     int32_t v = 0;
@@ -390,6 +397,20 @@ tp_status tp_vision_encode(tp_vision_model *m, const tp_page_views *pages, int32
     }
     pthread_mutex_lock(&m->lock);
     tp_status st = encode_locked(m, pages, n_pages, out_tokens, err);
+    pthread_mutex_unlock(&m->lock);
+    return st;
+}
+
+tp_status tp_vision_plan_bytes(tp_vision_model *m, const tp_page_views *pages, int32_t n_pages, size_t *out_bytes,
+                               tp_error *err) {
+    if (out_bytes) *out_bytes = 0;
+    if (!m || !pages || !out_bytes || n_pages <= 0) {
+        tp_error_set(err, TP_ERR_INVALID_ARGUMENT, "tp_vision_plan_bytes: NULL argument or no pages");
+        return TP_ERR_INVALID_ARGUMENT;
+    }
+    pthread_mutex_lock(&m->lock);
+    tp_status st = plan_locked(m, pages, n_pages, NULL, err);
+    if (st == TP_OK) *out_bytes = tp_graph_arena_bytes(m->graph) + tp_graph_work_bytes(m->graph, tp_threadpool_n_threads(m->pool));
     pthread_mutex_unlock(&m->lock);
     return st;
 }
