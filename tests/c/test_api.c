@@ -179,6 +179,9 @@ static void test_vision_null_handles(void) {
     CHECK(tp_vision_get_stage(NULL, "proj", 0, NULL, 0, NULL, &err) == TP_ERR_INVALID_ARGUMENT, "stage, NULL model");
     CHECK(tp_vision_encode(NULL, NULL, 1, NULL, &err) == TP_ERR_INVALID_ARGUMENT, "encode, NULL model");
     CHECK(tp_vision_last_compute_bytes(NULL) == 0, "compute bytes of a NULL model");
+    size_t plan = 1;
+    CHECK(tp_vision_plan_bytes(NULL, NULL, 1, &plan, &err) == TP_ERR_INVALID_ARGUMENT && plan == 0,
+          "plan bytes, NULL model");
     tp_vision_trim(NULL);
     tp_vision_free(NULL);
 }
@@ -282,6 +285,9 @@ static void test_vision_family(const char *fixtures, const want_family *f) {
     CHECK(tp_vision_page_n_tokens(m, &bad) == -1, "a 100 px view is refused");
     float *tok = NULL;
     CHECK(tp_vision_encode(m, &bad, 1, &tok, &err) == TP_ERR_INVALID_ARGUMENT, "encode refuses it");
+    size_t bad_plan = 1;
+    CHECK(tp_vision_plan_bytes(m, &bad, 1, &bad_plan, &err) == TP_ERR_INVALID_ARGUMENT && bad_plan == 0,
+          "plan bytes refuses it too");
 
     /* encode the page of the first one-view mode (v1: tiny, OCR-2: base) and read its stages */
     const want_mode *small = &f->modes[0];
@@ -304,7 +310,10 @@ static void test_vision_family(const char *fixtures, const want_family *f) {
     CHECK(tp_vision_get_stage(m, "proj", 0, NULL, 0, NULL, &err) == TP_ERR_INVALID_ARGUMENT,
           "no stages before an encode");
     float *out = malloc((size_t)(n_tok > 0 ? n_tok : 1) * 32 * sizeof(float));
+    size_t planned = 0;
+    CHECK(tp_vision_plan_bytes(m, v, 1, &planned, &err) == TP_OK && planned > 0, "plan bytes");
     CHECK(out && tp_vision_encode(m, v, 1, &out, &err) == TP_OK, "encode");
+    CHECK(tp_vision_last_compute_bytes(m) == planned, "the encode needs what the plan said");
     int bad_vals = 0;
     for (int64_t i = 0; out && i < n_tok * 32; i++) bad_vals += !isfinite(out[i]);
     CHECK(bad_vals == 0, "finite tokens");
