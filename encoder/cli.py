@@ -758,7 +758,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
 
     def encoded_pages() -> Iterator[_EncodedPage]:
         """Every page that encodes, pass by pass, with its embeddings."""
-        nonlocal any_usable, enc_total
+        nonlocal any_usable
         for p0 in range(0, len(tasks), per_pass):
             batch = tasks[p0:p0 + per_pass]
             sources: dict[int, object] = {}
@@ -784,24 +784,31 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
             if not good:
                 continue
             any_usable = True
-            views = sum(int(prepared[t.index].views.n_views) for t in good)
-            where = (f" (images {good[0].index + 1}-{good[-1].index + 1} of {len(tasks)})"
-                     if per_pass < len(tasks) else "")
-            rep.info(f"encoding {len(good)} image(s){where}, {views} view(s), mode {prepared[good[0].index].mode} ...")
-            models.check()
-            try:
-                embs, enc_s = pipe.encode([prepared[t.index] for t in good])
-            except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
-                msg = f"vision encoding failed for {', '.join(t.label for t in good)}: {e}"
-                for t in good:
-                    failed(t, msg)
-                continue
-            enc_total += enc_s
-            rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
-            pass_tokens = sum(prepared[t.index].n_tokens for t in good)
-            for t, emb in zip(good, embs):
-                models.check()  # before each page is decoded: a truncated model would be read past its end
-                yield _EncodedPage(t, prepared[t.index], emb, enc_s, prepared[t.index].n_tokens / max(1, pass_tokens))
+            k = 0
+            for part in pipe.passes([prepared[t.index] for t in good]):  # split where memory needs it
+                in_part, k = good[k:k + len(part)], k + len(part)
+                yield from encode_pass(in_part, part)
+
+    def encode_pass(in_part: list[_PageTask], part: list) -> Iterator[_EncodedPage]:
+        nonlocal enc_total
+        views = sum(int(p.views.n_views) for p in part)
+        where = (f" (images {in_part[0].index + 1}-{in_part[-1].index + 1} of {len(tasks)})"
+                 if len(in_part) < len(tasks) else "")
+        rep.info(f"encoding {len(in_part)} image(s){where}, {views} view(s), mode {part[0].mode} ...")
+        models.check()
+        try:
+            embs, enc_s = pipe.encode(part)
+        except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
+            msg = f"vision encoding failed for {', '.join(t.label for t in in_part)}: {e}"
+            for t in in_part:
+                failed(t, msg)
+            return
+        enc_total += enc_s
+        rep.info(f"encoded in {enc_s * 1e3:.0f} ms")
+        pass_tokens = sum(p.n_tokens for p in part)
+        for t, p, emb in zip(in_part, part, embs):
+            models.check()  # before each page is decoded: a truncated model would be read past its end
+            yield _EncodedPage(t, p, emb, enc_s, p.n_tokens / max(1, pass_tokens))
 
     def after(t: _PageTask, outcome: _PageOutcome) -> None:
         nonlocal status

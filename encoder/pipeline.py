@@ -246,10 +246,18 @@ class OcrPipeline:
         plan = getattr(self.vision, "plan_bytes", None)
         if plan is None or len(prepared) < 2 or self.pass_bytes <= 0:
             return [list(prepared)]
+        from .native import TilepassError
+
+        def too_big(pages: list[Any]) -> bool:
+            try:
+                return plan(pages) > self.pass_bytes
+            except (TilepassError, MemoryError):  # no graph for them together: apart, or encode says why
+                return True
+
         out: list[list[Any]] = []
         cur: list[Any] = []
         for p in prepared:
-            if cur and plan([*cur, p]) > self.pass_bytes:
+            if cur and too_big([*cur, p]):
                 out.append(cur)
                 cur = []
             cur.append(p)
