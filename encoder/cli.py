@@ -668,7 +668,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
                inputs, prompt: str, sampling: Sampling, status: int, t_start: float) -> int:
     from .documents import PageLoader
     from .grounding import dumps
-    from .manifest import ResumeRefused, reconcile_settings
+    from .manifest import ResumeRefused
     from .pipeline import peak_memory_bytes
     from .progress import Progress
 
@@ -690,19 +690,14 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
     # the pages to do: every page of every document, less (a document run into -o DIR) those done before
     pairs = [(d, n) for d in found.documents for n in d.pages]
     if docs is not None:
-        from . import __version__
-
-        names = {d.name for d in found.documents}
         try:
-            notes = reconcile_settings(docs.manifest, _output_settings(args, pipe, prompt, sampling, no_repeat,
-                                                                       vision_arith), args.force, names)
+            notes, warnings = docs.start_run(_output_settings(args, pipe, prompt, sampling, no_repeat, vision_arith),
+                                             args.force, found.documents)
         except ResumeRefused as e:
             raise CliError(str(e), EXIT_USAGE) from None
         for note in notes:
             rep.info(note)
-        docs.manifest.tilepass = __version__
-        docs.manifest.save()
-        for note in docs.open_documents(found.documents):
+        for note in warnings:
             rep.warn(note)
         todo = {d.name: set(docs.pages_to_do(d)) for d in found.documents}
         n_all = len(pairs)

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 from .documents import Document
-from .manifest import Manifest, PageRecord
+from .manifest import Manifest, PageRecord, reconcile_settings
 from .outputs import FileId, refuse_input, remove_stale_temps, write_atomic, write_if_changed
 
 PAGE_MARKER = "<!-- page {n} -->"
@@ -102,6 +102,19 @@ class DocumentOutputs:
         return f"![](figures/{page_stem(n)}-{{index}}.jpg)\n"
 
     # ---- start: what is done ----
+    def start_run(self, settings: Mapping[str, Any], force: bool,
+                  docs: Iterable[Document]) -> tuple[list[str], list[str]]:
+        """A run's start, for tilepass-cli and tilepass-batch alike: the settings checked against the manifest's
+        (manifest.ResumeRefused for a change without force), the manifest stamped and saved, the documents
+        opened. Returns (notes, warnings) for stderr."""
+        from . import __version__
+
+        docs = list(docs)
+        notes = reconcile_settings(self.manifest, settings, force, {d.name for d in docs})
+        self.manifest.tilepass = __version__
+        self.manifest.save()
+        return notes, self.open_documents(docs)
+
     def open_documents(self, docs: Iterable[Document]) -> list[str]:
         """Remove temporary files a killed run left; read the done pages' files back (a done page whose files are
         missing or unreadable is done again). Returns notes for stderr."""

@@ -131,12 +131,11 @@ class Run:
 def _prepare(ns: Any, settings: ModelSettings, log: Log, abort: Any = None) -> Run:
     """tilepass-cli's checks, in its order: usage, inputs, the directory and its manifest, the models, the
     resolved settings; then the pages not done before."""
-    from .. import __version__
     from ..cli import PRECISIONS, _open_document_outputs, _output_settings, _resolve_prompt, check_tile_args, \
         load_pipeline
     from ..documents import RangeSyntaxError, expand_inputs
     from ..generate import Sampling
-    from ..manifest import ResumeRefused, reconcile_settings
+    from ..manifest import ResumeRefused
 
     if settings.prompt is not None and settings.task is not None:
         raise BatchError("-p and --task are two ways to give the prompt: use one", usage=True)
@@ -169,17 +168,14 @@ def _prepare(ns: Any, settings: ModelSettings, log: Log, abort: Any = None) -> R
         arith = next((name for name, c in PRECISIONS.items() if c == code), "f32")
         no_repeat = dataclasses.replace(pipe.default_no_repeat(settings.no_repeat_ngram, settings.no_repeat_window),
                                         scope=settings.no_repeat_scope)
-        names = {d.name for d in found.documents}
         try:
-            notes = reconcile_settings(docs.manifest, _output_settings(ns, pipe, prompt, sampling, no_repeat, arith),
-                                       ns.force, names)
+            notes, warnings = docs.start_run(_output_settings(ns, pipe, prompt, sampling, no_repeat, arith), ns.force,
+                                             found.documents)
         except ResumeRefused as e:
             raise BatchError(str(e), usage=True) from None
         for note in notes:
             log.info(note)
-        docs.manifest.tilepass = __version__
-        docs.manifest.save()
-        for note in docs.open_documents(found.documents):
+        for note in warnings:
             log.warn(note)
         documents = tuple(found.documents)
         todo_by_doc = {d.name: set(docs.pages_to_do(d)) for d in documents}
