@@ -191,6 +191,7 @@ def _prepare(ns: Any, settings: ModelSettings, log: Log, abort: Any = None) -> R
             if not todo_by_doc[d.name]:
                 docs.write_document(d)
         spec = DecodeSpec(settings, prompt, sampling, no_repeat, documents, 1)
+        names = {d.name for d in documents}
         return Run(docs, lock, documents, names, todo, len(all_keys), spec, ns, pipe, len(found.errors))
     except BaseException:
         lock.release()
