@@ -268,10 +268,18 @@ class OcrPipeline:
         """The pages in as few vision passes as ``passes`` allows (one, unless their compute buffer would pass
         ``pass_bytes``); (embeddings, seconds)."""
         t0 = time.perf_counter()
-        embs = [e for part in self.passes(prepared) for e in self.vision.encode(part)]
-        trim = getattr(self.vision, "trim", None)
-        if trim is not None:  # the decoder runs next: give the vision buffers and pages back
-            trim()
+        parts = self.passes(prepared)
+        embs = [e for k, part in enumerate(parts) for e in self.encode_pass(part, trim=k == len(parts) - 1)[0]]
+        return embs, time.perf_counter() - t0
+
+    def encode_pass(self, part: Sequence[Any], trim: bool = True) -> tuple[list[np.ndarray], float]:
+        """One vision pass (a part that ``passes`` gave); (embeddings, seconds). trim: then give the vision buffers
+        and weight pages back, as the decoder runs next."""
+        t0 = time.perf_counter()
+        embs = self.vision.encode(list(part))
+        trim_fn = getattr(self.vision, "trim", None)
+        if trim and trim_fn is not None:
+            trim_fn()
         return embs, time.perf_counter() - t0
 
     @property

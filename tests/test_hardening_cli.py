@@ -328,12 +328,12 @@ def test_model_truncated_between_pages_is_caught(tmp_path):
     shutil.copy(TEXT, text)
     code = ("import os, sys\n"
             "from encoder.pipeline import OcrPipeline\n"
-            "real = OcrPipeline.encode\n"
-            "def encode(self, prepared):\n"
-            "    out = real(self, prepared)\n"
+            "real = OcrPipeline.encode_pass\n"
+            "def encode(self, prepared, trim=True):\n"
+            "    out = real(self, prepared, trim)\n"
             f"    os.truncate({str(text)!r}, 4096)\n"
             "    return out\n"
-            "OcrPipeline.encode = encode\n"
+            "OcrPipeline.encode_pass = encode\n"
             "from encoder.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     cmd = [sys.executable, "-c", code, *cli_cmd(*QUICK, "--image", PAGE, "-o", tmp_path / "o.md", text=text)[3:]]
