@@ -792,7 +792,7 @@ def _run_pages(args: argparse.Namespace, rep: Reporter, found, docs: DocumentOut
         rep.info(f"encoding {len(in_part)} image(s){where}, {views} view(s), mode {part[0].mode} ...")
         models.check()
         try:
-            embs, enc_s = pipe.encode_pass(part)  # a part of pipe.passes: not split again
+            embs, enc_s = pipe.encode_pass(part, decoder_idle=True)  # a part of pipe.passes: not split again
         except Exception as e:  # TilepassError, MemoryError: this pass's pages are lost, not the others'
             msg = f"vision encoding failed for {', '.join(t.label for t in in_part)}: {e}"
             for t in in_part:

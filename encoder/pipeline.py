@@ -143,7 +143,8 @@ class PageRequest:
 
 # a vision pass's compute buffer, at most (OcrPipeline.passes): a full-size DeepSeek-OCR gundam page needs about
 # 0.6 GB, so such pages go one to a pass (batching them gains little: their views are large already), while small
-# pages and crops still share passes (the CLI's peak on full-size gundam pages: 7.4 -> 5.3 GB at the default --parallel)
+# pages and crops still share passes (the CLI's peak on full-size gundam pages: 7.4 -> 5.3 GB at the default --parallel,
+# 3.8 GB with the text weights' pages given back during each pass: encode_pass's decoder_idle)
 PASS_BYTES = 1 << 30
 
 
@@ -272,10 +273,16 @@ class OcrPipeline:
         embs = [e for k, part in enumerate(parts) for e in self.encode_pass(part, trim=k == len(parts) - 1)[0]]
         return embs, time.perf_counter() - t0
 
-    def encode_pass(self, part: Sequence[Any], trim: bool = True) -> tuple[list[np.ndarray], float]:
+    def encode_pass(self, part: Sequence[Any], trim: bool = True,
+                    decoder_idle: bool = False) -> tuple[list[np.ndarray], float]:
         """One vision pass (a part that ``passes`` gave); (embeddings, seconds). trim: then give the vision buffers
-        and weight pages back, as the decoder runs next."""
+        and weight pages back, as the decoder runs next. decoder_idle: the caller decodes nothing until this
+        returns (tilepass-cli, between decode steps; not the server, whose other pages decode meanwhile), so
+        the text weights' pages are given back first and the pass never holds both models at once."""
         t0 = time.perf_counter()
+        text_trim = getattr(self.text, "trim", None)
+        if decoder_idle and text_trim is not None:
+            text_trim()
         embs = self.vision.encode(list(part))
         trim_fn = getattr(self.vision, "trim", None)
         if trim and trim_fn is not None:

@@ -72,6 +72,10 @@ class TextModel:
     def reset(self) -> None:
         lib.tp_text_reset(self._model)
 
+    def trim(self) -> None:
+        """Drop the weights' resident pages (KV caches kept): the next eval reads them from the file again."""
+        lib.tp_text_trim(self._model)
+
     def new_sequence(self, n_ctx: int = 0) -> "TextSequence":
         """Another sequence of this model (its own KV cache of n_ctx tokens; 0: the model's n_ctx)."""
         return TextSequence(self, n_ctx)

@@ -42,7 +42,7 @@
  *     different threads: their computations take turns on the model's lock (one pool). tp_text_reset /
  *     tp_text_seq_reset wait for a call in progress on that sequence, then empty it; tp_text_n_past,
  *     tp_text_seq_n_past, tp_text_seq_n_ctx, tp_text_get_info, tp_text_token_bytes, tp_text_get_tokenizer
- *     and tp_text_tokenize may be called from any thread at any time. tp_text_seq_create may be called from any thread.
+ *     and tp_text_tokenize may be called from any thread at any time. tp_text_seq_create may be called from any thread; tp_text_trim takes its turn on the model's lock.
  *   - tp_tokenizer: immutable once loaded: any number of threads may tokenize with it at once. A
  *     tp_detokenizer is one stream: one thread at a time.
  *   - tp_page: immutable once made: any number of threads may read its views.
@@ -661,6 +661,12 @@ tp_status tp_text_load(const char *path, const tp_text_params *params, tp_text_m
                        tp_error *err);
 void tp_text_free(tp_text_model *m);
 tp_status tp_text_get_info(const tp_text_model *m, tp_text_info *out);
+
+/* Let the OS drop the mapped weights' resident pages (KV caches and sequences are kept): the next eval
+ * reads them from the file again (the page cache, as a rule). For a caller that runs the vision encoder
+ * between decode steps, as tilepass-cli does, so that the process never holds both models' weights and the
+ * encoder's buffers at once. Waits for a computation in progress; NULL is ignored. */
+void tp_text_trim(tp_text_model *m);
 
 /* Forget the sequence (empty KV cache). */
 void tp_text_reset(tp_text_model *m);

@@ -23,13 +23,18 @@ from bundled_model import bundled_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+def files(tmp_path_factory):
+    """The bundled model's (text, vision) GGUF files."""
+    return bundled_gguf(tmp_path_factory.mktemp("passes"))
+
+
+@pytest.fixture(scope="module")
+def pipe(files):
     from gen import make_page
 
     from encoder.pipeline import OcrPipeline
 
-    text, vision = bundled_gguf(tmp_path_factory.mktemp("passes"))
-    p = OcrPipeline(text, vision, n_threads=2)
+    p = OcrPipeline(*files, n_threads=2)
     pages = p.prepare([make_page(300 + k).image for k in range(3)])
     return p, pages
 
@@ -84,3 +89,46 @@ def test_small_pages_share_a_pass_under_the_default_budget(pipe):
     p, pages = pipe
     assert p.pass_bytes == PASS_BYTES
     assert [len(x) for x in p.passes(pages)] == [3]
+
+
+def _resident_kb(path: Path) -> int:
+    """The process's resident kB of its mappings of `path` (/proc/self/smaps)."""
+    total, ours = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not line.startswith(("Rss", "Pss")):
+            ours = len(head) >= 6 and Path(head[5]) == path  # a mapping's first line: range perms off dev inode path
+        elif ours and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+def test_a_pass_between_decode_steps_holds_neither_weights_of_the_other_model(pipe, files):
+    """decoder_idle (tilepass-cli): the text weights' pages are given back before the pass and the vision
+    weights' after it; the next decode step reads the text weights again and gives the same logits."""
+    p, pages = pipe
+    text_path, vision_path = (Path(f).resolve() for f in files)
+    ids = p.prompt_ids(p.default_prompt, 0)[:8]
+
+    def run(trim_between: bool) -> np.ndarray:
+        p.text.reset()
+        p.text.eval(ids[:-1])
+        if trim_between:
+            seen = {}
+            encode = p.vision.encode
+
+            def watched(views):
+                seen["text_kb"] = _resident_kb(text_path)
+                return encode(views)
+
+            p.vision.encode = watched
+            try:
+                assert _resident_kb(text_path) > 0
+                p.encode_pass(pages, decoder_idle=True)
+            finally:
+                del p.vision.encode
+            assert seen["text_kb"] == 0 and _resident_kb(vision_path) == 0
+        return p.text.eval(ids[-1:])
+
+    assert np.array_equal(run(True), run(False))
+    assert _resident_kb(text_path) > 0

@@ -101,6 +101,14 @@ static void populate_range(uintptr_t lo, uintptr_t hi) {
     (void)sink;
 }
 
+void tp_text_trim(tp_text_model *m) {
+    if (!m) return;
+    pthread_mutex_lock(&m->compute);
+    tp_gguf_drop_pages(m->gguf);
+    m->weights_resident = false; /* the next eval populates the range again, in one call */
+    pthread_mutex_unlock(&m->compute);
+}
+
 tp_text_params tp_text_default_params(void) {
     tp_text_params p;
     p.n_threads = 1;
