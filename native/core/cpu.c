@@ -34,6 +34,15 @@ bool tp_cpu_has_avx512_vnni(void) {
 #endif
 }
 
+bool tp_cpu_is_intel(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel");
+#else
+    return false;
+#endif
+}
+
 const char *tp_cpu_path_name(tp_cpu_path path) {
     switch (path) {
     case TP_CPU_SCALAR: return "scalar";

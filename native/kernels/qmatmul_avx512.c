@@ -416,8 +416,13 @@ static inline __attribute__((always_inline)) void qv_k45(const uint8_t *w, bool 
  * the one-row kernels are gone, and the activation vectors are L1-resident. Q4_K decodes the
  * 6-bit scales and mins of four super-blocks in one 512-bit pass. */
 #define QV_ROWS 4
-#define QV_PF_Q8_0 512  /* bytes ahead (measured on Zen 4: 512 beats 1024 and 2048 for Q8_0, */
-#define QV_PF_Q4_K 2048 /* 2048 beats 512 and 1024 for the slower-to-compute Q4_K) */
+/* Bytes ahead. Q8_0: on Zen 4 512 beat 1024 and 2048; on a Sapphire Rapids Xeon (PaddleOCR-VL's decode, 2
+ * threads, alternated runs) 2048 gave 50.6 and 52.6 tok/s against 512's 43.2 and 45.2 (1024: 44.4, 46.2), its
+ * cores reaching DRAM with a longer latency: so 2048 on Intel, 512 elsewhere. Q4_K, slower to compute: 2048
+ * beat 512 and 1024 on Zen 4. */
+#define QV_PF_Q8_0 512
+#define QV_PF_Q8_0_INTEL 2048
+#define QV_PF_Q4_K 2048
 
 /* out[0..3] += the horizontal sums of a0..a3. */
 static inline void qv_reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3, float *out) {
@@ -433,7 +438,8 @@ static inline void qv_reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3, float 
 #define QV_INLINE static inline __attribute__((always_inline))
 
 /* One Q8_0 row over blocks [0, nbs): returns Σ (with the −128 correction folded in) as lanes. */
-QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const float *xd, const float *xs, int64_t nbs) {
+QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const float *xd, const float *xs, int64_t nbs,
+                             int pf_bytes) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2)), i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4)),
@@ -443,7 +449,7 @@ QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const fl
     int64_t j = 0;
     for (; j + 8 <= nbs; j += 8) {
         const tp_block_q8_0 *wb = w + j;
-        const char *pf = (const char *)wb + QV_PF_Q8_0;
+        const char *pf = (const char *)wb + pf_bytes;
         _mm_prefetch(pf, _MM_HINT_T0);
         _mm_prefetch(pf + 64, _MM_HINT_T0);
         _mm_prefetch(pf + 128, _MM_HINT_T0);
@@ -478,13 +484,21 @@ QV_INLINE __m512 qv_row_q8_0(const tp_block_q8_0 *w, const int8_t *xqs, const fl
 }
 
 /* Q8_0: rows row + r·lda (r < 4), blocks [0, nbs) of the segment; out[r] += the dots. */
+QV_INLINE void qv4_q8_0_at(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs,
+                           int64_t nbs, float *out, int pf) {
+    const __m512 a0 = qv_row_q8_0((const tp_block_q8_0 *)row, xq, xd, xs, nbs, pf);
+    const __m512 a1 = qv_row_q8_0((const tp_block_q8_0 *)(row + lda), xq, xd, xs, nbs, pf);
+    const __m512 a2 = qv_row_q8_0((const tp_block_q8_0 *)(row + 2 * lda), xq, xd, xs, nbs, pf);
+    const __m512 a3 = qv_row_q8_0((const tp_block_q8_0 *)(row + 3 * lda), xq, xd, xs, nbs, pf);
+    qv_reduce4(a0, a1, a2, a3, out);
+}
 static void qv4_q8_0(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs, int64_t nbs,
                      float *out) {
-    const __m512 a0 = qv_row_q8_0((const tp_block_q8_0 *)row, xq, xd, xs, nbs);
-    const __m512 a1 = qv_row_q8_0((const tp_block_q8_0 *)(row + lda), xq, xd, xs, nbs);
-    const __m512 a2 = qv_row_q8_0((const tp_block_q8_0 *)(row + 2 * lda), xq, xd, xs, nbs);
-    const __m512 a3 = qv_row_q8_0((const tp_block_q8_0 *)(row + 3 * lda), xq, xd, xs, nbs);
-    qv_reduce4(a0, a1, a2, a3, out);
+    qv4_q8_0_at(row, lda, xq, xd, xs, nbs, out, QV_PF_Q8_0);
+}
+static void qv4_q8_0_intel(const char *row, size_t lda, const int8_t *xq, const float *xd, const float *xs,
+                           int64_t nbs, float *out) {
+    qv4_q8_0_at(row, lda, xq, xd, xs, nbs, out, QV_PF_Q8_0_INTEL);
 }
 
 /* The Q4_K / Q5_K sub-block work of one super-block given its scale vector sm = [d·sc0..7, dmin·m0..7]. */
@@ -712,6 +726,7 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
                      float *out) {
     static const int q4k_pos[8] = {0, 2, 1, 3, 4, 6, 5, 7};
     const bool k45 = type == TP_TYPE_Q4_K || type == TP_TYPE_Q5_K;
+    const bool intel = type == TP_TYPE_Q8_0 && tp_cpu_is_intel(); /* the Q8_0 prefetch distance */
     qx_one pk;
     for (int64_t j = 0; j < nb; j++) {
         pk.xd[j] = x[j].d;
@@ -733,7 +748,7 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
     case TP_TYPE_Q4_1: rows4 = qv4_q4_1; break;
     case TP_TYPE_Q5_0: rows4 = qv4_q5_0; break;
     case TP_TYPE_Q5_1: rows4 = qv4_q5_1; break;
-    default: rows4 = qv4_q8_0; break;
+    default: rows4 = intel ? qv4_q8_0_intel : qv4_q8_0; break;
     }
     int64_t r = 0;
     for (; r + QV_ROWS <= nrows; r += QV_ROWS) {
@@ -746,7 +761,9 @@ static void qdot_one(tp_type type, const void *A, size_t lda, int64_t nrows, con
         __m512 v;
         if (k45) v = qv_row_k45((const uint8_t *)row, type == TP_TYPE_Q5_K, pk.qs, pk.xd, pk.xs, nblocks);
         else if (type == TP_TYPE_Q6_K) v = qv_row_q6_K((const tp_block_q6_K *)row, pk.qs, pk.xd, pk.xs16, nblocks);
-        else if (type == TP_TYPE_Q8_0) v = qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nblocks);
+        else if (type == TP_TYPE_Q8_0)
+            v = qv_row_q8_0((const tp_block_q8_0 *)row, pk.qs, pk.xd, pk.xs, nblocks,
+                            intel ? QV_PF_Q8_0_INTEL : QV_PF_Q8_0);
         else v = qv_row_q32(type, (const uint8_t *)row, pk.qs, pk.xd, pk.xs, nblocks);
         out[r] = _mm512_reduce_add_ps(v);
     }

@@ -20,6 +20,8 @@
 /* CPU features beyond the path (cpu.c). */
 bool tp_cpu_has_avx512_bf16(void);
 bool tp_cpu_has_avx512_vnni(void);
+/* The CPU's vendor is Intel (kernels whose best prefetch distance differs by vendor ask). */
+bool tp_cpu_is_intel(void);
 /* AMX-BF16 tiles usable by this process (amx.c): CPUID amx-bf16 + amx-tile, AVX512-BF16, and the
  * kernel's permission for tile data (requested once); the environment TILEPASS_AMX=0 says no. */
 bool tp_cpu_amx_usable(void);
