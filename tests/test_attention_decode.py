@@ -33,7 +33,8 @@ def pool3(request):
 
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("H,Hkv,Nk,D,Dv", [(10, 10, 1016, 128, 128), (4, 2, 300, 24, 40), (1, 1, 1, 16, 16),
-                                           (17, 17, 2, 8, 5), (6, 3, 129, 37, 19), (64, 8, 257, 32, 32)])
+                                           (17, 17, 2, 8, 5), (6, 3, 129, 37, 19), (64, 8, 257, 32, 32),
+                                           (16, 2, 1001, 128, 128), (8, 2, 77, 64, 64), (12, 3, 50, 40, 36)])
 @pytest.mark.parametrize("token_major", [False, True], ids=["headmajor", "tokenmajor"])
 def test_attention_decode(pool3, path, H, Hkv, Nk, D, Dv, token_major):
     rng = np.random.default_rng(H * 100 + Nk + D)
