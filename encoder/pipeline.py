@@ -144,7 +144,7 @@ class PageRequest:
 # a vision pass's compute buffer, at most (OcrPipeline.passes): a full-size DeepSeek-OCR gundam page needs about
 # 0.6 GB, so such pages go one to a pass (batching them gains little: their views are large already), while small
 # pages and crops still share passes (the CLI's peak on full-size gundam pages: 7.4 -> 5.3 GB at the default --parallel,
-# 3.8 GB with the text weights' pages given back during each pass: encode_pass's decoder_idle)
+# 3.97 GB with the text weights' pages given back during each pass: encode_pass's decoder_idle)
 PASS_BYTES = 1 << 30
 
 
