@@ -290,12 +290,8 @@ void tp_attn_dec_pv_f16_avx2(const float *Pt, int ldp, const uint16_t *V, size_t
     dec_pv(Pt, ldp, V, true, ldv, ldh, group, O, nc, H, Dv);
 }
 
-static inline __m256 ld8h(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-
-static inline float h1(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
-
 void tp_attn_f16_to_f32_avx2(const uint16_t *src, float *dst, int n) {
     int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8h(src + i));
-    for (; i < n; i++) dst[i] = h1(src[i]);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8_kv(src, (size_t)i, true));
+    for (; i < n; i++) dst[i] = ld1_kv(src, (size_t)i, true);
 }
