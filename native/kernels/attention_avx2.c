@@ -270,24 +270,16 @@ INLINE void dec_pv(const float *Pt, int ldp, const void *V, bool f16, size_t ldv
     }
 }
 
-void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                         int nc, int H, int nq, int D) {
-    dec_qk(K, false, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+void tp_attn_dec_qk_avx2(const void *K, bool f16, size_t ldk, size_t ldh, int group, const float *Q, float *St,
+                         int lds, int nc, int H, int nq, int D) {
+    if (f16) dec_qk(K, true, ldk, ldh, group, Q, St, lds, nc, H, nq, D); /* one body per row type, the type */
+    else dec_qk(K, false, ldk, ldh, group, Q, St, lds, nc, H, nq, D);    /* a constant in its loops */
 }
 
-void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                         int nc, int H, int Dv) {
-    dec_pv(Pt, ldp, V, false, ldv, ldh, group, O, nc, H, Dv);
-}
-
-void tp_attn_dec_qk_f16_avx2(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                             int nc, int H, int nq, int D) {
-    dec_qk(K, true, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
-}
-
-void tp_attn_dec_pv_f16_avx2(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
-                             int nc, int H, int Dv) {
-    dec_pv(Pt, ldp, V, true, ldv, ldh, group, O, nc, H, Dv);
+void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const void *V, bool f16, size_t ldv, size_t ldh, int group,
+                         float *O, int nc, int H, int Dv) {
+    if (f16) dec_pv(Pt, ldp, V, true, ldv, ldh, group, O, nc, H, Dv);
+    else dec_pv(Pt, ldp, V, false, ldv, ldh, group, O, nc, H, Dv);
 }
 
 void tp_attn_f16_to_f32_avx2(const uint16_t *src, float *dst, int n) {

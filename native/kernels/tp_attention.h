@@ -4,6 +4,7 @@
 #ifndef TP_ATTENTION_H
 #define TP_ATTENTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,19 +51,16 @@ void tp_attn_dec_qk_avx512(const float *K, size_t ldk, size_t ldh, int group, co
                            int nc, int H, int nq, int D);
 void tp_attn_dec_pv_avx512(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
                            int nc, int H, int Dv);
-void tp_attn_dec_qk_avx2(const float *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                         int nc, int H, int nq, int D);
-void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const float *V, size_t ldv, size_t ldh, int group, float *O,
-                         int nc, int H, int Dv);
+/* AVX2: K / V rows of F32, or F16 with f16 (ldk, ldv, ldh in elements) */
+void tp_attn_dec_qk_avx2(const void *K, bool f16, size_t ldk, size_t ldh, int group, const float *Q, float *St,
+                         int lds, int nc, int H, int nq, int D);
+void tp_attn_dec_pv_avx2(const float *Pt, int ldp, const void *V, bool f16, size_t ldv, size_t ldh, int group,
+                         float *O, int nc, int H, int Dv);
 /* the same over an F16 KV cache (ldk, ldv, ldh in elements), and F16 rows to F32 (F16C) */
 void tp_attn_dec_qk_f16_avx512(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
                                int nc, int H, int nq, int D);
 void tp_attn_dec_pv_f16_avx512(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
                                int nc, int H, int Dv);
-void tp_attn_dec_qk_f16_avx2(const uint16_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,
-                             int nc, int H, int nq, int D);
-void tp_attn_dec_pv_f16_avx2(const float *Pt, int ldp, const uint16_t *V, size_t ldv, size_t ldh, int group, float *O,
-                             int nc, int H, int Dv);
 void tp_attn_f16_to_f32_avx512(const uint16_t *src, float *dst, int n);
 /* the same over a Q8_0 KV cache (ldk, ldv, ldh in bytes; D, Dv multiples of 32), and Q8_0 blocks to floats */
 void tp_attn_dec_qk_q8_avx512(const uint8_t *K, size_t ldk, size_t ldh, int group, const float *Q, float *St, int lds,

@@ -73,8 +73,7 @@ static void dec_qk(tp_cpu_path path, kv_kind kind, const void *K, size_t ldk, si
         return;
     }
     if (path == TP_CPU_AVX2) {
-        if (kind == KV_F16) tp_attn_dec_qk_f16_avx2(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
-        else tp_attn_dec_qk_avx2(K, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
+        tp_attn_dec_qk_avx2(K, kind == KV_F16, ldk, ldh, group, Q, St, lds, nc, H, nq, D);
         return;
     }
 #else
@@ -94,8 +93,7 @@ static void dec_pv(tp_cpu_path path, kv_kind kind, const float *Pt, int ldp, con
         return;
     }
     if (path == TP_CPU_AVX2) {
-        if (kind == KV_F16) tp_attn_dec_pv_f16_avx2(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
-        else tp_attn_dec_pv_avx2(Pt, ldp, V, ldv, ldh, group, O, nc, H, Dv);
+        tp_attn_dec_pv_avx2(Pt, ldp, V, kind == KV_F16, ldv, ldh, group, O, nc, H, Dv);
         return;
     }
 #else
