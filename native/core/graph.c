@@ -443,7 +443,6 @@ tp_status tp_graph_compute(tp_graph *g, tp_threadpool *pool) {
 
 int tp_graph_n_nodes(const tp_graph *g) { return g ? g->n_nodes : 0; }
 size_t tp_graph_peak_bytes(const tp_graph *g) { return g ? g->arena_bytes + g->work_bytes : 0; }
-size_t tp_graph_arena_bytes(const tp_graph *g) { return g ? g->arena_bytes : 0; }
 
 size_t tp_graph_work_bytes(const tp_graph *g, int n_threads) {
     size_t work = 0;
@@ -452,5 +451,9 @@ size_t tp_graph_work_bytes(const tp_graph *g, int n_threads) {
         if (info->kernel && info->work_size) work = TP_MAX(work, info->work_size(g->nodes[n], n_threads));
     }
     return align_up(work);
+}
+
+size_t tp_graph_planned_bytes(const tp_graph *g, int n_threads) {
+    return g ? g->arena_bytes + tp_graph_work_bytes(g, n_threads) : 0;
 }
 size_t tp_graph_total_intermediate_bytes(const tp_graph *g) { return g ? g->total_bytes : 0; }

@@ -214,8 +214,9 @@ void tp_ctx_detach_graph(tp_context *ctx, tp_graph *g);
 void tp_graph_destroy(tp_graph *g); /* frees without detaching */
 tp_graph *tp_graph_next_in_ctx(tp_graph *g);
 void tp_graph_set_next_in_ctx(tp_graph *g, tp_graph *next);
-size_t tp_graph_arena_bytes(const tp_graph *g); /* the planned buffer of intermediates, without the scratch */
 size_t tp_graph_work_bytes(const tp_graph *g, int n_threads); /* the per-op scratch for n_threads (planned graph) */
+/* what tp_graph_peak_bytes will report once computed with n_threads: the intermediates plus that scratch */
+size_t tp_graph_planned_bytes(const tp_graph *g, int n_threads);
 /* A kernel that meets bad data (e.g. an index out of range) calls this; compute then fails. */
 static inline void tp_report_bad_data(const tp_compute_params *p) {
     int expected = 0;

@@ -410,7 +410,7 @@ tp_status tp_vision_plan_bytes(tp_vision_model *m, const tp_page_views *pages, i
     }
     pthread_mutex_lock(&m->lock);
     tp_status st = plan_locked(m, pages, n_pages, NULL, err);
-    if (st == TP_OK) *out_bytes = tp_graph_arena_bytes(m->graph) + tp_graph_work_bytes(m->graph, tp_threadpool_n_threads(m->pool));
+    if (st == TP_OK) *out_bytes = tp_graph_planned_bytes(m->graph, tp_threadpool_n_threads(m->pool));
     pthread_mutex_unlock(&m->lock);
     return st;
 }
